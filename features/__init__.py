@@ -1,0 +1,54 @@
+"""Data contracts, loaders, point-in-time customer features, labels and lifecycle stages.
+
+This package is shared by training and serving so that both compute features with the
+same code (no training/serving skew).
+"""
+
+from features.contracts import (
+    CUSTOMER_COLUMNS,
+    EVENT_COLUMNS,
+    TRANSACTION_COLUMNS,
+    DataContractError,
+    validate_customers,
+    validate_events,
+    validate_transactions,
+)
+from features.labels import (
+    backtest_cutoff,
+    build_labels,
+    build_training_frame,
+    training_cutoffs,
+)
+from features.lifecycle import STAGES, TIERS, assign_lifecycle
+from features.loaders import (
+    CleaningReport,
+    load_csv,
+    load_hillstrom,
+    load_online_retail,
+    load_transactions,
+)
+from features.snapshot import FEATURE_COLUMNS, build_features
+
+__all__ = [
+    "CUSTOMER_COLUMNS",
+    "EVENT_COLUMNS",
+    "FEATURE_COLUMNS",
+    "STAGES",
+    "TIERS",
+    "TRANSACTION_COLUMNS",
+    "CleaningReport",
+    "DataContractError",
+    "assign_lifecycle",
+    "backtest_cutoff",
+    "build_features",
+    "build_labels",
+    "build_training_frame",
+    "load_csv",
+    "load_hillstrom",
+    "load_online_retail",
+    "load_transactions",
+    "training_cutoffs",
+    "validate_customers",
+    "validate_events",
+    "validate_transactions",
+]

@@ -1,0 +1,107 @@
+"""Labels at a cutoff and the stacked training frame of the backtest protocol.
+
+For a cutoff ``t`` and horizon ``H`` (labels use only ``[t, t + H)`` and later):
+
+* ``churn`` — no order in ``[t, t + H)``;
+* ``buy_30d`` — an order in ``[t, t + 30 days)``;
+* ``days_to_next`` — days from ``t`` to the next order, right-censored at the end of the
+  observed log (``next_observed`` says whether the order was seen).
+
+Backtest protocol (every model uses it): the last ``holdout_days`` (90) of the log are
+held out — the *backtest cutoff* is the log's last day minus 90 days (2011-06-02 for the
+shared extract) — and models train on cutoffs whose label windows end on or before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from features.snapshot import build_features
+
+__all__ = ["backtest_cutoff", "build_labels", "build_training_frame", "training_cutoffs"]
+
+_DAY = np.timedelta64(1, "D")
+
+
+def backtest_cutoff(transactions: pd.DataFrame, holdout_days: int = 90) -> pd.Timestamp:
+    """The log's last calendar day minus ``holdout_days``."""
+    return transactions["ts"].max().normalize() - pd.Timedelta(days=holdout_days)
+
+
+def training_cutoffs(
+    transactions: pd.DataFrame,
+    label_end: pd.Timestamp,
+    horizon: int = 90,
+    step_days: int = 30,
+    min_history_days: int = 180,
+    max_cutoffs: int = 12,
+) -> list[pd.Timestamp]:
+    """Cutoffs ``label_end − H − k·step`` (newest first) with ≥ ``min_history_days`` before them."""
+    start = transactions["ts"].min().normalize() + pd.Timedelta(days=min_history_days)
+    out = []
+    t = pd.Timestamp(label_end) - pd.Timedelta(days=horizon)
+    while t >= start and len(out) < max_cutoffs:
+        out.append(t)
+        t -= pd.Timedelta(days=step_days)
+    if not out:
+        raise ValueError(
+            f"no training cutoff fits: the log starts {transactions['ts'].min()}, labels must "
+            f"end by {label_end} with horizon {horizon} d and {min_history_days} d of history"
+        )
+    return out
+
+
+def build_labels(
+    transactions: pd.DataFrame,
+    cutoff: pd.Timestamp | str,
+    customers: pd.Index,
+    horizon: int = 90,
+    observed_until: pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    """Labels for ``customers`` at ``cutoff`` (see module docstring)."""
+    t = pd.Timestamp(cutoff).to_datetime64().astype("datetime64[ns]")
+    end = (
+        transactions["ts"].max() if observed_until is None else pd.Timestamp(observed_until)
+    ).to_datetime64()
+    ts = transactions["ts"].to_numpy()
+    fut = transactions[(ts >= t) & (ts <= end) & (transactions["quantity"].to_numpy() > 0)]
+    first_next = fut.groupby("customer_id")["ts"].min()
+    nxt = first_next.reindex(customers)
+    days = (nxt.to_numpy() - t) / _DAY
+    observed = ~np.isnan(days)
+    censor = (end - t) / _DAY
+    out = pd.DataFrame(index=customers)
+    out["churn"] = (~(observed & (days < horizon))).astype(np.int8)
+    out["buy_30d"] = (observed & (days < 30)).astype(np.int8)
+    out["days_to_next"] = np.where(observed, days, censor)
+    out["next_observed"] = observed
+    return out
+
+
+def build_training_frame(
+    transactions: pd.DataFrame,
+    cutoffs: Sequence[pd.Timestamp],
+    horizon: int = 90,
+    observed_until: pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    """Features + labels stacked over ``cutoffs`` (a ``cutoff`` column tells them apart).
+
+    ``observed_until`` bounds what labels may see (the backtest cutoff when training, so no
+    label reads into the held-out window); it defaults to the end of the log.
+    """
+    tx = transactions
+    if observed_until is not None:
+        tx = transactions[transactions["ts"] < pd.Timestamp(observed_until)]
+    frames = []
+    for t in cutoffs:
+        if observed_until is not None and t + pd.Timedelta(days=horizon) > observed_until:
+            raise ValueError(f"cutoff {t}: label window ends after {observed_until}")
+        feats = build_features(tx, t)
+        labels = build_labels(tx, t, feats.index, horizon, observed_until=observed_until)
+        frame = feats.join(labels)
+        frame.insert(0, "cutoff", pd.Timestamp(t))
+        frames.append(frame.reset_index())
+    return pd.concat(frames, ignore_index=True)

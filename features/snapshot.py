@@ -1,0 +1,244 @@
+"""Point-in-time customer feature snapshot: one row per customer at a cutoff.
+
+``build_features(transactions, cutoff)`` uses only rows strictly before ``cutoff`` — the
+same function builds training rows (at past cutoffs) and the serving snapshot (at now),
+so there is no training/serving skew. Everything is vectorised over customer codes.
+
+Definitions (days are fractional; ``t`` is the cutoff):
+
+* purchase line: ``quantity > 0``; return line: ``quantity < 0``. An *order* is an
+  ``order_id`` with at least one purchase line; its time is its earliest line; a
+  *purchase day* is a calendar day with at least one order.
+* ``recency_days`` = t − last order; ``tenure_days`` = t − first order.
+* ``orders_{w}d`` / ``monetary_{w}d`` for w ∈ {30, 90, 180, 365} and ``_all``: orders and
+  gross purchase value in ``[t − w, t)``.
+* inter-order gaps are between consecutive purchase days. ``gap_median``, ``gap_mean``,
+  ``gap_cv`` (std/mean) are the customer's own (NaN under two purchase days).
+  ``gap_shrunk`` is an empirical-Bayes geometric mean: the customer's mean log-gap shrunk
+  towards the population's with ``GAP_PRIOR_WEIGHT`` pseudo-gaps,
+  ``exp((n·mean_log_gap + k·pop_mean_log_gap) / (n + k))`` — a customer with one gap
+  mostly gets the population's cycle, one with twenty mostly their own.
+* ``recency_ratio`` = recency_days / gap_shrunk: how many of their own cycles they are late.
+* ``trend_90d`` = (m₉₀ − m₉₀′)/(m₉₀ + m₉₀′) with m₉₀′ the value in ``[t − 180, t − 90)``:
+  −1 stopped, 0 flat, +1 new (0 when both are zero).
+* ``return_rate_value`` = returned value / purchased value; ``return_rate_orders`` =
+  return orders / orders; ``return_orders``, ``days_since_return``.
+* ``basket_value`` (mean order value), ``basket_lines`` (mean lines per order),
+  ``distinct_items``, ``top_family_share`` (share of purchase lines in the customer's most
+  bought item family — a ``category`` column when given, else the item id without its
+  variant suffix), ``price_index`` (mean of unit price / the item's median price before
+  t: below 1 = buys cheap or discounted lines).
+* ``orders_same_season_ly``: orders in ``[t − 365, t − 275)`` — the coming 90 days, one
+  year earlier (seasonal buyers).
+* ``usual_hour``: the customer's most frequent ordering hour (for send times).
+* Engagement per channel (only when ``events`` are given): sends, opens, clicks in the
+  last 90 days and the open rate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["FEATURE_COLUMNS", "GAP_PRIOR_WEIGHT", "WINDOWS", "build_features", "model_columns"]
+
+WINDOWS = (30, 90, 180, 365)
+GAP_PRIOR_WEIGHT = 2.0
+_DAY = np.timedelta64(1, "D")
+
+FEATURE_COLUMNS = [
+    "recency_days",
+    "tenure_days",
+    *[f"orders_{w}d" for w in WINDOWS],
+    "orders_all",
+    *[f"monetary_{w}d" for w in WINDOWS],
+    "monetary_all",
+    "purchase_days",
+    "gap_median",
+    "gap_mean",
+    "gap_cv",
+    "gap_shrunk",
+    "recency_ratio",
+    "trend_90d",
+    "return_orders",
+    "return_rate_value",
+    "return_rate_orders",
+    "days_since_return",
+    "basket_value",
+    "basket_lines",
+    "distinct_items",
+    "top_family_share",
+    "price_index",
+    "orders_same_season_ly",
+    "usual_hour",
+]
+
+# usual_hour is for scheduling, not prediction; everything else feeds the models.
+_NOT_FOR_MODELS = {"usual_hour"}
+
+
+def model_columns(frame: pd.DataFrame) -> list[str]:
+    """The feature columns a model trains on (stable order, engagement columns included)."""
+    cols = [c for c in FEATURE_COLUMNS if c not in _NOT_FOR_MODELS]
+    cols += [c for c in frame.columns if c.startswith("eng_")]
+    return cols
+
+
+def _days(delta: np.ndarray) -> np.ndarray:
+    return delta / _DAY
+
+
+def build_features(
+    transactions: pd.DataFrame,
+    cutoff: pd.Timestamp | str,
+    events: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Feature snapshot at ``cutoff`` for every customer with an order before it.
+
+    ``transactions`` follows the transactions contract (see :mod:`features.contracts`).
+    Returns a frame indexed by ``customer_id`` (sorted) with :data:`FEATURE_COLUMNS`.
+    """
+    t = pd.Timestamp(cutoff).to_datetime64().astype("datetime64[ns]")
+    tx = transactions[transactions["ts"].to_numpy() < t]
+    buy = tx[tx["quantity"].to_numpy() > 0]
+    if buy.empty:
+        return pd.DataFrame(columns=FEATURE_COLUMNS, index=pd.Index([], name="customer_id"))
+
+    value = buy["quantity"].to_numpy() * buy["unit_price"].to_numpy()
+    lines = pd.DataFrame(
+        {"customer_id": buy["customer_id"].to_numpy(), "order_id": buy["order_id"].to_numpy(),
+         "ts": buy["ts"].to_numpy(), "value": value}
+    )
+    orders = lines.groupby(["customer_id", "order_id"], sort=False).agg(
+        ts=("ts", "min"), value=("value", "sum"), n_lines=("value", "size")
+    ).reset_index()
+    customers = pd.Index(np.sort(orders["customer_id"].unique()), name="customer_id")
+    code = customers.get_indexer(orders["customer_id"])
+    n = len(customers)
+    o_ts = orders["ts"].to_numpy()
+    o_val = orders["value"].to_numpy()
+    age = _days(t - o_ts)  # days before cutoff, > 0
+
+    def per_customer(weights: np.ndarray) -> np.ndarray:
+        return np.bincount(code, weights=weights, minlength=n)
+
+    f = pd.DataFrame(index=customers)
+    last = np.full(n, np.inf)
+    np.minimum.at(last, code, age)
+    first = np.full(n, -np.inf)
+    np.maximum.at(first, code, age)
+    f["recency_days"] = last
+    f["tenure_days"] = first
+    for w in WINDOWS:
+        m = age <= w
+        f[f"orders_{w}d"] = per_customer(m.astype(float))
+    f["orders_all"] = per_customer(np.ones_like(age))
+    for w in WINDOWS:
+        f[f"monetary_{w}d"] = per_customer(np.where(age <= w, o_val, 0.0))
+    f["monetary_all"] = per_customer(o_val)
+
+    # inter-purchase gaps over distinct purchase days
+    day = pd.DataFrame({"c": code, "d": o_ts.astype("datetime64[D]")}).drop_duplicates()
+    day = day.sort_values(["c", "d"], kind="stable")
+    dc = day["c"].to_numpy()
+    dd = day["d"].to_numpy()
+    same = np.concatenate([[False], dc[1:] == dc[:-1]])
+    gaps = np.where(same, _days(np.diff(dd, prepend=dd[:1])), np.nan)
+    g = pd.DataFrame({"c": dc[same], "gap": gaps[same]})
+    f["purchase_days"] = np.bincount(dc, minlength=n).astype(float)
+    grp = g.groupby("c")["gap"]
+    n_gaps = np.bincount(g["c"].to_numpy(), minlength=n).astype(float)
+    f["gap_median"] = grp.median().reindex(range(n)).to_numpy()
+    gap_mean = grp.mean().reindex(range(n)).to_numpy()
+    gap_std = grp.std(ddof=0).reindex(range(n)).to_numpy()
+    f["gap_mean"] = gap_mean
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f["gap_cv"] = np.where(n_gaps >= 2, gap_std / gap_mean, np.nan)
+    log_gap = np.log(g["gap"].to_numpy())
+    sum_log = np.bincount(g["c"].to_numpy(), weights=log_gap, minlength=n)
+    pop_mean_log = float(log_gap.mean()) if len(log_gap) else np.log(90.0)
+    k = GAP_PRIOR_WEIGHT
+    f["gap_shrunk"] = np.exp((sum_log + k * pop_mean_log) / (n_gaps + k))
+    f["recency_ratio"] = f["recency_days"] / f["gap_shrunk"]
+    m_prev = per_customer(np.where((age > 90) & (age <= 180), o_val, 0.0))
+    m_recent = f["monetary_90d"].to_numpy()
+    denom = m_recent + m_prev
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f["trend_90d"] = np.where(denom > 0, (m_recent - m_prev) / denom, 0.0)
+
+    # returns
+    ret = tx[tx["quantity"].to_numpy() < 0]
+    rc = customers.get_indexer(ret["customer_id"])
+    ok = rc >= 0
+    rc = rc[ok]
+    r_val = np.abs(ret["quantity"].to_numpy() * ret["unit_price"].to_numpy())[ok]
+    r_age = _days(t - ret["ts"].to_numpy()[ok])
+    ret_orders = (
+        pd.DataFrame({"c": rc, "o": ret["order_id"].to_numpy()[ok]}).drop_duplicates()["c"].to_numpy()
+    )
+    f["return_orders"] = np.bincount(ret_orders, minlength=n).astype(float)
+    returned_value = np.bincount(rc, weights=r_val, minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f["return_rate_value"] = np.where(
+            f["monetary_all"] > 0, returned_value / f["monetary_all"].to_numpy(), 0.0
+        )
+    f["return_rate_orders"] = f["return_orders"] / f["orders_all"]
+    since_ret = np.full(n, np.inf)
+    np.minimum.at(since_ret, rc, r_age)
+    f["days_since_return"] = np.where(np.isfinite(since_ret), since_ret, np.nan)
+
+    f["basket_value"] = f["monetary_all"] / f["orders_all"]
+    f["basket_lines"] = per_customer(orders["n_lines"].to_numpy().astype(float)) / f["orders_all"]
+
+    # items
+    has_items = "item_id" in buy.columns and buy["item_id"].notna().any()
+    if has_items:
+        items = buy["item_id"].to_numpy()
+        lc = customers.get_indexer(buy["customer_id"])
+        f["distinct_items"] = (
+            pd.DataFrame({"c": lc, "i": items}).dropna().drop_duplicates()
+            .groupby("c").size().reindex(range(n), fill_value=0).to_numpy().astype(float)
+        )
+        fam_src = buy["category"] if "category" in buy.columns else (
+            buy["item_id"].astype("str").str.replace(r"[A-Z]+\d?$", "", regex=True)
+        )
+        fam = pd.DataFrame({"c": lc, "fam": fam_src.to_numpy()}).dropna()
+        fam_counts = fam.groupby(["c", "fam"]).size()
+        top = fam_counts.groupby(level=0).max().reindex(range(n)).to_numpy()
+        tot = fam_counts.groupby(level=0).sum().reindex(range(n)).to_numpy()
+        f["top_family_share"] = top / tot
+        price = buy["unit_price"].to_numpy()
+        item_median = pd.Series(price).groupby(items).transform("median").to_numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rel = np.where(item_median > 0, price / item_median, np.nan)
+        f["price_index"] = pd.Series(rel).groupby(lc).mean().reindex(range(n)).to_numpy()
+    else:
+        f["distinct_items"] = np.nan
+        f["top_family_share"] = np.nan
+        f["price_index"] = np.nan
+
+    f["orders_same_season_ly"] = per_customer(((age > 275) & (age <= 365)).astype(float))
+    hours = pd.DataFrame({"c": code, "h": pd.DatetimeIndex(o_ts).hour})
+    hour_counts = hours.groupby(["c", "h"]).size().reset_index(name="n")
+    hour_counts = hour_counts.sort_values(["c", "n", "h"], ascending=[True, False, True])
+    usual = hour_counts.drop_duplicates("c").set_index("c")["h"]
+    f["usual_hour"] = usual.reindex(range(n)).to_numpy().astype(float)
+
+    f = f[FEATURE_COLUMNS].astype("float64")
+    if events is not None and len(events):
+        f = f.join(_engagement(events, t, customers))
+    return f
+
+
+def _engagement(events: pd.DataFrame, t: np.datetime64, customers: pd.Index) -> pd.DataFrame:
+    ev = events[(events["ts"].to_numpy() < t) & (events["ts"].to_numpy() >= t - 90 * _DAY)]
+    out = pd.DataFrame(index=customers)
+    for ch in sorted(ev["channel"].dropna().unique()):
+        sub = ev[ev["channel"] == ch]
+        counts = sub.groupby(["customer_id", "event"]).size().unstack(fill_value=0)
+        for kind in ("sent", "opened", "clicked"):
+            col = counts[kind] if kind in counts.columns else pd.Series(0, index=counts.index)
+            out[f"eng_{ch}_{kind}"] = col.reindex(customers, fill_value=0).astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[f"eng_{ch}_open_rate"] = out[f"eng_{ch}_opened"] / out[f"eng_{ch}_sent"]
+    return out

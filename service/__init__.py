@@ -1,0 +1,1 @@
+"""Customer-revival decision service: configuration, messages and the HTTP API."""

@@ -1,0 +1,1406 @@
+"""Contact-history store: decisions, message events, consents and dispatch attempts.
+
+The decision service must remember whom it contacted, when and on which channel, to
+enforce frequency caps, consent and fatigue, and to learn which channel works for whom.
+:class:`ContactStore` is the small interface the rest of the service depends on;
+:class:`SqlContactStore` implements it with SQLAlchemy Core on any SQLAlchemy URL
+(SQLite by default, PostgreSQL later).
+
+Every table is an append-only log: rows are inserted, never updated or deleted, so the
+history can always be audited and replayed. "Current" state (consent, whether a decision
+was sent) is derived by reading the log.
+
+Time: every timestamp is stored as UTC (``DateTime(timezone=True)``); naive datetimes
+passed in are taken to be UTC and every datetime handed back is timezone-aware UTC.
+
+What counts as a *contact* (frequency caps, :meth:`ContactStore.recent_contacts`):
+
+1. a decision with ``revive=True``, ``holdout=False`` and a channel that has no ``sent``
+   event yet, at its planned time ``send_at`` (or the decision time ``ts`` when
+   ``send_at`` is empty): a decision is a commitment to contact, so it counts from the
+   moment it is recorded, even if the send later fails;
+2. a ``sent`` event, at the event's ``ts`` (sends made outside this service count too),
+   except a repeated ``sent`` event for a ``decision_id`` that already has an earlier one:
+   one decision is one contact, and once its send is reported it counts at the actual
+   send time instead of the planned one.
+
+Frequency caps use windows centred on the new contact's time (``|t - now| < window``):
+past contacts are history and future ones are sends already scheduled, which land in the
+same rolling window. If every contact is admitted only when fewer than ``cap`` others lie
+within ``window`` of it, no rolling window of that length ever holds more than ``cap``.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+import logging
+import math
+import re
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "DAY",
+    "DISPATCH_STATUSES",
+    "EVENT_TYPES",
+    "KNOWN_CHANNELS",
+    "WEEK",
+    "AlreadyDispatched",
+    "CapSpec",
+    "ContactCounts",
+    "ContactRecord",
+    "ContactStore",
+    "DecisionRecord",
+    "DispatchAttempt",
+    "DispatchInProgress",
+    "DuplicateDecision",
+    "Engagement",
+    "EventRecord",
+    "InvalidRecord",
+    "NotDispatchable",
+    "SqlContactStore",
+    "StoreError",
+    "StoreIntegrityError",
+    "StoreUnavailable",
+    "UnknownDecision",
+    "as_utc",
+    "metadata",
+    "open_store",
+]
+
+EVENT_TYPES = (
+    "sent",
+    "delivered",
+    "opened",
+    "clicked",
+    "converted",
+    "unsubscribed",
+    "bounced",
+    "complained",
+    "purchase",
+)
+REVOKING_EVENTS = ("unsubscribed", "complained")
+DISPATCH_STATUSES = ("sending", "sent", "failed")
+# Channels a channel-less unsubscribe/complaint revokes (plus any channel seen for the customer).
+KNOWN_CHANNELS = ("sms", "email", "wechat", "app_push")
+DAY = timedelta(hours=24)
+WEEK = timedelta(days=7)
+
+log = logging.getLogger(__name__)
+
+_ID_MAX = 128
+_CHANNEL_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,31}$")
+_ERROR_MAX = 2000
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class StoreError(Exception):
+    """Base class of every error raised by a contact store."""
+
+
+class InvalidRecord(StoreError, ValueError):
+    """A record or argument is malformed; nothing was written."""
+
+
+class DuplicateDecision(StoreError):
+    """A decision with this ``decision_id`` is already stored; the store is unchanged."""
+
+    def __init__(self, decision_id: str):
+        self.decision_id = decision_id
+        super().__init__(f"decision {decision_id!r} is already recorded; decisions are immutable")
+
+
+class UnknownDecision(StoreError, LookupError):
+    """The referenced ``decision_id`` is not in the store."""
+
+    def __init__(self, decision_id: str):
+        self.decision_id = decision_id
+        super().__init__(f"decision {decision_id!r} is not recorded")
+
+
+class StoreIntegrityError(StoreError):
+    """The database rejected a write (constraint violation); the transaction was rolled back."""
+
+
+class StoreUnavailable(StoreError):
+    """The database could not be reached or stayed locked past the busy timeout."""
+
+
+class AlreadyDispatched(StoreError):
+    """The decision already has a successful dispatch; it must not be sent again."""
+
+    def __init__(self, decision_id: str):
+        self.decision_id = decision_id
+        super().__init__(f"decision {decision_id!r} was already sent")
+
+
+class DispatchInProgress(StoreError):
+    """Another worker holds an open (unfinished, unexpired) attempt for this decision."""
+
+    def __init__(self, decision_id: str, attempt: int):
+        self.decision_id = decision_id
+        self.attempt = attempt
+        super().__init__(f"decision {decision_id!r}: attempt {attempt} is still in progress")
+
+
+class NotDispatchable(StoreError):
+    """The decision must not be sent (holdout, no contact, mismatch, consent revoked).
+
+    The refusal is itself recorded as a ``failed`` attempt with ``reason`` as its error.
+    """
+
+    def __init__(self, decision_id: str, reason: str):
+        self.decision_id = decision_id
+        self.reason = reason
+        super().__init__(f"decision {decision_id!r} not dispatchable: {reason}")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def as_utc(value: datetime) -> datetime:
+    """Return ``value`` as an aware UTC datetime; naive values are taken to be UTC."""
+    if not isinstance(value, datetime):
+        raise InvalidRecord(f"expected a datetime, got {type(value).__name__}: {value!r}")
+    if type(value) is not datetime and hasattr(value, "to_pydatetime"):  # pandas.Timestamp
+        value = value.to_pydatetime()
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _opt_utc(value: datetime | None) -> datetime | None:
+    return None if value is None else as_utc(value)
+
+
+def _check_str(name: str, value: Any, max_len: int = _ID_MAX, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRecord(f"{name} must be a non-empty string, got {value!r}")
+    if len(value) > max_len:
+        raise InvalidRecord(f"{name} is longer than {max_len} characters: {value[:40]!r}...")
+
+
+def _check_channel(value: Any, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not _CHANNEL_RE.match(value):
+        raise InvalidRecord(
+            f"channel must be a lowercase identifier like 'sms' or 'app_push', got {value!r}"
+        )
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise InvalidRecord(f"{name} must be a bool, got {value!r}")
+
+
+def _finite(name: str, value: Any, optional: bool = False) -> float | None:
+    if value is None and optional:
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise InvalidRecord(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(out):
+        raise InvalidRecord(f"{name} must be a finite number, got {value!r}")
+    return out
+
+
+def _set(obj: object, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)  # normalising a frozen dataclass in __post_init__
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return as_utc(value).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _dump_json(name: str, value: Any) -> str:
+    try:
+        return json.dumps(
+            value, sort_keys=True, ensure_ascii=False, allow_nan=False, default=_json_default
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidRecord(f"{name} is not JSON serialisable: {exc}") from None
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecisionRecord:
+    """One decision for one customer; ``ts`` is the request's ``now``.
+
+    ``payload`` is the whole decision as returned to the caller (stored as JSON, so
+    datetimes inside it come back as ISO strings); ``model_versions`` maps model name to
+    version. Timestamps are normalised to aware UTC on construction.
+    """
+
+    decision_id: str
+    customer_id: str
+    campaign_id: str
+    ts: datetime
+    channel: str | None
+    send_at: datetime | None
+    intent: str
+    offer_type: str
+    holdout: bool
+    revive: bool
+    priority: float
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    model_versions: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("decision_id", "customer_id", "campaign_id"):
+            _check_str(name, getattr(self, name))
+        _check_str("intent", self.intent, 64)
+        _check_str("offer_type", self.offer_type, 64)
+        _check_channel(self.channel, optional=True)
+        _check_bool("holdout", self.holdout)
+        _check_bool("revive", self.revive)
+        _set(self, "ts", as_utc(self.ts))
+        _set(self, "send_at", _opt_utc(self.send_at))
+        if self.send_at is not None and self.send_at < self.ts:
+            raise InvalidRecord(
+                f"decision {self.decision_id!r}: send_at {self.send_at.isoformat()} "
+                f"is before the decision time {self.ts.isoformat()}"
+            )
+        _set(self, "priority", _finite("priority", self.priority))
+        if not isinstance(self.payload, Mapping):
+            raise InvalidRecord(f"payload must be a mapping, got {type(self.payload).__name__}")
+        if not isinstance(self.model_versions, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.model_versions.items()
+        ):
+            raise InvalidRecord(f"model_versions must map str to str, got {self.model_versions!r}")
+
+    @property
+    def is_contact(self) -> bool:
+        """True if this decision commits to contacting the customer (see module docstring)."""
+        return self.revive and not self.holdout and self.channel is not None
+
+    @property
+    def contact_time(self) -> datetime:
+        """When the contact happens: ``send_at``, or the decision time if sent at once."""
+        return self.send_at or self.ts
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventRecord:
+    """One message event (or a purchase) reported for a customer.
+
+    ``dedup_key`` makes re-delivered webhooks harmless: a second event with the same key
+    is ignored. ``decision_id`` links the event to the decision that caused the message.
+    """
+
+    customer_id: str
+    ts: datetime
+    event: str
+    channel: str | None = None
+    campaign_id: str | None = None
+    decision_id: str | None = None
+    value: float | None = None
+    dedup_key: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_str("customer_id", self.customer_id)
+        if self.event not in EVENT_TYPES:
+            raise InvalidRecord(f"event must be one of {EVENT_TYPES}, got {self.event!r}")
+        _check_channel(self.channel, optional=True)
+        _check_str("campaign_id", self.campaign_id, optional=True)
+        _check_str("decision_id", self.decision_id, optional=True)
+        _check_str("dedup_key", self.dedup_key, 255, optional=True)
+        _set(self, "ts", as_utc(self.ts))
+        _set(self, "value", _finite("value", self.value, optional=True))
+
+
+@dataclass(frozen=True)
+class ContactRecord:
+    """One contact (see the module docstring): where it comes from and when it happens."""
+
+    customer_id: str
+    channel: str | None
+    ts: datetime
+    source: str  # "decision" (planned, not yet reported sent) or "event" (a sent event)
+    decision_id: str | None = None
+    campaign_id: str | None = None
+    event_id: int | None = None
+
+
+@dataclass(frozen=True)
+class CapSpec:
+    """Frequency caps: contacts per channel per 24 h and per 7 days, all channels per 7 days."""
+
+    per_day: int
+    per_week: int
+    global_week: int
+
+    def __post_init__(self) -> None:
+        for name in ("per_day", "per_week", "global_week"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise InvalidRecord(f"CapSpec.{name} must be a non-negative int, got {v!r}")
+
+
+@dataclass(frozen=True)
+class ContactCounts:
+    """Contacts within 24 h / 7 days of ``now`` (either side: scheduled sends count)."""
+
+    now: datetime
+    channel_day: dict[str, int]
+    channel_week: dict[str, int]
+    global_day: int
+    global_week: int
+
+    def day(self, channel: str) -> int:
+        """Contacts on ``channel`` within 24 h of ``now``."""
+        return self.channel_day.get(channel, 0)
+
+    def week(self, channel: str) -> int:
+        """Contacts on ``channel`` within 7 days of ``now``."""
+        return self.channel_week.get(channel, 0)
+
+    def cap_reason(self, caps: CapSpec, channel: str) -> str | None:
+        """The cap one more contact on ``channel`` would exceed, or None if it fits."""
+        if self.day(channel) + 1 > caps.per_day:
+            return "cap_channel_day"
+        if self.week(channel) + 1 > caps.per_week:
+            return "cap_channel_week"
+        if self.global_week + 1 > caps.global_week:
+            return "cap_global_week"
+        return None
+
+
+@dataclass(frozen=True)
+class Engagement:
+    """Message outcomes on one channel.
+
+    Counts are of messages: events linked to a decision count once per decision (three
+    opens of one e-mail are one opened message); events without a decision count each.
+    ``conversions`` counts ``converted`` events, not purchases.
+    """
+
+    sends: int = 0
+    opens: int = 0
+    clicks: int = 0
+    conversions: int = 0
+    last_open_ts: datetime | None = None
+    last_send_ts: datetime | None = None
+    unsubscribes: int = 0
+    bounces: int = 0
+    complaints: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class DispatchAttempt:
+    """One row of the dispatch log: an attempt starting (``sending``) or its outcome."""
+
+    decision_id: str
+    attempt: int
+    status: str
+    ts: datetime
+    provider_status_code: int | None = None
+    error: str | None = None
+    provider_message_id: str | None = None
+    tries: int | None = None  # HTTP requests the provider made within this attempt
+
+    def __post_init__(self) -> None:
+        _check_str("decision_id", self.decision_id)
+        if self.status not in DISPATCH_STATUSES:
+            raise InvalidRecord(f"status must be one of {DISPATCH_STATUSES}, got {self.status!r}")
+        if isinstance(self.attempt, bool) or not isinstance(self.attempt, int) or self.attempt < 1:
+            raise InvalidRecord(f"attempt must be a positive int, got {self.attempt!r}")
+        _check_str("provider_message_id", self.provider_message_id, 255, optional=True)
+        _set(self, "ts", as_utc(self.ts))
+        if self.error is not None:
+            _set(self, "error", str(self.error)[:_ERROR_MAX])
+
+
+# --------------------------------------------------------------------------- interface
+
+
+class ContactStore(abc.ABC):
+    """The contact history the decision service reads and appends to."""
+
+    @abc.abstractmethod
+    def record_decision(self, decision: DecisionRecord) -> None:
+        """Append ``decision``; raise :class:`DuplicateDecision` if its id is taken."""
+
+    @abc.abstractmethod
+    def reserve_contact(self, decision: DecisionRecord, caps: CapSpec) -> tuple[bool, str | None]:
+        """Atomically check ``caps`` and record ``decision`` only if it fits.
+
+        Returns ``(True, None)`` when recorded, ``(False, reason)`` with reason
+        ``cap_channel_day``/``cap_channel_week``/``cap_global_week`` when refused.
+        """
+
+    @abc.abstractmethod
+    def get_decision(self, decision_id: str) -> DecisionRecord | None:
+        """The stored decision, or None."""
+
+    @abc.abstractmethod
+    def latest_decision(
+        self, customer_id: str, before: datetime | None = None
+    ) -> DecisionRecord | None:
+        """The customer's most recent decision (decision time strictly before ``before``)."""
+
+    @abc.abstractmethod
+    def record_event(self, event: EventRecord) -> bool:
+        """Append ``event``; False if its ``dedup_key`` was already stored (ignored)."""
+
+    @abc.abstractmethod
+    def record_events(self, events: Sequence[EventRecord]) -> tuple[int, int]:
+        """Append a batch in one transaction; return ``(inserted, duplicates)``."""
+
+    @abc.abstractmethod
+    def recent_contacts(
+        self,
+        customer_id: str,
+        since: datetime,
+        channel: str | None = None,
+        until: datetime | None = None,
+    ) -> list[ContactRecord]:
+        """Contacts with ``since <= time`` (and ``time < until``), oldest first."""
+
+    @abc.abstractmethod
+    def contact_counts(self, customer_id: str, now: datetime) -> ContactCounts:
+        """Contact counts within 24 h and 7 days of ``now``, for frequency caps."""
+
+    @abc.abstractmethod
+    def engagement(self, customer_id: str, since: datetime | None = None) -> dict[str, Engagement]:
+        """Per-channel message outcomes of one customer (events at or after ``since``)."""
+
+    @abc.abstractmethod
+    def population_engagement(self, since: datetime | None = None) -> dict[str, Engagement]:
+        """Per-channel message outcomes over all customers (priors for channel learning)."""
+
+    @abc.abstractmethod
+    def set_consent(
+        self, customer_id: str, channel: str, granted: bool, ts: datetime, source: str
+    ) -> None:
+        """Append a consent change for ``(customer_id, channel)``."""
+
+    @abc.abstractmethod
+    def consents(self, customer_id: str, as_of: datetime | None = None) -> dict[str, bool]:
+        """Current consent per channel that has any consent history.
+
+        Latest wins between consent rows and revoking events (``unsubscribed``,
+        ``complained``; a channel-less one revokes every channel); on equal timestamps a
+        revocation wins. Channels without any history are absent (caller's default).
+        """
+
+    @abc.abstractmethod
+    def decisions_between(
+        self, start: datetime, end: datetime, campaign_id: str | None = None
+    ) -> pd.DataFrame:
+        """Decisions with ``start <= ts < end`` as a frame (timestamps tz-aware UTC)."""
+
+    @abc.abstractmethod
+    def events_between(
+        self,
+        start: datetime,
+        end: datetime,
+        customer_id: str | None = None,
+        event: str | None = None,
+        campaign_id: str | None = None,
+    ) -> pd.DataFrame:
+        """Events with ``start <= ts < end`` as a frame (timestamps tz-aware UTC)."""
+
+    @abc.abstractmethod
+    def begin_dispatch(
+        self, decision_id: str, customer_id: str, channel: str, ts: datetime, lease_s: float = 300.0
+    ) -> int:
+        """Open a dispatch attempt (log ``sending``) and return its number.
+
+        Raises :class:`UnknownDecision`, :class:`AlreadyDispatched`,
+        :class:`DispatchInProgress` (an attempt opened less than ``lease_s`` ago has no
+        outcome yet) or :class:`NotDispatchable` (recorded as a failed attempt).
+        """
+
+    @abc.abstractmethod
+    def finish_dispatch(self, outcome: DispatchAttempt) -> bool:
+        """Log the outcome of an open attempt.
+
+        For ``sent`` it also marks the decision sent and appends a ``sent`` event, in the
+        same transaction. Returns True only if this outcome is the decision's (first)
+        success: False for ``failed`` and for a ``sent`` that another attempt beat.
+        """
+
+    @abc.abstractmethod
+    def dispatch_success(self, decision_id: str) -> DispatchAttempt | None:
+        """The successful attempt of ``decision_id``, if any."""
+
+    @abc.abstractmethod
+    def dispatch_attempts(self, decision_id: str) -> list[DispatchAttempt]:
+        """The dispatch log of ``decision_id`` in order."""
+
+    @abc.abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Row count per table (to prove a rejected request left the store unchanged)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
+
+    def __enter__(self) -> ContactStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- schema
+
+
+class UtcDateTime(TypeDecorator):
+    """``DateTime(timezone=True)`` that always binds and returns aware UTC datetimes.
+
+    Backends without a timezone-aware type (SQLite) store the UTC wall-clock time, so
+    string comparison there orders correctly.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        if value is None:
+            return None
+        value = as_utc(value)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> Any:
+        return None if value is None else as_utc(value)
+
+
+_Id = sa.String(_ID_MAX)
+_BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite rowid alias
+
+
+def _in(column: str, values: Sequence[str]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("decision_id", _Id, primary_key=True),
+    sa.Column("customer_id", _Id, nullable=False),
+    sa.Column("campaign_id", _Id, nullable=False),
+    sa.Column("ts", UtcDateTime, nullable=False),
+    sa.Column("channel", sa.String(32)),
+    sa.Column("send_at", UtcDateTime),
+    sa.Column("intent", sa.String(64), nullable=False),
+    sa.Column("offer_type", sa.String(64), nullable=False),
+    sa.Column("holdout", sa.Boolean, nullable=False),
+    sa.Column("revive", sa.Boolean, nullable=False),
+    sa.Column("priority", sa.Float, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("model_versions", sa.Text, nullable=False),
+    sa.Column("recorded_at", UtcDateTime, nullable=False),
+    sa.Index(None, "customer_id", "ts"),
+    sa.Index(None, "campaign_id", "ts"),
+    sa.Index(None, "ts"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("event_id", _BigId, primary_key=True, autoincrement=True),
+    sa.Column("customer_id", _Id, nullable=False),
+    sa.Column("ts", UtcDateTime, nullable=False),
+    sa.Column("channel", sa.String(32)),
+    sa.Column("campaign_id", _Id),
+    sa.Column("decision_id", _Id),  # no FK: events come from outside and may reference anything
+    sa.Column("event", sa.String(16), nullable=False),
+    sa.Column("value", sa.Float),
+    sa.Column("dedup_key", sa.String(255), unique=True),
+    sa.Column("recorded_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint(_in("event", EVENT_TYPES), name="event_type"),
+    sa.Index(None, "customer_id", "ts"),
+    sa.Index(None, "decision_id", "event"),
+    sa.Index(None, "ts"),
+)
+
+consents = sa.Table(
+    "consents",
+    metadata,
+    sa.Column("consent_id", _BigId, primary_key=True, autoincrement=True),
+    sa.Column("customer_id", _Id, nullable=False),
+    sa.Column("channel", sa.String(32), nullable=False),
+    sa.Column("granted", sa.Boolean, nullable=False),
+    sa.Column("ts", UtcDateTime, nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("recorded_at", UtcDateTime, nullable=False),
+    sa.Index(None, "customer_id", "channel", "ts"),
+)
+
+dispatches = sa.Table(
+    "dispatches",
+    metadata,
+    sa.Column("dispatch_id", _BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "decision_id", _Id, sa.ForeignKey("decisions.decision_id"), nullable=False, index=True
+    ),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("ts", UtcDateTime, nullable=False),
+    sa.Column("status", sa.String(8), nullable=False),
+    sa.Column("provider_status_code", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("provider_message_id", sa.String(255)),
+    sa.Column("tries", sa.Integer),
+    sa.CheckConstraint(_in("status", DISPATCH_STATUSES), name="status"),
+    sa.UniqueConstraint("decision_id", "attempt", "status"),
+)
+
+# At most one success per decision: the primary key turns a second success into an
+# IntegrityError inside the transaction that logs it.
+dispatch_success = sa.Table(
+    "dispatch_success",
+    metadata,
+    sa.Column("decision_id", _Id, sa.ForeignKey("decisions.decision_id"), primary_key=True),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("ts", UtcDateTime, nullable=False),
+    sa.Column("provider_status_code", sa.Integer),
+    sa.Column("provider_message_id", sa.String(255)),
+)
+
+_TABLES = (decisions, events, consents, dispatches, dispatch_success)
+_DECISION_COLUMNS = [c.name for c in decisions.columns]
+_EVENT_COLUMNS = [c.name for c in events.columns]
+
+
+# --------------------------------------------------------------------------- SQL store
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _lock_id(key: str) -> int:
+    """A stable signed 64-bit key for ``pg_advisory_xact_lock`` (``hash()`` is per-process)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def _enable_wal(dbapi_conn: sqlite3.Connection, timeout_s: float) -> None:
+    """Switch a SQLite file to WAL (persistent), retrying while other connections hold locks.
+
+    Changing the journal mode needs an exclusive lock and fails at once with "database is
+    locked" instead of waiting on ``busy_timeout``, which happens when several workers open
+    a fresh file together.
+    """
+    if str(dbapi_conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+        return
+    deadline, delay = time.monotonic() + timeout_s, 0.005
+    while True:
+        try:
+            mode = str(dbapi_conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(2 * delay, 0.1)
+    if mode != "wal":
+        log.warning("SQLite kept journal_mode=%s (WAL unsupported here?)", mode)
+
+
+def _short(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(orig if orig is not None else exc).splitlines()[0][:300]
+
+
+class SqlContactStore(ContactStore):
+    """:class:`ContactStore` on SQLAlchemy Core, for SQLite files and PostgreSQL.
+
+    SQLite: WAL journal, ``busy_timeout`` and foreign keys are set on every connection;
+    write transactions start with ``BEGIN IMMEDIATE`` so concurrent writers queue on the
+    lock instead of failing on a stale snapshot. Several processes may share one file.
+    PostgreSQL: cap checks serialise per customer with ``pg_advisory_xact_lock`` (needs
+    the default READ COMMITTED isolation so counts see the previous holder's commit).
+    The schema is created on start-up if missing.
+    """
+
+    def __init__(self, url: str, busy_timeout_ms: int = 5000, echo: bool = False):
+        try:
+            self.url = make_url(url)
+        except sa_exc.ArgumentError as exc:
+            raise StoreError(f"not a database URL: {exc}") from exc
+        self._dialect = self.url.get_backend_name()
+        self._closed = False
+        kwargs: dict[str, Any] = {"echo": echo}
+        memory = False
+        if self._dialect == "sqlite":
+            database = self.url.database or ""
+            memory = database in ("", ":memory:") or database.startswith("file::memory:")
+            if memory:
+                kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+            elif not database.startswith("file:"):
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        else:
+            kwargs["pool_pre_ping"] = True
+        try:
+            self._engine = sa.create_engine(self.url, **kwargs)
+        except (sa_exc.ArgumentError, ImportError) as exc:
+            raise StoreError(
+                f"cannot open store {self.url.render_as_string(hide_password=True)}: {exc}"
+            ) from exc
+        if self._dialect == "sqlite":
+            self._install_sqlite_hooks(busy_timeout_ms, wal=not memory)
+        try:
+            self._create_schema()
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for event listeners in tests and for reports)."""
+        return self._engine
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _install_sqlite_hooks(self, busy_timeout_ms: int, wal: bool) -> None:
+        @sa_event.listens_for(self._engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+            cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            cur.execute("PRAGMA foreign_keys = ON")
+            cur.close()
+            if wal:
+                _enable_wal(dbapi_conn, busy_timeout_ms / 1000)
+
+        @sa_event.listens_for(self._engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+    @contextmanager
+    def _tx(self, write: bool = False, lock: str | None = None) -> Iterator[Connection]:
+        """A transaction; ``write`` takes SQLite's write lock up front, ``lock`` a PG lock."""
+        if self._closed:
+            raise StoreError("store is closed")
+        try:
+            with self._engine.connect() as conn:
+                if write and self._dialect == "sqlite":
+                    conn.execution_options(sqlite_begin="IMMEDIATE")
+                with conn.begin():
+                    if lock is not None and self._dialect == "postgresql":
+                        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_id(lock))))
+                    yield conn
+        except sa_exc.IntegrityError as exc:
+            raise StoreIntegrityError(f"write rejected by the database: {_short(exc)}") from exc
+        except sa_exc.OperationalError as exc:
+            raise StoreUnavailable(f"database unavailable or locked: {_short(exc)}") from exc
+        except sa_exc.SQLAlchemyError as exc:
+            raise StoreError(f"database error: {_short(exc)}") from exc
+
+    def _create_schema(self) -> None:
+        # Serialised so that several workers starting at once do not race on CREATE TABLE.
+        with self._tx(write=True, lock="revival:schema") as conn:
+            metadata.create_all(conn, checkfirst=True)
+
+    # ----------------------------------------------------------------- decisions
+
+    @staticmethod
+    def _decision_row(d: DecisionRecord) -> dict[str, Any]:
+        return {
+            "decision_id": d.decision_id,
+            "customer_id": d.customer_id,
+            "campaign_id": d.campaign_id,
+            "ts": d.ts,
+            "channel": d.channel,
+            "send_at": d.send_at,
+            "intent": d.intent,
+            "offer_type": d.offer_type,
+            "holdout": d.holdout,
+            "revive": d.revive,
+            "priority": d.priority,
+            "payload": _dump_json("payload", dict(d.payload)),
+            "model_versions": _dump_json("model_versions", dict(d.model_versions)),
+            "recorded_at": _utcnow(),
+        }
+
+    @staticmethod
+    def _decision_from(row: Mapping[str, Any]) -> DecisionRecord:
+        return DecisionRecord(
+            decision_id=row["decision_id"],
+            customer_id=row["customer_id"],
+            campaign_id=row["campaign_id"],
+            ts=row["ts"],
+            channel=row["channel"],
+            send_at=row["send_at"],
+            intent=row["intent"],
+            offer_type=row["offer_type"],
+            holdout=bool(row["holdout"]),
+            revive=bool(row["revive"]),
+            priority=row["priority"],
+            payload=json.loads(row["payload"]),
+            model_versions=json.loads(row["model_versions"]),
+        )
+
+    @staticmethod
+    def _decision_exists(conn: Connection, decision_id: str) -> bool:
+        q = sa.select(decisions.c.decision_id).where(decisions.c.decision_id == decision_id)
+        return conn.execute(q).first() is not None
+
+    def _insert_decision(self, decision: DecisionRecord, caps: CapSpec | None) -> str | None:
+        if not isinstance(decision, DecisionRecord):
+            raise InvalidRecord(f"expected a DecisionRecord, got {type(decision).__name__}")
+        row = self._decision_row(decision)  # validates the JSON before opening a transaction
+        try:
+            with self._tx(write=True, lock=f"customer:{decision.customer_id}") as conn:
+                if self._decision_exists(conn, decision.decision_id):
+                    raise DuplicateDecision(decision.decision_id)
+                # Holdouts are capped like treated decisions so that both arms are drawn
+                # from the same eligible population; they do not count as contacts.
+                if caps is not None and decision.revive and decision.channel is not None:
+                    counts = self._contact_counts(conn, decision.customer_id, decision.contact_time)
+                    reason = counts.cap_reason(caps, decision.channel)
+                    if reason is not None:
+                        return reason
+                conn.execute(decisions.insert().values(row))
+        except StoreIntegrityError:
+            if self.get_decision(decision.decision_id) is not None:  # lost a race on the PK
+                raise DuplicateDecision(decision.decision_id) from None
+            raise
+        return None
+
+    def record_decision(self, decision: DecisionRecord) -> None:
+        self._insert_decision(decision, caps=None)
+
+    def reserve_contact(self, decision: DecisionRecord, caps: CapSpec) -> tuple[bool, str | None]:
+        if not isinstance(caps, CapSpec):
+            raise InvalidRecord(f"expected a CapSpec, got {type(caps).__name__}")
+        reason = self._insert_decision(decision, caps=caps)
+        return reason is None, reason
+
+    def get_decision(self, decision_id: str) -> DecisionRecord | None:
+        with self._tx() as conn:
+            q = sa.select(decisions).where(decisions.c.decision_id == decision_id)
+            row = conn.execute(q).mappings().first()
+        return None if row is None else self._decision_from(row)
+
+    def latest_decision(
+        self, customer_id: str, before: datetime | None = None
+    ) -> DecisionRecord | None:
+        q = sa.select(decisions).where(decisions.c.customer_id == customer_id)
+        if before is not None:
+            q = q.where(decisions.c.ts < as_utc(before))
+        q = q.order_by(
+            decisions.c.ts.desc(), decisions.c.recorded_at.desc(), decisions.c.decision_id.desc()
+        ).limit(1)
+        with self._tx() as conn:
+            row = conn.execute(q).mappings().first()
+        return None if row is None else self._decision_from(row)
+
+    # ----------------------------------------------------------------- events
+
+    @staticmethod
+    def _event_row(e: EventRecord, recorded_at: datetime) -> dict[str, Any]:
+        return {
+            "customer_id": e.customer_id,
+            "ts": e.ts,
+            "channel": e.channel,
+            "campaign_id": e.campaign_id,
+            "decision_id": e.decision_id,
+            "event": e.event,
+            "value": e.value,
+            "dedup_key": e.dedup_key,
+            "recorded_at": recorded_at,
+        }
+
+    @staticmethod
+    def _existing_keys(conn: Connection, keys: list[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(keys), 500):
+            q = sa.select(events.c.dedup_key).where(events.c.dedup_key.in_(keys[i : i + 500]))
+            found.update(conn.execute(q).scalars())
+        return found
+
+    def record_event(self, event: EventRecord) -> bool:
+        inserted, _ = self.record_events([event])
+        return inserted == 1
+
+    def record_events(self, events_: Sequence[EventRecord]) -> tuple[int, int]:
+        for i, e in enumerate(events_):
+            if not isinstance(e, EventRecord):
+                raise InvalidRecord(f"events[{i}]: expected an EventRecord, got {type(e).__name__}")
+        if not events_:
+            return 0, 0
+        # Dedup keys are checked inside the write transaction; on SQLite the write lock
+        # makes that race-free, elsewhere a concurrent insert of the same key surfaces as an
+        # IntegrityError and the batch is retried (the retry then sees the key).
+        tries = 1 if self._dialect == "sqlite" else 3
+        for attempt in range(tries):
+            try:
+                return self._insert_events(events_)
+            except StoreIntegrityError:
+                if attempt == tries - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _insert_events(self, events_: Sequence[EventRecord]) -> tuple[int, int]:
+        now = _utcnow()
+        with self._tx(write=True) as conn:
+            keys = sorted({e.dedup_key for e in events_ if e.dedup_key is not None})
+            seen = self._existing_keys(conn, keys) if keys else set()
+            rows = []
+            for e in events_:
+                if e.dedup_key is not None:
+                    if e.dedup_key in seen:
+                        continue
+                    seen.add(e.dedup_key)
+                rows.append(self._event_row(e, now))
+            if rows:
+                conn.execute(events.insert(), rows)
+        return len(rows), len(events_) - len(rows)
+
+    def events_between(
+        self,
+        start: datetime,
+        end: datetime,
+        customer_id: str | None = None,
+        event: str | None = None,
+        campaign_id: str | None = None,
+    ) -> pd.DataFrame:
+        q = sa.select(*[events.c[n] for n in _EVENT_COLUMNS]).where(
+            events.c.ts >= as_utc(start), events.c.ts < as_utc(end)
+        )
+        if customer_id is not None:
+            q = q.where(events.c.customer_id == customer_id)
+        if event is not None:
+            q = q.where(events.c.event == event)
+        if campaign_id is not None:
+            q = q.where(events.c.campaign_id == campaign_id)
+        with self._tx() as conn:
+            rows = [dict(r) for r in conn.execute(q.order_by(events.c.event_id)).mappings()]
+        df = pd.DataFrame(rows, columns=_EVENT_COLUMNS)
+        df["event_id"] = df["event_id"].astype("int64")
+        df["value"] = df["value"].astype("float64")
+        for col in ("ts", "recorded_at"):
+            df[col] = pd.to_datetime(df[col], utc=True)
+        return df
+
+    # ----------------------------------------------------------------- contacts
+
+    def _contacts(
+        self,
+        conn: Connection,
+        customer_id: str,
+        lo: datetime,
+        hi: datetime | None,
+        channel: str | None = None,
+    ) -> list[ContactRecord]:
+        """Contacts with ``lo <= time <= hi`` (see the module docstring for the definition)."""
+        d, e, e2 = decisions, events, events.alias("e2")
+        planned = sa.func.coalesce(d.c.send_at, d.c.ts)
+        has_sent = (
+            sa.select(e2.c.event_id)
+            .where(e2.c.decision_id == d.c.decision_id, e2.c.event == "sent")
+            .exists()
+        )
+        q_dec = sa.select(
+            d.c.decision_id, d.c.campaign_id, d.c.channel, planned.label("planned_at")
+        ).where(
+            d.c.customer_id == customer_id,
+            d.c.revive.is_(True),
+            d.c.holdout.is_(False),
+            d.c.channel.is_not(None),
+            ~has_sent,
+            planned >= lo,
+        )
+        earlier_sent = (
+            sa.select(e2.c.event_id)
+            .where(
+                e2.c.decision_id == e.c.decision_id,
+                e2.c.event == "sent",
+                sa.or_(e2.c.ts < e.c.ts, sa.and_(e2.c.ts == e.c.ts, e2.c.event_id < e.c.event_id)),
+            )
+            .exists()
+        )
+        q_ev = sa.select(e.c.event_id, e.c.decision_id, e.c.campaign_id, e.c.channel, e.c.ts).where(
+            e.c.customer_id == customer_id,
+            e.c.event == "sent",
+            e.c.ts >= lo,
+            sa.or_(e.c.decision_id.is_(None), ~earlier_sent),
+        )
+        if hi is not None:
+            q_dec = q_dec.where(planned <= hi)
+            q_ev = q_ev.where(e.c.ts <= hi)
+        if channel is not None:
+            q_dec = q_dec.where(d.c.channel == channel)
+            q_ev = q_ev.where(e.c.channel == channel)
+        out = [
+            ContactRecord(
+                customer_id, r.channel, r.planned_at, "decision", r.decision_id, r.campaign_id
+            )
+            for r in conn.execute(q_dec)
+        ]
+        out += [
+            ContactRecord(
+                customer_id, r.channel, r.ts, "event", r.decision_id, r.campaign_id, r.event_id
+            )
+            for r in conn.execute(q_ev)
+        ]
+        out.sort(key=lambda c: (c.ts, c.source, c.decision_id or "", c.event_id or 0))
+        return out
+
+    def recent_contacts(
+        self,
+        customer_id: str,
+        since: datetime,
+        channel: str | None = None,
+        until: datetime | None = None,
+    ) -> list[ContactRecord]:
+        lo, hi = as_utc(since), _opt_utc(until)
+        with self._tx() as conn:
+            found = self._contacts(conn, customer_id, lo, hi, channel)
+        return [c for c in found if hi is None or c.ts < hi]
+
+    def _contact_counts(self, conn: Connection, customer_id: str, now: datetime) -> ContactCounts:
+        now = as_utc(now)
+        day: dict[str, int] = {}
+        week: dict[str, int] = {}
+        global_day = global_week = 0
+        for c in self._contacts(conn, customer_id, now - WEEK, now + WEEK):
+            gap = abs(c.ts - now)
+            if gap >= WEEK:
+                continue
+            global_week += 1
+            if c.channel is not None:
+                week[c.channel] = week.get(c.channel, 0) + 1
+            if gap < DAY:
+                global_day += 1
+                if c.channel is not None:
+                    day[c.channel] = day.get(c.channel, 0) + 1
+        return ContactCounts(now, day, week, global_day, global_week)
+
+    def contact_counts(self, customer_id: str, now: datetime) -> ContactCounts:
+        with self._tx() as conn:
+            return self._contact_counts(conn, customer_id, now)
+
+    # ----------------------------------------------------------------- engagement
+
+    def _engagement(self, customer_id: str | None, since: datetime | None) -> dict[str, Engagement]:
+        e = events.c
+        kinds = {
+            "sent": "sends",
+            "opened": "opens",
+            "clicked": "clicks",
+            "converted": "conversions",
+            "unsubscribed": "unsubscribes",
+            "bounced": "bounces",
+            "complained": "complaints",
+        }
+        messages = sa.func.count(sa.distinct(e.decision_id)) + sa.func.sum(
+            sa.case((e.decision_id.is_(None), 1), else_=0)
+        )
+        q = (
+            sa.select(e.channel, e.event, messages.label("n"), sa.func.max(e.ts).label("last"))
+            .where(e.channel.is_not(None), e.event.in_(list(kinds)))
+            .group_by(e.channel, e.event)
+        )
+        if customer_id is not None:
+            q = q.where(e.customer_id == customer_id)
+        if since is not None:
+            q = q.where(e.ts >= as_utc(since))
+        acc: dict[str, dict[str, Any]] = {}
+        with self._tx() as conn:
+            for r in conn.execute(q):
+                fields = acc.setdefault(r.channel, {})
+                fields[kinds[r.event]] = int(r.n)
+                if r.event == "sent":
+                    fields["last_send_ts"] = _opt_utc(r.last)
+                elif r.event == "opened":
+                    fields["last_open_ts"] = _opt_utc(r.last)
+        return {ch: Engagement(**f) for ch, f in sorted(acc.items())}
+
+    def engagement(self, customer_id: str, since: datetime | None = None) -> dict[str, Engagement]:
+        return self._engagement(customer_id, since)
+
+    def population_engagement(self, since: datetime | None = None) -> dict[str, Engagement]:
+        return self._engagement(None, since)
+
+    # ----------------------------------------------------------------- consent
+
+    def set_consent(
+        self, customer_id: str, channel: str, granted: bool, ts: datetime, source: str
+    ) -> None:
+        _check_str("customer_id", customer_id)
+        _check_channel(channel)
+        _check_bool("granted", granted)
+        _check_str("source", source, 64)
+        row = {
+            "customer_id": customer_id,
+            "channel": channel,
+            "granted": granted,
+            "ts": as_utc(ts),
+            "source": source,
+            "recorded_at": _utcnow(),
+        }
+        with self._tx(write=True) as conn:
+            conn.execute(consents.insert().values(row))
+
+    def _consents(
+        self, conn: Connection, customer_id: str, as_of: datetime | None
+    ) -> dict[str, bool]:
+        qc = sa.select(consents.c.consent_id, consents.c.channel, consents.c.granted, consents.c.ts)
+        qc = qc.where(consents.c.customer_id == customer_id)
+        qe = sa.select(events.c.event_id, events.c.channel, events.c.ts).where(
+            events.c.customer_id == customer_id, events.c.event.in_(REVOKING_EVENTS)
+        )
+        if as_of is not None:
+            qc = qc.where(consents.c.ts <= as_utc(as_of))
+            qe = qe.where(events.c.ts <= as_utc(as_of))
+        # (ts, revocation-last so it wins ties, insertion order) -> (channel, granted)
+        timeline = [((r.ts, 0, r.consent_id), r.channel, bool(r.granted)) for r in conn.execute(qc)]
+        timeline += [((r.ts, 1, r.event_id), r.channel, False) for r in conn.execute(qe)]
+        timeline.sort(key=lambda t: t[0])
+        universe = set(KNOWN_CHANNELS) | {ch for _, ch, _ in timeline if ch is not None}
+        state: dict[str, bool] = {}
+        for _, channel, granted in timeline:
+            for ch in [channel] if channel is not None else sorted(universe):
+                state[ch] = granted
+        return dict(sorted(state.items()))
+
+    def consents(self, customer_id: str, as_of: datetime | None = None) -> dict[str, bool]:
+        with self._tx() as conn:
+            return self._consents(conn, customer_id, as_of)
+
+    # ----------------------------------------------------------------- reports
+
+    def decisions_between(
+        self, start: datetime, end: datetime, campaign_id: str | None = None
+    ) -> pd.DataFrame:
+        q = sa.select(decisions).where(
+            decisions.c.ts >= as_utc(start), decisions.c.ts < as_utc(end)
+        )
+        if campaign_id is not None:
+            q = q.where(decisions.c.campaign_id == campaign_id)
+        q = q.order_by(decisions.c.ts, decisions.c.decision_id)
+        with self._tx() as conn:
+            rows = [dict(r) for r in conn.execute(q).mappings()]
+        for r in rows:
+            r["payload"] = json.loads(r["payload"])
+            r["model_versions"] = json.loads(r["model_versions"])
+        df = pd.DataFrame(rows, columns=_DECISION_COLUMNS)
+        for col in ("ts", "send_at", "recorded_at"):
+            df[col] = pd.to_datetime(df[col], utc=True)
+        df["holdout"] = df["holdout"].astype(bool)
+        df["revive"] = df["revive"].astype(bool)
+        df["priority"] = df["priority"].astype("float64")
+        return df
+
+    def counts(self) -> dict[str, int]:
+        with self._tx() as conn:
+            return {
+                t.name: int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
+                for t in _TABLES
+            }
+
+    # ----------------------------------------------------------------- dispatch
+
+    @staticmethod
+    def _attempt_from(row: Any, status: str | None = None) -> DispatchAttempt:
+        m = row._mapping
+        return DispatchAttempt(
+            decision_id=m["decision_id"],
+            attempt=m["attempt"],
+            status=status or m["status"],
+            ts=m["ts"],
+            provider_status_code=m["provider_status_code"],
+            error=m.get("error"),
+            provider_message_id=m["provider_message_id"],
+            tries=m.get("tries"),
+        )
+
+    @staticmethod
+    def _success(conn: Connection, decision_id: str) -> Any:
+        q = sa.select(dispatch_success).where(dispatch_success.c.decision_id == decision_id)
+        return conn.execute(q).first()
+
+    def begin_dispatch(
+        self, decision_id: str, customer_id: str, channel: str, ts: datetime, lease_s: float = 300.0
+    ) -> int:
+        ts = as_utc(ts)
+        refused: str | None = None
+        last = 0
+        try:
+            with self._tx(write=True) as conn:
+                q = sa.select(decisions).where(decisions.c.decision_id == decision_id)
+                row = conn.execute(q).mappings().first()
+                if row is None:
+                    raise UnknownDecision(decision_id)
+                if self._success(conn, decision_id) is not None:
+                    raise AlreadyDispatched(decision_id)
+                log = conn.execute(
+                    sa.select(dispatches.c.attempt, dispatches.c.status, dispatches.c.ts)
+                    .where(dispatches.c.decision_id == decision_id)
+                    .order_by(dispatches.c.attempt, dispatches.c.dispatch_id)
+                ).all()
+                last = max((r.attempt for r in log), default=0)
+                outcome = [r for r in log if r.attempt == last and r.status != "sending"]
+                opened = [r for r in log if r.attempt == last and r.status == "sending"]
+                if opened and not outcome and opened[0].ts > ts - timedelta(seconds=lease_s):
+                    raise DispatchInProgress(decision_id, last)
+                refused = self._refusal(conn, row, customer_id, channel, ts)
+                conn.execute(
+                    dispatches.insert().values(
+                        decision_id=decision_id,
+                        attempt=last + 1,
+                        ts=ts,
+                        status="failed" if refused else "sending",
+                        error=refused,
+                    )
+                )
+        except StoreIntegrityError:  # another worker opened the same attempt number
+            raise DispatchInProgress(decision_id, last + 1) from None
+        if refused is not None:
+            raise NotDispatchable(decision_id, refused)
+        return last + 1
+
+    def _refusal(
+        self,
+        conn: Connection,
+        row: Mapping[str, Any],
+        customer_id: str,
+        channel: str,
+        ts: datetime,
+    ) -> str | None:
+        """Why the decision in ``row`` must not be sent as ``(customer_id, channel)`` now."""
+        if row["holdout"]:
+            return "holdout decision: the customer must not be contacted"
+        if not row["revive"] or row["channel"] is None:
+            return "decision does not contact the customer (revive=False or no channel)"
+        if row["customer_id"] != customer_id or row["channel"] != channel:
+            return (
+                f"message is for ({customer_id}, {channel}) but the decision is for "
+                f"({row['customer_id']}, {row['channel']})"
+            )
+        if self._consents(conn, customer_id, ts).get(channel) is False:
+            return f"consent for {channel} revoked"
+        return None
+
+    def finish_dispatch(self, outcome: DispatchAttempt) -> bool:
+        if not isinstance(outcome, DispatchAttempt) or outcome.status == "sending":
+            raise InvalidRecord("finish_dispatch needs a DispatchAttempt with status sent/failed")
+        with self._tx(write=True) as conn:
+            q = sa.select(decisions.c.customer_id, decisions.c.campaign_id, decisions.c.channel)
+            decision = conn.execute(q.where(decisions.c.decision_id == outcome.decision_id)).first()
+            opened = conn.execute(
+                sa.select(dispatches.c.dispatch_id).where(
+                    dispatches.c.decision_id == outcome.decision_id,
+                    dispatches.c.attempt == outcome.attempt,
+                    dispatches.c.status == "sending",
+                )
+            ).first()
+            if decision is None or opened is None:
+                raise StoreError(
+                    f"decision {outcome.decision_id!r} has no open attempt {outcome.attempt}"
+                )
+            conn.execute(
+                dispatches.insert().values(
+                    decision_id=outcome.decision_id,
+                    attempt=outcome.attempt,
+                    ts=outcome.ts,
+                    status=outcome.status,
+                    provider_status_code=outcome.provider_status_code,
+                    error=outcome.error,
+                    provider_message_id=outcome.provider_message_id,
+                    tries=outcome.tries,
+                )
+            )
+            if outcome.status != "sent":
+                return False
+            if self._success(conn, outcome.decision_id) is not None:
+                return False
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        dispatch_success.insert().values(
+                            decision_id=outcome.decision_id,
+                            attempt=outcome.attempt,
+                            ts=outcome.ts,
+                            provider_status_code=outcome.provider_status_code,
+                            provider_message_id=outcome.provider_message_id,
+                        )
+                    )
+            except sa_exc.IntegrityError:  # a concurrent attempt succeeded first
+                return False
+            key = f"dispatch:{outcome.decision_id}"
+            if not self._existing_keys(conn, [key]):
+                sent = EventRecord(
+                    customer_id=decision.customer_id,
+                    ts=outcome.ts,
+                    event="sent",
+                    channel=decision.channel,
+                    campaign_id=decision.campaign_id,
+                    decision_id=outcome.decision_id,
+                    dedup_key=key,
+                )
+                conn.execute(events.insert().values(self._event_row(sent, _utcnow())))
+        return True
+
+    def dispatch_success(self, decision_id: str) -> DispatchAttempt | None:
+        with self._tx() as conn:
+            row = self._success(conn, decision_id)
+        return None if row is None else self._attempt_from(row, status="sent")
+
+    def dispatch_attempts(self, decision_id: str) -> list[DispatchAttempt]:
+        q = (
+            sa.select(dispatches)
+            .where(dispatches.c.decision_id == decision_id)
+            .order_by(dispatches.c.attempt, dispatches.c.dispatch_id)
+        )
+        with self._tx() as conn:
+            return [self._attempt_from(r) for r in conn.execute(q)]
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"SqlContactStore({self.url.render_as_string(hide_password=True)!r})"
+
+
+def open_store(url: str) -> ContactStore:
+    """Open the contact store at ``url`` (any SQLAlchemy URL; e.g. ``sqlite:///var/c.db``)."""
+    return SqlContactStore(url)
