@@ -108,7 +108,7 @@ def _as_str(df: pd.DataFrame, col: str, source: str, required: bool) -> pd.Serie
     s = s.mask(s == "")
     if required and s.isna().any():
         raise DataContractError(source, col, "empty value", df.index[s.isna()].tolist())
-    return s.astype(object).where(s.notna(), None) if not required else s.astype(str)
+    return s.astype("str")  # pandas' str dtype; missing optional values stay NaN
 
 
 def _as_ts(df: pd.DataFrame, col: str, source: str, required: bool = True) -> pd.Series:
@@ -153,7 +153,7 @@ def validate_transactions(df: pd.DataFrame, source: str = "transactions") -> pd.
     if "item_id" in df.columns:
         out["item_id"] = _as_str(df, "item_id", source, required=False)
     else:
-        out["item_id"] = None
+        out["item_id"] = pd.Series(np.nan, index=df.index, dtype="str")
     out["quantity"] = _as_float(df, "quantity", source)
     out["unit_price"] = _as_float(df, "unit_price", source)
     neg = out["unit_price"] < 0
@@ -162,7 +162,8 @@ def validate_transactions(df: pd.DataFrame, source: str = "transactions") -> pd.
             source, "unit_price", "negative price on a sale", df.index[neg].tolist()
         )
     for col in ("channel", "country"):
-        out[col] = _as_str(df, col, source, required=False) if col in df.columns else None
+        out[col] = (_as_str(df, col, source, required=False) if col in df.columns
+                    else pd.Series(np.nan, index=df.index, dtype="str"))
     return out
 
 

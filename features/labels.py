@@ -61,13 +61,20 @@ def build_labels(
     horizon: int = 90,
     observed_until: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
-    """Labels for ``customers`` at ``cutoff`` (see module docstring)."""
+    """Labels for ``customers`` at ``cutoff`` (see module docstring).
+
+    Orders are seen up to the end of the log, or strictly before ``observed_until`` when
+    given; an unseen next order is censored at that bound.
+    """
     t = pd.Timestamp(cutoff).to_datetime64().astype("datetime64[ns]")
-    end = (
-        transactions["ts"].max() if observed_until is None else pd.Timestamp(observed_until)
-    ).to_datetime64()
     ts = transactions["ts"].to_numpy()
-    fut = transactions[(ts >= t) & (ts <= end) & (transactions["quantity"].to_numpy() > 0)]
+    if observed_until is None:  # the whole log, its last row included
+        end = transactions["ts"].max().to_datetime64()
+        seen = ts <= end
+    else:  # observed_until is the first instant *not* observed (e.g. the backtest cutoff)
+        end = pd.Timestamp(observed_until).to_datetime64()
+        seen = ts < end
+    fut = transactions[(ts >= t) & seen & (transactions["quantity"].to_numpy() > 0)]
     first_next = fut.groupby("customer_id")["ts"].min()
     nxt = first_next.reindex(customers)
     days = (nxt.to_numpy() - t) / _DAY

@@ -8,18 +8,19 @@ gap (see :mod:`features.snapshot`), i.e. how many of their own cycles they are l
 Rules (first match wins; thresholds in :class:`LifecycleRules`):
 
 1. ``new``      — one purchase day, first bought within ``new_days`` (90) days.
-2. ``lost``     — silent more than ``lost_days`` (365), or more than ``lost_ratio`` (8)
+2. ``lost``     — silent more than ``lost_days`` (365), or more than ``lost_ratio`` (12)
    own cycles *and* more than ``lost_min_days`` (180) days.
-3. ``sleeping`` — more than ``sleeping_ratio`` (4) own cycles late.
+3. ``sleeping`` — more than ``sleeping_ratio`` (6) own cycles late.
 4. ``at_risk``  — more than ``at_risk_ratio`` (1.5) cycles late, or still on cycle but
    declining: 90-day spending trend ≤ ``declining_trend`` (−0.5) with ≥ 2 orders in 180 d.
 5. ``loyal``    — on cycle with ≥ ``loyal_orders`` (6) orders in the last 365 days and a
    tenure of at least 365 days.
 6. ``active``   — everyone else on cycle.
 
-A weekly buyer (gap 7 d) silent 30 days is 4.3 cycles late → at_risk would need ≤ 4; with
-these defaults they are ``sleeping`` at 4.3, ``at_risk`` at 2–4 weeks; a twice-yearly buyer
-(gap 180 d) silent 90 days is 0.5 cycles late → ``active``.
+Examples: a weekly buyer (cycle 7 d) silent 30 days is 4.3 cycles late → ``at_risk``
+(from 11 days of silence; ``sleeping`` after 6 weeks, ``lost`` after 6 months); a
+twice-yearly buyer (cycle 180 d) silent 90 days is 0.5 cycles late → ``active`` (at risk
+only after 270 days, lost after a year).
 
 Value tier: the customer's value score is their annualised historic spend (spend over
 max(tenure, 1 year)), averaged with predicted value when a prediction is given; ``high``
@@ -46,9 +47,9 @@ class LifecycleRules:
 
     new_days: float = 90.0
     lost_days: float = 365.0
-    lost_ratio: float = 8.0
+    lost_ratio: float = 12.0
     lost_min_days: float = 180.0
-    sleeping_ratio: float = 4.0
+    sleeping_ratio: float = 6.0
     at_risk_ratio: float = 1.5
     declining_trend: float = -0.5
     loyal_orders: float = 6.0

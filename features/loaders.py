@@ -15,6 +15,7 @@ reason in a :class:`CleaningReport` — never silently lost.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import io
@@ -118,19 +119,40 @@ def _read_csv(path: str | Path, dtype: Mapping[str, str] | None = None) -> pd.Da
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
+        lines = raw.split(b"\n")
         bad = []
-        for lineno, line in enumerate(raw.split(b"\n"), start=1):
+        for lineno, line in enumerate(lines, start=1):
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError:
                 bad.append(lineno)
-        raise DataContractError(str(path), None, "not valid UTF-8 text", bad) from None
+        column = _undecodable_column(lines, bad[0])
+        raise DataContractError(str(path), column, "not valid UTF-8 text", bad) from None
     try:
         df = pd.read_csv(io.StringIO(text), dtype=dict(dtype or {}), keep_default_na=True)
     except (pd.errors.ParserError, ValueError) as exc:
         raise DataContractError(str(path), None, f"unreadable CSV: {exc}") from None
     df.index = pd.RangeIndex(2, len(df) + 2)  # header is line 1
     return df
+
+
+def _undecodable_column(lines: list[bytes], lineno: int) -> str | None:
+    """The header name of the field holding the first undecodable byte of line ``lineno``."""
+    if lineno < 2:
+        return None
+    header = next(csv.reader([lines[0].decode("utf-8", "replace").rstrip("\r")]), [])
+    fields = next(csv.reader([lines[lineno - 1].decode("utf-8", "surrogateescape")]), [])
+    for i, value in enumerate(fields):
+        if any("\udc80" <= ch <= "\udcff" for ch in value):
+            return header[i].strip() if i < len(header) else None
+    return None
+
+
+def _check_price(price: pd.Series, keep: np.ndarray, source: str, column: str) -> None:
+    """A negative price on a kept line is a data error; name the file's column and lines."""
+    neg = keep & (price < 0).to_numpy()
+    if neg.any():
+        raise DataContractError(source, column, "negative price on a sale", price.index[neg].tolist())
 
 
 def _parse_ts(df: pd.DataFrame, col: str, source: str, fmt: str | None) -> pd.Series:
@@ -164,7 +186,7 @@ def _overlap_duplicates(keys: np.ndarray, ts: pd.Series) -> np.ndarray:
     t = ts.to_numpy()
     running_max = np.maximum.accumulate(t)
     prev_max = np.concatenate([[t[0]], running_max[:-1]])
-    starts = np.flatnonzero(t < prev_max - np.timedelta64(1, "D"))
+    starts = np.flatnonzero(t[1:] < t[:-1] - np.timedelta64(1, "D")) + 1
     drop = np.zeros(len(t), dtype=bool)
     bounds = list(starts) + [len(t)]
     for i, s in enumerate(starts):
@@ -251,6 +273,7 @@ def load_online_retail(path: str | Path) -> Loaded:
         hit = keep & mask
         report.dropped[reason] = int(hit.sum())
         keep &= ~hit
+    _check_price(price, keep, source, "Price")
     tx = pd.DataFrame(
         {
             "customer_id": cust,
@@ -333,6 +356,8 @@ def load_csv(
         hit = keep & mask
         report.dropped[reason] = int(hit.sum())
         keep &= ~hit
+    if "amount" not in mapping:
+        _check_price(price, keep, source, mapping["unit_price"])
     tx = pd.DataFrame(
         {"customer_id": cust, "order_id": order, "ts": ts, "quantity": qty, "unit_price": price},
         index=raw.index,
@@ -359,6 +384,15 @@ def load_transactions(path: str | Path) -> Loaded:
         return load_online_retail(path)
     mapping = {c: c for c in ("customer_id", "ts", "order_id", "item_id", "quantity",
                               "unit_price", "amount", "channel", "country") if c in header}
+    missing = [c for c in ("customer_id", "ts") if c not in mapping]
+    if "amount" not in mapping:
+        missing += [c for c in ("quantity", "unit_price") if c not in mapping]
+    if missing:
+        raise DataContractError(
+            str(path), missing[0],
+            f"header is neither Online Retail II nor the transactions contract: "
+            f"missing {missing} (found {header})",
+        )
     return load_csv(path, mapping)
 
 

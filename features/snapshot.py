@@ -12,12 +12,16 @@ Definitions (days are fractional; ``t`` is the cutoff):
 * ``recency_days`` = t − last order; ``tenure_days`` = t − first order.
 * ``orders_{w}d`` / ``monetary_{w}d`` for w ∈ {30, 90, 180, 365} and ``_all``: orders and
   gross purchase value in ``[t − w, t)``.
+* ``purchase_rate`` / ``monetary_rate``: purchase days / spend per year of tenure (tenure
+  floored at 30 days) — comparable between logs of different length, unlike all-time totals.
 * inter-order gaps are between consecutive purchase days. ``gap_median``, ``gap_mean``,
-  ``gap_cv`` (std/mean) are the customer's own (NaN under two purchase days).
+  ``gap_cv`` (std/mean) are the customer's own (NaN under two purchase days;
+  ``gap_cv`` needs two gaps, so NaN under three).
   ``gap_shrunk`` is an empirical-Bayes geometric mean: the customer's mean log-gap shrunk
   towards the population's with ``GAP_PRIOR_WEIGHT`` pseudo-gaps,
-  ``exp((n·mean_log_gap + k·pop_mean_log_gap) / (n + k))`` — a customer with one gap
-  mostly gets the population's cycle, one with twenty mostly their own.
+  ``exp((n·mean_log_gap + k·pop_mean_log_gap) / (n + k))`` where ``pop_mean_log_gap`` is
+  the mean over customers of their own mean log-gap — a customer with no gap gets the
+  typical customer's cycle, one with twenty gaps mostly their own.
 * ``recency_ratio`` = recency_days / gap_shrunk: how many of their own cycles they are late.
 * ``trend_90d`` = (m₉₀ − m₉₀′)/(m₉₀ + m₉₀′) with m₉₀′ the value in ``[t − 180, t − 90)``:
   −1 stopped, 0 flat, +1 new (0 when both are zero).
@@ -26,8 +30,9 @@ Definitions (days are fractional; ``t`` is the cutoff):
 * ``basket_value`` (mean order value), ``basket_lines`` (mean lines per order),
   ``distinct_items``, ``top_family_share`` (share of purchase lines in the customer's most
   bought item family — a ``category`` column when given, else the item id without its
-  variant suffix), ``price_index`` (mean of unit price / the item's median price before
-  t: below 1 = buys cheap or discounted lines).
+  variant suffix: letters, and an optional digit, after a digit, as in 85123A, 15056BL;
+  an id without digits is its own family), ``price_index`` (mean of unit price / the
+  item's median price before t: below 1 = buys cheap or discounted lines).
 * ``orders_same_season_ly``: orders in ``[t − 365, t − 275)`` — the coming 90 days, one
   year earlier (seasonal buyers).
 * ``usual_hour``: the customer's most frequent ordering hour (for send times).
@@ -40,10 +45,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["FEATURE_COLUMNS", "GAP_PRIOR_WEIGHT", "WINDOWS", "build_features", "model_columns"]
+__all__ = ["FEATURE_COLUMNS", "DEFAULT_GAP_DAYS", "GAP_PRIOR_WEIGHT", "WINDOWS", "build_features", "model_columns"]
 
 WINDOWS = (30, 90, 180, 365)
 GAP_PRIOR_WEIGHT = 2.0
+DEFAULT_GAP_DAYS = 90.0  # prior cycle when no customer in the snapshot has two purchase days
 _DAY = np.timedelta64(1, "D")
 
 FEATURE_COLUMNS = [
@@ -54,6 +60,8 @@ FEATURE_COLUMNS = [
     *[f"monetary_{w}d" for w in WINDOWS],
     "monetary_all",
     "purchase_days",
+    "purchase_rate",
+    "monetary_rate",
     "gap_median",
     "gap_mean",
     "gap_cv",
@@ -73,8 +81,11 @@ FEATURE_COLUMNS = [
     "usual_hour",
 ]
 
-# usual_hour is for scheduling, not prediction; everything else feeds the models.
-_NOT_FOR_MODELS = {"usual_hour"}
+# usual_hour is for scheduling, not prediction. All-time totals grow with the length of the
+# log rather than with the customer (a model trained on cutoffs with one year of history
+# sees 18 months at serving time); models get the per-year rates instead.
+_NOT_FOR_MODELS = {"usual_hour", "tenure_days", "orders_all", "monetary_all", "purchase_days",
+                   "distinct_items", "return_orders"}
 
 
 def model_columns(frame: pd.DataFrame) -> list[str]:
@@ -146,6 +157,9 @@ def build_features(
     gaps = np.where(same, _days(np.diff(dd, prepend=dd[:1])), np.nan)
     g = pd.DataFrame({"c": dc[same], "gap": gaps[same]})
     f["purchase_days"] = np.bincount(dc, minlength=n).astype(float)
+    years = np.maximum(f["tenure_days"].to_numpy(), 30.0) / 365.0
+    f["purchase_rate"] = f["purchase_days"].to_numpy() / years
+    f["monetary_rate"] = f["monetary_all"].to_numpy() / years
     grp = g.groupby("c")["gap"]
     n_gaps = np.bincount(g["c"].to_numpy(), minlength=n).astype(float)
     f["gap_median"] = grp.median().reindex(range(n)).to_numpy()
@@ -156,7 +170,11 @@ def build_features(
         f["gap_cv"] = np.where(n_gaps >= 2, gap_std / gap_mean, np.nan)
     log_gap = np.log(g["gap"].to_numpy())
     sum_log = np.bincount(g["c"].to_numpy(), weights=log_gap, minlength=n)
-    pop_mean_log = float(log_gap.mean()) if len(log_gap) else np.log(90.0)
+    # the prior is the typical *customer's* cycle (each customer with a gap counts once),
+    # not the typical gap, which frequent buyers dominate
+    has_gap = n_gaps > 0
+    pop_mean_log = (float((sum_log[has_gap] / n_gaps[has_gap]).mean()) if has_gap.any()
+                    else np.log(DEFAULT_GAP_DAYS))
     k = GAP_PRIOR_WEIGHT
     f["gap_shrunk"] = np.exp((sum_log + k * pop_mean_log) / (n_gaps + k))
     f["recency_ratio"] = f["recency_days"] / f["gap_shrunk"]
@@ -200,7 +218,7 @@ def build_features(
             .groupby("c").size().reindex(range(n), fill_value=0).to_numpy().astype(float)
         )
         fam_src = buy["category"] if "category" in buy.columns else (
-            buy["item_id"].astype("str").str.replace(r"[A-Z]+\d?$", "", regex=True)
+            buy["item_id"].astype("str").str.replace(r"(?<=\d)[A-Z]+\d?$", "", regex=True)
         )
         fam = pd.DataFrame({"c": lc, "fam": fam_src.to_numpy()}).dropna()
         fam_counts = fam.groupby(["c", "fam"]).size()

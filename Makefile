@@ -1,0 +1,41 @@
+# One entry point for a fresh machine with nothing but Python 3.11.
+#   make run    main job: train on the real data if no champion exists, then serve
+#   make test   the whole test-suite
+#   make bench  benchmarks (tables on stdout)
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install run test test-fast bench lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m features $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not integration and not e2e" $(ARGS)
+
+bench: $(STAMP)
+	$(PY) -m features.bench
+	$(PY) -m training.bench
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean:
+	rm -rf $(VENV) bentoml_home mlflow/mlflow.db mlflow/mlruns mlflow/artifacts var

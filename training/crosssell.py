@@ -1,0 +1,764 @@
+"""Cross-sell: which items a customer has not bought yet is likely to buy, and "bought together".
+
+Three recommenders share one interface (:class:`Recommender`, in the style of implicit's
+``RecommenderBase`` but keyed by the contract's string ids):
+
+* :class:`ALSRecommender` — implicit's ALS (Hu, Koren & Volinsky 2008) on the customer × item
+  matrix of purchase orders, with recency decay (half-life) and BM25 or log confidence
+  weighting;
+* :class:`ItemKNNRecommender` — implicit's item-item BM25 nearest neighbours (baseline);
+* :class:`PopularityRecommender` — most-bought items by distinct customers in a recent window
+  (baseline).
+
+All of them see only rows strictly before the cutoff; purchases (quantity > 0) are the
+positive signal, returned items count as "seen" (never recommended with ``exclude_seen``) but
+not as positive signal. Every model obeys the same catalogue rule (``active_days``: only items
+sold in that many days before the cutoff are recommended) and the same fallback (popular unseen
+items fill the list, so every customer — known or not — gets ``k`` items).
+
+Evaluation (:func:`cross_sell_targets`, :func:`evaluate`, :func:`backtest_table`) follows the
+project's backtest protocol: targets are items bought in ``[cutoff, cutoff + H)`` that the
+customer never bought before the cutoff; hyper-parameters are chosen on a validation split
+whose label window ends at the backtest cutoff (:func:`tune_als`, :func:`tune_knn`,
+:func:`tune_popularity`), never on the backtest window.
+
+:class:`CrossSellPyfunc` / :func:`log_pyfunc` wrap a fitted recommender as an MLflow pyfunc.
+Loading it needs numpy, pandas, scipy and this package, not implicit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import tempfile
+import time
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import mlflow
+import numpy as np
+import pandas as pd
+import scipy
+import scipy.sparse as sp
+from mlflow.models import ModelSignature
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+from threadpoolctl import threadpool_limits
+
+import features  # noqa: F401  (sets OPENBLAS_NUM_THREADS=1 before implicit is used)
+from training.metrics import hit_rate_at_k, ndcg_at_k, recall_at_k
+
+__all__ = [
+    "DEFAULT_ALS_GRID",
+    "DEFAULT_KNN_GRID",
+    "DEFAULT_POPULARITY_GRID",
+    "ALSRecommender",
+    "CrossSellPyfunc",
+    "CrossSellResult",
+    "ItemKNNRecommender",
+    "PopularityRecommender",
+    "Recommender",
+    "backtest_table",
+    "cross_sell_targets",
+    "customers_before",
+    "evaluate",
+    "fit_final",
+    "log_pyfunc",
+    "run_cross_sell",
+    "tune_als",
+    "tune_knn",
+    "tune_popularity",
+]
+
+_DAY = pd.Timedelta(days=1)
+_FORMAT_VERSION = 1
+_CHUNK = 1024  # customers scored per dense block (1024 × 4k items × 8 B = 32 MB)
+
+
+# ---------------------------------------------------------------------------------------------
+# Interactions before a cutoff
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Interactions:
+    """Everything a recommender learns from: the log strictly before ``cutoff``."""
+
+    cutoff: pd.Timestamp
+    customer_ids: np.ndarray  # sorted unique customer ids ('<U')
+    item_ids: np.ndarray  # sorted unique item ids ('<U')
+    counts: sp.csr_matrix  # customer × item: (recency-weighted) number of orders buying it
+    seen: sp.csr_matrix  # customer × item: 1 if bought or returned
+    popularity: np.ndarray  # distinct customers buying the item in the popularity window
+    pop_order: np.ndarray  # item positions, most popular first (recent, then all-time, then id)
+    active: np.ndarray  # bool per item: sold in the catalogue window (dead items are False)
+
+
+def _ids(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    codes, uniques = pd.factorize(values, sort=True)
+    return codes.astype(np.int64), np.asarray(list(uniques), dtype=str)
+
+
+def _interactions(
+    transactions: pd.DataFrame,
+    cutoff: pd.Timestamp | str,
+    half_life_days: float | None = None,
+    popularity_days: int = 90,
+    active_days: int | None = None,
+) -> _Interactions:
+    t = pd.Timestamp(cutoff)
+    ts = transactions["ts"]
+    keep = (ts < t) & transactions["item_id"].notna()
+    tx = transactions.loc[keep, ["customer_id", "order_id", "ts", "item_id", "quantity"]]
+    if tx.empty:
+        raise ValueError(f"no transactions with an item before the cutoff {t}")
+    c, customer_ids = _ids(tx["customer_id"])
+    i, item_ids = _ids(tx["item_id"])
+    shape = (len(customer_ids), len(item_ids))
+    seen = sp.csr_matrix((np.ones(len(c), np.float32), (c, i)), shape=shape)
+    seen.sum_duplicates()
+    seen.data[:] = 1.0
+
+    buy = tx["quantity"].to_numpy() > 0
+    orders = pd.DataFrame({"c": c[buy], "i": i[buy], "o": tx["order_id"].to_numpy()[buy],
+                           "ts": tx["ts"].to_numpy()[buy]})
+    orders = orders.groupby(["c", "i", "o"], sort=False, as_index=False)["ts"].max()
+    age = ((t - orders["ts"]) / _DAY).to_numpy()
+    if half_life_days:
+        w = np.power(0.5, age / float(half_life_days))
+    else:
+        w = np.ones(len(orders))
+    counts = sp.csr_matrix(
+        (w.astype(np.float32), (orders["c"].to_numpy(), orders["i"].to_numpy())), shape=shape
+    )
+    counts.sum_duplicates()
+
+    pairs = orders.groupby(["c", "i"], sort=False, as_index=False)["ts"].max()
+    pair_age = ((t - pairs["ts"]) / _DAY).to_numpy()
+    n_items = len(item_ids)
+    pi = pairs["i"].to_numpy()
+    ever = np.bincount(pi, minlength=n_items)
+    popularity = np.bincount(pi[pair_age <= popularity_days], minlength=n_items).astype(float)
+    pop_order = np.lexsort((np.arange(n_items), -ever, -popularity))
+    if active_days is None:
+        active = ever > 0
+    else:
+        active = np.bincount(pi[pair_age <= active_days], minlength=n_items) > 0
+    return _Interactions(t, customer_ids, item_ids, counts, seen, popularity, pop_order, active)
+
+
+# ---------------------------------------------------------------------------------------------
+# Recommenders
+# ---------------------------------------------------------------------------------------------
+
+
+def _csr_arrays(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
+    return {
+        f"{prefix}_data": m.data,
+        f"{prefix}_indices": m.indices,
+        f"{prefix}_indptr": m.indptr,
+        f"{prefix}_shape": np.asarray(m.shape),
+    }
+
+
+def _csr_from(prefix: str, arrays: Mapping[str, np.ndarray]) -> sp.csr_matrix:
+    return sp.csr_matrix(
+        (arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"], arrays[f"{prefix}_indptr"]),
+        shape=tuple(int(x) for x in arrays[f"{prefix}_shape"]),
+    )
+
+
+class Recommender(ABC):
+    """Common interface of the cross-sell models (string customer and item ids).
+
+    Subclasses implement ``_fit`` (learn from :class:`_Interactions`), ``_score`` (dense
+    scores of some customers × all items; ``-inf``/NaN = no evidence) and ``_similar``
+    (scores of all items against one item), plus ``_state``/``_restore`` for persistence.
+    The base class owns the id maps, seen-item filtering, the catalogue rule, deterministic
+    tie-breaking (more popular first) and the popularity fallback.
+    """
+
+    kind: ClassVar[str] = "base"
+    #: parameters that only change scoring, not fitting (tuning varies them without refitting)
+    scoring_params: ClassVar[tuple[str, ...]] = ()
+    _registry: ClassVar[dict[str, type[Recommender]]] = {}
+
+    def __init__(
+        self,
+        *,
+        half_life_days: float | None = None,
+        popularity_days: int = 90,
+        active_days: int | None = None,
+    ):
+        self.half_life_days = half_life_days
+        self.popularity_days = popularity_days
+        self.active_days = active_days
+        self.cutoff: pd.Timestamp | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        Recommender._registry[cls.__name__] = cls
+
+    # -- parameters --------------------------------------------------------------------------
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-serialisable), as scikit-learn's ``get_params``."""
+        import inspect
+
+        names = [
+            p for p in inspect.signature(type(self).__init__).parameters if p not in ("self",)
+        ]
+        return {n: getattr(self, n) for n in names}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # -- fitting -----------------------------------------------------------------------------
+
+    def fit(self, transactions: pd.DataFrame, cutoff: pd.Timestamp | str) -> Recommender:
+        """Learn from the rows of ``transactions`` strictly before ``cutoff``."""
+        data = _interactions(
+            transactions, cutoff, self.half_life_days, self.popularity_days, self.active_days
+        )
+        return self._fit_interactions(data)
+
+    def _fit_interactions(self, data: _Interactions) -> Recommender:
+        self.cutoff = data.cutoff
+        self.customer_ids = data.customer_ids
+        self.item_ids = data.item_ids
+        self.counts = data.counts
+        self.seen = data.seen
+        self.popularity = data.popularity
+        self.pop_order = data.pop_order
+        self.active = data.active
+        self._index()
+        self._fit(data)
+        self._prepare_scoring()
+        return self
+
+    def _index(self) -> None:
+        self._customer_pos = {c: n for n, c in enumerate(self.customer_ids.tolist())}
+        self._item_pos = {c: n for n, c in enumerate(self.item_ids.tolist())}
+        self._fallback = self.pop_order[self.active[self.pop_order]]
+
+    def set_scoring_params(self, **params: Any) -> Recommender:
+        """Change parameters listed in ``scoring_params`` of a fitted model (no refit needed)."""
+        unknown = set(params) - set(self.scoring_params)
+        if unknown:
+            raise ValueError(f"{sorted(unknown)} are not scoring parameters of {type(self).__name__}")
+        for name, value in params.items():
+            setattr(self, name, value)
+        if self.cutoff is not None:
+            self._prepare_scoring()
+        return self
+
+    def _prepare_scoring(self) -> None:
+        """Recompute whatever scoring caches depend on ``scoring_params`` (after fit/load)."""
+
+    def _check_fitted(self) -> None:
+        if self.cutoff is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() first")
+
+    @abstractmethod
+    def _fit(self, data: _Interactions) -> None: ...
+
+    @abstractmethod
+    def _score(self, rows: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def _similar(self, item: int) -> np.ndarray: ...
+
+    @abstractmethod
+    def _state(self) -> dict[str, np.ndarray]: ...
+
+    @abstractmethod
+    def _restore(self, arrays: Mapping[str, np.ndarray]) -> None: ...
+
+    # -- ranking -----------------------------------------------------------------------------
+
+    def _top(self, scores: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per row of ``scores`` (already masked): the top-k finite entries, ties by popularity."""
+        s = np.where(np.isfinite(scores), scores, -np.inf)[:, self.pop_order]
+        kk = min(k, s.shape[1])
+        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+        kth = np.take_along_axis(s, part, axis=1).min(axis=1)
+        out = []
+        for r in range(s.shape[0]):
+            row = s[r]
+            if np.isfinite(kth[r]):
+                cand = np.flatnonzero(row >= kth[r])
+            else:
+                cand = np.flatnonzero(np.isfinite(row))
+            best = cand[np.argsort(-row[cand], kind="stable")][:k]
+            out.append((self.pop_order[best], row[best]))
+        return out
+
+    def _fill(self, chosen: np.ndarray, k: int, excluded: set[int]) -> list[int]:
+        """Most popular active items not in ``chosen`` or ``excluded``, up to ``k`` in all."""
+        need = k - len(chosen)
+        if need <= 0:
+            return []
+        skip = excluded | set(chosen.tolist())
+        extra: list[int] = []
+        for item in self._fallback.tolist():
+            if item not in skip:
+                extra.append(item)
+                if len(extra) == need:
+                    break
+        return extra
+
+    def _recommend_positions(
+        self, customer_ids: Sequence[str], k: int, exclude_seen: bool
+    ) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        """Per customer: item positions, scores (NaN for fallback) and how many are the model's."""
+        self._check_fitted()
+        if not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        rows = np.array([self._customer_pos.get(str(c), -1) for c in customer_ids], np.int64)
+        result: list[tuple[np.ndarray, np.ndarray, int] | None] = [None] * len(rows)
+        known = np.flatnonzero(rows >= 0)
+        for start in range(0, len(known), _CHUNK):
+            block = known[start : start + _CHUNK]
+            r = rows[block]
+            scores = np.asarray(self._score(r), dtype=np.float64)
+            scores[:, ~self.active] = -np.inf
+            seen_rows = self.seen[r]
+            if exclude_seen:
+                nz = seen_rows.nonzero()
+                scores[nz] = -np.inf
+            for j, (items, vals) in enumerate(self._top(scores, k)):
+                excluded = (
+                    set(seen_rows.indices[seen_rows.indptr[j] : seen_rows.indptr[j + 1]].tolist())
+                    if exclude_seen
+                    else set()
+                )
+                extra = self._fill(items, k, excluded)
+                result[block[j]] = (
+                    np.concatenate([items, np.asarray(extra, np.int64)]),
+                    np.concatenate([vals, np.full(len(extra), np.nan)]),
+                    len(items),
+                )
+        if len(known) < len(rows):
+            top = self._fallback[:k]
+            cold = (top, np.full(len(top), np.nan), 0)
+            for n in np.flatnonzero(rows < 0):
+                result[n] = cold
+        return result  # type: ignore[return-value]
+
+    def recommend(
+        self, customer_ids: Iterable[str], k: int = 10, exclude_seen: bool = True
+    ) -> dict[str, list[str]]:
+        """Top-``k`` item ids per customer; unknown customers get the most popular items.
+
+        With ``exclude_seen`` no customer is offered an item they bought or returned before
+        the cutoff. Only items sold within ``active_days`` of the cutoff are offered.
+        """
+        ids = [str(c) for c in customer_ids]
+        positions = self._recommend_positions(ids, k, exclude_seen)
+        return {c: self.item_ids[p].tolist() for c, (p, _, _) in zip(ids, positions, strict=True)}
+
+    def recommend_frame(
+        self, customer_ids: Iterable[str], k: int = 10, exclude_seen: bool = True
+    ) -> pd.DataFrame:
+        """:meth:`recommend` as a frame: customer_id, rank (1..k), item_id, score, source.
+
+        ``source`` is ``"model"`` for the model's own picks and ``"popular"`` for the
+        popularity fallback (whose ``score`` is NaN).
+        """
+        ids = [str(c) for c in customer_ids]
+        positions = self._recommend_positions(ids, k, exclude_seen)
+        return _frame("customer_id", ids, positions, self.item_ids)
+
+    def similar_items(self, item_id: str, k: int = 10) -> list[str]:
+        """Items "bought together" with ``item_id`` (most similar first, itself excluded)."""
+        return self.similar_items_frame([item_id], k)["item_id"].tolist()
+
+    def similar_items_frame(self, item_ids: Iterable[str], k: int = 10) -> pd.DataFrame:
+        """:meth:`similar_items` for many items: query_item_id, rank, item_id, score, source."""
+        self._check_fitted()
+        ids = [str(i) for i in item_ids]
+        positions = []
+        for item_id in ids:
+            pos = self._item_pos.get(item_id)
+            if pos is None:
+                top = self._fallback[:k]
+                positions.append((top, np.full(len(top), np.nan), 0))
+                continue
+            scores = np.asarray(self._similar(pos), dtype=np.float64).copy()
+            scores[~self.active] = -np.inf
+            scores[pos] = -np.inf
+            items, vals = self._top(scores[None, :], k)[0]
+            extra = self._fill(items, k, {pos})
+            positions.append(
+                (
+                    np.concatenate([items, np.asarray(extra, np.int64)]),
+                    np.concatenate([vals, np.full(len(extra), np.nan)]),
+                    len(items),
+                )
+            )
+        return _frame("query_item_id", ids, positions, self.item_ids)
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted model to directory ``path`` (JSON metadata + npz arrays, no pickle)."""
+        self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format_version": _FORMAT_VERSION,
+            "class": type(self).__name__,
+            "params": self.get_params(),
+            "cutoff": self.cutoff.isoformat(),
+            "n_customers": len(self.customer_ids),
+            "n_items": len(self.item_ids),
+        }
+        (path / "recommender.json").write_text(json.dumps(meta, indent=2))
+        np.savez(
+            path / "index.npz",
+            customer_ids=self.customer_ids,
+            item_ids=self.item_ids,
+            popularity=self.popularity,
+            pop_order=self.pop_order,
+            active=self.active,
+            **_csr_arrays("counts", self.counts),
+            **_csr_arrays("seen", self.seen),
+        )
+        np.savez(path / "model.npz", **self._state())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recommender:
+        """Load a model written by :meth:`save` (any backend when called on ``Recommender``)."""
+        path = Path(path)
+        meta = json.loads((path / "recommender.json").read_text())
+        if meta.get("format_version") != _FORMAT_VERSION:
+            raise ValueError(f"{path}: unsupported format version {meta.get('format_version')}")
+        klass = Recommender._registry.get(meta["class"])
+        if klass is None or not issubclass(klass, cls):
+            raise TypeError(f"{path} holds a {meta['class']}, not a {cls.__name__}")
+        obj = klass(**meta["params"])
+        obj.cutoff = pd.Timestamp(meta["cutoff"])
+        with np.load(path / "index.npz", allow_pickle=False) as z:
+            obj.customer_ids = z["customer_ids"]
+            obj.item_ids = z["item_ids"]
+            obj.popularity = z["popularity"]
+            obj.pop_order = z["pop_order"]
+            obj.active = z["active"]
+            obj.counts = _csr_from("counts", z)
+            obj.seen = _csr_from("seen", z)
+        with np.load(path / "model.npz", allow_pickle=False) as z:
+            obj._restore({k: z[k] for k in z.files})
+        obj._index()
+        obj._prepare_scoring()
+        return obj
+
+
+def _frame(
+    key: str,
+    ids: list[str],
+    positions: list[tuple[np.ndarray, np.ndarray, int]],
+    item_ids: np.ndarray,
+) -> pd.DataFrame:
+    lengths = [len(p) for p, _, _ in positions]
+    if sum(lengths) == 0:
+        return pd.DataFrame(
+            {
+                key: pd.Series(dtype=str),
+                "rank": pd.Series(dtype=np.int64),
+                "item_id": pd.Series(dtype=str),
+                "score": pd.Series(dtype=float),
+                "source": pd.Series(dtype=str),
+            }
+        )
+    items = np.concatenate([p for p, _, _ in positions])
+    return pd.DataFrame(
+        {
+            key: np.repeat(np.asarray(ids, dtype=object), lengths),
+            "rank": np.concatenate([np.arange(1, n + 1) for n in lengths]).astype(np.int64),
+            "item_id": item_ids[items].astype(object),
+            "score": np.concatenate([s for _, s, _ in positions]),
+            "source": np.concatenate(
+                [
+                    np.where(np.arange(len(p)) < m, "model", "popular").astype(object)
+                    for p, _, m in positions
+                ]
+            ),
+        }
+    )
+
+
+class PopularityRecommender(Recommender):
+    """Most-bought items (distinct customers) in the ``popularity_days`` before the cutoff.
+
+    ``similar_items`` returns the items most often bought by the same customers.
+    """
+
+    kind = "popularity"
+
+    def __init__(
+        self,
+        *,
+        popularity_days: int = 90,
+        active_days: int | None = None,
+    ):
+        super().__init__(popularity_days=popularity_days, active_days=active_days)
+
+    def _fit(self, data: _Interactions) -> None:
+        pass
+
+    def _score(self, rows: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.popularity, (len(rows), len(self.popularity))).copy()
+
+    def _similar(self, item: int) -> np.ndarray:
+        bought = self.counts.astype(bool).astype(np.float32).tocsc()
+        col = bought[:, item]
+        co = np.asarray((col.T @ bought).todense()).ravel()
+        return np.where(co > 0, co, -np.inf)
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _restore(self, arrays: Mapping[str, np.ndarray]) -> None:
+        pass
+
+
+class ItemKNNRecommender(Recommender):
+    """implicit's item-item BM25 nearest neighbours (``K`` neighbours per item).
+
+    Scores a customer as implicit's ``ItemItemRecommender.recommend`` does: the customer's
+    (recency-weighted) order counts times the item-item similarity. Items with no similarity
+    to anything the customer bought have no evidence and are filled by popularity.
+    """
+
+    kind = "knn"
+
+    def __init__(
+        self,
+        K: int = 20,
+        K1: float = 1.2,
+        B: float = 0.75,
+        *,
+        half_life_days: float | None = None,
+        popularity_days: int = 90,
+        active_days: int | None = None,
+        num_threads: int = 0,
+    ):
+        super().__init__(
+            half_life_days=half_life_days, popularity_days=popularity_days, active_days=active_days
+        )
+        self.K = K
+        self.K1 = K1
+        self.B = B
+        self.num_threads = num_threads
+
+    def _fit(self, data: _Interactions) -> None:
+        from implicit.nearest_neighbours import BM25Recommender
+
+        model = BM25Recommender(K=self.K, K1=self.K1, B=self.B, num_threads=self.num_threads)
+        with warnings.catch_warnings():  # implicit converts its own BM25 coo matrix to csr
+            warnings.filterwarnings("ignore", message="Method expects CSR input")
+            model.fit(data.counts, show_progress=False)
+        self.similarity = model.similarity.tocsr().astype(np.float64)
+
+    def _score(self, rows: np.ndarray) -> np.ndarray:
+        s = np.asarray((self.counts[rows] @ self.similarity).todense())
+        s[s <= 0] = -np.inf
+        return s
+
+    def _similar(self, item: int) -> np.ndarray:
+        s = np.asarray(self.similarity[item].todense()).ravel()
+        s[s <= 0] = -np.inf
+        return s
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return _csr_arrays("similarity", self.similarity)
+
+    def _restore(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self.similarity = _csr_from("similarity", arrays)
+
+
+def _bm25(x: sp.csr_matrix, k1: float, b: float) -> sp.csr_matrix:
+    """BM25 weight of a customer × item matrix (idf per item, length norm per customer).
+
+    implicit's ``bm25_weight`` with the idf floored at a small positive value, so an item
+    nearly everybody bought keeps a (tiny) positive confidence instead of a negative one.
+    """
+    from implicit.nearest_neighbours import bm25_weight
+
+    w = bm25_weight(x, K1=k1, B=b).tocsr()
+    w.data = np.maximum(w.data, 1e-3).astype(np.float32)
+    return w
+
+
+class ALSRecommender(Recommender):
+    """implicit ALS on customer × item confidences.
+
+    Confidence: the number of orders buying the item, each weighted by ``0.5 ** (age /
+    half_life_days)``, then ``weighting`` — ``"bm25"`` (BM25 with ``bm25_k1``/``bm25_b``:
+    damps repeat counts and down-weights items everybody buys) or ``"log"`` (``log1p``) — and
+    scaled by ``alpha``. ``popularity_blend`` adds ``blend × log1p(recent buyers) /
+    log1p(max)`` to the scores (0 = pure ALS).
+    """
+
+    kind = "als"
+    scoring_params = ("popularity_blend",)
+
+    def __init__(
+        self,
+        factors: int = 64,
+        regularization: float = 0.05,
+        iterations: int = 15,
+        alpha: float = 1.0,
+        weighting: str = "bm25",
+        *,
+        half_life_days: float | None = 180.0,
+        bm25_k1: float = 100.0,
+        bm25_b: float = 0.8,
+        popularity_blend: float = 0.0,
+        popularity_days: int = 90,
+        active_days: int | None = None,
+        random_state: int = 42,
+        num_threads: int = 0,
+    ):
+        if weighting not in ("bm25", "log"):
+            raise ValueError(f"weighting must be 'bm25' or 'log', got {weighting!r}")
+        super().__init__(
+            half_life_days=half_life_days, popularity_days=popularity_days, active_days=active_days
+        )
+        self.factors = factors
+        self.regularization = regularization
+        self.iterations = iterations
+        self.alpha = alpha
+        self.weighting = weighting
+        self.bm25_k1 = bm25_k1
+        self.bm25_b = bm25_b
+        self.popularity_blend = popularity_blend
+        self.random_state = random_state
+        self.num_threads = num_threads
+
+    def confidence(self, counts: sp.csr_matrix) -> sp.csr_matrix:
+        """The confidence matrix handed to ALS (before implicit multiplies it by ``alpha``)."""
+        if self.weighting == "bm25":
+            c = _bm25(counts, self.bm25_k1, self.bm25_b)
+        else:
+            c = counts.copy().astype(np.float32)
+            c.data = np.log1p(c.data)
+        return c
+
+    def _fit(self, data: _Interactions) -> None:
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            model = AlternatingLeastSquares(
+                factors=self.factors,
+                regularization=self.regularization,
+                alpha=self.alpha,
+                iterations=self.iterations,
+                random_state=self.random_state,
+                num_threads=self.num_threads,
+            )
+            model.fit(self.confidence(data.counts), show_progress=False)
+        self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
+        self.item_factors = np.asarray(model.item_factors, dtype=np.float32)
+
+    def _prepare_scoring(self) -> None:
+        top = np.log1p(self.popularity.max()) if len(self.popularity) else 0.0
+        self._blend = (
+            self.popularity_blend * np.log1p(self.popularity) / top
+            if self.popularity_blend and top > 0
+            else None
+        )
+
+    def _score(self, rows: np.ndarray) -> np.ndarray:
+        s = (self.user_factors[rows] @ self.item_factors.T).astype(np.float64)
+        if self._blend is not None:
+            s += self._blend
+        return s
+
+    def _similar(self, item: int) -> np.ndarray:
+        norms = np.linalg.norm(self.item_factors, axis=1)
+        norms[norms == 0] = 1.0
+        unit = self.item_factors / norms[:, None]
+        return unit @ unit[item]
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
+
+    def _restore(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self.user_factors = arrays["user_factors"]
+        self.item_factors = arrays["item_factors"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets and evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def customers_before(
+    transactions: pd.DataFrame, cutoff: pd.Timestamp | str, active_days: int | None = None
+) -> list[str]:
+    """Customers with any row before ``cutoff`` (or a purchase in the ``active_days`` before it)."""
+    t = pd.Timestamp(cutoff)
+    ts = transactions["ts"]
+    if active_days is None:
+        mask = ts < t
+    else:
+        mask = (ts < t) & (ts >= t - pd.Timedelta(days=active_days))
+        mask &= transactions["quantity"] > 0
+    return sorted(transactions.loc[mask, "customer_id"].unique().tolist())
+
+
+def cross_sell_targets(
+    transactions: pd.DataFrame,
+    cutoff: pd.Timestamp | str,
+    horizon_days: int,
+    customers: Iterable[str] | None = None,
+) -> dict[str, set[str]]:
+    """Items each customer bought in ``[cutoff, cutoff + H)`` and never bought before ``cutoff``.
+
+    Only customers with at least one such item appear; ``customers`` restricts the result.
+    A "buy" is a row with quantity > 0 (a return is not a purchase).
+    """
+    t0 = pd.Timestamp(cutoff)
+    t1 = t0 + pd.Timedelta(days=horizon_days)
+    ts = transactions["ts"]
+    buys = (transactions["quantity"] > 0) & transactions["item_id"].notna()
+    cols = ["customer_id", "item_id"]
+    before = transactions.loc[buys & (ts < t0), cols].drop_duplicates()
+    window = transactions.loc[buys & (ts >= t0) & (ts < t1), cols].drop_duplicates()
+    if customers is not None:
+        window = window[window["customer_id"].isin(list(customers))]
+    new = window.merge(before, on=cols, how="left", indicator=True)
+    new = new[new["_merge"] == "left_only"]
+    return {c: set(g.tolist()) for c, g in new.groupby("customer_id", sort=True)["item_id"]}
+
+
+def evaluate(
+    recommender: Recommender,
+    targets: Mapping[str, set[str]],
+    k: int = 10,
+    customers: Iterable[str] | None = None,
+) -> dict[str, float]:
+    """recall@k, ndcg@k and hit_rate@k averaged over customers with targets (+ n_customers).
+
+    ``customers`` restricts the population (customers without targets are skipped).
+    """
+    ids = sorted(targets) if customers is None else sorted(set(customers) & set(targets))
+    ids = [c for c in ids if targets[c]]
+    if not ids:
+        raise ValueError("no customer with cross-sell targets to evaluate")
+    recs = recommender.recommend(ids, k=k, exclude_seen=True)
+    recommended = [recs[c] for c in ids]
+    relevant = [targets[c] for c in ids]
+    return {
+        f"recall@{k}": recall_at_k(recommended, relevant, k),
+        f"ndcg@{k}": ndcg_at_k(recommended, relevant, k),
+        f"hit_rate@{k}": hit_rate_at_k(recommended, relevant, k),
+        "n_customers": float(len(ids)),
+    }

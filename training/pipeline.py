@@ -1,0 +1,350 @@
+"""The training run: backtest every model against its baselines, refit, register, gate.
+
+Protocol (issue #3, on top of :mod:`features.labels`): the last ``horizon`` days of the log
+are held out. Models are fitted on stacked cutoffs whose label windows end by the backtest
+cutoff and evaluated at it, against baselines, on the same customers, for two populations:
+``all`` (every customer seen before the cutoff) and ``active_365d`` (ordered in the 365
+days before it). The same recipe is then refitted on cutoffs whose labels end at the end of
+the log, and *that* model is registered with the backtest metrics of its recipe as tags
+(it is what the service will serve). One MLflow parent run per training, a child run per
+model; the champion gate (:mod:`training.registry`) decides whether aliases move.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from features.bench import Measurement, measure
+from features.labels import backtest_cutoff, build_labels, build_training_frame, training_cutoffs
+from features.loaders import Loaded, load_transactions
+from features.runtime import DEFAULT_DATA, default_tracking_uri
+from features.snapshot import build_features
+from training import crosssell, plots
+from training.metrics import binary_report, mae
+from training.propensity import ChurnModel, NextPurchaseModel, bgnbd_inputs, fit_bgnbd
+from training.registry import (
+    GateDecision,
+    champion_gate,
+    champion_version,
+    log_snapshot_model,
+    write_json,
+)
+
+__all__ = ["TrainConfig", "TrainResult", "missing_champions", "train"]
+
+GATE_METRICS = {"churn": "auc", "next_purchase": "auc", "cross_sell": "recall@10"}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; the CLI and MLproject fill it."""
+
+    data: Path = DEFAULT_DATA
+    horizon: int = 90
+    cutoff: pd.Timestamp | None = None  # backtest cutoff (default: last day − horizon)
+    tracking_uri: str = field(default_factory=default_tracking_uri)
+    experiment: str = "revival"
+    force: bool = False
+    force_first: bool = False  # promote regardless of the gate where no champion exists yet
+    step_days: int = 30
+    max_cutoffs: int = 12
+    min_history_days: int = 180
+    als_grid: str = "default"  # "small" for quick runs (tests)
+    register: bool = True
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: metric table, gate decisions, stage timings, run id."""
+
+    run_id: str
+    metrics: pd.DataFrame
+    decisions: list[GateDecision]
+    stages: list[Measurement]
+    cutoff: pd.Timestamp
+    fingerprint: dict[str, Any]
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+class _Stages:
+    """Prints progress per stage with wall time and peak RSS, and keeps the measurements."""
+
+    def __init__(self) -> None:
+        self.done: list[Measurement] = []
+
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        _log(f"[{len(self.done) + 1}] {name} ...")
+        with measure(name) as m:
+            out = fn()
+        self.done.append(m)
+        _log(f"    done in {m.seconds:.1f} s (peak RSS {m.peak_rss_mib:.0f} MiB)")
+        return out
+
+
+def _populations(feats: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {"all": np.ones(len(feats), bool),
+            "active_365d": feats["orders_365d"].to_numpy() > 0}
+
+
+def _rows(model: str, task: str, population: str, values: dict[str, float]) -> list[dict]:
+    return [{"task": task, "model": model, "population": population, "metric": k,
+             "value": float(v)} for k, v in values.items()]
+
+
+def evaluate_propensity(
+    churn: ChurnModel, nextp: NextPurchaseModel, tx: pd.DataFrame, cutoff: pd.Timestamp,
+    horizon: int,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Backtest metrics of the churn and next-purchase models and their baselines.
+
+    Churn metrics are on the buy-again orientation (positive = ordered within the horizon;
+    score = 1 − P(churn)): AUC is the same either way, lifts are more telling. Baselines:
+    BG/NBD fitted on the same snapshot (expected purchases in the horizon / in 30 days) and
+    plain recency. Returns a long metric table and arrays for the plots.
+    """
+    feats = build_features(tx, cutoff)
+    labels = build_labels(tx, cutoff, feats.index, horizon)
+    bg = fit_bgnbd(feats)
+    x, t_x, big_t = bgnbd_inputs(feats)
+    p_churn = churn.predict(feats)
+    nxt = nextp.predict(feats)
+    buy = 1 - labels["churn"].to_numpy()
+    b30 = labels["buy_30d"].to_numpy()
+    scores = {
+        "churn": {"model": (1 - p_churn, 1 - p_churn),
+                  "bgnbd": (bg.expected_purchases(horizon / 7.0, x, t_x, big_t), None),
+                  "recency": (-feats["recency_days"].to_numpy(), None)},
+        "next_purchase": {"model": (nxt["p_buy_30d"].to_numpy(), nxt["p_buy_30d"].to_numpy()),
+                          "bgnbd": (bg.expected_purchases(30 / 7.0, x, t_x, big_t), None),
+                          "recency": (-feats["recency_days"].to_numpy(), None)},
+    }
+    days = labels["days_to_next"].to_numpy()
+    came_back = labels["next_observed"].to_numpy() & (days < horizon)
+    cycle_guess = np.clip(feats["gap_shrunk"].to_numpy() - feats["recency_days"].to_numpy(),
+                          0.0, horizon)
+    rows: list[dict] = []
+    for pop, mask in _populations(feats).items():
+        for task, y in (("churn", buy), ("next_purchase", b30)):
+            for model, (s, p) in scores[task].items():
+                rep = binary_report(y[mask], s[mask], None if p is None else p[mask])
+                rows += _rows(model, task, pop, rep)
+        m = mask & came_back
+        rows += _rows("model", "next_purchase", pop,
+                      {"mae_days": mae(days[m], nxt["expected_days"].to_numpy()[m])})
+        rows += _rows("own_cycle", "next_purchase", pop,
+                      {"mae_days": mae(days[m], cycle_guess[m])})
+    arrays = {"buy": buy, "b30": b30, "scores": scores, "n_customers": len(feats)}
+    return pd.DataFrame(rows), arrays
+
+
+def _metric(table: pd.DataFrame, task: str, model: str, metric: str,
+            population: str = "all") -> float:
+    sel = table[(table.task == task) & (table.model == model) & (table.metric == metric)
+                & (table.population == population)]
+    return float(sel["value"].iloc[0]) if len(sel) else float("nan")
+
+
+def backtest_markdown(table: pd.DataFrame) -> str:
+    """The backtest table as markdown: one row per task/model, population × metric columns."""
+    wide = table.pivot_table(index=["task", "model"], columns=["population", "metric"],
+                             values="value", sort=False)
+    keep = [c for c in wide.columns if c[1] in
+            {"auc", "pr_auc", "brier", "ece", "top_decile_lift", "lift_quality", "mae_days",
+             "recall@10", "ndcg@10", "hit_rate@10"}]
+    wide = wide[keep]
+    head = "| task | model | " + " | ".join(f"{p} {m}" for p, m in wide.columns) + " |"
+    sep = "|" + "---|" * (len(wide.columns) + 2)
+    lines = [head, sep]
+    for (task, model), row in wide.iterrows():
+        vals = " | ".join("" if pd.isna(v) else f"{v:.4f}" for v in row.to_numpy())
+        lines.append(f"| {task} | {model} | {vals} |")
+    return "\n".join(lines)
+
+
+def _fingerprint(loaded: Loaded, cutoff: pd.Timestamp, cutoffs: list[pd.Timestamp],
+                 horizon: int) -> dict[str, Any]:
+    r = loaded.report
+    return {"data.path": r.source, "data.sha256": r.sha256, "data.rows_in": r.rows_in,
+            "data.rows_kept": r.rows_kept, "data.customers": r.customers,
+            "data.first_ts": r.first_ts, "data.last_ts": r.last_ts,
+            "backtest.cutoff": str(cutoff.date()), "horizon_days": horizon,
+            "train.cutoffs": ",".join(str(c.date()) for c in cutoffs)}
+
+
+def missing_champions(tracking_uri: str, names: tuple[str, ...] = tuple(GATE_METRICS)
+                      ) -> list[str]:
+    """Registered model names without a ``champion`` alias in the given store."""
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient()
+    return [n for n in names if champion_version(client, n) is None]
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run the whole training (see module docstring); prints progress per stage."""
+    stages = _Stages()
+    mlflow.set_tracking_uri(cfg.tracking_uri)
+    mlflow.set_experiment(cfg.experiment)
+    client = MlflowClient()
+
+    loaded: Loaded = stages.run("load + clean log", lambda: load_transactions(cfg.data))
+    tx = loaded.transactions
+    _log(loaded.report.to_text())
+    cutoff = pd.Timestamp(cfg.cutoff) if cfg.cutoff is not None else backtest_cutoff(
+        tx, cfg.horizon)
+    end = tx["ts"].max().normalize() + pd.Timedelta(days=1)
+    cut_kw = {"horizon": cfg.horizon, "step_days": cfg.step_days,
+              "max_cutoffs": cfg.max_cutoffs, "min_history_days": cfg.min_history_days}
+    bt_cutoffs = training_cutoffs(tx, cutoff, **cut_kw)
+    fp = _fingerprint(loaded, cutoff, bt_cutoffs, cfg.horizon)
+
+    frame = stages.run(f"features: backtest frame ({len(bt_cutoffs)} cutoffs)",
+                       lambda: build_training_frame(tx, bt_cutoffs, cfg.horizon,
+                                                    observed_until=cutoff))
+    churn_bt = stages.run("churn: fit (backtest)",
+                          lambda: ChurnModel(horizon=cfg.horizon).fit(frame))
+    next_bt = stages.run("next purchase: fit (backtest)",
+                         lambda: NextPurchaseModel(horizon=cfg.horizon).fit(
+                             frame, bgnbd=churn_bt.bgnbd))
+    table, arrays = stages.run(
+        "churn + next purchase: backtest vs baselines",
+        lambda: evaluate_propensity(churn_bt, next_bt, tx, cutoff, cfg.horizon))
+    xs = stages.run("cross-sell: tune + backtest vs baselines",
+                    lambda: crosssell.run_backtest(tx, cutoff, cfg.horizon, grid=cfg.als_grid))
+    table = pd.concat([table, xs.table], ignore_index=True)
+    _log("\nbacktest (cutoff %s, horizon %d d)\n%s\n" % (cutoff.date(), cfg.horizon,
+                                                          backtest_markdown(table)))
+
+    final_cutoffs = training_cutoffs(tx, end, **cut_kw)
+    final_frame = stages.run(f"features: serving frame ({len(final_cutoffs)} cutoffs)",
+                             lambda: build_training_frame(tx, final_cutoffs, cfg.horizon))
+    churn = stages.run("churn: refit on the newest cutoffs",
+                       lambda: ChurnModel(horizon=cfg.horizon).fit(final_frame))
+    nextp = stages.run("next purchase: refit on the newest cutoffs",
+                       lambda: NextPurchaseModel(horizon=cfg.horizon).fit(
+                           final_frame, bgnbd=churn.bgnbd))
+    recommender = stages.run("cross-sell: refit ALS on the whole log",
+                             lambda: crosssell.fit_final(tx, end, xs.params))
+    example = build_features(tx, end).head(5)
+
+    def register() -> tuple[str, list[GateDecision]]:
+        return _log_to_mlflow(cfg, client, fp, loaded, table, arrays, xs, churn, nextp,
+                              recommender, example, churn_bt, cutoff)
+
+    run_id, decisions = stages.run("mlflow: log, register, champion gate", register)
+    for d in decisions:
+        _log(f"gate {d.model} v{d.version}: {'PROMOTED' if d.promoted else 'kept champion'}"
+             f" — {d.reason}")
+    return TrainResult(run_id, table, decisions, stages.done, cutoff, fp)
+
+
+def _log_to_mlflow(cfg, client, fp, loaded, table, arrays, xs, churn, nextp, recommender,
+                   example, churn_bt, cutoff) -> tuple[str, list[GateDecision]]:
+    decisions: list[GateDecision] = []
+    with mlflow.start_run(run_name=f"train-{fp['data.last_ts'][:10]}") as parent, \
+            tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        mlflow.log_params({k: v for k, v in fp.items() if k != "train.cutoffs"})
+        mlflow.log_param("train.cutoffs", fp["train.cutoffs"][:500])
+        mlflow.set_tags({"data.sha256": fp["data.sha256"], "stage": "training"})
+        (out / "cleaning_report.txt").write_text(loaded.report.to_text())
+        write_json(out / "cleaning_report.json", loaded.report.to_dict())
+        table.to_csv(out / "backtest.csv", index=False)
+        (out / "backtest.md").write_text(backtest_markdown(table))
+        for f in ("cleaning_report.txt", "cleaning_report.json", "backtest.csv", "backtest.md"):
+            mlflow.log_artifact(str(out / f))
+        for _, r in table.iterrows():
+            mlflow.log_metric(_key(r), r["value"])
+
+        children = {
+            "churn": (churn, "churn", {"bgnbd": _metric(table, "churn", "bgnbd", "auc"),
+                                       "recency": _metric(table, "churn", "recency", "auc")}),
+            "next_purchase": (nextp, "next_purchase",
+                              {"bgnbd": _metric(table, "next_purchase", "bgnbd", "auc"),
+                               "recency": _metric(table, "next_purchase", "recency", "auc")}),
+        }
+        for name, (model, task, baselines) in children.items():
+            with mlflow.start_run(run_name=name, nested=True):
+                mlflow.log_params({f"gbm.{k}": v for k, v in model.params.__dict__.items()})
+                mlflow.log_params({f"fit.{k}": v for k, v in model.info.items()})
+                mlflow.log_params({f"bgnbd.{k}": round(v, 6)
+                                   for k, v in model.bgnbd.params_.items()})
+                sub = table[table.task == task]
+                for _, r in sub.iterrows():
+                    mlflow.log_metric(_key(r), r["value"])
+                _plots(out / name, task, arrays, model)
+                mlflow.log_artifacts(str(out / name), artifact_path="plots")
+                info = log_snapshot_model(model, name, example,
+                                          registered_model_name=name if cfg.register else None)
+                if cfg.register:
+                    value = _metric(table, task, "model", GATE_METRICS[name])
+                    decisions.append(_gate(client, name, info, value, baselines, cfg, fp))
+        with mlflow.start_run(run_name="cross_sell", nested=True):
+            mlflow.log_params({f"als.{k}": v for k, v in xs.params.items()})
+            for _, r in xs.table.iterrows():
+                mlflow.log_metric(_key(r), r["value"])
+            if xs.tuning is not None:
+                xs.tuning.to_csv(out / "als_tuning.csv", index=False)
+                mlflow.log_artifact(str(out / "als_tuning.csv"))
+            info = crosssell.log_pyfunc(recommender, name="cross_sell", item_names=loaded.items,
+                                        registered_model_name="cross_sell" if cfg.register
+                                        else None)
+            if cfg.register:
+                value = _metric(xs.table, "cross_sell", "als", "recall@10")
+                baselines = {m: _metric(xs.table, "cross_sell", m, "recall@10")
+                             for m in xs.table["model"].unique() if m != "als"}
+                decisions.append(_gate(client, "cross_sell", info, value, baselines, cfg, fp))
+        write_json(out / "gate.json", [d.to_dict() for d in decisions])
+        mlflow.log_artifact(str(out / "gate.json"))
+        for d in decisions:
+            mlflow.set_tag(f"gate.{d.model}", f"{'promoted' if d.promoted else 'kept'}: "
+                                              f"{d.reason}"[:5000])
+        return parent.info.run_id, decisions
+
+
+def _key(r: pd.Series) -> str:
+    metric = str(r["metric"]).replace("@", "_at_")
+    return f"{r['task']}.{r['model']}.{r['population']}.{metric}"
+
+
+def _gate(client: MlflowClient, name: str, info: Any, value: float,
+          baselines: dict[str, float], cfg: TrainConfig, fp: dict) -> GateDecision:
+    version = str(info.registered_model_version)
+    client.set_model_version_tag(name, version, "data.sha256", fp["data.sha256"])
+    client.set_model_version_tag(name, version, "backtest.cutoff", fp["backtest.cutoff"])
+    client.set_model_version_tag(name, version, "data.last_ts", fp["data.last_ts"])
+    force = cfg.force or (cfg.force_first and champion_version(client, name) is None)
+    return champion_gate(client, name, version, GATE_METRICS[name], value, baselines,
+                         force=force)
+
+
+def _plots(folder: Path, task: str, arrays: dict, model: Any) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    y = arrays["buy"] if task == "churn" else arrays["b30"]
+    scores = arrays["scores"][task]
+    plots.lift_chart(y, {k: v[0] for k, v in scores.items()}, folder / "lift.png")
+    plots.calibration_curve(y, {"model": scores["model"][1]}, folder / "calibration.png")
+    imp = model.importance()
+    col = imp.columns[0]
+    plots.feature_importance(imp.index.tolist(), imp[col].to_numpy(),
+                             folder / "feature_importance.png")
+    imp.to_csv(folder / "feature_importance.csv")
+
+
+def summary_json(result: TrainResult) -> str:
+    """Machine-readable run summary (printed with ``--json``)."""
+    return json.dumps({"run_id": result.run_id, "cutoff": str(result.cutoff.date()),
+                       "decisions": [d.to_dict() for d in result.decisions],
+                       "stages": [m.__dict__ for m in result.stages]}, indent=2)

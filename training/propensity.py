@@ -1,0 +1,329 @@
+"""LightGBM churn and next-purchase models over the point-in-time feature snapshot.
+
+Both models read only :func:`features.build_features` output, so the service can score a
+customer from the same snapshot it uses for the policy. Each model carries a fitted BG/NBD
+(Fader, Hardie & Lee 2005) whose P(alive) and expected purchases are added as features:
+the BG/NBD inputs are derived from the snapshot itself (``x`` = purchase days − 1,
+``t_x`` = tenure − recency, ``T`` = tenure, in weeks), so training and serving agree.
+
+* :class:`ChurnModel` — P(no order in the next ``horizon`` days), LightGBM binary.
+* :class:`NextPurchaseModel` — P(order within 30 days) (LightGBM binary) and the expected
+  days until the next order *given one within the horizon* (LightGBM regression on
+  ``log1p(days)``), hence an expected next-order date.
+
+Training uses a **time-ordered, purged** validation fold: the newest training cutoff is
+the validation fold and only cutoffs whose label windows end before it train (overlapping
+label windows would leak the validation labels through the same customers' rows). The
+fold early-stops the booster and fits a Platt calibrator (never the backtest window);
+the booster is then refit on every cutoff for ``refit_rounds`` × the early-stopped rounds,
+so the served model has seen the newest behaviour. Prediction runs on one numpy array per
+batch. All-time totals are not model inputs (see :func:`features.snapshot.model_columns`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from features.snapshot import model_columns
+from training.bgnbd import BGNBD
+
+__all__ = [
+    "BG_FEATURES",
+    "ChurnModel",
+    "GBMParams",
+    "NextPurchaseModel",
+    "bgnbd_inputs",
+    "fit_bgnbd",
+    "fit_platt",
+    "load_model",
+]
+
+WEEK = 7.0
+_BG_INPUTS = ("purchase_days", "tenure_days", "recency_days")
+BG_FEATURES = ["bg_p_alive", "bg_expected_30d", "bg_expected_h"]
+
+
+@dataclass
+class GBMParams:
+    """LightGBM settings shared by the classifiers and the regressor (conservative, 2 cores)."""
+
+    learning_rate: float = 0.03
+    num_leaves: int = 15
+    min_data_in_leaf: int = 80
+    feature_fraction: float = 0.8
+    bagging_fraction: float = 0.8
+    bagging_freq: int = 1
+    lambda_l2: float = 5.0
+    max_rounds: int = 2000
+    early_stopping: int = 100
+    refit_rounds: float = 1.2  # final refit on all cutoffs: early-stopped rounds × this
+    num_threads: int = 2
+    seed: int = 7
+
+    def lgb_params(self, objective: str) -> dict[str, Any]:
+        p = {k: v for k, v in self.__dict__.items() if k not in {"max_rounds", "early_stopping", "refit_rounds"}}
+        return {**p, "objective": objective, "verbosity": -1, "deterministic": True,
+                "force_row_wise": True}
+
+
+def bgnbd_inputs(features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """BG/NBD ``(x, t_x, T)`` in weeks from a feature snapshot."""
+    x = np.maximum(features["purchase_days"].to_numpy(float) - 1.0, 0.0)
+    big_t = features["tenure_days"].to_numpy(float) / WEEK
+    t_x = (features["tenure_days"].to_numpy(float) - features["recency_days"].to_numpy(float))
+    t_x = np.where(x > 0, np.clip(t_x / WEEK, 0.0, big_t), 0.0)
+    return x, t_x, big_t
+
+
+def fit_bgnbd(features: pd.DataFrame) -> BGNBD:
+    """Fit BG/NBD on a snapshot's customers (a small penalty keeps it off the bounds)."""
+    x, t_x, big_t = bgnbd_inputs(features)
+    return BGNBD(penalizer_coef=0.001).fit(x, t_x, big_t)
+
+
+def _bg_frame(bg: BGNBD, features: pd.DataFrame, horizon: int) -> np.ndarray:
+    x, t_x, big_t = bgnbd_inputs(features)
+    return np.column_stack([
+        bg.p_alive(x, t_x, big_t),
+        bg.expected_purchases(30.0 / WEEK, x, t_x, big_t),
+        bg.expected_purchases(horizon / WEEK, x, t_x, big_t),
+    ])
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def fit_platt(raw: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Platt scaling (Platt 1999) on the logit of the raw score: ``σ(a·logit(raw) + b)``.
+
+    Strictly monotone (a > 0 is enforced), so calibration never changes the ranking — an
+    isotonic step function would tie customers and cost AUC.
+    """
+    from scipy.optimize import minimize
+
+    z = _logit(raw)
+
+    def nll(w: np.ndarray) -> float:
+        s = w[0] * z + w[1]
+        return float(np.mean(np.logaddexp(0.0, s) - y * s))
+
+    res = minimize(nll, np.array([1.0, 0.0]), method="L-BFGS-B",
+                   bounds=[(1e-3, 100.0), (-50.0, 50.0)])
+    return float(res.x[0]), float(res.x[1])
+
+
+@dataclass
+class _Classifier:
+    """A LightGBM booster plus a Platt calibrator fitted on a later, purged time fold."""
+
+    booster: lgb.Booster
+    platt: tuple[float, float]
+    best_iteration: int = 0
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.ndarray,
+            names: list[str], params: GBMParams) -> _Classifier:
+        first, final = _train(x, y, tr, va, names, params, "binary")
+        return cls(final, fit_platt(first.predict(x[va]), y[va]), first.best_iteration)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        a, b = self.platt
+        return 1.0 / (1.0 + np.exp(-(a * _logit(self.booster.predict(x)) + b)))
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.booster.model_to_string(), "best_iteration": self.best_iteration,
+                "platt": list(self.platt)}
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any]) -> _Classifier:
+        return cls(lgb.Booster(model_str=s["model"]), tuple(s["platt"]), int(s["best_iteration"]))
+
+
+def _train(x: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.ndarray, names: list[str],
+           params: GBMParams, objective: str) -> tuple[lgb.Booster, lgb.Booster]:
+    """Early-stop on the validation fold, then refit on every row for the same number of
+    rounds scaled by ``params.refit_rounds`` (the newest cutoffs matter most when serving).
+
+    Returns ``(validation_booster, final_booster)``; the first one calibrates.
+    """
+    dtr = lgb.Dataset(x[tr], y[tr], feature_name=names)
+    dva = lgb.Dataset(x[va], y[va], reference=dtr)
+    first = lgb.train(
+        params.lgb_params(objective), dtr, num_boost_round=params.max_rounds,
+        valid_sets=[dva], callbacks=[lgb.early_stopping(params.early_stopping, verbose=False)],
+    )
+    rounds = max(1, round(first.best_iteration * params.refit_rounds))
+    final = lgb.train(params.lgb_params(objective), lgb.Dataset(x, y, feature_name=names),
+                      num_boost_round=rounds)
+    return first, final
+
+
+def _split_by_time(frame: pd.DataFrame, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validation fold = the newest cutoff; training fold = cutoffs whose label windows end
+    on or before it (purged: an overlapping label window would leak the validation labels
+    of the same customers through near-identical rows)."""
+    if "cutoff" not in frame.columns:
+        raise ValueError("need a stacked training frame with a 'cutoff' column")
+    newest = frame["cutoff"].max()
+    cut = frame["cutoff"].to_numpy()
+    va = cut == newest.to_datetime64()
+    tr = cut + np.timedelta64(horizon, "D") <= newest.to_datetime64()
+    if not tr.any():
+        raise ValueError(
+            f"no training cutoff ends its {horizon}-day label window before the validation "
+            f"cutoff {newest.date()}: give more cutoffs or more history")
+    return tr, va
+
+
+@dataclass
+class _SnapshotModel:
+    """Shared plumbing: feature matrix with BG/NBD columns, persistence, importances."""
+
+    horizon: int = 90
+    params: GBMParams = field(default_factory=GBMParams)
+    feature_names: list[str] = field(default_factory=list)
+    bgnbd: BGNBD | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    kind = "base"
+
+    @property
+    def input_columns(self) -> list[str]:
+        """Snapshot columns the model reads (its features plus the BG/NBD inputs)."""
+        base = [c for c in self.feature_names if c not in BG_FEATURES]
+        return base + [c for c in _BG_INPUTS if c not in base]
+
+    def matrix(self, features: pd.DataFrame) -> np.ndarray:
+        """The model's input matrix for a snapshot (base columns + BG/NBD columns)."""
+        if self.bgnbd is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted")
+        base = [c for c in self.feature_names if c not in BG_FEATURES]
+        missing = [c for c in self.input_columns if c not in features.columns]
+        if missing:
+            raise ValueError(f"feature snapshot lacks column(s) {missing}")
+        x = features[base].to_numpy(dtype=np.float64)
+        return np.hstack([x, _bg_frame(self.bgnbd, features, self.horizon)])
+
+    def _prepare(self, frame: pd.DataFrame, bgnbd: BGNBD | None) -> np.ndarray:
+        self.feature_names = model_columns(frame) + BG_FEATURES
+        self.bgnbd = bgnbd or fit_bgnbd(frame[frame["cutoff"] == frame["cutoff"].max()])
+        # BG/NBD features of older cutoffs come from the same fitted population parameters
+        return self.matrix(frame)
+
+    def _boosters(self) -> dict[str, lgb.Booster]:
+        raise NotImplementedError
+
+    def importance(self) -> pd.DataFrame:
+        """Gain importance per booster, one column each."""
+        out = {name: pd.Series(b.feature_importance("gain"), index=b.feature_name())
+               for name, b in self._boosters().items()}
+        return pd.DataFrame(out).fillna(0.0)
+
+    def _state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model as one JSON file (boosters as LightGBM text models)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {"kind": self.kind, "horizon": self.horizon, "params": self.params.__dict__,
+                 "feature_names": self.feature_names, "bgnbd": self.bgnbd.to_dict(),
+                 "info": self.info, **self._state()}
+        (path / "model.json").write_text(json.dumps(state))
+        return path
+
+
+@dataclass
+class ChurnModel(_SnapshotModel):
+    """P(no order in the next ``horizon`` days), calibrated."""
+
+    clf: _Classifier | None = None
+    kind = "churn"
+
+    def fit(self, frame: pd.DataFrame, bgnbd: BGNBD | None = None) -> ChurnModel:
+        """Fit on a stacked training frame (features + ``churn`` label + ``cutoff``)."""
+        tr, va = _split_by_time(frame, self.horizon)
+        x = self._prepare(frame, bgnbd)
+        y = frame["churn"].to_numpy(float)
+        self.clf = _Classifier.fit(x, y, tr, va, self.feature_names, self.params)
+        self.info = {"rows": len(frame), "train_rows": int(tr.sum()),
+                     "calibration_rows": int(va.sum()),
+                     "calibration_cutoff": str(frame["cutoff"].max().date()),
+                     "best_iteration": int(self.clf.best_iteration)}
+        return self
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        """Calibrated churn probability per snapshot row."""
+        return self.clf.predict(self.matrix(features))
+
+    def _boosters(self) -> dict[str, lgb.Booster]:
+        return {"churn": self.clf.booster}
+
+    def _state(self) -> dict[str, Any]:
+        return {"clf": self.clf.state()}
+
+
+@dataclass
+class NextPurchaseModel(_SnapshotModel):
+    """P(order within 30 days) and expected days to the next order (given one in horizon)."""
+
+    clf: _Classifier | None = None
+    days: lgb.Booster | None = None
+    kind = "next_purchase"
+
+    def fit(self, frame: pd.DataFrame, bgnbd: BGNBD | None = None) -> NextPurchaseModel:
+        """Fit on a stacked frame with ``buy_30d``, ``days_to_next``, ``next_observed``."""
+        tr, va = _split_by_time(frame, self.horizon)
+        x = self._prepare(frame, bgnbd)
+        y = frame["buy_30d"].to_numpy(float)
+        self.clf = _Classifier.fit(x, y, tr, va, self.feature_names, self.params)
+        # regression only on rows whose next order fell inside the horizon (not censored)
+        d = frame["days_to_next"].to_numpy(float)
+        seen = frame["next_observed"].to_numpy(bool) & (d < self.horizon)
+        target = np.log1p(d)
+        first, self.days = _train(x[seen], target[seen], tr[seen], va[seen],
+                                  self.feature_names, self.params, "regression_l1")
+        self.info = {"rows": len(frame), "train_rows": int(tr.sum()),
+                     "calibration_rows": int(va.sum()), "regression_rows": int(seen.sum()),
+                     "calibration_cutoff": str(frame["cutoff"].max().date()),
+                     "best_iteration_p30": int(self.clf.best_iteration),
+                     "best_iteration_days": int(first.best_iteration)}
+        return self
+
+    def predict(self, features: pd.DataFrame) -> pd.DataFrame:
+        """``p_buy_30d`` and ``expected_days`` (from the snapshot's cutoff) per row."""
+        x = self.matrix(features)
+        days = np.clip(np.expm1(self.days.predict(x)), 0.0, float(self.horizon))
+        return pd.DataFrame({"p_buy_30d": self.clf.predict(x), "expected_days": days},
+                            index=features.index)
+
+    def _boosters(self) -> dict[str, lgb.Booster]:
+        return {"p_buy_30d": self.clf.booster, "days": self.days}
+
+    def _state(self) -> dict[str, Any]:
+        return {"clf": self.clf.state(), "days": self.days.model_to_string()}
+
+
+def load_model(path: str | Path) -> ChurnModel | NextPurchaseModel:
+    """Load a model written by ``save`` (the kind is in the file)."""
+    state = json.loads((Path(path) / "model.json").read_text())
+    common = {"horizon": state["horizon"], "params": GBMParams(**state["params"]),
+              "feature_names": state["feature_names"], "bgnbd": BGNBD.from_dict(state["bgnbd"]),
+              "info": state["info"]}
+    if state["kind"] == "churn":
+        return ChurnModel(**common, clf=_Classifier.from_state(state["clf"]))
+    if state["kind"] == "next_purchase":
+        return NextPurchaseModel(**common, clf=_Classifier.from_state(state["clf"]),
+                                 days=lgb.Booster(model_str=state["days"]))
+    raise ValueError(f"{path}: unknown model kind {state['kind']!r}")
+
+

@@ -1,0 +1,168 @@
+"""MLflow side of training: pyfunc wrappers, registration and the champion gate.
+
+Registered models: ``churn`` and ``next_purchase`` (a :class:`SnapshotPyfunc` around a
+:mod:`training.propensity` model; input = the feature snapshot) and ``cross_sell`` (see
+:mod:`training.crosssell`). Every version carries its backtest metrics as tags
+(``backtest.<metric>``), so the gate compares like with like without re-running anything.
+
+**Champion gate** (:func:`champion_gate`): the alias ``champion`` moves to a new version
+only if its gate metric beats the current champion's *and* every baseline's on the same
+backtest; with no champion yet, beating the baselines is enough; ``force`` overrides
+(first deployment). The decision and its reason are returned, tagged on the version and
+logged by the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from training.propensity import ChurnModel, NextPurchaseModel, load_model
+
+__all__ = [
+    "CHAMPION",
+    "GateDecision",
+    "SnapshotPyfunc",
+    "champion_gate",
+    "champion_version",
+    "load_champion",
+    "log_snapshot_model",
+]
+
+CHAMPION = "champion"
+
+
+class SnapshotPyfunc(mlflow.pyfunc.PythonModel):
+    """Pyfunc around a churn / next-purchase model: feature snapshot in, scores out."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        self.model = load_model(context.artifacts["model"])
+
+    def predict(
+        self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        out = self.model.predict(model_input)
+        if isinstance(out, pd.DataFrame):
+            return out.reset_index(drop=True)
+        return pd.DataFrame({"p_churn": out})
+
+
+def log_snapshot_model(
+    model: ChurnModel | NextPurchaseModel, name: str, example: pd.DataFrame,
+    registered_model_name: str | None = None,
+) -> mlflow.models.model.ModelInfo:
+    """Log (and register) a snapshot model as a pyfunc inside the active run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = model.save(Path(tmp) / "model")
+        cols = model.input_columns
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=SnapshotPyfunc(),
+            artifacts={"model": str(path)},
+            input_example=example[cols].head(5).reset_index(drop=True),
+            registered_model_name=registered_model_name,
+        )
+
+
+@dataclass
+class GateDecision:
+    """What the champion gate decided for one model version, and why."""
+
+    model: str
+    version: str
+    metric: str
+    value: float
+    promoted: bool
+    reason: str
+    champion_version: str | None = None
+    champion_value: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def champion_version(client: MlflowClient, name: str) -> Any | None:
+    """The model version holding the ``champion`` alias, or ``None``."""
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def champion_gate(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    metric: str,
+    value: float,
+    baselines: dict[str, float],
+    force: bool = False,
+) -> GateDecision:
+    """Move ``champion`` to ``version`` iff it beats the champion and the baselines.
+
+    ``value`` and ``baselines`` are the backtest values of ``metric`` (higher is better).
+    The new version is tagged with ``backtest.<metric>``, the decision and its reason.
+    """
+    version = str(version)
+    client.set_model_version_tag(name, version, f"backtest.{metric}", repr(float(value)))
+    current = champion_version(client, name)
+    cur_value = None
+    if current is not None:
+        tag = current.tags.get(f"backtest.{metric}")
+        cur_value = float(tag) if tag is not None else -math.inf
+    lost_to = {b: v for b, v in baselines.items() if not value > v}
+    if force:
+        promoted, reason = True, "forced (--force)"
+    elif not math.isfinite(value):
+        promoted, reason = False, f"{metric} is not finite ({value})"
+    elif lost_to:
+        promoted = False
+        reason = "does not beat baseline(s) " + ", ".join(
+            f"{b} ({v:.4f} >= {value:.4f})" for b, v in lost_to.items())
+    elif current is None:
+        promoted, reason = True, f"no champion yet; beats baselines on {metric} ({value:.4f})"
+    elif value > cur_value:
+        promoted = True
+        reason = (f"{metric} {value:.4f} beats champion v{current.version} "
+                  f"({cur_value:.4f}) and the baselines")
+    else:
+        promoted = False
+        reason = (f"{metric} {value:.4f} does not beat champion v{current.version} "
+                  f"({cur_value:.4f}); champion kept")
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    decision = GateDecision(
+        model=name, version=version, metric=metric, value=float(value), promoted=promoted,
+        reason=reason, champion_version=None if current is None else str(current.version),
+        champion_value=cur_value,
+    )
+    client.set_model_version_tag(name, version, "gate.promoted", str(promoted).lower())
+    client.set_model_version_tag(name, version, "gate.reason", reason)
+    return decision
+
+
+def load_champion(name: str, alias: str = CHAMPION) -> Any:
+    """Load ``models:/<name>@<alias>`` and return the unwrapped project object.
+
+    Snapshot models come back as :class:`ChurnModel` / :class:`NextPurchaseModel`, the
+    cross-sell model as its pyfunc wrapper (which holds the recommender and item index).
+    """
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+    inner = loaded.unwrap_python_model()
+    return getattr(inner, "model", inner)
+
+
+def write_json(path: Path, payload: Any) -> Path:
+    """Write ``payload`` as indented JSON (for run artifacts)."""
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    return path
