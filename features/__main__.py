@@ -28,8 +28,9 @@ def stage_tier_table(features: pd.DataFrame) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m features", description=__doc__)
     p.add_argument("--data", default=str(DEFAULT_DATA), help="transaction log (CSV, .gz ok)")
-    p.add_argument("--cutoff", default=None,
-                   help="snapshot date (default: the day after the last transaction)")
+    p.add_argument(
+        "--cutoff", default=None, help="snapshot date (default: the day after the last transaction)"
+    )
     args = p.parse_args(argv)
     try:
         loaded = load_transactions(args.data)
@@ -39,8 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     print(loaded.report.to_text())
     tx = loaded.transactions
     try:
-        cutoff = (pd.Timestamp(args.cutoff) if args.cutoff
-                  else tx["ts"].max().normalize() + pd.Timedelta(days=1))
+        cutoff = (
+            pd.Timestamp(args.cutoff)
+            if args.cutoff
+            else tx["ts"].max().normalize() + pd.Timedelta(days=1)
+        )
     except ValueError:
         print(f"error: --cutoff: cannot parse {args.cutoff!r} as a date", file=sys.stderr)
         return 2

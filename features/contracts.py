@@ -100,10 +100,9 @@ def _require(df: pd.DataFrame, columns: Iterable[str], source: str) -> None:
 
 def _as_str(df: pd.DataFrame, col: str, source: str, required: bool) -> pd.Series:
     s = df[col]
-    if not (pd.api.types.is_string_dtype(s) or pd.api.types.is_object_dtype(s)):
-        # integer ids are fine; floats like 13085.0 are rendered without the ".0"
-        if pd.api.types.is_float_dtype(s):
-            s = s.map(lambda v: np.nan if pd.isna(v) else (str(int(v)) if v == int(v) else str(v)))
+    # integer ids are fine; floats like 13085.0 are rendered without the ".0"
+    if pd.api.types.is_float_dtype(s):
+        s = s.map(lambda v: np.nan if pd.isna(v) else (str(int(v)) if v == int(v) else str(v)))
     s = s.astype("string").str.strip()
     s = s.mask(s == "")
     if required and s.isna().any():
@@ -162,8 +161,11 @@ def validate_transactions(df: pd.DataFrame, source: str = "transactions") -> pd.
             source, "unit_price", "negative price on a sale", df.index[neg].tolist()
         )
     for col in ("channel", "country"):
-        out[col] = (_as_str(df, col, source, required=False) if col in df.columns
-                    else pd.Series(np.nan, index=df.index, dtype="str"))
+        out[col] = (
+            _as_str(df, col, source, required=False)
+            if col in df.columns
+            else pd.Series(np.nan, index=df.index, dtype="str")
+        )
     return out
 
 
@@ -182,8 +184,18 @@ def validate_customers(df: pd.DataFrame, source: str = "customers") -> pd.DataFr
             out[col] = False if dtype == "bool" else None
         elif dtype == "bool":
             raw = df[col].astype("string").str.strip().str.lower()
-            mapped = raw.map({"1": True, "true": True, "yes": True, "y": True,
-                              "0": False, "false": False, "no": False, "n": False})
+            mapped = raw.map(
+                {
+                    "1": True,
+                    "true": True,
+                    "yes": True,
+                    "y": True,
+                    "0": False,
+                    "false": False,
+                    "no": False,
+                    "n": False,
+                }
+            )
             bad = mapped.isna() & raw.notna()
             if bad.any():
                 raise DataContractError(source, col, "not a boolean", df.index[bad].tolist())
@@ -194,8 +206,9 @@ def validate_customers(df: pd.DataFrame, source: str = "customers") -> pd.DataFr
             out[col] = _as_str(df, col, source, required=False)
     bad = out["locale"].notna() & ~out["locale"].isin(["zh-CN", "en"])
     if bad.any():
-        raise DataContractError(source, "locale", "locale must be zh-CN or en",
-                                df.index[bad].tolist())
+        raise DataContractError(
+            source, "locale", "locale must be zh-CN or en", df.index[bad].tolist()
+        )
     return out
 
 
@@ -208,13 +221,16 @@ def validate_events(df: pd.DataFrame, source: str = "events") -> pd.DataFrame:
     out["channel"] = _as_str(df, "channel", source, required=True)
     bad = ~out["channel"].isin(CHANNELS)
     if bad.any():
-        raise DataContractError(source, "channel", f"unknown channel (allowed {CHANNELS})",
-                                df.index[bad].tolist())
-    out["campaign_id"] = (_as_str(df, "campaign_id", source, required=False)
-                          if "campaign_id" in df.columns else None)
+        raise DataContractError(
+            source, "channel", f"unknown channel (allowed {CHANNELS})", df.index[bad].tolist()
+        )
+    out["campaign_id"] = (
+        _as_str(df, "campaign_id", source, required=False) if "campaign_id" in df.columns else None
+    )
     out["event"] = _as_str(df, "event", source, required=True)
     bad = ~out["event"].isin(EVENT_TYPES)
     if bad.any():
-        raise DataContractError(source, "event", f"unknown event (allowed {EVENT_TYPES})",
-                                df.index[bad].tolist())
+        raise DataContractError(
+            source, "event", f"unknown event (allowed {EVENT_TYPES})", df.index[bad].tolist()
+        )
     return out

@@ -96,14 +96,15 @@ def assign_lifecycle(
     stage = np.select(conditions, ["new", "lost", "sleeping", "at_risk", "loyal"], "active")
     score = value_score(features, predicted_value)
     if tier_thresholds is None:
-        lo, hi = (np.quantile(score, [r.low_quantile, r.high_quantile]) if len(score)
-                  else (0.0, 0.0))
+        lo, hi = np.quantile(score, [r.low_quantile, r.high_quantile]) if len(score) else (0.0, 0.0)
     else:
         lo, hi = tier_thresholds
     tier = np.where(score >= hi, "high", np.where(score < lo, "low", "mid"))
     return pd.DataFrame(
-        {"stage": pd.Categorical(stage, categories=STAGES),
-         "tier": pd.Categorical(tier, categories=TIERS),
-         "value_score": score.to_numpy()},
+        {
+            "stage": pd.Categorical(stage, categories=STAGES),
+            "tier": pd.Categorical(tier, categories=TIERS),
+            "value_score": score.to_numpy(),
+        },
         index=features.index,
     )

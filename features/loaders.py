@@ -152,7 +152,9 @@ def _check_price(price: pd.Series, keep: np.ndarray, source: str, column: str) -
     """A negative price on a kept line is a data error; name the file's column and lines."""
     neg = keep & (price < 0).to_numpy()
     if neg.any():
-        raise DataContractError(source, column, "negative price on a sale", price.index[neg].tolist())
+        raise DataContractError(
+            source, column, "negative price on a sale", price.index[neg].tolist()
+        )
 
 
 def _parse_ts(df: pd.DataFrame, col: str, source: str, fmt: str | None) -> pd.Series:
@@ -241,8 +243,14 @@ def load_online_retail(path: str | Path) -> Loaded:
     source = str(path)
     raw = _read_csv(
         path,
-        dtype={"Invoice": "str", "StockCode": "str", "Customer ID": "str",
-               "Description": "str", "Country": "str", "InvoiceDate": "str"},
+        dtype={
+            "Invoice": "str",
+            "StockCode": "str",
+            "Customer ID": "str",
+            "Description": "str",
+            "Country": "str",
+            "InvoiceDate": "str",
+        },
     )
     missing = [c for c in _RETAIL_COLUMNS if c not in raw.columns]
     if missing:
@@ -260,13 +268,20 @@ def load_online_retail(path: str | Path) -> Loaded:
     reasons: list[tuple[str, np.ndarray]] = [
         ("overlapping extract (repeated 2010-12-01..09 block)", _overlap_duplicates(keys, ts)),
         ("exact duplicate line", pd.Series(keys).duplicated().to_numpy()),
-        ("no customer id (guest checkout or stock write-off)", (cust.isna() | (cust == "")).to_numpy()),
+        (
+            "no customer id (guest checkout or stock write-off)",
+            (cust.isna() | (cust == "")).to_numpy(),
+        ),
         ("bad-debt adjustment (A invoice)", invoice.str.startswith("A").to_numpy()),
-        ("non-product code (postage, fees, discounts, vouchers, tests)",
-         ~code.str.match(_PRODUCT_CODE).fillna(False).to_numpy()),
+        (
+            "non-product code (postage, fees, discounts, vouchers, tests)",
+            ~code.str.match(_PRODUCT_CODE).fillna(False).to_numpy(),
+        ),
         ("zero price", (price == 0).to_numpy()),
-        ("cancellation with positive quantity",
-         (invoice.str.startswith("C") & (qty > 0)).to_numpy()),
+        (
+            "cancellation with positive quantity",
+            (invoice.str.startswith("C") & (qty > 0)).to_numpy(),
+        ),
     ]
     keep = np.ones(len(raw), dtype=bool)
     for reason, mask in reasons:
@@ -306,18 +321,33 @@ def load_csv(
     zero-value rows are dropped and counted; exact duplicates are dropped and counted.
     """
     source = str(path)
-    allowed = {"customer_id", "ts", "order_id", "item_id", "quantity", "unit_price",
-               "amount", "channel", "country", "item_name"}
+    allowed = {
+        "customer_id",
+        "ts",
+        "order_id",
+        "item_id",
+        "quantity",
+        "unit_price",
+        "amount",
+        "channel",
+        "country",
+        "item_name",
+    }
     unknown = set(mapping) - allowed
     if unknown:
-        raise ValueError(f"mapping: unknown contract column(s) {sorted(unknown)}; allowed {sorted(allowed)}")
+        raise ValueError(
+            f"mapping: unknown contract column(s) {sorted(unknown)}; allowed {sorted(allowed)}"
+        )
     for req in ("customer_id", "ts"):
         if req not in mapping:
             raise ValueError(f"mapping: '{req}' is required")
     if "amount" not in mapping and not {"quantity", "unit_price"} <= set(mapping):
         raise ValueError("mapping: give 'amount', or both 'quantity' and 'unit_price'")
-    str_cols = {mapping[c]: "str" for c in ("customer_id", "order_id", "item_id", "ts",
-                                            "channel", "country", "item_name") if c in mapping}
+    str_cols = {
+        mapping[c]: "str"
+        for c in ("customer_id", "order_id", "item_id", "ts", "channel", "country", "item_name")
+        if c in mapping
+    }
     raw = _read_csv(path, dtype=str_cols)
     missing = [v for v in mapping.values() if v not in raw.columns]
     if missing:
@@ -327,8 +357,9 @@ def load_csv(
         ts = pd.to_datetime(raw[mapping["ts"]], dayfirst=True, errors="coerce")
         bad = ts.isna()
         if bad.any():
-            raise DataContractError(source, mapping["ts"], "unparsable or missing date",
-                                    raw.index[bad].tolist())
+            raise DataContractError(
+                source, mapping["ts"], "unparsable or missing date", raw.index[bad].tolist()
+            )
     else:
         ts = _parse_ts(raw, mapping["ts"], source, date_format)
     cust = raw[mapping["customer_id"]].astype("str").str.strip()
@@ -367,7 +398,9 @@ def load_csv(
     for opt in ("channel", "country"):
         if opt in mapping:
             tx[opt] = raw[mapping[opt]]
-    names = raw[mapping["item_name"]][keep] if "item_name" in mapping and "item_id" in mapping else None
+    names = (
+        raw[mapping["item_name"]][keep] if "item_name" in mapping and "item_id" in mapping else None
+    )
     return _finish(tx[keep], report, names, source)
 
 
@@ -382,24 +415,53 @@ def load_transactions(path: str | Path) -> Loaded:
     header = [h.strip() for h in raw.splitlines()[0].split(",")] if raw else []
     if set(_RETAIL_COLUMNS) <= set(header):
         return load_online_retail(path)
-    mapping = {c: c for c in ("customer_id", "ts", "order_id", "item_id", "quantity",
-                              "unit_price", "amount", "channel", "country") if c in header}
+    mapping = {
+        c: c
+        for c in (
+            "customer_id",
+            "ts",
+            "order_id",
+            "item_id",
+            "quantity",
+            "unit_price",
+            "amount",
+            "channel",
+            "country",
+        )
+        if c in header
+    }
     missing = [c for c in ("customer_id", "ts") if c not in mapping]
     if "amount" not in mapping:
         missing += [c for c in ("quantity", "unit_price") if c not in mapping]
     if missing:
         raise DataContractError(
-            str(path), missing[0],
+            str(path),
+            missing[0],
             f"header is neither Online Retail II nor the transactions contract: "
             f"missing {missing} (found {header})",
         )
     return load_csv(path, mapping)
 
 
-HILLSTROM_ARMS = {"Mens E-Mail": "mens_email", "Womens E-Mail": "womens_email",
-                  "No E-Mail": "control"}
-_HILLSTROM_COLUMNS = ["recency", "history_segment", "history", "mens", "womens", "zip_code",
-                      "newbie", "channel", "segment", "visit", "conversion", "spend"]
+HILLSTROM_ARMS = {
+    "Mens E-Mail": "mens_email",
+    "Womens E-Mail": "womens_email",
+    "No E-Mail": "control",
+}
+_HILLSTROM_COLUMNS = [
+    "recency",
+    "history_segment",
+    "history",
+    "mens",
+    "womens",
+    "zip_code",
+    "newbie",
+    "channel",
+    "segment",
+    "visit",
+    "conversion",
+    "spend",
+]
 
 
 def load_hillstrom(path: str | Path) -> pd.DataFrame:
@@ -416,8 +478,12 @@ def load_hillstrom(path: str | Path) -> pd.DataFrame:
         raise DataContractError(source, missing[0], f"missing required column(s) {missing}")
     arm = raw["segment"].map(HILLSTROM_ARMS)
     if arm.isna().any():
-        raise DataContractError(source, "segment", f"unknown arm (expected {list(HILLSTROM_ARMS)})",
-                                raw.index[arm.isna()].tolist())
+        raise DataContractError(
+            source,
+            "segment",
+            f"unknown arm (expected {list(HILLSTROM_ARMS)})",
+            raw.index[arm.isna()].tolist(),
+        )
     out = pd.DataFrame(index=raw.index)
     out["treatment"] = arm
     for col in ("recency", "history", "mens", "womens", "newbie", "visit", "conversion", "spend"):
@@ -430,5 +496,8 @@ def load_hillstrom(path: str | Path) -> pd.DataFrame:
 def hillstrom_arm_summary(df: pd.DataFrame) -> pd.DataFrame:
     """Per-arm customers, visit rate, conversion rate and mean spend."""
     return df.groupby("treatment", observed=True).agg(
-        n=("visit", "size"), visit=("visit", "mean"), conversion=("conversion", "mean"),
-        spend=("spend", "mean"))
+        n=("visit", "size"),
+        visit=("visit", "mean"),
+        conversion=("conversion", "mean"),
+        spend=("spend", "mean"),
+    )

@@ -45,7 +45,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["FEATURE_COLUMNS", "DEFAULT_GAP_DAYS", "GAP_PRIOR_WEIGHT", "WINDOWS", "build_features", "model_columns"]
+__all__ = [
+    "FEATURE_COLUMNS",
+    "DEFAULT_GAP_DAYS",
+    "GAP_PRIOR_WEIGHT",
+    "WINDOWS",
+    "build_features",
+    "model_columns",
+]
 
 WINDOWS = (30, 90, 180, 365)
 GAP_PRIOR_WEIGHT = 2.0
@@ -84,8 +91,15 @@ FEATURE_COLUMNS = [
 # usual_hour is for scheduling, not prediction. All-time totals grow with the length of the
 # log rather than with the customer (a model trained on cutoffs with one year of history
 # sees 18 months at serving time); models get the per-year rates instead.
-_NOT_FOR_MODELS = {"usual_hour", "tenure_days", "orders_all", "monetary_all", "purchase_days",
-                   "distinct_items", "return_orders"}
+_NOT_FOR_MODELS = {
+    "usual_hour",
+    "tenure_days",
+    "orders_all",
+    "monetary_all",
+    "purchase_days",
+    "distinct_items",
+    "return_orders",
+}
 
 
 def model_columns(frame: pd.DataFrame) -> list[str]:
@@ -117,12 +131,18 @@ def build_features(
 
     value = buy["quantity"].to_numpy() * buy["unit_price"].to_numpy()
     lines = pd.DataFrame(
-        {"customer_id": buy["customer_id"].to_numpy(), "order_id": buy["order_id"].to_numpy(),
-         "ts": buy["ts"].to_numpy(), "value": value}
+        {
+            "customer_id": buy["customer_id"].to_numpy(),
+            "order_id": buy["order_id"].to_numpy(),
+            "ts": buy["ts"].to_numpy(),
+            "value": value,
+        }
     )
-    orders = lines.groupby(["customer_id", "order_id"], sort=False).agg(
-        ts=("ts", "min"), value=("value", "sum"), n_lines=("value", "size")
-    ).reset_index()
+    orders = (
+        lines.groupby(["customer_id", "order_id"], sort=False)
+        .agg(ts=("ts", "min"), value=("value", "sum"), n_lines=("value", "size"))
+        .reset_index()
+    )
     customers = pd.Index(np.sort(orders["customer_id"].unique()), name="customer_id")
     code = customers.get_indexer(orders["customer_id"])
     n = len(customers)
@@ -173,8 +193,11 @@ def build_features(
     # the prior is the typical *customer's* cycle (each customer with a gap counts once),
     # not the typical gap, which frequent buyers dominate
     has_gap = n_gaps > 0
-    pop_mean_log = (float((sum_log[has_gap] / n_gaps[has_gap]).mean()) if has_gap.any()
-                    else np.log(DEFAULT_GAP_DAYS))
+    pop_mean_log = (
+        float((sum_log[has_gap] / n_gaps[has_gap]).mean())
+        if has_gap.any()
+        else np.log(DEFAULT_GAP_DAYS)
+    )
     k = GAP_PRIOR_WEIGHT
     f["gap_shrunk"] = np.exp((sum_log + k * pop_mean_log) / (n_gaps + k))
     f["recency_ratio"] = f["recency_days"] / f["gap_shrunk"]
@@ -192,7 +215,9 @@ def build_features(
     r_val = np.abs(ret["quantity"].to_numpy() * ret["unit_price"].to_numpy())[ok]
     r_age = _days(t - ret["ts"].to_numpy()[ok])
     ret_orders = (
-        pd.DataFrame({"c": rc, "o": ret["order_id"].to_numpy()[ok]}).drop_duplicates()["c"].to_numpy()
+        pd.DataFrame({"c": rc, "o": ret["order_id"].to_numpy()[ok]})
+        .drop_duplicates()["c"]
+        .to_numpy()
     )
     f["return_orders"] = np.bincount(ret_orders, minlength=n).astype(float)
     returned_value = np.bincount(rc, weights=r_val, minlength=n)
@@ -214,11 +239,19 @@ def build_features(
         items = buy["item_id"].to_numpy()
         lc = customers.get_indexer(buy["customer_id"])
         f["distinct_items"] = (
-            pd.DataFrame({"c": lc, "i": items}).dropna().drop_duplicates()
-            .groupby("c").size().reindex(range(n), fill_value=0).to_numpy().astype(float)
+            pd.DataFrame({"c": lc, "i": items})
+            .dropna()
+            .drop_duplicates()
+            .groupby("c")
+            .size()
+            .reindex(range(n), fill_value=0)
+            .to_numpy()
+            .astype(float)
         )
-        fam_src = buy["category"] if "category" in buy.columns else (
-            buy["item_id"].astype("str").str.replace(r"(?<=\d)[A-Z]+\d?$", "", regex=True)
+        fam_src = (
+            buy["category"]
+            if "category" in buy.columns
+            else (buy["item_id"].astype("str").str.replace(r"(?<=\d)[A-Z]+\d?$", "", regex=True))
         )
         fam = pd.DataFrame({"c": lc, "fam": fam_src.to_numpy()}).dropna()
         fam_counts = fam.groupby(["c", "fam"]).size()

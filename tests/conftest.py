@@ -31,12 +31,20 @@ def synthetic_log(n_customers: int = 300, days: int = 540, seed: int = 0) -> pd.
                 break
             fam = 10000 + 100 * (c % 2)
             for j in range(int(rng.integers(1, 4))):
-                rows.append((f"C{c:04d}", f"O{c:04d}-{k}", start + pd.Timedelta(days=t),
-                             f"{fam + int(rng.integers(0, 6))}", float(rng.integers(1, 5)),
-                             float(rng.uniform(1, 10)) + j))
+                rows.append(
+                    (
+                        f"C{c:04d}",
+                        f"O{c:04d}-{k}",
+                        start + pd.Timedelta(days=t),
+                        f"{fam + int(rng.integers(0, 6))}",
+                        float(rng.integers(1, 5)),
+                        float(rng.uniform(1, 10)) + j,
+                    )
+                )
             k += 1
-    df = pd.DataFrame(rows, columns=["customer_id", "order_id", "ts", "item_id", "quantity",
-                                     "unit_price"])
+    df = pd.DataFrame(
+        rows, columns=["customer_id", "order_id", "ts", "item_id", "quantity", "unit_price"]
+    )
     return validate_transactions(df.sort_values("ts").reset_index(drop=True), "synthetic")
 
 

@@ -90,8 +90,19 @@ def test_duplicates_dropped(retail):
 def test_only_real_customer_purchases_remain(retail):
     tx = retail.transactions
     items = tx["item_id"]
-    non_products = {"POST", "DOT", "M", "D", "C2", "S", "B", "BANK CHARGES", "AMAZONFEE",
-                    "CRUK", "PADS"}  # fmt: skip
+    non_products = {
+        "POST",
+        "DOT",
+        "M",
+        "D",
+        "C2",
+        "S",
+        "B",
+        "BANK CHARGES",
+        "AMAZONFEE",
+        "CRUK",
+        "PADS",
+    }
     assert not items.isin(non_products).any()
     for prefix in ("ADJUST", "TEST", "GIFT_0001", "DCGS"):
         assert not items.str.startswith(prefix).any()
@@ -128,8 +139,11 @@ def test_stage_tier_table(retail, snapshot):
 
 def test_snapshot_on_the_real_log(snapshot):
     assert list(snapshot.columns) == FEATURE_COLUMNS
-    always = [c for c in FEATURE_COLUMNS if c not in
-              ("gap_median", "gap_mean", "gap_cv", "days_since_return")]  # fmt: skip
+    always = [
+        c
+        for c in FEATURE_COLUMNS
+        if c not in ("gap_median", "gap_mean", "gap_cv", "days_since_return")
+    ]
     assert snapshot[always].notna().all().all()
     assert (snapshot["recency_days"] > 0).all()
     assert (snapshot["recency_days"] <= snapshot["tenure_days"]).all()
@@ -184,8 +198,12 @@ def test_generic_loader_pipeline_without_items(retail, snapshot, tmp_path):
     path = tmp_path / "cdshop.csv"
     cd.to_csv(path, index=False)
 
-    mapping = {"customer_id": "customer_id", "ts": "date", "quantity": "number_of_cds",
-               "amount": "dollar_value"}  # fmt: skip
+    mapping = {
+        "customer_id": "customer_id",
+        "ts": "date",
+        "quantity": "number_of_cds",
+        "amount": "dollar_value",
+    }
     loaded = load_csv(path, mapping, date_format="%Y%m%d")
     rep, cd_tx = loaded.report, loaded.transactions
     assert rep.rows_in == len(cd)
@@ -204,8 +222,11 @@ def test_generic_loader_pipeline_without_items(retail, snapshot, tmp_path):
         feats["purchase_days"], snapshot.loc[feats.index, "purchase_days"], check_exact=True
     )
     written = pd.read_csv(path, dtype={"customer_id": str, "date": str}).drop_duplicates()
-    sales = written[(written["dollar_value"] > 0) & (written["number_of_cds"] > 0)
-                    & (pd.to_datetime(written["date"], format="%Y%m%d") < BACKTEST_CUTOFF)]  # fmt: skip
+    sales = written[
+        (written["dollar_value"] > 0)
+        & (written["number_of_cds"] > 0)
+        & (pd.to_datetime(written["date"], format="%Y%m%d") < BACKTEST_CUTOFF)
+    ]
     expected = sales.groupby("customer_id")["dollar_value"].sum()
     assert np.allclose(feats["monetary_all"], expected.reindex(feats.index), rtol=1e-9, atol=1e-6)
 

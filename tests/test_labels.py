@@ -105,8 +105,17 @@ def test_labels_censored_at_observed_until():
 def test_labels_horizon():
     lab = build_labels(label_log(), T, CUSTOMERS, horizon=30)
     assert lab["churn"].to_dict() == {
-        "a": 0, "b": 1, "c": 1, "d": 1, "e": 1, "f": 0, "g": 1, "h": 0, "k": 1, "z": 1,
-    }  # fmt: skip
+        "a": 0,
+        "b": 1,
+        "c": 1,
+        "d": 1,
+        "e": 1,
+        "f": 0,
+        "g": 1,
+        "h": 0,
+        "k": 1,
+        "z": 1,
+    }
     assert (lab["buy_30d"] == 1 - lab["churn"]).all()  # same window when H = 30
 
 
@@ -202,11 +211,16 @@ def test_training_frame_rows_and_labels():
     assert {"churn", "buy_30d", "days_to_next", "next_observed"} <= set(fr.columns)
     rows = {(str(c.date()), cid) for c, cid in zip(fr["cutoff"], fr["customer_id"], strict=True)}
     assert rows == {
-        ("2020-10-03", "p"), ("2020-10-03", "q"), ("2020-10-03", "r"),
-        ("2020-09-03", "p"), ("2020-09-03", "q"),
-        ("2020-08-04", "p"), ("2020-08-04", "q"),
-        ("2020-07-05", "p"), ("2020-07-05", "q"),
-    }  # fmt: skip
+        ("2020-10-03", "p"),
+        ("2020-10-03", "q"),
+        ("2020-10-03", "r"),
+        ("2020-09-03", "p"),
+        ("2020-09-03", "q"),
+        ("2020-08-04", "p"),
+        ("2020-08-04", "q"),
+        ("2020-07-05", "p"),
+        ("2020-07-05", "q"),
+    }
     lab = fr.set_index(["cutoff", "customer_id"])
     # (cutoff, customer): churn, buy_30d, days_to_next, next_observed
     expected = {

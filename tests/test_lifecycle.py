@@ -90,14 +90,26 @@ def test_rules_case_by_case():
 
 def weekly(silent: float) -> dict:
     """A weekly buyer (own cycle 7 d) with a year of history, silent for ``silent`` days."""
-    return {"recency_days": silent, "recency_ratio": silent / 7, "purchase_days": 60,
-            "tenure_days": 420, "orders_180d": 20, "orders_365d": 50}  # fmt: skip
+    return {
+        "recency_days": silent,
+        "recency_ratio": silent / 7,
+        "purchase_days": 60,
+        "tenure_days": 420,
+        "orders_180d": 20,
+        "orders_365d": 50,
+    }
 
 
 def twice_yearly(silent: float) -> dict:
     """A twice-a-year buyer (own cycle 180 d), silent for ``silent`` days."""
-    return {"recency_days": silent, "recency_ratio": silent / 180, "purchase_days": 4,
-            "tenure_days": 720, "orders_180d": 1, "orders_365d": 2}  # fmt: skip
+    return {
+        "recency_days": silent,
+        "recency_ratio": silent / 180,
+        "purchase_days": 4,
+        "tenure_days": 720,
+        "orders_180d": 1,
+        "orders_365d": 2,
+    }
 
 
 def test_docstring_examples_own_cycle_not_fixed_threshold():

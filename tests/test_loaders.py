@@ -103,8 +103,16 @@ def test_online_retail_cleaning_report(tmp_path):
 def test_online_retail_transactions(tmp_path):
     tx = load_online_retail(retail_file(tmp_path)).transactions
     assert list(tx["order_id"]) == [
-        "489434", "489434", "489435", "C489444", "536365", "536366", "536367", "536368",
-    ]  # fmt: skip
+        "489434",
+        "489434",
+        "489435",
+        "C489444",
+        "536365",
+        "536366",
+        "536367",
+        "536368",
+    ]
+    # upper-cased
     assert list(tx["item_id"]) == [
         "85048",
         "79323P",
@@ -114,7 +122,8 @@ def test_online_retail_transactions(tmp_path):
         "22633",
         "84879",
         "22960",
-    ]  # fmt: skip — upper-cased
+    ]
+    # "13086.0" is read as "13086"
     assert list(tx["customer_id"]) == [
         "13085",
         "13085",
@@ -124,7 +133,7 @@ def test_online_retail_transactions(tmp_path):
         "17850",
         "13047",
         "13047",
-    ]  # fmt: skip — "13086.0" read as "13086"
+    ]
     assert tx["quantity"].tolist() == [12, 12, 2, -2, 6, 6, 32, 6]  # cancellation kept negative
     assert tx["unit_price"].tolist() == pytest.approx(
         [6.95, 6.75, 12.75, 6.95, 2.55, 1.85, 1.69, 4.25]
@@ -253,8 +262,12 @@ CD_LINES = [
     "00003,19970102,2,20.76",  # 9 exact duplicate of line 5
     "00003,19970402,-1,-10.38",  # 10 a return
 ]
-CD_MAPPING = {"customer_id": "customer_id", "ts": "date", "quantity": "number_of_cds",
-              "amount": "dollar_value"}  # fmt: skip
+CD_MAPPING = {
+    "customer_id": "customer_id",
+    "ts": "date",
+    "quantity": "number_of_cds",
+    "amount": "dollar_value",
+}
 
 
 def cd_file(tmp_path, lines=CD_LINES, header=CD_HEADER, name="cdshop.csv"):
@@ -277,8 +290,17 @@ def test_generic_csv_cd_shop(tmp_path):
     assert tx["order_id"].nunique() == 5
     assert tx["quantity"].tolist() == [1, 1, 5, 2, 2, -1]
     assert tx["unit_price"].tolist() == pytest.approx([11.77, 12.0, 15.4, 10.38, 10.38, 10.38])
-    assert tx["ts"].tolist() == [pd.Timestamp(d) for d in (
-        "1997-01-01", "1997-01-12", "1997-01-12", "1997-01-02", "1997-03-30", "1997-04-02")]  # fmt: skip
+    assert tx["ts"].tolist() == [
+        pd.Timestamp(d)
+        for d in (
+            "1997-01-01",
+            "1997-01-12",
+            "1997-01-12",
+            "1997-01-02",
+            "1997-03-30",
+            "1997-04-02",
+        )
+    ]
     assert tx["item_id"].isna().all()
     assert loaded.items.empty
 
@@ -298,8 +320,15 @@ def test_generic_csv_amount_only_and_optional_columns(tmp_path):
         "c1,2021-01-09 11:00,o2,sku-2,web,DE,-12.5",
     ]
     path = cd_file(tmp_path, lines, header="cust,when,order,sku,chan,land,total")
-    mapping = {"customer_id": "cust", "ts": "when", "order_id": "order", "item_id": "sku",
-               "channel": "chan", "country": "land", "amount": "total"}  # fmt: skip
+    mapping = {
+        "customer_id": "cust",
+        "ts": "when",
+        "order_id": "order",
+        "item_id": "sku",
+        "channel": "chan",
+        "country": "land",
+        "amount": "total",
+    }
     tx = load_csv(path, mapping).transactions
     assert tx["quantity"].tolist() == [1.0, -1.0]  # no quantity: +1 per sale, -1 per return
     assert tx["unit_price"].tolist() == [30.0, 12.5]
@@ -411,8 +440,10 @@ def test_load_transactions_unknown_header_names_the_file(tmp_path):
 
 # --------------------------------------------------------------------------- Hillstrom
 
-HILL_HEADER = ("recency,history_segment,history,mens,womens,zip_code,newbie,channel,segment,"
-               "visit,conversion,spend")  # fmt: skip
+HILL_HEADER = (
+    "recency,history_segment,history,mens,womens,zip_code,newbie,channel,segment,"
+    "visit,conversion,spend"
+)
 
 
 def test_hillstrom_small_file(tmp_path):

@@ -29,9 +29,13 @@ price = st.sampled_from([0.0, 0.42, 1.25, 2.55, 10.0])
 
 def row(customers, orders, ts_minutes):
     return st.tuples(
-        st.sampled_from(customers), st.sampled_from(orders), ts_minutes,
-        st.sampled_from(ITEMS), quantity, price,
-    )  # fmt: skip
+        st.sampled_from(customers),
+        st.sampled_from(orders),
+        ts_minutes,
+        st.sampled_from(ITEMS),
+        quantity,
+        price,
+    )
 
 
 def frame(rows) -> pd.DataFrame:

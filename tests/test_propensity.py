@@ -24,8 +24,9 @@ FAST = GBMParams(max_rounds=200, early_stopping=20)
 
 
 def test_bgnbd_inputs_known_answer():
-    f = pd.DataFrame({"purchase_days": [1.0, 3.0], "tenure_days": [14.0, 70.0],
-                      "recency_days": [14.0, 7.0]})
+    f = pd.DataFrame(
+        {"purchase_days": [1.0, 3.0], "tenure_days": [14.0, 70.0], "recency_days": [14.0, 7.0]}
+    )
     x, t_x, big_t = bgnbd_inputs(f)
     np.testing.assert_allclose(x, [0.0, 2.0])
     np.testing.assert_allclose(t_x, [0.0, 9.0])  # (70 - 7) / 7 weeks
@@ -73,7 +74,7 @@ def test_churn_model_learns_the_signal_and_is_calibrated(trained, synthetic_tx):
     assert ((p > 0) & (p < 1)).all()
     assert roc_auc(y, p) > 0.8
     assert abs(p.mean() - y.mean()) < 0.15
-    assert churn.feature_names[-len(BG_FEATURES):] == BG_FEATURES
+    assert churn.feature_names[-len(BG_FEATURES) :] == BG_FEATURES
     assert "orders_all" not in churn.feature_names  # all-time totals are not model inputs
 
 

@@ -423,3 +423,14 @@ def test_no_engagement_columns_without_events():
     assert list(build_features(tx, T).columns) == FEATURE_COLUMNS
     empty = validate_events(pd.DataFrame(columns=["customer_id", "ts", "channel", "event"]))
     assert list(build_features(tx, T, events=empty).columns) == FEATURE_COLUMNS
+
+
+def test_purchase_and_monetary_rates_are_per_year_of_tenure(gaps):
+    # G3 bought on one day 5 days ago: tenure floored at 30 days -> 1 / (30/365) per year
+    assert gaps.loc["G3", "purchase_rate"] == pytest.approx(365 / 30)
+    assert gaps.loc["G3", "monetary_rate"] == pytest.approx(2.0 * 365 / 30)
+    # G1: 4 purchase days over a tenure of 100 days minus the cutoff's hour offset
+    tenure = gaps.loc["G1", "tenure_days"]
+    assert 99 < tenure < 101
+    assert gaps.loc["G1", "purchase_rate"] == pytest.approx(4 * 365 / tenure)
+    assert gaps.loc["G1", "monetary_rate"] == pytest.approx(5.0 * 365 / tenure)

@@ -17,16 +17,28 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     p.add_argument("--data", default=str(DEFAULT_DATA), help="transaction log (CSV, .gz ok)")
     p.add_argument("--horizon", type=int, default=90, help="churn horizon in days (90)")
-    p.add_argument("--cutoff", default=None,
-                   help="backtest cutoff (default: the log's last day minus the horizon)")
-    p.add_argument("--tracking-uri", default=default_tracking_uri(),
-                   help="MLflow tracking URI (default: SQLite under mlflow/)")
+    p.add_argument(
+        "--cutoff",
+        default=None,
+        help="backtest cutoff (default: the log's last day minus the horizon)",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        default=default_tracking_uri(),
+        help="MLflow tracking URI (default: SQLite under mlflow/)",
+    )
     p.add_argument("--experiment", default="revival")
-    p.add_argument("--force", action="store_true",
-                   help="move the champion alias even if the gate says no (first deployment)")
-    p.add_argument("--if-missing", action="store_true",
-                   help="train only if a model has no champion yet, and then promote it "
-                        "(the main job's first run)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="move the champion alias even if the gate says no (first deployment)",
+    )
+    p.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="train only if a model has no champion yet, and then promote it "
+        "(the main job's first run)",
+    )
     p.add_argument("--max-cutoffs", type=int, default=12)
     p.add_argument("--als-grid", choices=["default", "small"], default="default")
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
@@ -49,9 +61,17 @@ def main(argv: list[str] | None = None) -> int:
             print("every model has a champion; not training (drop --if-missing to retrain)")
             return 0
         print(f"no champion for {missing}: training")
-    cfg = TrainConfig(force_first=args.if_missing, data=args.data, horizon=args.horizon, cutoff=cutoff,
-                      tracking_uri=args.tracking_uri, experiment=args.experiment,
-                      force=args.force, max_cutoffs=args.max_cutoffs, als_grid=args.als_grid)
+    cfg = TrainConfig(
+        force_first=args.if_missing,
+        data=args.data,
+        horizon=args.horizon,
+        cutoff=cutoff,
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment,
+        force=args.force,
+        max_cutoffs=args.max_cutoffs,
+        als_grid=args.als_grid,
+    )
     try:
         result = train(cfg)
     except (DataContractError, FileNotFoundError, BGNBDFitError, ValueError) as exc:

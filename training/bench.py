@@ -27,8 +27,14 @@ def main(argv: list[str] | None = None) -> int:
         result = train(TrainConfig(data=Path(args.data), tracking_uri=uri, force=True))
         total = time.perf_counter() - t0
     rows = list(result.stages)
-    rows.append(Measurement("TOTAL (incl. imports of the run)", total,
-                            max(m.peak_rss_mib for m in rows), "target < 90 s, < 3072 MiB"))
+    rows.append(
+        Measurement(
+            "TOTAL (incl. imports of the run)",
+            total,
+            max(m.peak_rss_mib for m in rows),
+            "target < 90 s, < 3072 MiB",
+        )
+    )
     print_table("training: wall time and peak RSS per stage", rows)
     return 0
 

@@ -30,23 +30,17 @@ from __future__ import annotations
 
 import itertools
 import json
-import tempfile
 import time
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import mlflow
 import numpy as np
 import pandas as pd
-import scipy
 import scipy.sparse as sp
-from mlflow.models import ModelSignature
-from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 from threadpoolctl import threadpool_limits
 
 import features  # noqa: F401  (sets OPENBLAS_NUM_THREADS=1 before implicit is used)
@@ -124,8 +118,14 @@ def _interactions(
     seen.data[:] = 1.0
 
     buy = tx["quantity"].to_numpy() > 0
-    orders = pd.DataFrame({"c": c[buy], "i": i[buy], "o": tx["order_id"].to_numpy()[buy],
-                           "ts": tx["ts"].to_numpy()[buy]})
+    orders = pd.DataFrame(
+        {
+            "c": c[buy],
+            "i": i[buy],
+            "o": tx["order_id"].to_numpy()[buy],
+            "ts": tx["ts"].to_numpy()[buy],
+        }
+    )
     orders = orders.groupby(["c", "i", "o"], sort=False, as_index=False)["ts"].max()
     age = ((t - orders["ts"]) / _DAY).to_numpy()
     if half_life_days:
@@ -209,9 +209,7 @@ class Recommender(ABC):
         """Constructor arguments (JSON-serialisable), as scikit-learn's ``get_params``."""
         import inspect
 
-        names = [
-            p for p in inspect.signature(type(self).__init__).parameters if p not in ("self",)
-        ]
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p not in ("self",)]
         return {n: getattr(self, n) for n in names}
 
     def __repr__(self) -> str:
@@ -244,13 +242,18 @@ class Recommender(ABC):
     def _index(self) -> None:
         self._customer_pos = {c: n for n, c in enumerate(self.customer_ids.tolist())}
         self._item_pos = {c: n for n, c in enumerate(self.item_ids.tolist())}
-        self._fallback = self.pop_order[self.active[self.pop_order]]
+        # candidates: the items the catalogue rule allows, most popular first
+        self._cand = self.pop_order[self.active[self.pop_order]]
+        self._cand_pos = np.full(len(self.item_ids), -1, dtype=np.int64)
+        self._cand_pos[self._cand] = np.arange(len(self._cand))
 
     def set_scoring_params(self, **params: Any) -> Recommender:
         """Change parameters listed in ``scoring_params`` of a fitted model (no refit needed)."""
         unknown = set(params) - set(self.scoring_params)
         if unknown:
-            raise ValueError(f"{sorted(unknown)} are not scoring parameters of {type(self).__name__}")
+            raise ValueError(
+                f"{sorted(unknown)} are not scoring parameters of {type(self).__name__}"
+            )
         for name, value in params.items():
             setattr(self, name, value)
         if self.cutoff is not None:
@@ -268,10 +271,12 @@ class Recommender(ABC):
     def _fit(self, data: _Interactions) -> None: ...
 
     @abstractmethod
-    def _score(self, rows: np.ndarray) -> np.ndarray: ...
+    def _score(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Scores of customers ``rows`` × ``items`` (positions); -inf or NaN = no evidence."""
 
     @abstractmethod
-    def _similar(self, item: int) -> np.ndarray: ...
+    def _similar(self, item: int, items: np.ndarray) -> np.ndarray:
+        """Similarity of ``item`` to each of ``items`` (positions); -inf or NaN = none."""
 
     @abstractmethod
     def _state(self) -> dict[str, np.ndarray]: ...
@@ -282,30 +287,34 @@ class Recommender(ABC):
     # -- ranking -----------------------------------------------------------------------------
 
     def _top(self, scores: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per row of ``scores`` (already masked): the top-k finite entries, ties by popularity."""
-        s = np.where(np.isfinite(scores), scores, -np.inf)[:, self.pop_order]
-        kk = min(k, s.shape[1])
+        """Per row of ``scores`` (candidates × columns in popularity order, already masked):
+        item positions and scores of the top-k finite entries, ties broken by popularity."""
+        n_rows, n_cols = scores.shape
+        if n_cols == 0:
+            return [(np.zeros(0, np.int64), np.zeros(0))] * n_rows
+        s = np.where(np.isfinite(scores), scores, -np.inf)
+        kk = min(k, n_cols)
         part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
         kth = np.take_along_axis(s, part, axis=1).min(axis=1)
         out = []
-        for r in range(s.shape[0]):
+        for r in range(n_rows):
             row = s[r]
             if np.isfinite(kth[r]):
                 cand = np.flatnonzero(row >= kth[r])
             else:
                 cand = np.flatnonzero(np.isfinite(row))
             best = cand[np.argsort(-row[cand], kind="stable")][:k]
-            out.append((self.pop_order[best], row[best]))
+            out.append((self._cand[best], row[best]))
         return out
 
     def _fill(self, chosen: np.ndarray, k: int, excluded: set[int]) -> list[int]:
-        """Most popular active items not in ``chosen`` or ``excluded``, up to ``k`` in all."""
+        """Most popular candidate items not in ``chosen`` or ``excluded``, up to ``k`` in all."""
         need = k - len(chosen)
         if need <= 0:
             return []
         skip = excluded | set(chosen.tolist())
         extra: list[int] = []
-        for item in self._fallback.tolist():
+        for item in self._cand.tolist():
             if item not in skip:
                 extra.append(item)
                 if len(extra) == need:
@@ -317,20 +326,22 @@ class Recommender(ABC):
     ) -> list[tuple[np.ndarray, np.ndarray, int]]:
         """Per customer: item positions, scores (NaN for fallback) and how many are the model's."""
         self._check_fitted()
-        if not isinstance(k, int | np.integer) or k < 1:
+        if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
+        k = int(k)
         rows = np.array([self._customer_pos.get(str(c), -1) for c in customer_ids], np.int64)
         result: list[tuple[np.ndarray, np.ndarray, int] | None] = [None] * len(rows)
         known = np.flatnonzero(rows >= 0)
         for start in range(0, len(known), _CHUNK):
             block = known[start : start + _CHUNK]
             r = rows[block]
-            scores = np.asarray(self._score(r), dtype=np.float64)
-            scores[:, ~self.active] = -np.inf
+            scores = np.array(self._score(r, self._cand), dtype=np.float64)
             seen_rows = self.seen[r]
             if exclude_seen:
-                nz = seen_rows.nonzero()
-                scores[nz] = -np.inf
+                coo = seen_rows.tocoo()
+                cols = self._cand_pos[coo.col]
+                keep = cols >= 0
+                scores[coo.row[keep], cols[keep]] = -np.inf
             for j, (items, vals) in enumerate(self._top(scores, k)):
                 excluded = (
                     set(seen_rows.indices[seen_rows.indptr[j] : seen_rows.indptr[j + 1]].tolist())
@@ -344,7 +355,7 @@ class Recommender(ABC):
                     len(items),
                 )
         if len(known) < len(rows):
-            top = self._fallback[:k]
+            top = self._cand[:k]
             cold = (top, np.full(len(top), np.nan), 0)
             for n in np.flatnonzero(rows < 0):
                 result[n] = cold
@@ -386,12 +397,12 @@ class Recommender(ABC):
         for item_id in ids:
             pos = self._item_pos.get(item_id)
             if pos is None:
-                top = self._fallback[:k]
+                top = self._cand[:k]
                 positions.append((top, np.full(len(top), np.nan), 0))
                 continue
-            scores = np.asarray(self._similar(pos), dtype=np.float64).copy()
-            scores[~self.active] = -np.inf
-            scores[pos] = -np.inf
+            scores = np.array(self._similar(pos, self._cand), dtype=np.float64)
+            if self._cand_pos[pos] >= 0:
+                scores[self._cand_pos[pos]] = -np.inf
             items, vals = self._top(scores[None, :], k)[0]
             extra = self._fill(items, k, {pos})
             positions.append(
@@ -512,13 +523,12 @@ class PopularityRecommender(Recommender):
     def _fit(self, data: _Interactions) -> None:
         pass
 
-    def _score(self, rows: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(self.popularity, (len(rows), len(self.popularity))).copy()
+    def _score(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.popularity[items], (len(rows), len(items)))
 
-    def _similar(self, item: int) -> np.ndarray:
-        bought = self.counts.astype(bool).astype(np.float32).tocsc()
-        col = bought[:, item]
-        co = np.asarray((col.T @ bought).todense()).ravel()
+    def _similar(self, item: int, items: np.ndarray) -> np.ndarray:
+        bought = (self.counts > 0).astype(np.float32).tocsc()
+        co = np.asarray((bought[:, [item]].T @ bought[:, items]).todense()).ravel()
         return np.where(co > 0, co, -np.inf)
 
     def _state(self) -> dict[str, np.ndarray]:
@@ -566,13 +576,19 @@ class ItemKNNRecommender(Recommender):
             model.fit(data.counts, show_progress=False)
         self.similarity = model.similarity.tocsr().astype(np.float64)
 
-    def _score(self, rows: np.ndarray) -> np.ndarray:
-        s = np.asarray((self.counts[rows] @ self.similarity).todense())
+    def _score(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        s = np.asarray((self.counts[rows] @ self._similarity_cols(items)).todense())
         s[s <= 0] = -np.inf
         return s
 
-    def _similar(self, item: int) -> np.ndarray:
-        s = np.asarray(self.similarity[item].todense()).ravel()
+    def _similarity_cols(self, items: np.ndarray) -> sp.csr_matrix:
+        if getattr(self, "_cols_key", None) is not items:
+            self._cols = self.similarity.tocsc()[:, items].tocsr()
+            self._cols_key = items
+        return self._cols
+
+    def _similar(self, item: int, items: np.ndarray) -> np.ndarray:
+        s = np.asarray(self.similarity[item].todense()).ravel()[items]
         s[s <= 0] = -np.inf
         return s
 
@@ -613,11 +629,11 @@ class ALSRecommender(Recommender):
         self,
         factors: int = 64,
         regularization: float = 0.05,
-        iterations: int = 15,
+        iterations: int = 10,
         alpha: float = 1.0,
         weighting: str = "bm25",
         *,
-        half_life_days: float | None = 180.0,
+        half_life_days: float | None = 90.0,
         bm25_k1: float = 100.0,
         bm25_b: float = 0.8,
         popularity_blend: float = 0.0,
@@ -675,17 +691,17 @@ class ALSRecommender(Recommender):
             else None
         )
 
-    def _score(self, rows: np.ndarray) -> np.ndarray:
-        s = (self.user_factors[rows] @ self.item_factors.T).astype(np.float64)
+    def _score(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        s = (self.user_factors[rows] @ self.item_factors[items].T).astype(np.float64)
         if self._blend is not None:
-            s += self._blend
+            s += self._blend[items]
         return s
 
-    def _similar(self, item: int) -> np.ndarray:
+    def _similar(self, item: int, items: np.ndarray) -> np.ndarray:
         norms = np.linalg.norm(self.item_factors, axis=1)
         norms[norms == 0] = 1.0
         unit = self.item_factors / norms[:, None]
-        return unit @ unit[item]
+        return unit[items] @ unit[item]
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors, "item_factors": self.item_factors}
@@ -762,3 +778,307 @@ def evaluate(
         f"hit_rate@{k}": hit_rate_at_k(recommended, relevant, k),
         "n_customers": float(len(ids)),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Tuning on a validation split
+# ---------------------------------------------------------------------------------------------
+
+#: popularity window (days); the winner is also every model's fallback and ALS's blend prior
+DEFAULT_POPULARITY_GRID: dict[str, tuple] = {"popularity_days": (3, 7, 14, 30, 90)}
+#: implicit item-kNN BM25: neighbours per item, recency decay of the customer's history
+DEFAULT_KNN_GRID: dict[str, tuple] = {"K": (20, 50, 100), "half_life_days": (None, 180)}
+#: ALS: 8 fits; ``popularity_blend`` only changes scoring, so it costs evaluations, not fits
+DEFAULT_ALS_GRID: dict[str, tuple] = {
+    "factors": (64, 128),
+    "regularization": (0.05,),
+    "iterations": (10,),
+    "weighting": ("bm25", "log"),
+    "half_life_days": (60, 120),
+    "popularity_blend": (0.0, 0.25, 0.5, 1.0),
+}
+
+
+def _combinations(grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]]) -> list[dict]:
+    if isinstance(grid, Mapping):
+        names = list(grid)
+        return [
+            dict(zip(names, values, strict=True)) for values in itertools.product(*grid.values())
+        ]
+    return [dict(g) for g in grid]
+
+
+def _tune(
+    klass: type[Recommender],
+    transactions: pd.DataFrame,
+    val_cutoff: pd.Timestamp | str,
+    horizon_days: int,
+    grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]],
+    base: Mapping[str, Any] | None,
+    k: int,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Fit every grid point before ``val_cutoff``; score recall@k on ``[val_cutoff, +H)``.
+
+    Rows at or after ``val_cutoff + H`` are dropped first, so nothing here can read the
+    backtest window when the caller passes ``val_cutoff = backtest_cutoff − H``.
+    """
+    t = pd.Timestamp(val_cutoff)
+    tx = transactions[transactions["ts"] < t + pd.Timedelta(days=horizon_days)]
+    targets = cross_sell_targets(tx, t, horizon_days, customers_before(tx, t))
+    base = dict(base or {})
+    fit_points: dict[str, dict] = {}
+    for combo in _combinations(grid):
+        params = {**base, **combo}
+        fit_part = {n: v for n, v in params.items() if n not in klass.scoring_params}
+        score_part = {n: v for n, v in params.items() if n in klass.scoring_params}
+        key = json.dumps(fit_part, sort_keys=True, default=str)
+        fit_points.setdefault(key, {"fit": fit_part, "score": []})["score"].append(score_part)
+    cache: dict[tuple, _Interactions] = {}
+    rows = []
+    for point in fit_points.values():
+        model = klass(**point["fit"])
+        data_key = (model.half_life_days, model.popularity_days, model.active_days)
+        if data_key not in cache:
+            cache[data_key] = _interactions(tx, t, *data_key)
+        start = time.perf_counter()
+        model._fit_interactions(cache[data_key])
+        fit_s = time.perf_counter() - start
+        for score_part in point["score"]:
+            start = time.perf_counter()
+            model.set_scoring_params(**score_part)
+            metrics = evaluate(model, targets, k=k)
+            rows.append(
+                {
+                    **point["fit"],
+                    **score_part,
+                    **metrics,
+                    "fit_s": fit_s,
+                    "eval_s": time.perf_counter() - start,
+                }
+            )
+    table = pd.DataFrame(rows)
+    order = np.lexsort((-table[f"ndcg@{k}"].to_numpy(), -table[f"recall@{k}"].to_numpy()))
+    table = table.iloc[order].reset_index(drop=True)
+    table.insert(0, "model", klass.kind)
+    best = {**base, **{n: _plain(table.loc[0, n]) for n in _combinations(grid)[0]}}
+    return best, table
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
+
+
+def tune_als(
+    transactions: pd.DataFrame,
+    val_cutoff: pd.Timestamp | str,
+    horizon_days: int,
+    grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]] | None = None,
+    *,
+    base: Mapping[str, Any] | None = None,
+    k: int = 10,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Grid-search :class:`ALSRecommender` on the validation split; best by recall@k.
+
+    ``grid`` maps parameter names to candidate values (their product is searched) or is a list
+    of parameter dicts; default :data:`DEFAULT_ALS_GRID`. ``base`` holds fixed parameters
+    (e.g. the shared ``active_days`` / ``popularity_days``). The caller passes ``val_cutoff =
+    backtest_cutoff − horizon_days`` so the validation labels end where the backtest starts.
+    Returns ``(best_params, table)``; the table has one row per grid point, best first.
+    """
+    return _tune(
+        ALSRecommender, transactions, val_cutoff, horizon_days, grid or DEFAULT_ALS_GRID, base, k
+    )
+
+
+def tune_knn(
+    transactions: pd.DataFrame,
+    val_cutoff: pd.Timestamp | str,
+    horizon_days: int,
+    grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]] | None = None,
+    *,
+    base: Mapping[str, Any] | None = None,
+    k: int = 10,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """:func:`tune_als` for :class:`ItemKNNRecommender` (default :data:`DEFAULT_KNN_GRID`)."""
+    return _tune(
+        ItemKNNRecommender,
+        transactions,
+        val_cutoff,
+        horizon_days,
+        grid or DEFAULT_KNN_GRID,
+        base,
+        k,
+    )
+
+
+def tune_popularity(
+    transactions: pd.DataFrame,
+    val_cutoff: pd.Timestamp | str,
+    horizon_days: int,
+    grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]] | None = None,
+    *,
+    base: Mapping[str, Any] | None = None,
+    k: int = 10,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """:func:`tune_als` for :class:`PopularityRecommender` (default: the window length)."""
+    return _tune(
+        PopularityRecommender,
+        transactions,
+        val_cutoff,
+        horizon_days,
+        grid or DEFAULT_POPULARITY_GRID,
+        base,
+        k,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Backtest and final fit
+# ---------------------------------------------------------------------------------------------
+
+#: evaluation populations: customers seen before the cutoff, and those buying in the year before
+POPULATIONS: dict[str, int | None] = {"all": None, "active_365d": 365}
+
+
+@dataclass
+class CrossSellResult:
+    """Everything :func:`run_cross_sell` produced (fitted models, choices, tables, timings)."""
+
+    als: ALSRecommender
+    knn: ItemKNNRecommender
+    popularity: PopularityRecommender
+    params: dict[str, dict[str, Any]]  # "als" / "knn" / "popularity" -> chosen parameters
+    tuning: pd.DataFrame  # every validation grid point of every model
+    backtest: pd.DataFrame  # model × population metrics at the backtest cutoff
+    timings: dict[str, float]  # seconds per stage
+    cutoff: pd.Timestamp
+    val_cutoff: pd.Timestamp
+    horizon_days: int
+    targets: dict[str, dict[str, set[str]]] = field(repr=False, default_factory=dict)
+
+    def meets_target(self, vs_knn: float = 1.2, vs_popularity: float = 1.6) -> bool:
+        """Issue #3's acceptance: ALS recall ≥ 1.2× item-kNN and ≥ 1.6× popularity, everywhere."""
+        als = self.backtest[self.backtest["model"] == "als"]
+        return bool(
+            (als["recall_vs_knn"] >= vs_knn).all()
+            and (als["recall_vs_popularity"] >= vs_popularity).all()
+        )
+
+
+def run_cross_sell(
+    transactions: pd.DataFrame,
+    cutoff: pd.Timestamp | str | None = None,
+    horizon_days: int = 90,
+    *,
+    active_days: int | None = 30,
+    als_grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]] | None = None,
+    knn_grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]] | None = None,
+    popularity_grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]] | None = None,
+    k: int = 10,
+) -> CrossSellResult:
+    """Tune on the validation split, refit at the backtest cutoff, evaluate model × population.
+
+    1. ``val_cutoff = cutoff − H``; only rows before ``cutoff`` are used for tuning.
+    2. Popularity's window is tuned first; it becomes every model's ``popularity_days`` (the
+       fallback, and ALS's blend prior). ``active_days`` (the dead-catalogue rule) is shared
+       too. Then item-kNN and ALS are tuned, each on its own grid.
+    3. All three are refitted on the rows before ``cutoff`` and scored on the items bought in
+       ``[cutoff, cutoff + H)`` never bought before, for every population in
+       :data:`POPULATIONS`.
+    ``cutoff`` defaults to :func:`features.labels.backtest_cutoff` (log end − 90 days).
+    """
+    from features.labels import backtest_cutoff
+
+    t = backtest_cutoff(transactions) if cutoff is None else pd.Timestamp(cutoff)
+    val = t - pd.Timedelta(days=horizon_days)
+    before = transactions[transactions["ts"] < t]
+    timings: dict[str, float] = {}
+
+    start = time.perf_counter()
+    pop_params, pop_table = tune_popularity(
+        before, val, horizon_days, popularity_grid, base={"active_days": active_days}, k=k
+    )
+    timings["tune_popularity_s"] = time.perf_counter() - start
+    shared = {"active_days": active_days, "popularity_days": pop_params["popularity_days"]}
+    start = time.perf_counter()
+    knn_params, knn_table = tune_knn(before, val, horizon_days, knn_grid, base=shared, k=k)
+    timings["tune_knn_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    als_params, als_table = tune_als(before, val, horizon_days, als_grid, base=shared, k=k)
+    timings["tune_als_s"] = time.perf_counter() - start
+
+    models: dict[str, Recommender] = {}
+    for name, klass, params in (
+        ("als", ALSRecommender, als_params),
+        ("knn", ItemKNNRecommender, knn_params),
+        ("popularity", PopularityRecommender, pop_params),
+    ):
+        start = time.perf_counter()
+        models[name] = klass(**params).fit(transactions, t)
+        timings[f"fit_{name}_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    rows = []
+    all_targets: dict[str, dict[str, set[str]]] = {}
+    for population, days in POPULATIONS.items():
+        targets = cross_sell_targets(
+            transactions, t, horizon_days, customers_before(transactions, t, days)
+        )
+        all_targets[population] = targets
+        for name, model in models.items():
+            rows.append({"model": name, "population": population, **evaluate(model, targets, k)})
+    timings["backtest_eval_s"] = time.perf_counter() - start
+    backtest = pd.DataFrame(rows)
+    recall = f"recall@{k}"
+    ref = backtest.pivot(index="population", columns="model", values=recall)
+    backtest["recall_vs_knn"] = backtest[recall] / backtest["population"].map(ref["knn"])
+    backtest["recall_vs_popularity"] = backtest[recall] / backtest["population"].map(
+        ref["popularity"]
+    )
+    backtest["n_customers"] = backtest["n_customers"].astype(int)
+    timings["total_s"] = sum(timings.values())
+    return CrossSellResult(
+        als=models["als"],  # type: ignore[arg-type]
+        knn=models["knn"],  # type: ignore[arg-type]
+        popularity=models["popularity"],  # type: ignore[arg-type]
+        params={"als": als_params, "knn": knn_params, "popularity": pop_params},
+        tuning=pd.concat([pop_table, knn_table, als_table], ignore_index=True),
+        backtest=backtest,
+        timings=timings,
+        cutoff=t,
+        val_cutoff=val,
+        horizon_days=horizon_days,
+        targets=all_targets,
+    )
+
+
+def backtest_table(
+    transactions: pd.DataFrame,
+    cutoff: pd.Timestamp | str | None = None,
+    horizon: int = 90,
+    **kwargs: Any,
+) -> pd.DataFrame:
+    """Rows model × population; recall@10, ndcg@10, hit_rate@10, n_customers and recall ratios.
+
+    Shorthand for ``run_cross_sell(transactions, cutoff, horizon, **kwargs).backtest``.
+    """
+    return run_cross_sell(transactions, cutoff, horizon, **kwargs).backtest
+
+
+def fit_final(
+    transactions: pd.DataFrame,
+    cutoff: pd.Timestamp | str | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> ALSRecommender:
+    """Refit ALS with the chosen ``params`` on every row before ``cutoff`` (for serving).
+
+    ``cutoff`` defaults to the day after the log's last day (all rows are used).
+    """
+    if cutoff is None:
+        cutoff = transactions["ts"].max().normalize() + _DAY
+    model = ALSRecommender(**dict(params or {}))
+    return model.fit(transactions, cutoff)  # type: ignore[return-value]

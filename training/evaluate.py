@@ -14,9 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 
+import mlflow
 from features.contracts import DataContractError
 from features.labels import backtest_cutoff
 from features.loaders import load_transactions
@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     versions = {n: champion_version(client, n) for n in ("churn", "next_purchase")}
     missing = [n for n, v in versions.items() if v is None]
     if missing:
-        print(f"error: no '{CHAMPION}' alias for {missing}: run `python -m training` first",
-              file=sys.stderr)
+        print(
+            f"error: no '{CHAMPION}' alias for {missing}: run `python -m training` first",
+            file=sys.stderr,
+        )
         return 2
     try:
         tx = load_transactions(args.data).transactions
@@ -48,24 +50,39 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     cutoff = pd.Timestamp(args.cutoff) if args.cutoff else backtest_cutoff(tx, args.horizon)
-    trained_until = min(pd.Timestamp(v.tags.get("data.last_ts", "1970-01-01"))
-                        if "data.last_ts" in v.tags else pd.Timestamp.max
-                        for v in versions.values())
+    trained_until = min(
+        pd.Timestamp(v.tags.get("data.last_ts", "1970-01-01"))
+        if "data.last_ts" in v.tags
+        else pd.Timestamp.max
+        for v in versions.values()
+    )
     churn, nextp = load_champion("churn"), load_champion("next_purchase")
     table, _ = evaluate_propensity(churn, nextp, tx, cutoff, args.horizon)
     in_sample = cutoff < trained_until
     if in_sample:
-        print(f"warning: cutoff {cutoff.date()} is inside the champions' training data "
-              f"(until {trained_until.date()}): these numbers are in-sample", file=sys.stderr)
-    with mlflow.start_run(run_name=f"evaluate-{cutoff.date()}"), \
-            tempfile.TemporaryDirectory() as tmp:
-        mlflow.set_tags({"stage": "evaluation", "in_sample": str(in_sample).lower(),
-                         **{f"champion.{n}": v.version for n, v in versions.items()}})
-        mlflow.log_params({"data": args.data, "cutoff": str(cutoff.date()),
-                           "horizon_days": args.horizon})
+        print(
+            f"warning: cutoff {cutoff.date()} is inside the champions' training data "
+            f"(until {trained_until.date()}): these numbers are in-sample",
+            file=sys.stderr,
+        )
+    with (
+        mlflow.start_run(run_name=f"evaluate-{cutoff.date()}"),
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        mlflow.set_tags(
+            {
+                "stage": "evaluation",
+                "in_sample": str(in_sample).lower(),
+                **{f"champion.{n}": v.version for n, v in versions.items()},
+            }
+        )
+        mlflow.log_params(
+            {"data": args.data, "cutoff": str(cutoff.date()), "horizon_days": args.horizon}
+        )
         for _, r in table.iterrows():
-            mlflow.log_metric(f"{r['task']}.{r['model']}.{r['population']}.{r['metric']}",
-                              r["value"])
+            mlflow.log_metric(
+                f"{r['task']}.{r['model']}.{r['population']}.{r['metric']}", r["value"]
+            )
         md = backtest_markdown(table)
         (Path(tmp) / "evaluation.md").write_text(md)
         mlflow.log_artifact(str(Path(tmp) / "evaluation.md"))

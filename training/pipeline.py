@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+import mlflow
 from features.bench import Measurement, measure
 from features.labels import backtest_cutoff, build_labels, build_training_frame, training_cutoffs
 from features.loaders import Loaded, load_transactions
@@ -95,17 +95,21 @@ class _Stages:
 
 
 def _populations(feats: pd.DataFrame) -> dict[str, np.ndarray]:
-    return {"all": np.ones(len(feats), bool),
-            "active_365d": feats["orders_365d"].to_numpy() > 0}
+    return {"all": np.ones(len(feats), bool), "active_365d": feats["orders_365d"].to_numpy() > 0}
 
 
 def _rows(model: str, task: str, population: str, values: dict[str, float]) -> list[dict]:
-    return [{"task": task, "model": model, "population": population, "metric": k,
-             "value": float(v)} for k, v in values.items()]
+    return [
+        {"task": task, "model": model, "population": population, "metric": k, "value": float(v)}
+        for k, v in values.items()
+    ]
 
 
 def evaluate_propensity(
-    churn: ChurnModel, nextp: NextPurchaseModel, tx: pd.DataFrame, cutoff: pd.Timestamp,
+    churn: ChurnModel,
+    nextp: NextPurchaseModel,
+    tx: pd.DataFrame,
+    cutoff: pd.Timestamp,
     horizon: int,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Backtest metrics of the churn and next-purchase models and their baselines.
@@ -124,17 +128,22 @@ def evaluate_propensity(
     buy = 1 - labels["churn"].to_numpy()
     b30 = labels["buy_30d"].to_numpy()
     scores = {
-        "churn": {"model": (1 - p_churn, 1 - p_churn),
-                  "bgnbd": (bg.expected_purchases(horizon / 7.0, x, t_x, big_t), None),
-                  "recency": (-feats["recency_days"].to_numpy(), None)},
-        "next_purchase": {"model": (nxt["p_buy_30d"].to_numpy(), nxt["p_buy_30d"].to_numpy()),
-                          "bgnbd": (bg.expected_purchases(30 / 7.0, x, t_x, big_t), None),
-                          "recency": (-feats["recency_days"].to_numpy(), None)},
+        "churn": {
+            "model": (1 - p_churn, 1 - p_churn),
+            "bgnbd": (bg.expected_purchases(horizon / 7.0, x, t_x, big_t), None),
+            "recency": (-feats["recency_days"].to_numpy(), None),
+        },
+        "next_purchase": {
+            "model": (nxt["p_buy_30d"].to_numpy(), nxt["p_buy_30d"].to_numpy()),
+            "bgnbd": (bg.expected_purchases(30 / 7.0, x, t_x, big_t), None),
+            "recency": (-feats["recency_days"].to_numpy(), None),
+        },
     }
     days = labels["days_to_next"].to_numpy()
     came_back = labels["next_observed"].to_numpy() & (days < horizon)
-    cycle_guess = np.clip(feats["gap_shrunk"].to_numpy() - feats["recency_days"].to_numpy(),
-                          0.0, horizon)
+    cycle_guess = np.clip(
+        feats["gap_shrunk"].to_numpy() - feats["recency_days"].to_numpy(), 0.0, horizon
+    )
     rows: list[dict] = []
     for pop, mask in _populations(feats).items():
         for task, y in (("churn", buy), ("next_purchase", b30)):
@@ -142,28 +151,51 @@ def evaluate_propensity(
                 rep = binary_report(y[mask], s[mask], None if p is None else p[mask])
                 rows += _rows(model, task, pop, rep)
         m = mask & came_back
-        rows += _rows("model", "next_purchase", pop,
-                      {"mae_days": mae(days[m], nxt["expected_days"].to_numpy()[m])})
-        rows += _rows("own_cycle", "next_purchase", pop,
-                      {"mae_days": mae(days[m], cycle_guess[m])})
+        rows += _rows(
+            "model",
+            "next_purchase",
+            pop,
+            {"mae_days": mae(days[m], nxt["expected_days"].to_numpy()[m])},
+        )
+        rows += _rows("own_cycle", "next_purchase", pop, {"mae_days": mae(days[m], cycle_guess[m])})
     arrays = {"buy": buy, "b30": b30, "scores": scores, "n_customers": len(feats)}
     return pd.DataFrame(rows), arrays
 
 
-def _metric(table: pd.DataFrame, task: str, model: str, metric: str,
-            population: str = "all") -> float:
-    sel = table[(table.task == task) & (table.model == model) & (table.metric == metric)
-                & (table.population == population)]
+def _metric(
+    table: pd.DataFrame, task: str, model: str, metric: str, population: str = "all"
+) -> float:
+    sel = table[
+        (table.task == task)
+        & (table.model == model)
+        & (table.metric == metric)
+        & (table.population == population)
+    ]
     return float(sel["value"].iloc[0]) if len(sel) else float("nan")
 
 
 def backtest_markdown(table: pd.DataFrame) -> str:
     """The backtest table as markdown: one row per task/model, population × metric columns."""
-    wide = table.pivot_table(index=["task", "model"], columns=["population", "metric"],
-                             values="value", sort=False)
-    keep = [c for c in wide.columns if c[1] in
-            {"auc", "pr_auc", "brier", "ece", "top_decile_lift", "lift_quality", "mae_days",
-             "recall@10", "ndcg@10", "hit_rate@10"}]
+    wide = table.pivot_table(
+        index=["task", "model"], columns=["population", "metric"], values="value", sort=False
+    )
+    keep = [
+        c
+        for c in wide.columns
+        if c[1]
+        in {
+            "auc",
+            "pr_auc",
+            "brier",
+            "ece",
+            "top_decile_lift",
+            "lift_quality",
+            "mae_days",
+            "recall@10",
+            "ndcg@10",
+            "hit_rate@10",
+        }
+    ]
     wide = wide[keep]
     head = "| task | model | " + " | ".join(f"{p} {m}" for p, m in wide.columns) + " |"
     sep = "|" + "---|" * (len(wide.columns) + 2)
@@ -174,18 +206,25 @@ def backtest_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _fingerprint(loaded: Loaded, cutoff: pd.Timestamp, cutoffs: list[pd.Timestamp],
-                 horizon: int) -> dict[str, Any]:
+def _fingerprint(
+    loaded: Loaded, cutoff: pd.Timestamp, cutoffs: list[pd.Timestamp], horizon: int
+) -> dict[str, Any]:
     r = loaded.report
-    return {"data.path": r.source, "data.sha256": r.sha256, "data.rows_in": r.rows_in,
-            "data.rows_kept": r.rows_kept, "data.customers": r.customers,
-            "data.first_ts": r.first_ts, "data.last_ts": r.last_ts,
-            "backtest.cutoff": str(cutoff.date()), "horizon_days": horizon,
-            "train.cutoffs": ",".join(str(c.date()) for c in cutoffs)}
+    return {
+        "data.path": r.source,
+        "data.sha256": r.sha256,
+        "data.rows_in": r.rows_in,
+        "data.rows_kept": r.rows_kept,
+        "data.customers": r.customers,
+        "data.first_ts": r.first_ts,
+        "data.last_ts": r.last_ts,
+        "backtest.cutoff": str(cutoff.date()),
+        "horizon_days": horizon,
+        "train.cutoffs": ",".join(str(c.date()) for c in cutoffs),
+    }
 
 
-def missing_champions(tracking_uri: str, names: tuple[str, ...] = tuple(GATE_METRICS)
-                      ) -> list[str]:
+def missing_champions(tracking_uri: str, names: tuple[str, ...] = tuple(GATE_METRICS)) -> list[str]:
     """Registered model names without a ``champion`` alias in the given store."""
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient()
@@ -202,59 +241,94 @@ def train(cfg: TrainConfig) -> TrainResult:
     loaded: Loaded = stages.run("load + clean log", lambda: load_transactions(cfg.data))
     tx = loaded.transactions
     _log(loaded.report.to_text())
-    cutoff = pd.Timestamp(cfg.cutoff) if cfg.cutoff is not None else backtest_cutoff(
-        tx, cfg.horizon)
+    cutoff = (
+        pd.Timestamp(cfg.cutoff) if cfg.cutoff is not None else backtest_cutoff(tx, cfg.horizon)
+    )
     end = tx["ts"].max().normalize() + pd.Timedelta(days=1)
-    cut_kw = {"horizon": cfg.horizon, "step_days": cfg.step_days,
-              "max_cutoffs": cfg.max_cutoffs, "min_history_days": cfg.min_history_days}
+    cut_kw = {
+        "horizon": cfg.horizon,
+        "step_days": cfg.step_days,
+        "max_cutoffs": cfg.max_cutoffs,
+        "min_history_days": cfg.min_history_days,
+    }
     bt_cutoffs = training_cutoffs(tx, cutoff, **cut_kw)
     fp = _fingerprint(loaded, cutoff, bt_cutoffs, cfg.horizon)
 
-    frame = stages.run(f"features: backtest frame ({len(bt_cutoffs)} cutoffs)",
-                       lambda: build_training_frame(tx, bt_cutoffs, cfg.horizon,
-                                                    observed_until=cutoff))
-    churn_bt = stages.run("churn: fit (backtest)",
-                          lambda: ChurnModel(horizon=cfg.horizon).fit(frame))
-    next_bt = stages.run("next purchase: fit (backtest)",
-                         lambda: NextPurchaseModel(horizon=cfg.horizon).fit(
-                             frame, bgnbd=churn_bt.bgnbd))
+    frame = stages.run(
+        f"features: backtest frame ({len(bt_cutoffs)} cutoffs)",
+        lambda: build_training_frame(tx, bt_cutoffs, cfg.horizon, observed_until=cutoff),
+    )
+    churn_bt = stages.run(
+        "churn: fit (backtest)", lambda: ChurnModel(horizon=cfg.horizon).fit(frame)
+    )
+    next_bt = stages.run(
+        "next purchase: fit (backtest)",
+        lambda: NextPurchaseModel(horizon=cfg.horizon).fit(frame, bgnbd=churn_bt.bgnbd),
+    )
     table, arrays = stages.run(
         "churn + next purchase: backtest vs baselines",
-        lambda: evaluate_propensity(churn_bt, next_bt, tx, cutoff, cfg.horizon))
-    xs = stages.run("cross-sell: tune + backtest vs baselines",
-                    lambda: crosssell.run_backtest(tx, cutoff, cfg.horizon, grid=cfg.als_grid))
+        lambda: evaluate_propensity(churn_bt, next_bt, tx, cutoff, cfg.horizon),
+    )
+    xs = stages.run(
+        "cross-sell: tune + backtest vs baselines",
+        lambda: crosssell.run_backtest(tx, cutoff, cfg.horizon, grid=cfg.als_grid),
+    )
     table = pd.concat([table, xs.table], ignore_index=True)
-    _log("\nbacktest (cutoff %s, horizon %d d)\n%s\n" % (cutoff.date(), cfg.horizon,
-                                                          backtest_markdown(table)))
+    _log(f"\nbacktest (cutoff {cutoff.date()}, horizon {cfg.horizon} d)\n"
+         f"{backtest_markdown(table)}\n")
 
     final_cutoffs = training_cutoffs(tx, end, **cut_kw)
-    final_frame = stages.run(f"features: serving frame ({len(final_cutoffs)} cutoffs)",
-                             lambda: build_training_frame(tx, final_cutoffs, cfg.horizon))
-    churn = stages.run("churn: refit on the newest cutoffs",
-                       lambda: ChurnModel(horizon=cfg.horizon).fit(final_frame))
-    nextp = stages.run("next purchase: refit on the newest cutoffs",
-                       lambda: NextPurchaseModel(horizon=cfg.horizon).fit(
-                           final_frame, bgnbd=churn.bgnbd))
-    recommender = stages.run("cross-sell: refit ALS on the whole log",
-                             lambda: crosssell.fit_final(tx, end, xs.params))
+    final_frame = stages.run(
+        f"features: serving frame ({len(final_cutoffs)} cutoffs)",
+        lambda: build_training_frame(tx, final_cutoffs, cfg.horizon),
+    )
+    churn = stages.run(
+        "churn: refit on the newest cutoffs",
+        lambda: ChurnModel(horizon=cfg.horizon).fit(final_frame),
+    )
+    nextp = stages.run(
+        "next purchase: refit on the newest cutoffs",
+        lambda: NextPurchaseModel(horizon=cfg.horizon).fit(final_frame, bgnbd=churn.bgnbd),
+    )
+    recommender = stages.run(
+        "cross-sell: refit ALS on the whole log", lambda: crosssell.fit_final(tx, end, xs.params)
+    )
     example = build_features(tx, end).head(5)
 
     def register() -> tuple[str, list[GateDecision]]:
-        return _log_to_mlflow(cfg, client, fp, loaded, table, arrays, xs, churn, nextp,
-                              recommender, example, churn_bt, cutoff)
+        return _log_to_mlflow(
+            cfg,
+            client,
+            fp,
+            loaded,
+            table,
+            arrays,
+            xs,
+            churn,
+            nextp,
+            recommender,
+            example,
+            churn_bt,
+            cutoff,
+        )
 
     run_id, decisions = stages.run("mlflow: log, register, champion gate", register)
     for d in decisions:
-        _log(f"gate {d.model} v{d.version}: {'PROMOTED' if d.promoted else 'kept champion'}"
-             f" — {d.reason}")
+        _log(
+            f"gate {d.model} v{d.version}: {'PROMOTED' if d.promoted else 'kept champion'}"
+            f" — {d.reason}"
+        )
     return TrainResult(run_id, table, decisions, stages.done, cutoff, fp)
 
 
-def _log_to_mlflow(cfg, client, fp, loaded, table, arrays, xs, churn, nextp, recommender,
-                   example, churn_bt, cutoff) -> tuple[str, list[GateDecision]]:
+def _log_to_mlflow(
+    cfg, client, fp, loaded, table, arrays, xs, churn, nextp, recommender, example, churn_bt, cutoff
+) -> tuple[str, list[GateDecision]]:
     decisions: list[GateDecision] = []
-    with mlflow.start_run(run_name=f"train-{fp['data.last_ts'][:10]}") as parent, \
-            tempfile.TemporaryDirectory() as tmp:
+    with (
+        mlflow.start_run(run_name=f"train-{fp['data.last_ts'][:10]}") as parent,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         out = Path(tmp)
         mlflow.log_params({k: v for k, v in fp.items() if k != "train.cutoffs"})
         mlflow.log_param("train.cutoffs", fp["train.cutoffs"][:500])
@@ -269,25 +343,38 @@ def _log_to_mlflow(cfg, client, fp, loaded, table, arrays, xs, churn, nextp, rec
             mlflow.log_metric(_key(r), r["value"])
 
         children = {
-            "churn": (churn, "churn", {"bgnbd": _metric(table, "churn", "bgnbd", "auc"),
-                                       "recency": _metric(table, "churn", "recency", "auc")}),
-            "next_purchase": (nextp, "next_purchase",
-                              {"bgnbd": _metric(table, "next_purchase", "bgnbd", "auc"),
-                               "recency": _metric(table, "next_purchase", "recency", "auc")}),
+            "churn": (
+                churn,
+                "churn",
+                {
+                    "bgnbd": _metric(table, "churn", "bgnbd", "auc"),
+                    "recency": _metric(table, "churn", "recency", "auc"),
+                },
+            ),
+            "next_purchase": (
+                nextp,
+                "next_purchase",
+                {
+                    "bgnbd": _metric(table, "next_purchase", "bgnbd", "auc"),
+                    "recency": _metric(table, "next_purchase", "recency", "auc"),
+                },
+            ),
         }
         for name, (model, task, baselines) in children.items():
             with mlflow.start_run(run_name=name, nested=True):
                 mlflow.log_params({f"gbm.{k}": v for k, v in model.params.__dict__.items()})
                 mlflow.log_params({f"fit.{k}": v for k, v in model.info.items()})
-                mlflow.log_params({f"bgnbd.{k}": round(v, 6)
-                                   for k, v in model.bgnbd.params_.items()})
+                mlflow.log_params(
+                    {f"bgnbd.{k}": round(v, 6) for k, v in model.bgnbd.params_.items()}
+                )
                 sub = table[table.task == task]
                 for _, r in sub.iterrows():
                     mlflow.log_metric(_key(r), r["value"])
                 _plots(out / name, task, arrays, model)
                 mlflow.log_artifacts(str(out / name), artifact_path="plots")
-                info = log_snapshot_model(model, name, example,
-                                          registered_model_name=name if cfg.register else None)
+                info = log_snapshot_model(
+                    model, name, example, registered_model_name=name if cfg.register else None
+                )
                 if cfg.register:
                     value = _metric(table, task, "model", GATE_METRICS[name])
                     decisions.append(_gate(client, name, info, value, baselines, cfg, fp))
@@ -298,19 +385,26 @@ def _log_to_mlflow(cfg, client, fp, loaded, table, arrays, xs, churn, nextp, rec
             if xs.tuning is not None:
                 xs.tuning.to_csv(out / "als_tuning.csv", index=False)
                 mlflow.log_artifact(str(out / "als_tuning.csv"))
-            info = crosssell.log_pyfunc(recommender, name="cross_sell", item_names=loaded.items,
-                                        registered_model_name="cross_sell" if cfg.register
-                                        else None)
+            info = crosssell.log_pyfunc(
+                recommender,
+                name="cross_sell",
+                item_names=loaded.items,
+                registered_model_name="cross_sell" if cfg.register else None,
+            )
             if cfg.register:
                 value = _metric(xs.table, "cross_sell", "als", "recall@10")
-                baselines = {m: _metric(xs.table, "cross_sell", m, "recall@10")
-                             for m in xs.table["model"].unique() if m != "als"}
+                baselines = {
+                    m: _metric(xs.table, "cross_sell", m, "recall@10")
+                    for m in xs.table["model"].unique()
+                    if m != "als"
+                }
                 decisions.append(_gate(client, "cross_sell", info, value, baselines, cfg, fp))
         write_json(out / "gate.json", [d.to_dict() for d in decisions])
         mlflow.log_artifact(str(out / "gate.json"))
         for d in decisions:
-            mlflow.set_tag(f"gate.{d.model}", f"{'promoted' if d.promoted else 'kept'}: "
-                                              f"{d.reason}"[:5000])
+            mlflow.set_tag(
+                f"gate.{d.model}", f"{'promoted' if d.promoted else 'kept'}: {d.reason}"[:5000]
+            )
         return parent.info.run_id, decisions
 
 
@@ -319,15 +413,21 @@ def _key(r: pd.Series) -> str:
     return f"{r['task']}.{r['model']}.{r['population']}.{metric}"
 
 
-def _gate(client: MlflowClient, name: str, info: Any, value: float,
-          baselines: dict[str, float], cfg: TrainConfig, fp: dict) -> GateDecision:
+def _gate(
+    client: MlflowClient,
+    name: str,
+    info: Any,
+    value: float,
+    baselines: dict[str, float],
+    cfg: TrainConfig,
+    fp: dict,
+) -> GateDecision:
     version = str(info.registered_model_version)
     client.set_model_version_tag(name, version, "data.sha256", fp["data.sha256"])
     client.set_model_version_tag(name, version, "backtest.cutoff", fp["backtest.cutoff"])
     client.set_model_version_tag(name, version, "data.last_ts", fp["data.last_ts"])
     force = cfg.force or (cfg.force_first and champion_version(client, name) is None)
-    return champion_gate(client, name, version, GATE_METRICS[name], value, baselines,
-                         force=force)
+    return champion_gate(client, name, version, GATE_METRICS[name], value, baselines, force=force)
 
 
 def _plots(folder: Path, task: str, arrays: dict, model: Any) -> None:
@@ -338,13 +438,20 @@ def _plots(folder: Path, task: str, arrays: dict, model: Any) -> None:
     plots.calibration_curve(y, {"model": scores["model"][1]}, folder / "calibration.png")
     imp = model.importance()
     col = imp.columns[0]
-    plots.feature_importance(imp.index.tolist(), imp[col].to_numpy(),
-                             folder / "feature_importance.png")
+    plots.feature_importance(
+        imp.index.tolist(), imp[col].to_numpy(), folder / "feature_importance.png"
+    )
     imp.to_csv(folder / "feature_importance.csv")
 
 
 def summary_json(result: TrainResult) -> str:
     """Machine-readable run summary (printed with ``--json``)."""
-    return json.dumps({"run_id": result.run_id, "cutoff": str(result.cutoff.date()),
-                       "decisions": [d.to_dict() for d in result.decisions],
-                       "stages": [m.__dict__ for m in result.stages]}, indent=2)
+    return json.dumps(
+        {
+            "run_id": result.run_id,
+            "cutoff": str(result.cutoff.date()),
+            "decisions": [d.to_dict() for d in result.decisions],
+            "stages": [m.__dict__ for m in result.stages],
+        },
+        indent=2,
+    )

@@ -68,16 +68,25 @@ class GBMParams:
     seed: int = 7
 
     def lgb_params(self, objective: str) -> dict[str, Any]:
-        p = {k: v for k, v in self.__dict__.items() if k not in {"max_rounds", "early_stopping", "refit_rounds"}}
-        return {**p, "objective": objective, "verbosity": -1, "deterministic": True,
-                "force_row_wise": True}
+        p = {
+            k: v
+            for k, v in self.__dict__.items()
+            if k not in {"max_rounds", "early_stopping", "refit_rounds"}
+        }
+        return {
+            **p,
+            "objective": objective,
+            "verbosity": -1,
+            "deterministic": True,
+            "force_row_wise": True,
+        }
 
 
 def bgnbd_inputs(features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """BG/NBD ``(x, t_x, T)`` in weeks from a feature snapshot."""
     x = np.maximum(features["purchase_days"].to_numpy(float) - 1.0, 0.0)
     big_t = features["tenure_days"].to_numpy(float) / WEEK
-    t_x = (features["tenure_days"].to_numpy(float) - features["recency_days"].to_numpy(float))
+    t_x = features["tenure_days"].to_numpy(float) - features["recency_days"].to_numpy(float)
     t_x = np.where(x > 0, np.clip(t_x / WEEK, 0.0, big_t), 0.0)
     return x, t_x, big_t
 
@@ -90,11 +99,13 @@ def fit_bgnbd(features: pd.DataFrame) -> BGNBD:
 
 def _bg_frame(bg: BGNBD, features: pd.DataFrame, horizon: int) -> np.ndarray:
     x, t_x, big_t = bgnbd_inputs(features)
-    return np.column_stack([
-        bg.p_alive(x, t_x, big_t),
-        bg.expected_purchases(30.0 / WEEK, x, t_x, big_t),
-        bg.expected_purchases(horizon / WEEK, x, t_x, big_t),
-    ])
+    return np.column_stack(
+        [
+            bg.p_alive(x, t_x, big_t),
+            bg.expected_purchases(30.0 / WEEK, x, t_x, big_t),
+            bg.expected_purchases(horizon / WEEK, x, t_x, big_t),
+        ]
+    )
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -116,8 +127,9 @@ def fit_platt(raw: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         s = w[0] * z + w[1]
         return float(np.mean(np.logaddexp(0.0, s) - y * s))
 
-    res = minimize(nll, np.array([1.0, 0.0]), method="L-BFGS-B",
-                   bounds=[(1e-3, 100.0), (-50.0, 50.0)])
+    res = minimize(
+        nll, np.array([1.0, 0.0]), method="L-BFGS-B", bounds=[(1e-3, 100.0), (-50.0, 50.0)]
+    )
     return float(res.x[0]), float(res.x[1])
 
 
@@ -130,8 +142,15 @@ class _Classifier:
     best_iteration: int = 0
 
     @classmethod
-    def fit(cls, x: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.ndarray,
-            names: list[str], params: GBMParams) -> _Classifier:
+    def fit(
+        cls,
+        x: np.ndarray,
+        y: np.ndarray,
+        tr: np.ndarray,
+        va: np.ndarray,
+        names: list[str],
+        params: GBMParams,
+    ) -> _Classifier:
         first, final = _train(x, y, tr, va, names, params, "binary")
         return cls(final, fit_platt(first.predict(x[va]), y[va]), first.best_iteration)
 
@@ -140,16 +159,26 @@ class _Classifier:
         return 1.0 / (1.0 + np.exp(-(a * _logit(self.booster.predict(x)) + b)))
 
     def state(self) -> dict[str, Any]:
-        return {"model": self.booster.model_to_string(), "best_iteration": self.best_iteration,
-                "platt": list(self.platt)}
+        return {
+            "model": self.booster.model_to_string(),
+            "best_iteration": self.best_iteration,
+            "platt": list(self.platt),
+        }
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> _Classifier:
         return cls(lgb.Booster(model_str=s["model"]), tuple(s["platt"]), int(s["best_iteration"]))
 
 
-def _train(x: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.ndarray, names: list[str],
-           params: GBMParams, objective: str) -> tuple[lgb.Booster, lgb.Booster]:
+def _train(
+    x: np.ndarray,
+    y: np.ndarray,
+    tr: np.ndarray,
+    va: np.ndarray,
+    names: list[str],
+    params: GBMParams,
+    objective: str,
+) -> tuple[lgb.Booster, lgb.Booster]:
     """Early-stop on the validation fold, then refit on every row for the same number of
     rounds scaled by ``params.refit_rounds`` (the newest cutoffs matter most when serving).
 
@@ -158,12 +187,16 @@ def _train(x: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.ndarray, names: 
     dtr = lgb.Dataset(x[tr], y[tr], feature_name=names)
     dva = lgb.Dataset(x[va], y[va], reference=dtr)
     first = lgb.train(
-        params.lgb_params(objective), dtr, num_boost_round=params.max_rounds,
-        valid_sets=[dva], callbacks=[lgb.early_stopping(params.early_stopping, verbose=False)],
+        params.lgb_params(objective),
+        dtr,
+        num_boost_round=params.max_rounds,
+        valid_sets=[dva],
+        callbacks=[lgb.early_stopping(params.early_stopping, verbose=False)],
     )
     rounds = max(1, round(first.best_iteration * params.refit_rounds))
-    final = lgb.train(params.lgb_params(objective), lgb.Dataset(x, y, feature_name=names),
-                      num_boost_round=rounds)
+    final = lgb.train(
+        params.lgb_params(objective), lgb.Dataset(x, y, feature_name=names), num_boost_round=rounds
+    )
     return first, final
 
 
@@ -180,7 +213,8 @@ def _split_by_time(frame: pd.DataFrame, horizon: int) -> tuple[np.ndarray, np.nd
     if not tr.any():
         raise ValueError(
             f"no training cutoff ends its {horizon}-day label window before the validation "
-            f"cutoff {newest.date()}: give more cutoffs or more history")
+            f"cutoff {newest.date()}: give more cutoffs or more history"
+        )
     return tr, va
 
 
@@ -224,8 +258,10 @@ class _SnapshotModel:
 
     def importance(self) -> pd.DataFrame:
         """Gain importance per booster, one column each."""
-        out = {name: pd.Series(b.feature_importance("gain"), index=b.feature_name())
-               for name, b in self._boosters().items()}
+        out = {
+            name: pd.Series(b.feature_importance("gain"), index=b.feature_name())
+            for name, b in self._boosters().items()
+        }
         return pd.DataFrame(out).fillna(0.0)
 
     def _state(self) -> dict[str, Any]:
@@ -235,9 +271,15 @@ class _SnapshotModel:
         """Write the model as one JSON file (boosters as LightGBM text models)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        state = {"kind": self.kind, "horizon": self.horizon, "params": self.params.__dict__,
-                 "feature_names": self.feature_names, "bgnbd": self.bgnbd.to_dict(),
-                 "info": self.info, **self._state()}
+        state = {
+            "kind": self.kind,
+            "horizon": self.horizon,
+            "params": self.params.__dict__,
+            "feature_names": self.feature_names,
+            "bgnbd": self.bgnbd.to_dict(),
+            "info": self.info,
+            **self._state(),
+        }
         (path / "model.json").write_text(json.dumps(state))
         return path
 
@@ -255,10 +297,13 @@ class ChurnModel(_SnapshotModel):
         x = self._prepare(frame, bgnbd)
         y = frame["churn"].to_numpy(float)
         self.clf = _Classifier.fit(x, y, tr, va, self.feature_names, self.params)
-        self.info = {"rows": len(frame), "train_rows": int(tr.sum()),
-                     "calibration_rows": int(va.sum()),
-                     "calibration_cutoff": str(frame["cutoff"].max().date()),
-                     "best_iteration": int(self.clf.best_iteration)}
+        self.info = {
+            "rows": len(frame),
+            "train_rows": int(tr.sum()),
+            "calibration_rows": int(va.sum()),
+            "calibration_cutoff": str(frame["cutoff"].max().date()),
+            "best_iteration": int(self.clf.best_iteration),
+        }
         return self
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
@@ -290,21 +335,33 @@ class NextPurchaseModel(_SnapshotModel):
         d = frame["days_to_next"].to_numpy(float)
         seen = frame["next_observed"].to_numpy(bool) & (d < self.horizon)
         target = np.log1p(d)
-        first, self.days = _train(x[seen], target[seen], tr[seen], va[seen],
-                                  self.feature_names, self.params, "regression_l1")
-        self.info = {"rows": len(frame), "train_rows": int(tr.sum()),
-                     "calibration_rows": int(va.sum()), "regression_rows": int(seen.sum()),
-                     "calibration_cutoff": str(frame["cutoff"].max().date()),
-                     "best_iteration_p30": int(self.clf.best_iteration),
-                     "best_iteration_days": int(first.best_iteration)}
+        first, self.days = _train(
+            x[seen],
+            target[seen],
+            tr[seen],
+            va[seen],
+            self.feature_names,
+            self.params,
+            "regression_l1",
+        )
+        self.info = {
+            "rows": len(frame),
+            "train_rows": int(tr.sum()),
+            "calibration_rows": int(va.sum()),
+            "regression_rows": int(seen.sum()),
+            "calibration_cutoff": str(frame["cutoff"].max().date()),
+            "best_iteration_p30": int(self.clf.best_iteration),
+            "best_iteration_days": int(first.best_iteration),
+        }
         return self
 
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
         """``p_buy_30d`` and ``expected_days`` (from the snapshot's cutoff) per row."""
         x = self.matrix(features)
         days = np.clip(np.expm1(self.days.predict(x)), 0.0, float(self.horizon))
-        return pd.DataFrame({"p_buy_30d": self.clf.predict(x), "expected_days": days},
-                            index=features.index)
+        return pd.DataFrame(
+            {"p_buy_30d": self.clf.predict(x), "expected_days": days}, index=features.index
+        )
 
     def _boosters(self) -> dict[str, lgb.Booster]:
         return {"p_buy_30d": self.clf.booster, "days": self.days}
@@ -316,14 +373,19 @@ class NextPurchaseModel(_SnapshotModel):
 def load_model(path: str | Path) -> ChurnModel | NextPurchaseModel:
     """Load a model written by ``save`` (the kind is in the file)."""
     state = json.loads((Path(path) / "model.json").read_text())
-    common = {"horizon": state["horizon"], "params": GBMParams(**state["params"]),
-              "feature_names": state["feature_names"], "bgnbd": BGNBD.from_dict(state["bgnbd"]),
-              "info": state["info"]}
+    common = {
+        "horizon": state["horizon"],
+        "params": GBMParams(**state["params"]),
+        "feature_names": state["feature_names"],
+        "bgnbd": BGNBD.from_dict(state["bgnbd"]),
+        "info": state["info"],
+    }
     if state["kind"] == "churn":
         return ChurnModel(**common, clf=_Classifier.from_state(state["clf"]))
     if state["kind"] == "next_purchase":
-        return NextPurchaseModel(**common, clf=_Classifier.from_state(state["clf"]),
-                                 days=lgb.Booster(model_str=state["days"]))
+        return NextPurchaseModel(
+            **common,
+            clf=_Classifier.from_state(state["clf"]),
+            days=lgb.Booster(model_str=state["days"]),
+        )
     raise ValueError(f"{path}: unknown model kind {state['kind']!r}")
-
-

@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+import mlflow
 from training.propensity import ChurnModel, NextPurchaseModel, load_model
 
 __all__ = [
@@ -48,7 +48,9 @@ class SnapshotPyfunc(mlflow.pyfunc.PythonModel):
         self.model = load_model(context.artifacts["model"])
 
     def predict(
-        self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
+        self,
+        context: mlflow.pyfunc.PythonModelContext,
+        model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
         out = self.model.predict(model_input)
@@ -58,7 +60,9 @@ class SnapshotPyfunc(mlflow.pyfunc.PythonModel):
 
 
 def log_snapshot_model(
-    model: ChurnModel | NextPurchaseModel, name: str, example: pd.DataFrame,
+    model: ChurnModel | NextPurchaseModel,
+    name: str,
+    example: pd.DataFrame,
     registered_model_name: str | None = None,
 ) -> mlflow.models.model.ModelInfo:
     """Log (and register) a snapshot model as a pyfunc inside the active run."""
@@ -128,22 +132,32 @@ def champion_gate(
     elif lost_to:
         promoted = False
         reason = "does not beat baseline(s) " + ", ".join(
-            f"{b} ({v:.4f} >= {value:.4f})" for b, v in lost_to.items())
+            f"{b} ({v:.4f} >= {value:.4f})" for b, v in lost_to.items()
+        )
     elif current is None:
         promoted, reason = True, f"no champion yet; beats baselines on {metric} ({value:.4f})"
     elif value > cur_value:
         promoted = True
-        reason = (f"{metric} {value:.4f} beats champion v{current.version} "
-                  f"({cur_value:.4f}) and the baselines")
+        reason = (
+            f"{metric} {value:.4f} beats champion v{current.version} "
+            f"({cur_value:.4f}) and the baselines"
+        )
     else:
         promoted = False
-        reason = (f"{metric} {value:.4f} does not beat champion v{current.version} "
-                  f"({cur_value:.4f}); champion kept")
+        reason = (
+            f"{metric} {value:.4f} does not beat champion v{current.version} "
+            f"({cur_value:.4f}); champion kept"
+        )
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
     decision = GateDecision(
-        model=name, version=version, metric=metric, value=float(value), promoted=promoted,
-        reason=reason, champion_version=None if current is None else str(current.version),
+        model=name,
+        version=version,
+        metric=metric,
+        value=float(value),
+        promoted=promoted,
+        reason=reason,
+        champion_version=None if current is None else str(current.version),
         champion_value=cur_value,
     )
     client.set_model_version_tag(name, version, "gate.promoted", str(promoted).lower())
