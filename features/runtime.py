@@ -40,6 +40,7 @@ def configure_environment() -> None:
     os.environ.setdefault("MLFLOW_TRACKING_URI", default_tracking_uri())
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 configure_environment()

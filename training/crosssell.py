@@ -28,22 +28,29 @@ Loading it needs numpy, pandas, scipy and this package, not implicit.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
+import tempfile
 import time
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+import scipy
 import scipy.sparse as sp
+from mlflow.models import ModelSignature
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 from threadpoolctl import threadpool_limits
 
-import features  # noqa: F401  (sets OPENBLAS_NUM_THREADS=1 before implicit is used)
+import features.runtime  # noqa: F401  (sets OPENBLAS_NUM_THREADS=1 if BLAS is not loaded yet)
+import mlflow
 from training.metrics import hit_rate_at_k, ndcg_at_k, recall_at_k
 
 __all__ = [
@@ -62,7 +69,7 @@ __all__ = [
     "evaluate",
     "fit_final",
     "log_pyfunc",
-    "run_cross_sell",
+    "run_backtest",
     "tune_als",
     "tune_knn",
     "tune_popularity",
@@ -128,10 +135,7 @@ def _interactions(
     )
     orders = orders.groupby(["c", "i", "o"], sort=False, as_index=False)["ts"].max()
     age = ((t - orders["ts"]) / _DAY).to_numpy()
-    if half_life_days:
-        w = np.power(0.5, age / float(half_life_days))
-    else:
-        w = np.ones(len(orders))
+    w = np.power(0.5, age / float(half_life_days)) if half_life_days else np.ones(len(orders))
     counts = sp.csr_matrix(
         (w.astype(np.float32), (orders["c"].to_numpy(), orders["i"].to_numpy())), shape=shape
     )
@@ -176,8 +180,9 @@ class Recommender(ABC):
     """Common interface of the cross-sell models (string customer and item ids).
 
     Subclasses implement ``_fit`` (learn from :class:`_Interactions`), ``_score`` (dense
-    scores of some customers × all items; ``-inf``/NaN = no evidence) and ``_similar``
-    (scores of all items against one item), plus ``_state``/``_restore`` for persistence.
+    scores of some customers × the candidate items; ``-inf``/NaN = no evidence) and
+    ``_similar`` (scores of the candidates against one item), plus ``_state``/``_restore`` for
+    persistence.
     The base class owns the id maps, seen-item filtering, the catalogue rule, deterministic
     tie-breaking (more popular first) and the popularity fallback.
     """
@@ -207,8 +212,6 @@ class Recommender(ABC):
 
     def get_params(self) -> dict[str, Any]:
         """Constructor arguments (JSON-serialisable), as scikit-learn's ``get_params``."""
-        import inspect
-
         names = [p for p in inspect.signature(type(self).__init__).parameters if p not in ("self",)]
         return {n: getattr(self, n) for n in names}
 
@@ -260,7 +263,7 @@ class Recommender(ABC):
             self._prepare_scoring()
         return self
 
-    def _prepare_scoring(self) -> None:
+    def _prepare_scoring(self) -> None:  # noqa: B027  (optional hook, not abstract)
         """Recompute whatever scoring caches depend on ``scoring_params`` (after fit/load)."""
 
     def _check_fitted(self) -> None:
@@ -390,9 +393,20 @@ class Recommender(ABC):
         return self.similar_items_frame([item_id], k)["item_id"].tolist()
 
     def similar_items_frame(self, item_ids: Iterable[str], k: int = 10) -> pd.DataFrame:
-        """:meth:`similar_items` for many items: query_item_id, rank, item_id, score, source."""
-        self._check_fitted()
+        """:meth:`similar_items` for many items: query_item_id, rank, item_id, score, source.
+
+        An unknown item gets the most popular items (``source="popular"``, score NaN).
+        """
         ids = [str(i) for i in item_ids]
+        return _frame("query_item_id", ids, self._similar_positions(ids, k), self.item_ids)
+
+    def _similar_positions(
+        self, ids: Sequence[str], k: int
+    ) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        self._check_fitted()
+        if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        k = int(k)
         positions = []
         for item_id in ids:
             pos = self._item_pos.get(item_id)
@@ -412,7 +426,7 @@ class Recommender(ABC):
                     len(items),
                 )
             )
-        return _frame("query_item_id", ids, positions, self.item_ids)
+        return positions
 
     # -- persistence -------------------------------------------------------------------------
 
@@ -940,25 +954,62 @@ def tune_popularity(
 # Backtest and final fit
 # ---------------------------------------------------------------------------------------------
 
+#: quick grids for tests and smoke runs (``grid="small"``)
+SMALL_GRIDS: dict[str, dict[str, tuple]] = {
+    "popularity": {"popularity_days": (7, 30)},
+    "knn": {"K": (20, 100)},
+    "als": {
+        "factors": (32,),
+        "iterations": (6,),
+        "weighting": ("bm25",),
+        "half_life_days": (120,),
+        "popularity_blend": (0.0, 0.5),
+    },
+}
+DEFAULT_GRIDS: dict[str, dict[str, tuple]] = {
+    "popularity": DEFAULT_POPULARITY_GRID,
+    "knn": DEFAULT_KNN_GRID,
+    "als": DEFAULT_ALS_GRID,
+}
 #: evaluation populations: customers seen before the cutoff, and those buying in the year before
 POPULATIONS: dict[str, int | None] = {"all": None, "active_365d": 365}
+
+Grid = Mapping[str, Sequence] | Sequence[Mapping[str, Any]]
 
 
 @dataclass
 class CrossSellResult:
-    """Everything :func:`run_cross_sell` produced (fitted models, choices, tables, timings)."""
+    """What :func:`run_backtest` produced.
+
+    ``params`` are the tuned ALS parameters (what :func:`fit_final` takes);
+    ``baseline_params`` the tuned item-kNN and popularity ones. ``backtest`` is the wide
+    model × population table, ``table`` the same numbers in the training pipeline's long
+    format (task, model, population, metric, value).
+    """
 
     als: ALSRecommender
     knn: ItemKNNRecommender
     popularity: PopularityRecommender
-    params: dict[str, dict[str, Any]]  # "als" / "knn" / "popularity" -> chosen parameters
-    tuning: pd.DataFrame  # every validation grid point of every model
-    backtest: pd.DataFrame  # model × population metrics at the backtest cutoff
+    params: dict[str, Any]
+    baseline_params: dict[str, dict[str, Any]]
+    tuning: pd.DataFrame  # every validation grid point of every model, best first per model
+    backtest: pd.DataFrame  # model × population at the backtest cutoff
     timings: dict[str, float]  # seconds per stage
     cutoff: pd.Timestamp
     val_cutoff: pd.Timestamp
     horizon_days: int
     targets: dict[str, dict[str, set[str]]] = field(repr=False, default_factory=dict)
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """Long format: task="cross_sell", model, population, metric, value."""
+        value_cols = [c for c in self.backtest.columns if c not in ("model", "population")]
+        long = self.backtest.melt(
+            id_vars=["model", "population"], value_vars=value_cols, var_name="metric"
+        )
+        long.insert(0, "task", "cross_sell")
+        long["value"] = long["value"].astype(float)
+        return long
 
     def meets_target(self, vs_knn: float = 1.2, vs_popularity: float = 1.6) -> bool:
         """Issue #3's acceptance: ALS recall ≥ 1.2× item-kNN and ≥ 1.6× popularity, everywhere."""
@@ -969,89 +1020,110 @@ class CrossSellResult:
         )
 
 
-def run_cross_sell(
+def _grids(grid: str | Grid | None, knn_grid: Grid | None, popularity_grid: Grid | None) -> dict:
+    if grid is None or isinstance(grid, str):
+        presets = {"default": DEFAULT_GRIDS, "small": SMALL_GRIDS}
+        if (grid or "default") not in presets:
+            raise ValueError(f"grid must be 'default', 'small' or a grid, got {grid!r}")
+        out = dict(presets[grid or "default"])
+    else:
+        out = {**DEFAULT_GRIDS, "als": grid}
+    if knn_grid is not None:
+        out["knn"] = knn_grid
+    if popularity_grid is not None:
+        out["popularity"] = popularity_grid
+    return out
+
+
+def run_backtest(
     transactions: pd.DataFrame,
     cutoff: pd.Timestamp | str | None = None,
-    horizon_days: int = 90,
+    horizon: int = 90,
     *,
+    grid: str | Grid | None = "default",
+    knn_grid: Grid | None = None,
+    popularity_grid: Grid | None = None,
     active_days: int | None = 30,
-    als_grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]] | None = None,
-    knn_grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]] | None = None,
-    popularity_grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]] | None = None,
     k: int = 10,
 ) -> CrossSellResult:
     """Tune on the validation split, refit at the backtest cutoff, evaluate model × population.
 
-    1. ``val_cutoff = cutoff − H``; only rows before ``cutoff`` are used for tuning.
-    2. Popularity's window is tuned first; it becomes every model's ``popularity_days`` (the
-       fallback, and ALS's blend prior). ``active_days`` (the dead-catalogue rule) is shared
-       too. Then item-kNN and ALS are tuned, each on its own grid.
-    3. All three are refitted on the rows before ``cutoff`` and scored on the items bought in
-       ``[cutoff, cutoff + H)`` never bought before, for every population in
+    1. ``val_cutoff = cutoff − horizon``; tuning sees only rows before ``cutoff``.
+    2. Popularity's window is tuned first and becomes every model's ``popularity_days`` (the
+       fallback, and ALS's blend prior); ``active_days`` (the dead-catalogue rule: only items
+       sold in the last ``active_days`` are recommended) is shared as well. Item-kNN and ALS
+       are then tuned on their own grids (``grid``: ``"default"``, ``"small"`` or an ALS grid).
+    3. The three tuned models are refitted on the rows before ``cutoff`` and scored on the items
+       bought in ``[cutoff, cutoff + horizon)`` and never bought before, for each population in
        :data:`POPULATIONS`.
+
     ``cutoff`` defaults to :func:`features.labels.backtest_cutoff` (log end − 90 days).
     """
     from features.labels import backtest_cutoff
 
     t = backtest_cutoff(transactions) if cutoff is None else pd.Timestamp(cutoff)
-    val = t - pd.Timedelta(days=horizon_days)
+    val = t - pd.Timedelta(days=horizon)
+    grids = _grids(grid, knn_grid, popularity_grid)
     before = transactions[transactions["ts"] < t]
     timings: dict[str, float] = {}
 
-    start = time.perf_counter()
-    pop_params, pop_table = tune_popularity(
-        before, val, horizon_days, popularity_grid, base={"active_days": active_days}, k=k
-    )
-    timings["tune_popularity_s"] = time.perf_counter() - start
-    shared = {"active_days": active_days, "popularity_days": pop_params["popularity_days"]}
-    start = time.perf_counter()
-    knn_params, knn_table = tune_knn(before, val, horizon_days, knn_grid, base=shared, k=k)
-    timings["tune_knn_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    als_params, als_table = tune_als(before, val, horizon_days, als_grid, base=shared, k=k)
-    timings["tune_als_s"] = time.perf_counter() - start
+    def timed(stage: str, fn: Any) -> Any:
+        start = time.perf_counter()
+        out = fn()
+        timings[stage] = time.perf_counter() - start
+        return out
 
+    pop_params, pop_table = timed(
+        "tune_popularity_s",
+        lambda: tune_popularity(
+            before, val, horizon, grids["popularity"], base={"active_days": active_days}, k=k
+        ),
+    )
+    shared = {"active_days": active_days, "popularity_days": pop_params["popularity_days"]}
+    knn_params, knn_table = timed(
+        "tune_knn_s", lambda: tune_knn(before, val, horizon, grids["knn"], base=shared, k=k)
+    )
+    als_params, als_table = timed(
+        "tune_als_s", lambda: tune_als(before, val, horizon, grids["als"], base=shared, k=k)
+    )
     models: dict[str, Recommender] = {}
     for name, klass, params in (
         ("als", ALSRecommender, als_params),
         ("knn", ItemKNNRecommender, knn_params),
         ("popularity", PopularityRecommender, pop_params),
     ):
-        start = time.perf_counter()
-        models[name] = klass(**params).fit(transactions, t)
-        timings[f"fit_{name}_s"] = time.perf_counter() - start
+        models[name] = timed(f"fit_{name}_s", lambda k=klass, p=params: k(**p).fit(transactions, t))
 
     start = time.perf_counter()
     rows = []
     all_targets: dict[str, dict[str, set[str]]] = {}
     for population, days in POPULATIONS.items():
         targets = cross_sell_targets(
-            transactions, t, horizon_days, customers_before(transactions, t, days)
+            transactions, t, horizon, customers_before(transactions, t, days)
         )
         all_targets[population] = targets
         for name, model in models.items():
             rows.append({"model": name, "population": population, **evaluate(model, targets, k)})
     timings["backtest_eval_s"] = time.perf_counter() - start
+    timings["total_s"] = sum(timings.values())
     backtest = pd.DataFrame(rows)
     recall = f"recall@{k}"
     ref = backtest.pivot(index="population", columns="model", values=recall)
-    backtest["recall_vs_knn"] = backtest[recall] / backtest["population"].map(ref["knn"])
-    backtest["recall_vs_popularity"] = backtest[recall] / backtest["population"].map(
-        ref["popularity"]
-    )
+    for base_model, column in (("knn", "recall_vs_knn"), ("popularity", "recall_vs_popularity")):
+        backtest[column] = backtest[recall] / backtest["population"].map(ref[base_model])
     backtest["n_customers"] = backtest["n_customers"].astype(int)
-    timings["total_s"] = sum(timings.values())
     return CrossSellResult(
         als=models["als"],  # type: ignore[arg-type]
         knn=models["knn"],  # type: ignore[arg-type]
         popularity=models["popularity"],  # type: ignore[arg-type]
-        params={"als": als_params, "knn": knn_params, "popularity": pop_params},
+        params=als_params,
+        baseline_params={"knn": knn_params, "popularity": pop_params},
         tuning=pd.concat([pop_table, knn_table, als_table], ignore_index=True),
         backtest=backtest,
         timings=timings,
         cutoff=t,
         val_cutoff=val,
-        horizon_days=horizon_days,
+        horizon_days=horizon,
         targets=all_targets,
     )
 
@@ -1062,11 +1134,11 @@ def backtest_table(
     horizon: int = 90,
     **kwargs: Any,
 ) -> pd.DataFrame:
-    """Rows model × population; recall@10, ndcg@10, hit_rate@10, n_customers and recall ratios.
+    """Rows model × population: recall@10, ndcg@10, hit_rate@10, n_customers, recall ratios.
 
-    Shorthand for ``run_cross_sell(transactions, cutoff, horizon, **kwargs).backtest``.
+    Shorthand for ``run_backtest(transactions, cutoff, horizon, **kwargs).backtest``.
     """
-    return run_cross_sell(transactions, cutoff, horizon, **kwargs).backtest
+    return run_backtest(transactions, cutoff, horizon, **kwargs).backtest
 
 
 def fit_final(
@@ -1082,3 +1154,156 @@ def fit_final(
         cutoff = transactions["ts"].max().normalize() + _DAY
     model = ALSRecommender(**dict(params or {}))
     return model.fit(transactions, cutoff)  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------
+# MLflow pyfunc
+# ---------------------------------------------------------------------------------------------
+
+_OUTPUT_COLUMNS = ["rank", "item_id", "item_name", "score", "source"]
+
+
+class CrossSellPyfunc(mlflow.pyfunc.PythonModel):
+    """A fitted :class:`Recommender` behind MLflow's pyfunc interface.
+
+    Artifacts: ``recommender`` (a directory written by :meth:`Recommender.save`) and
+    ``item_index`` (JSON: the model's item ids and, when known, their names). Call with
+    ``params={"mode": ..., "k": ..., "exclude_seen": ...}``:
+
+    * ``mode="recommend"`` (default): input column ``customer_id``; output ``customer_id,
+      rank, item_id, item_name, score, source`` — the top-k items each customer has not bought
+      or returned (``exclude_seen``); unknown customers get popular items (``source="popular"``,
+      ``score`` NaN);
+    * ``mode="similar"``: input column ``item_id``; output ``query_item_id, rank, item_id,
+      item_name, score, source`` — items bought together with each input item.
+
+    An optional integer input column ``k`` overrides ``params["k"]`` per row.
+    """
+
+    def __init__(self) -> None:
+        self.model: Recommender | None = None
+        self.names: dict[str, str] = {}
+
+    def load_context(self, context: Any) -> None:
+        self.model = Recommender.load(context.artifacts["recommender"])
+        index = json.loads(Path(context.artifacts["item_index"]).read_text())
+        names = index.get("name") or [None] * len(index["item_id"])
+        self.names = {i: n for i, n in zip(index["item_id"], names, strict=True) if n is not None}
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        if self.model is None:
+            self.load_context(context)
+        params = dict(params or {})
+        mode = params.get("mode") or "recommend"
+        k_default = int(params.get("k") or 10)
+        exclude_seen = bool(params.get("exclude_seen", True))
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        if mode == "recommend":
+            key, query = "customer_id", "customer_id"
+        elif mode == "similar":
+            key, query = "item_id", "query_item_id"
+        else:
+            raise ValueError(f"mode must be 'recommend' or 'similar', got {mode!r}")
+        if key not in frame.columns or frame[key].isna().any():
+            raise ValueError(f"mode={mode!r} needs a non-empty '{key}' column in the input")
+        ids = frame[key].astype(str).str.strip().tolist()
+        if "k" in frame.columns:
+            ks = pd.to_numeric(frame["k"], errors="coerce").fillna(k_default).astype(int)
+            ks = ks.clip(lower=1).tolist()
+        else:
+            ks = [k_default] * len(ids)
+        if not ids:
+            return pd.DataFrame(columns=[query, *_OUTPUT_COLUMNS])
+        if mode == "recommend":
+            positions = self.model._recommend_positions(ids, max(ks), exclude_seen)
+        else:
+            positions = self.model._similar_positions(ids, max(ks))
+        positions = [(p[:k], v[:k], min(m, k)) for (p, v, m), k in zip(positions, ks, strict=True)]
+        out = _frame(query, ids, positions, self.model.item_ids)
+        out.insert(3, "item_name", out["item_id"].map(self.names).astype(object))
+        return out.reset_index(drop=True)
+
+
+def _signature() -> ModelSignature:
+    inputs = Schema(
+        [
+            ColSpec("string", "customer_id", required=False),
+            ColSpec("string", "item_id", required=False),
+            ColSpec("long", "k", required=False),
+        ]
+    )
+    outputs = Schema(
+        [
+            ColSpec("string", "customer_id", required=False),
+            ColSpec("string", "query_item_id", required=False),
+            ColSpec("long", "rank"),
+            ColSpec("string", "item_id"),
+            ColSpec("string", "item_name", required=False),
+            ColSpec("double", "score", required=False),
+            ColSpec("string", "source"),
+        ]
+    )
+    params = ParamSchema(
+        [
+            ParamSpec("mode", "string", "recommend"),
+            ParamSpec("k", "long", 10),
+            ParamSpec("exclude_seen", "boolean", True),
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def log_pyfunc(
+    recommender: Recommender,
+    name: str = "cross_sell",
+    item_names: pd.DataFrame | None = None,
+    registered_model_name: str | None = None,
+) -> mlflow.models.model.ModelInfo:
+    """Log ``recommender`` as a :class:`CrossSellPyfunc` model in the active MLflow run.
+
+    ``item_names`` (columns ``item_id``, ``name``; e.g. ``Loaded.items``) labels the items in
+    the output. Starts (and ends) a run if none is active. With ``registered_model_name`` the
+    model is also registered (a new version). Returns MLflow's ``ModelInfo``.
+    """
+    recommender._check_fitted()
+    names: list[str | None] | None = None
+    if item_names is not None and len(item_names):
+        lookup = dict(
+            zip(item_names["item_id"].astype(str), item_names["name"].astype(object), strict=True)
+        )
+        names = [
+            None if pd.isna(lookup.get(i)) else str(lookup[i])
+            for i in recommender.item_ids.tolist()
+        ]
+    # a made-up id (served the popularity fallback): no real customer id in the artifacts
+    input_example = pd.DataFrame({"customer_id": ["example-customer"]})
+    metadata = {
+        "recommender": type(recommender).__name__,
+        "params": json.dumps(recommender.get_params(), default=str),
+        "cutoff": recommender.cutoff.isoformat(),
+        "n_customers": len(recommender.customer_ids),
+        "n_items": len(recommender.item_ids),
+    }
+    requirements = [
+        f"mlflow=={mlflow.__version__}",
+        f"numpy=={np.__version__}",
+        f"pandas=={pd.__version__}",
+        f"scipy=={scipy.__version__}",
+    ]
+    run = nullcontext() if mlflow.active_run() else mlflow.start_run(run_name=name)
+    with tempfile.TemporaryDirectory() as tmp, run:
+        model_dir = recommender.save(Path(tmp) / "recommender")
+        index_path = Path(tmp) / "item_index.json"
+        index_path.write_text(json.dumps({"item_id": recommender.item_ids.tolist(), "name": names}))
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=CrossSellPyfunc(),
+            artifacts={"recommender": str(model_dir), "item_index": str(index_path)},
+            signature=_signature(),
+            input_example=(input_example, {"mode": "recommend", "k": 10}),
+            registered_model_name=registered_model_name,
+            pip_requirements=requirements,
+            metadata=metadata,
+        )

@@ -13,6 +13,7 @@ model; the champion gate (:mod:`training.registry`) decides whether aliases move
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,6 +74,16 @@ class TrainResult:
     stages: list[Measurement]
     cutoff: pd.Timestamp
     fingerprint: dict[str, Any]
+
+
+class _QuietCloudPickle(logging.Filter):
+    """Drop MLflow's per-model CloudPickle notice (our pyfuncs are our own code)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "CloudPickle" not in record.getMessage()
+
+
+logging.getLogger("mlflow.pyfunc").addFilter(_QuietCloudPickle())
 
 
 def _log(msg: str) -> None:
@@ -274,8 +285,10 @@ def train(cfg: TrainConfig) -> TrainResult:
         lambda: crosssell.run_backtest(tx, cutoff, cfg.horizon, grid=cfg.als_grid),
     )
     table = pd.concat([table, xs.table], ignore_index=True)
-    _log(f"\nbacktest (cutoff {cutoff.date()}, horizon {cfg.horizon} d)\n"
-         f"{backtest_markdown(table)}\n")
+    _log(
+        f"\nbacktest (cutoff {cutoff.date()}, horizon {cfg.horizon} d)\n"
+        f"{backtest_markdown(table)}\n"
+    )
 
     final_cutoffs = training_cutoffs(tx, end, **cut_kw)
     final_frame = stages.run(

@@ -3,7 +3,7 @@
 Registered models: ``churn`` and ``next_purchase`` (a :class:`SnapshotPyfunc` around a
 :mod:`training.propensity` model; input = the feature snapshot) and ``cross_sell`` (see
 :mod:`training.crosssell`). Every version carries its backtest metrics as tags
-(``backtest.<metric>``), so the gate compares like with like without re-running anything.
+(``backtest.<metric>``, ``@`` spelt ``_at_``), so the gate compares like with like without re-running anything.
 
 **Champion gate** (:func:`champion_gate`): the alias ``champion`` moves to a new version
 only if its gate metric beats the current champion's *and* every baseline's on the same
@@ -103,6 +103,11 @@ def champion_version(client: MlflowClient, name: str) -> Any | None:
         return None
 
 
+def metric_tag(metric: str) -> str:
+    """The model-version tag holding a backtest metric (MLflow keys cannot contain '@')."""
+    return "backtest." + metric.replace("@", "_at_")
+
+
 def champion_gate(
     client: MlflowClient,
     name: str,
@@ -115,14 +120,15 @@ def champion_gate(
     """Move ``champion`` to ``version`` iff it beats the champion and the baselines.
 
     ``value`` and ``baselines`` are the backtest values of ``metric`` (higher is better).
-    The new version is tagged with ``backtest.<metric>``, the decision and its reason.
+    The new version is tagged with :func:`metric_tag`, the decision and its reason.
     """
     version = str(version)
-    client.set_model_version_tag(name, version, f"backtest.{metric}", repr(float(value)))
+    key = metric_tag(metric)
+    client.set_model_version_tag(name, version, key, repr(float(value)))
     current = champion_version(client, name)
     cur_value = None
     if current is not None:
-        tag = current.tags.get(f"backtest.{metric}")
+        tag = current.tags.get(key)
         cur_value = float(tag) if tag is not None else -math.inf
     lost_to = {b: v for b, v in baselines.items() if not value > v}
     if force:

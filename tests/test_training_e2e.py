@@ -1,0 +1,92 @@
+"""A tiny end-to-end training run on a slice of the real log, twice, into a temp registry."""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+import mlflow
+from features.loaders import load_online_retail
+from features.runtime import DEFAULT_DATA
+from training.pipeline import TrainConfig, missing_champions, train
+from training.registry import CHAMPION
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def slice_csv(tmp_path_factory):
+    """Every 8th customer of the real log (by a stable hash), in the contract's columns."""
+    tx = load_online_retail(DEFAULT_DATA).transactions
+    keep = tx["customer_id"].map(lambda c: zlib.crc32(c.encode()) % 8 == 0)
+    path = tmp_path_factory.mktemp("slice") / "slice.csv"
+    cols = ["customer_id", "order_id", "ts", "item_id", "quantity", "unit_price"]
+    tx.loc[keep, cols].to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(slice_csv, tmp_path_factory):
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    cfg = dict(data=slice_csv, tracking_uri=uri, als_grid="small", max_cutoffs=4, experiment="e2e")
+    assert set(missing_champions(uri)) == {"churn", "next_purchase", "cross_sell"}
+    first = train(TrainConfig(**cfg, force_first=True))
+    second = train(TrainConfig(**cfg, force_first=True))
+    yield uri, first, second
+    mlflow.set_tracking_uri(None)
+
+
+def test_first_run_registers_all_three_champions(runs):
+    uri, first, _ = runs
+    assert missing_champions(uri) == []
+    client = MlflowClient(uri)
+    for name in ("churn", "next_purchase", "cross_sell"):
+        v = client.get_model_version_by_alias(name, CHAMPION)
+        assert str(v.version) == "1"
+        assert any(k.startswith("backtest.") for k in v.tags)
+    assert {d.model for d in first.decisions if d.promoted} == {
+        "churn",
+        "next_purchase",
+        "cross_sell",
+    }
+
+
+def test_backtest_table_has_every_model_and_population(runs):
+    _, first, _ = runs
+    t = first.metrics
+    for task, models in {
+        "churn": {"model", "bgnbd", "recency"},
+        "next_purchase": {"model", "bgnbd", "recency", "own_cycle"},
+        "cross_sell": {"als", "knn", "popularity"},
+    }.items():
+        assert set(t[t.task == task].model) == models
+    assert set(t.population) == {"all", "active_365d"}
+    auc = t[(t.task == "churn") & (t.model == "model") & (t.metric == "auc")]["value"]
+    assert (auc > 0.6).all()
+
+
+def test_run_logs_params_metrics_and_plots(runs):
+    uri, first, _ = runs
+    client = MlflowClient(uri)
+    parent = client.get_run(first.run_id)
+    assert parent.data.params["data.sha256"] == first.fingerprint["data.sha256"]
+    assert "churn.model.all.auc" in parent.data.metrics
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{first.run_id}'"
+    )
+    names = {r.info.run_name for r in children}
+    assert names == {"churn", "next_purchase", "cross_sell"}
+    churn_run = next(r for r in children if r.info.run_name == "churn")
+    plots = {f.path for f in client.list_artifacts(churn_run.info.run_id, "plots")}
+    assert {"plots/lift.png", "plots/calibration.png", "plots/feature_importance.png"} <= plots
+
+
+def test_second_identical_run_keeps_the_champion(runs):
+    uri, _, second = runs
+    client = MlflowClient(uri)
+    for d in second.decisions:
+        assert not d.promoted, d
+        assert "does not beat champion" in d.reason or "baseline" in d.reason
+        assert str(client.get_model_version_by_alias(d.model, CHAMPION).version) == "1"
