@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m features $(ARGS)
+	$(PY) -m training --if-missing $(ARGS)
+	$(PY) -m training.score
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)

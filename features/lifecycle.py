@@ -22,8 +22,8 @@ Examples: a weekly buyer (cycle 7 d) silent 30 days is 4.3 cycles late → ``at_
 twice-yearly buyer (cycle 180 d) silent 90 days is 0.5 cycles late → ``active`` (at risk
 only after 270 days, lost after a year).
 
-Value tier: the customer's value score is their annualised historic spend (spend over
-max(tenure, 1 year)), averaged with predicted value when a prediction is given; ``high``
+Value tier: the customer's value score is their annualised historic spend net of returns
+(spend × (1 − returned share) over max(tenure, 1 year)), averaged with predicted value when a prediction is given; ``high``
 is the top ``1 − high_quantile`` (20%), ``low`` the bottom ``low_quantile`` (40%), of the
 customers in the same snapshot.
 """
@@ -58,9 +58,10 @@ class LifecycleRules:
 
 
 def value_score(features: pd.DataFrame, predicted_value: pd.Series | None = None) -> pd.Series:
-    """Annualised historic spend, averaged with predicted annual value when given."""
+    """Annualised historic spend net of returns, averaged with predicted annual value when given."""
     years = np.maximum(features["tenure_days"].to_numpy(), 365.0) / 365.0
-    hist = pd.Series(features["monetary_all"].to_numpy() / years, index=features.index)
+    kept = 1.0 - np.clip(features["return_rate_value"].to_numpy(), 0.0, 1.0)
+    hist = pd.Series(features["monetary_all"].to_numpy() * kept / years, index=features.index)
     if predicted_value is None:
         return hist
     return 0.5 * hist + 0.5 * predicted_value.reindex(features.index).fillna(hist)

@@ -424,9 +424,7 @@ class Settings(BaseSettings):
     brand: str = Field(default="Revival", min_length=1, max_length=40)
     landing_url: HttpUrl | None = None
     implied_consent: list[ChannelName] = Field(default_factory=lambda: ["email"])
-    account_identifiers: list[Identifier] = Field(
-        default_factory=lambda: ["member_id", "email"]
-    )
+    account_identifiers: list[Identifier] = Field(default_factory=lambda: ["member_id", "email"])
 
     holdout_share: float = Field(default=0.1, ge=0, le=1)
     holdout_salt: str = Field(default="revival-holdout-v1", min_length=1)

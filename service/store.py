@@ -33,6 +33,7 @@ within ``window`` of it, no rolling window of that length ever holds more than `
 from __future__ import annotations
 
 import abc
+import functools
 import hashlib
 import json
 import logging
@@ -703,6 +704,99 @@ _DECISION_COLUMNS = [c.name for c in decisions.columns]
 _EVENT_COLUMNS = [c.name for c in events.columns]
 
 
+# --------------------------------------------------------------------------- statements
+# The read paths run on every decision: their statements are built once (with bind
+# parameters) so SQLAlchemy neither rebuilds the expression nor recomputes its cache key.
+
+_ENGAGEMENT_KINDS = {
+    "sent": "sends",
+    "opened": "opens",
+    "clicked": "clicks",
+    "converted": "conversions",
+    "unsubscribed": "unsubscribes",
+    "bounced": "bounces",
+    "complained": "complaints",
+}
+
+
+@functools.cache
+def _contact_statements(with_hi: bool, with_channel: bool) -> tuple[sa.Select, sa.Select]:
+    """(planned decisions, sent events) for ``_contacts``; binds customer_id, lo, hi, channel."""
+    d, e, e2 = decisions, events, events.alias("e2")
+    planned = sa.func.coalesce(d.c.send_at, d.c.ts)
+    has_sent = (
+        sa.select(e2.c.event_id)
+        .where(e2.c.decision_id == d.c.decision_id, e2.c.event == "sent")
+        .exists()
+    )
+    q_dec = sa.select(
+        d.c.decision_id, d.c.campaign_id, d.c.channel, planned.label("planned_at")
+    ).where(
+        d.c.customer_id == sa.bindparam("customer_id"),
+        d.c.revive.is_(True),
+        d.c.holdout.is_(False),
+        d.c.channel.is_not(None),
+        ~has_sent,
+        planned >= sa.bindparam("lo", type_=UtcDateTime),
+    )
+    earlier_sent = (
+        sa.select(e2.c.event_id)
+        .where(
+            e2.c.decision_id == e.c.decision_id,
+            e2.c.event == "sent",
+            sa.or_(e2.c.ts < e.c.ts, sa.and_(e2.c.ts == e.c.ts, e2.c.event_id < e.c.event_id)),
+        )
+        .exists()
+    )
+    q_ev = sa.select(e.c.event_id, e.c.decision_id, e.c.campaign_id, e.c.channel, e.c.ts).where(
+        e.c.customer_id == sa.bindparam("customer_id"),
+        e.c.event == "sent",
+        e.c.ts >= sa.bindparam("lo", type_=UtcDateTime),
+        sa.or_(e.c.decision_id.is_(None), ~earlier_sent),
+    )
+    if with_hi:
+        q_dec = q_dec.where(planned <= sa.bindparam("hi", type_=UtcDateTime))
+        q_ev = q_ev.where(e.c.ts <= sa.bindparam("hi", type_=UtcDateTime))
+    if with_channel:
+        q_dec = q_dec.where(d.c.channel == sa.bindparam("channel"))
+        q_ev = q_ev.where(e.c.channel == sa.bindparam("channel"))
+    return q_dec, q_ev
+
+
+@functools.cache
+def _engagement_statement(with_customer: bool, with_since: bool) -> sa.Select:
+    """Per (channel, event) message counts; binds customer_id and since."""
+    e = events.c
+    messages = sa.func.count(sa.distinct(e.decision_id)) + sa.func.sum(
+        sa.case((e.decision_id.is_(None), 1), else_=0)
+    )
+    q = (
+        sa.select(e.channel, e.event, messages.label("n"), sa.func.max(e.ts).label("last"))
+        .where(e.channel.is_not(None), e.event.in_(list(_ENGAGEMENT_KINDS)))
+        .group_by(e.channel, e.event)
+    )
+    if with_customer:
+        q = q.where(e.customer_id == sa.bindparam("customer_id"))
+    if with_since:
+        q = q.where(e.ts >= sa.bindparam("since", type_=UtcDateTime))
+    return q
+
+
+@functools.cache
+def _consent_statements(with_as_of: bool) -> tuple[sa.Select, sa.Select]:
+    """(consent rows, revoking events) for ``_consents``; binds customer_id and as_of."""
+    qc = sa.select(consents.c.consent_id, consents.c.channel, consents.c.granted, consents.c.ts)
+    qc = qc.where(consents.c.customer_id == sa.bindparam("customer_id"))
+    qe = sa.select(events.c.event_id, events.c.channel, events.c.ts).where(
+        events.c.customer_id == sa.bindparam("customer_id"),
+        events.c.event.in_(REVOKING_EVENTS),
+    )
+    if with_as_of:
+        qc = qc.where(consents.c.ts <= sa.bindparam("as_of", type_=UtcDateTime))
+        qe = qe.where(events.c.ts <= sa.bindparam("as_of", type_=UtcDateTime))
+    return qc, qe
+
+
 # --------------------------------------------------------------------------- SQL store
 
 
@@ -803,6 +897,10 @@ class SqlContactStore(ContactStore):
             cur.close()
             if wal:
                 _enable_wal(dbapi_conn, busy_timeout_ms / 1000)
+                # WAL + NORMAL never corrupts the file; a power cut may lose the last
+                # commits (not an application crash). FULL doubles the cost of every
+                # decision's write with an fsync.
+                dbapi_conn.execute("PRAGMA synchronous = NORMAL")
 
         @sa_event.listens_for(self._engine, "begin")
         def _on_begin(conn: Connection) -> None:
@@ -1027,55 +1125,23 @@ class SqlContactStore(ContactStore):
         channel: str | None = None,
     ) -> list[ContactRecord]:
         """Contacts with ``lo <= time <= hi`` (see the module docstring for the definition)."""
-        d, e, e2 = decisions, events, events.alias("e2")
-        planned = sa.func.coalesce(d.c.send_at, d.c.ts)
-        has_sent = (
-            sa.select(e2.c.event_id)
-            .where(e2.c.decision_id == d.c.decision_id, e2.c.event == "sent")
-            .exists()
-        )
-        q_dec = sa.select(
-            d.c.decision_id, d.c.campaign_id, d.c.channel, planned.label("planned_at")
-        ).where(
-            d.c.customer_id == customer_id,
-            d.c.revive.is_(True),
-            d.c.holdout.is_(False),
-            d.c.channel.is_not(None),
-            ~has_sent,
-            planned >= lo,
-        )
-        earlier_sent = (
-            sa.select(e2.c.event_id)
-            .where(
-                e2.c.decision_id == e.c.decision_id,
-                e2.c.event == "sent",
-                sa.or_(e2.c.ts < e.c.ts, sa.and_(e2.c.ts == e.c.ts, e2.c.event_id < e.c.event_id)),
-            )
-            .exists()
-        )
-        q_ev = sa.select(e.c.event_id, e.c.decision_id, e.c.campaign_id, e.c.channel, e.c.ts).where(
-            e.c.customer_id == customer_id,
-            e.c.event == "sent",
-            e.c.ts >= lo,
-            sa.or_(e.c.decision_id.is_(None), ~earlier_sent),
-        )
+        q_dec, q_ev = _contact_statements(hi is not None, channel is not None)
+        params: dict[str, Any] = {"customer_id": customer_id, "lo": lo}
         if hi is not None:
-            q_dec = q_dec.where(planned <= hi)
-            q_ev = q_ev.where(e.c.ts <= hi)
+            params["hi"] = hi
         if channel is not None:
-            q_dec = q_dec.where(d.c.channel == channel)
-            q_ev = q_ev.where(e.c.channel == channel)
+            params["channel"] = channel
         out = [
             ContactRecord(
                 customer_id, r.channel, r.planned_at, "decision", r.decision_id, r.campaign_id
             )
-            for r in conn.execute(q_dec)
+            for r in conn.execute(q_dec, params)
         ]
         out += [
             ContactRecord(
                 customer_id, r.channel, r.ts, "event", r.decision_id, r.campaign_id, r.event_id
             )
-            for r in conn.execute(q_ev)
+            for r in conn.execute(q_ev, params)
         ]
         out.sort(key=lambda c: (c.ts, c.source, c.decision_id or "", c.event_id or 0))
         return out
@@ -1117,31 +1183,16 @@ class SqlContactStore(ContactStore):
     # ----------------------------------------------------------------- engagement
 
     def _engagement(self, customer_id: str | None, since: datetime | None) -> dict[str, Engagement]:
-        e = events.c
-        kinds = {
-            "sent": "sends",
-            "opened": "opens",
-            "clicked": "clicks",
-            "converted": "conversions",
-            "unsubscribed": "unsubscribes",
-            "bounced": "bounces",
-            "complained": "complaints",
-        }
-        messages = sa.func.count(sa.distinct(e.decision_id)) + sa.func.sum(
-            sa.case((e.decision_id.is_(None), 1), else_=0)
-        )
-        q = (
-            sa.select(e.channel, e.event, messages.label("n"), sa.func.max(e.ts).label("last"))
-            .where(e.channel.is_not(None), e.event.in_(list(kinds)))
-            .group_by(e.channel, e.event)
-        )
+        kinds = _ENGAGEMENT_KINDS
+        q = _engagement_statement(customer_id is not None, since is not None)
+        params: dict[str, Any] = {}
         if customer_id is not None:
-            q = q.where(e.customer_id == customer_id)
+            params["customer_id"] = customer_id
         if since is not None:
-            q = q.where(e.ts >= as_utc(since))
+            params["since"] = as_utc(since)
         acc: dict[str, dict[str, Any]] = {}
         with self._tx() as conn:
-            for r in conn.execute(q):
+            for r in conn.execute(q, params):
                 fields = acc.setdefault(r.channel, {})
                 fields[kinds[r.event]] = int(r.n)
                 if r.event == "sent":
@@ -1179,17 +1230,15 @@ class SqlContactStore(ContactStore):
     def _consents(
         self, conn: Connection, customer_id: str, as_of: datetime | None
     ) -> dict[str, bool]:
-        qc = sa.select(consents.c.consent_id, consents.c.channel, consents.c.granted, consents.c.ts)
-        qc = qc.where(consents.c.customer_id == customer_id)
-        qe = sa.select(events.c.event_id, events.c.channel, events.c.ts).where(
-            events.c.customer_id == customer_id, events.c.event.in_(REVOKING_EVENTS)
-        )
+        qc, qe = _consent_statements(as_of is not None)
+        params: dict[str, Any] = {"customer_id": customer_id}
         if as_of is not None:
-            qc = qc.where(consents.c.ts <= as_utc(as_of))
-            qe = qe.where(events.c.ts <= as_utc(as_of))
+            params["as_of"] = as_utc(as_of)
         # (ts, revocation-last so it wins ties, insertion order) -> (channel, granted)
-        timeline = [((r.ts, 0, r.consent_id), r.channel, bool(r.granted)) for r in conn.execute(qc)]
-        timeline += [((r.ts, 1, r.event_id), r.channel, False) for r in conn.execute(qe)]
+        timeline = [
+            ((r.ts, 0, r.consent_id), r.channel, bool(r.granted)) for r in conn.execute(qc, params)
+        ]
+        timeline += [((r.ts, 1, r.event_id), r.channel, False) for r in conn.execute(qe, params)]
         timeline.sort(key=lambda t: t[0])
         universe = set(KNOWN_CHANNELS) | {ch for _, ch, _ in timeline if ch is not None}
         state: dict[str, bool] = {}

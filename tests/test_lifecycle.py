@@ -26,6 +26,7 @@ BASE = {
     "orders_180d": 3.0,
     "orders_365d": 4.0,
     "monetary_all": 1000.0,
+    "return_rate_value": 0.0,
 }
 
 
@@ -211,6 +212,17 @@ def test_value_score_is_annualised_and_blends_prediction():
     assert value_score(feats, pred).tolist() == pytest.approx([500, 300, 600])
     lc = assign_lifecycle(feats, predicted_value=pred)
     assert lc["value_score"].tolist() == pytest.approx([500, 300, 600])
+
+
+def test_value_score_is_net_of_returns():
+    feats = frame(
+        {
+            "returned_a_quarter": {"monetary_all": 1000, "return_rate_value": 0.25},
+            # returned more than bought in the window (old purchases): worth nothing, not less
+            "returned_everything": {"monetary_all": 1000, "return_rate_value": 1.7},
+        }
+    )
+    assert value_score(feats).tolist() == pytest.approx([750 * 365 / 400, 0.0])
 
 
 def test_tiers_with_fixed_thresholds():

@@ -17,14 +17,14 @@ from training.registry import (
     champion_version,
     load_champion,
     log_snapshot_model,
+    use_store,
 )
 
 
 @pytest.fixture()
 def store(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("gate-test")
+    use_store(uri, "gate-test")
     yield MlflowClient(uri)
     mlflow.set_tracking_uri(None)
 

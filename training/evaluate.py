@@ -22,7 +22,7 @@ from features.labels import backtest_cutoff
 from features.loaders import load_transactions
 from features.runtime import DEFAULT_DATA, default_tracking_uri
 from training.pipeline import backtest_markdown, evaluate_propensity
-from training.registry import CHAMPION, champion_version, load_champion
+from training.registry import CHAMPION, champion_version, load_champion, use_store
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tracking-uri", default=default_tracking_uri())
     p.add_argument("--experiment", default="revival")
     args = p.parse_args(argv)
-    mlflow.set_tracking_uri(args.tracking_uri)
-    mlflow.set_experiment(args.experiment)
+    use_store(args.tracking_uri, args.experiment)
     client = mlflow.tracking.MlflowClient()
     versions = {n: champion_version(client, n) for n in ("churn", "next_purchase")}
     missing = [n for n, v in versions.items() if v is None]

@@ -38,6 +38,7 @@ from training.registry import (
     champion_gate,
     champion_version,
     log_snapshot_model,
+    use_store,
     write_json,
 )
 
@@ -185,36 +186,41 @@ def _metric(
     return float(sel["value"].iloc[0]) if len(sel) else float("nan")
 
 
+_SHOWN = (
+    "auc",
+    "pr_auc",
+    "brier",
+    "ece",
+    "top_decile_lift",
+    "lift_quality",
+    "mae_days",
+    "recall@10",
+    "ndcg@10",
+    "hit_rate@10",
+    "n",
+    "n_customers",
+)
+
+
 def backtest_markdown(table: pd.DataFrame) -> str:
-    """The backtest table as markdown: one row per task/model, population × metric columns."""
-    wide = table.pivot_table(
-        index=["task", "model"], columns=["population", "metric"], values="value", sort=False
-    )
-    keep = [
-        c
-        for c in wide.columns
-        if c[1]
-        in {
-            "auc",
-            "pr_auc",
-            "brier",
-            "ece",
-            "top_decile_lift",
-            "lift_quality",
-            "mae_days",
-            "recall@10",
-            "ndcg@10",
-            "hit_rate@10",
-        }
-    ]
-    wide = wide[keep]
-    head = "| task | model | " + " | ".join(f"{p} {m}" for p, m in wide.columns) + " |"
-    sep = "|" + "---|" * (len(wide.columns) + 2)
-    lines = [head, sep]
-    for (task, model), row in wide.iterrows():
-        vals = " | ".join("" if pd.isna(v) else f"{v:.4f}" for v in row.to_numpy())
-        lines.append(f"| {task} | {model} | {vals} |")
-    return "\n".join(lines)
+    """The backtest as markdown: one table per task, rows model × population."""
+    out = []
+    for task, sub in table.groupby("task", sort=False):
+        wide = sub.pivot_table(
+            index=["model", "population"], columns="metric", values="value", sort=False
+        )
+        cols = [c for c in _SHOWN if c in wide.columns and wide[c].notna().any()]
+        out.append(f"**{task}**\n")
+        out.append("| model | population | " + " | ".join(cols) + " |")
+        out.append("|---|---|" + "---:|" * len(cols))
+        for (model, pop), row in wide[cols].iterrows():
+            vals = " | ".join(
+                "" if pd.isna(v) else (f"{v:,.0f}" if c in ("n", "n_customers") else f"{v:.4f}")
+                for c, v in zip(cols, row.to_numpy(), strict=True)
+            )
+            out.append(f"| {model} | {pop} | {vals} |")
+        out.append("")
+    return "\n".join(out)
 
 
 def _fingerprint(
@@ -245,8 +251,7 @@ def missing_champions(tracking_uri: str, names: tuple[str, ...] = tuple(GATE_MET
 def train(cfg: TrainConfig) -> TrainResult:
     """Run the whole training (see module docstring); prints progress per stage."""
     stages = _Stages()
-    mlflow.set_tracking_uri(cfg.tracking_uri)
-    mlflow.set_experiment(cfg.experiment)
+    use_store(cfg.tracking_uri, cfg.experiment)
     client = MlflowClient()
 
     loaded: Loaded = stages.run("load + clean log", lambda: load_transactions(cfg.data))

@@ -36,6 +36,8 @@ __all__ = [
     "champion_version",
     "load_champion",
     "log_snapshot_model",
+    "metric_tag",
+    "use_store",
 ]
 
 CHAMPION = "champion"
@@ -95,6 +97,27 @@ class GateDecision:
         return asdict(self)
 
 
+def use_store(tracking_uri: str, experiment: str) -> str:
+    """Point MLflow at ``tracking_uri`` and select ``experiment``, creating it if needed.
+
+    For a SQLite store the experiment's artifacts live beside the database
+    (``<db folder>/artifacts/<experiment>``), not in ``./mlruns`` of whatever directory the
+    process happens to run in. Returns the experiment id.
+    """
+    mlflow.set_tracking_uri(tracking_uri)
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        location = None
+        if tracking_uri.startswith("sqlite:///"):
+            db = Path(tracking_uri.removeprefix("sqlite:///"))
+            location = (db.parent / "artifacts" / experiment).resolve().as_uri()
+        exp_id = mlflow.create_experiment(experiment, artifact_location=location)
+    else:
+        exp_id = exp.experiment_id
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
 def champion_version(client: MlflowClient, name: str) -> Any | None:
     """The model version holding the ``champion`` alias, or ``None``."""
     try:
@@ -131,9 +154,7 @@ def champion_gate(
         tag = current.tags.get(key)
         cur_value = float(tag) if tag is not None else -math.inf
     lost_to = {b: v for b, v in baselines.items() if not value > v}
-    if force:
-        promoted, reason = True, "forced (--force)"
-    elif not math.isfinite(value):
+    if not math.isfinite(value):
         promoted, reason = False, f"{metric} is not finite ({value})"
     elif lost_to:
         promoted = False
@@ -154,6 +175,8 @@ def champion_gate(
             f"{metric} {value:.4f} does not beat champion v{current.version} "
             f"({cur_value:.4f}); champion kept"
         )
+    if force and not promoted:
+        promoted, reason = True, f"forced; the gate alone would have said: {reason}"
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
     decision = GateDecision(

@@ -1,0 +1,1253 @@
+"""The decision engine: who to revive, why they slept, what to offer, on which channel, when.
+
+Plain Python (no BentoML), deterministic given its inputs, and the one module that holds the
+decision policy. The service perceives a customer (feature row, model scores, ALS candidates,
+item history, contact history and consents from the store) and calls :func:`decide`; batch
+ranking uses the vectorised :func:`priorities` on the whole snapshot and builds full decisions
+only for the rows it keeps.
+
+Priority (currency) — expected incremental gross margin of contacting the customer now with
+offer ``o`` on channel ``c``, minus what the contact costs::
+
+    p0        = P(order within 30 days | no contact)          next-purchase model, p_buy_30d
+    uplift    = lambda * (e_c / e_ref) * m_o * (1 - p0) * reach   (capped at 1 - p0)
+    p1        = p0 + uplift                                    P(order within 30 d | contact)
+    value     = gross_margin * basket_value                    margin of one order
+    incentive = cost_rate_o * basket_value * p1                the discount is paid by every
+                                                               buyer who holds it, not only
+                                                               the incremental ones
+    priority  = uplift * value - incentive - cost_c * segments
+
+* ``lambda`` = 0.00496, the Hillstrom experiment's arm difference: P(conversion within two
+  weeks | one merchandise e-mail) − P(conversion | no e-mail) = 0.010681 − 0.005726 over
+  42,693 e-mailed and 21,307 control customers who bought in the previous 12 months (Kevin
+  Hillstrom, MineThatData E-Mail Analytics challenge, 2008; ``../shared/data``). Per recency
+  band (1-3, 4-6, 7-9, 10-12 months) the difference stays between 0.0038 and 0.0056, so it is
+  applied flat up to a year of silence; beyond that (outside the experiment's support)
+  ``reach = exp(-(recency - 365) / 365)`` is an assumption. Only customers who would not
+  have bought anyway can be persuaded, hence ``(1 - p0)`` (the "sure things" of uplift
+  modelling, Radcliffe & Surry 2011).
+* ``e_c / e_ref``: the channel's estimated engagement (the customer's own opens over sends,
+  shrunk towards the channel's population rate with ``engagement_prior_weight`` pseudo-sends;
+  the population rate itself shrunk towards the configured ``base_engagement``) relative to
+  the e-mail base rate — the experiment was an e-mail, so e-mail at the base rate is 1.
+* ``m_o``: response multiplier of the offer (1 for reminders; coupons and discounts more,
+  and more again for price-sensitive customers or as an apology after returns). These are
+  stated priors (:class:`PolicyParams`), to be replaced by the offer-uplift model.
+* ``cost_rate_o`` and ``cost_c`` come from the configured offer catalogue and channels.
+
+``revive`` is true when the best (offer, channel) priority exceeds ``min_priority``, a channel
+is available and no rule blocks the contact (blackout of a higher-priority campaign, a purchase
+since the snapshot, campaign not running). Hold-out customers keep ``revive`` (they are the
+control arm of the eligible population) but ``contact`` is false: they are logged, never sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from service.config import (
+    CHANNELS,
+    OFFER_TYPES,
+    Campaign,
+    QuietHours,
+    Settings,
+)
+from service.messages import MessageTooLong, RenderedMessage, render_message
+from service.store import DAY, WEEK, CapSpec, ContactCounts, ContactRecord, Engagement
+
+__all__ = [
+    "ASLEEP_STAGES",
+    "CAUSES",
+    "DEFAULT_PARAMS",
+    "HILLSTROM_UPLIFT",
+    "INTENT_OFFERS",
+    "ChannelOption",
+    "ContactHistory",
+    "CustomerView",
+    "Decision",
+    "Economics",
+    "MessageOut",
+    "ModelScores",
+    "OfferOut",
+    "PolicyParams",
+    "PriorityInputs",
+    "Priorities",
+    "Profile",
+    "ScoresOut",
+    "UnknownCampaign",
+    "WhyAsleep",
+    "blocking_campaign",
+    "campaign_by_id",
+    "caps_for",
+    "count_contacts",
+    "decide",
+    "holdout_draw",
+    "in_holdout",
+    "plan_send_at",
+    "predicted_value",
+    "priorities",
+    "rank_inputs",
+]
+
+# Hillstrom (2008): conversion 0.010681 (both e-mail arms) vs 0.005726 (no e-mail).
+HILLSTROM_UPLIFT = 0.010681 - 0.005726
+
+ASLEEP_STAGES = ("at_risk", "sleeping", "lost")
+CAUSES = ("returns", "message_fatigue", "price_sensitivity", "need_met", "forgotten")
+INTENTS_BY_CAUSE = {
+    "returns": "service_recovery",
+    "message_fatigue": "win_back",
+    "price_sensitivity": "win_back",
+    "need_met": "new_arrivals",
+    "forgotten": "win_back",
+}
+# Candidate offers per message intent, in order of preference when they tie.
+INTENT_OFFERS: dict[str, tuple[str, ...]] = {
+    "win_back": ("value_reminder", "low_threshold_coupon", "exclusive_discount", "none"),
+    "service_recovery": ("low_threshold_coupon", "exclusive_discount", "value_reminder"),
+    "new_arrivals": ("new_arrivals", "low_threshold_coupon"),
+    "replenishment": ("replenishment_reminder", "low_threshold_coupon"),
+    "cross_sell": ("none", "low_threshold_coupon"),
+    "value_reminder": ("value_reminder", "exclusive_discount"),
+}
+INTENTS = tuple(INTENT_OFFERS)
+# Templates of these intents name the customer's own items ("your favourites", "reorder");
+# the others name new-to-them items from the cross-sell model.
+OWN_ITEM_INTENTS = ("win_back", "replenishment", "value_reminder")
+_MONETARY = ("low_threshold_coupon", "exclusive_discount")
+_STAGE_CODES = ("new", "active", "loyal", "at_risk", "sleeping", "lost")
+
+
+class UnknownCampaign(KeyError):
+    """The requested campaign is not configured."""
+
+
+@dataclass(frozen=True)
+class PolicyParams:
+    """Decision-policy constants that are not part of the operator's YAML (see module doc)."""
+
+    uplift_prior: float = HILLSTROM_UPLIFT
+    reference_engagement: float = 0.12  # e-mail base rate: the channel Hillstrom measured
+    lost_decay_days: float = 365.0  # reach decay beyond a year of silence (assumption)
+    engagement_prior_weight: float = 10.0  # pseudo-sends shrinking a customer's open rate
+    population_prior_weight: float = 200.0  # pseudo-sends shrinking the population rate
+    offer_response: Mapping[str, float] = field(
+        default_factory=lambda: {
+            "none": 1.0,
+            "value_reminder": 1.0,
+            "new_arrivals": 1.0,
+            "replenishment_reminder": 1.0,
+            "low_threshold_coupon": 2.0,
+            "exclusive_discount": 3.0,
+        }
+    )
+    # extra response of monetary offers (m - 1) is multiplied by this for the primary cause
+    cause_offer_boost: Mapping[str, float] = field(
+        default_factory=lambda: {"price_sensitivity": 2.0, "returns": 1.5}
+    )
+    return_block_days: float = 90.0  # an item returned this recently is never offered
+    recent_purchase_days: float = 30.0  # an item bought this recently is not offered
+    just_bought_days: float = 14.0  # a purchase since the snapshot this recent: no revival
+    returns_recent_days: float = 90.0
+    returns_rate: float = 0.15  # returned value / purchased value that counts as evidence
+    fatigue_min_sends: int = 3
+    fatigue_open_ratio: float = 0.25  # opens/sends below this x the channel prior
+    price_index: float = 0.85  # pays below 85% of the items' median price
+    need_met_share: float = 0.6  # share of purchase lines in one item family
+    need_met_max_days: float = 3.0  # ... over at most this many purchase days
+    forgotten_days: float = 90.0  # no contact this long
+    contact_lookback_days: float = 90.0
+    stale_snapshot_days: float = 30.0
+    candidate_items: int = 20  # ALS candidates requested before filtering
+
+
+DEFAULT_PARAMS = PolicyParams()
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What the caller or the profile source knows about the customer (all optional)."""
+
+    locale: str | None = None
+    timezone: str | None = None
+    name: str | None = None
+    identifiers: Mapping[str, str] = field(default_factory=dict)
+    consents: Mapping[str, bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CustomerView:
+    """A customer as perceived at decision time.
+
+    ``bought`` maps item → (last purchase, epoch seconds UTC; number of purchase lines);
+    ``returned`` maps item → last return (epoch seconds UTC). ``last_purchase_at`` is a
+    purchase reported after the snapshot (live events), if any.
+    """
+
+    customer_id: str
+    features: Mapping[str, float]
+    stage: str
+    tier: str
+    value_score: float
+    snapshot_at: datetime
+    bought: Mapping[str, tuple[float, int]] = field(default_factory=dict)
+    returned: Mapping[str, float] = field(default_factory=dict)
+    last_purchase_at: datetime | None = None
+    profile: Profile = field(default_factory=Profile)
+
+
+@dataclass(frozen=True)
+class ModelScores:
+    """Champion outputs for one customer (next-purchase horizon counted from the snapshot)."""
+
+    p_churn: float
+    p_buy_30d: float
+    expected_days: float
+    predicted_value: float
+
+
+@dataclass(frozen=True)
+class ContactHistory:
+    """What the store knows: contacts (past and scheduled), consents, message outcomes."""
+
+    contacts: Sequence[ContactRecord] = ()
+    consents: Mapping[str, bool] = field(default_factory=dict)
+    engagement: Mapping[str, Engagement] = field(default_factory=dict)
+    population: Mapping[str, Engagement] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- output
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScoresOut(_Out):
+    p_churn: float
+    p_buy_30d: float
+    expected_days: float
+    expected_next_order: date | None
+    predicted_value: float
+
+
+class Economics(_Out):
+    """The priority formula's terms for the chosen offer and channel (currency)."""
+
+    p_buy_without_contact: float
+    p_buy_with_contact: float
+    uplift: float
+    value_if_buy: float
+    expected_incremental_value: float
+    contact_cost: float
+    incentive_cost: float
+    priority: float
+
+
+class CauseOut(_Out):
+    cause: str
+    score: float
+    evidence: dict[str, Any]
+
+
+class WhyAsleep(_Out):
+    primary: str | None
+    causes: list[CauseOut]
+
+
+class OfferItem(_Out):
+    item_id: str
+    name: str | None = None
+
+
+class OfferOut(_Out):
+    type: str
+    discount_pct: float
+    min_spend: float
+    text: str | None
+    items: list[OfferItem]
+
+
+class ChannelOption(_Out):
+    channel: str
+    eligible: bool
+    reason: str
+    engagement: float
+    cost: float
+    priority: float | None
+
+
+class MessageOut(_Out):
+    intent: str
+    channel: str
+    locale: str
+    subject: str | None
+    body: str
+    length: int
+    segments: int
+    encoding: str
+    truncated: bool
+    link: str | None
+
+
+class DispatchOut(_Out):
+    status: str  # sent | failed | duplicate | scheduled | skipped
+    attempts: int = 0
+    error: str | None = None
+    provider_message_id: str | None = None
+    status_code: int | None = None
+
+
+class Decision(_Out):
+    """One decision, as returned to the caller and stored as the decision's payload."""
+
+    decision_id: str
+    customer_id: str
+    campaign_id: str
+    decided_at: datetime
+    snapshot_at: datetime
+    stage: str
+    tier: str
+    value_score: float
+    scores: ScoresOut
+    revive: bool
+    priority: float
+    currency: str
+    economics: Economics
+    why_asleep: WhyAsleep | None
+    intent: str
+    offer: OfferOut | None
+    channel: str | None
+    channel_options: list[ChannelOption]
+    send_at: datetime | None
+    send_at_local: str | None
+    timezone: str
+    holdout: bool
+    contact: bool
+    blocked_by: str | None
+    message: MessageOut | None
+    reasons: dict[str, list[str]]
+    model_versions: dict[str, str]
+    dispatch: DispatchOut | None = None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def campaign_by_id(settings: Settings, campaign_id: str) -> Campaign:
+    """The configured campaign ``campaign_id``; :class:`UnknownCampaign` names the known ones."""
+    for campaign in settings.campaigns:
+        if campaign.id == campaign_id:
+            return campaign
+    known = ", ".join(c.id for c in settings.campaigns)
+    raise UnknownCampaign(f"unknown campaign {campaign_id!r}; configured campaigns: {known}")
+
+
+def blocking_campaign(settings: Settings, campaign: Campaign, at: datetime) -> Campaign | None:
+    """The highest-priority active campaign that blocks ``campaign`` at ``at``, if any."""
+    blockers = [
+        c
+        for c in settings.campaigns
+        if c.id != campaign.id
+        and c.blocks_lower_priority
+        and c.priority > campaign.priority
+        and c.is_active(at)
+    ]
+    return max(blockers, key=lambda c: c.priority) if blockers else None
+
+
+def holdout_draw(customer_id: str, campaign_id: str, salt: str) -> float:
+    """A uniform number in [0, 1) fixed by (salt, campaign, customer): same on every restart."""
+    key = f"{salt}\x1f{campaign_id}\x1f{customer_id}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2.0**64
+
+
+def in_holdout(customer_id: str, campaign_id: str, salt: str, share: float) -> bool:
+    """Whether the customer is in the campaign's control group (``share`` of all customers)."""
+    return holdout_draw(customer_id, campaign_id, salt) < share
+
+
+def caps_for(settings: Settings, channel: str) -> CapSpec:
+    """The frequency caps that apply to one more contact on ``channel``."""
+    policy = settings.channel(channel)
+    return CapSpec(policy.per_day_cap, policy.per_week_cap, settings.global_weekly_cap)
+
+
+def count_contacts(contacts: Sequence[ContactRecord], at: datetime) -> ContactCounts:
+    """Contacts within 24 h / 7 days of ``at`` (either side), as the store counts them."""
+    day: dict[str, int] = {}
+    week: dict[str, int] = {}
+    global_day = global_week = 0
+    for c in contacts:
+        gap = abs(c.ts - at)
+        if gap >= WEEK:
+            continue
+        global_week += 1
+        if c.channel is not None:
+            week[c.channel] = week.get(c.channel, 0) + 1
+        if gap < DAY:
+            global_day += 1
+            if c.channel is not None:
+                day[c.channel] = day.get(c.channel, 0) + 1
+    return ContactCounts(at, day, week, global_day, global_week)
+
+
+def predicted_value(features: pd.DataFrame, p_churn: np.ndarray) -> np.ndarray:
+    """Expected revenue over the next 365 days: P(alive) × historic annual spend.
+
+    Annual spend is spend / max(tenure, 1 year) (as :func:`features.lifecycle.value_score`),
+    so a new customer's single order is not extrapolated to a year of weekly orders.
+    """
+    years = np.maximum(features["tenure_days"].to_numpy(float), 365.0) / 365.0
+    annual = features["monetary_all"].to_numpy(float) / years
+    return (1.0 - np.asarray(p_churn, float)) * annual
+
+
+def _zone(name: str | None, default: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or default)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo(default)
+
+
+def _next_hour(at: datetime, hour: int, zone: ZoneInfo) -> datetime:
+    """The start of the next ``hour``:00 in ``zone`` at or after ``at`` (``at`` if inside it)."""
+    local = at.astimezone(zone)
+    if local.hour == hour:
+        return at
+    start = local.replace(hour=hour, minute=0, second=0, microsecond=0)
+    if start <= local:
+        start += timedelta(days=1)
+    return start.astimezone(UTC)
+
+
+def _after_quiet(at: datetime, quiet: QuietHours, zone: ZoneInfo) -> datetime:
+    """``at`` if outside the quiet window in ``zone``, else the window's end."""
+    local = at.astimezone(zone)
+    if not quiet.contains(local.time()):
+        return at
+    end = local.replace(hour=quiet.end.hour, minute=quiet.end.minute, second=0, microsecond=0)
+    if end <= local:
+        end += timedelta(days=1)
+    return end.astimezone(UTC)
+
+
+def plan_send_at(
+    now: datetime,
+    *,
+    customer_zone: ZoneInfo,
+    log_zone: ZoneInfo,
+    quiet: QuietHours,
+    usual_hour: float | None,
+    reminder_at: datetime | None = None,
+) -> tuple[datetime, list[str]]:
+    """When to send: a reminder date or now, moved to the usual hour, then out of quiet hours.
+
+    ``usual_hour`` is the customer's most frequent ordering hour in the transaction log's
+    time zone (``log_zone``); quiet hours are read in the customer's own zone.
+    """
+    reasons: list[str] = []
+    at = now
+    if reminder_at is not None and reminder_at > now:
+        at = reminder_at
+        reasons.append(f"reminder_before_next_order:{reminder_at.date().isoformat()}")
+    if usual_hour is not None and math.isfinite(usual_hour):
+        hour = int(usual_hour) % 24
+        moved = _next_hour(at, hour, log_zone)
+        reasons.append(f"usual_hour:{hour:02d}:00 {log_zone.key}")
+        at = moved
+    else:
+        reasons.append("usual_hour:unknown")
+    moved = _after_quiet(at, quiet, customer_zone)
+    if moved != at:
+        reasons.append(
+            f"quiet_hours:{quiet.start.strftime('%H:%M')}-{quiet.end.strftime('%H:%M')}"
+            f"->{moved.astimezone(customer_zone).strftime('%Y-%m-%d %H:%M')} {customer_zone.key}"
+        )
+        at = moved
+    if at == now:
+        reasons.append("send_now")
+    return at, reasons
+
+
+# --------------------------------------------------------------------------- vectorised core
+
+
+@dataclass
+class PriorityInputs:
+    """The per-customer arrays the priority formula needs (aligned with ``index``)."""
+
+    index: np.ndarray  # customer ids
+    stage: np.ndarray  # stage codes into _STAGE_CODES
+    p0: np.ndarray
+    basket: np.ndarray
+    recency: np.ndarray
+    purchase_days: np.ndarray
+    price_index: np.ndarray
+    top_family_share: np.ndarray
+    return_rate_value: np.ndarray
+    days_since_return: np.ndarray
+
+    @classmethod
+    def from_frames(cls, snapshot: pd.DataFrame, scores: pd.DataFrame) -> PriorityInputs:
+        """From a feature snapshot with a ``stage`` column and the model scores frame."""
+        stage = pd.Categorical(snapshot["stage"].astype(str), categories=_STAGE_CODES)
+
+        def col(name: str, default: float = np.nan) -> np.ndarray:
+            if name in snapshot.columns:
+                return snapshot[name].to_numpy(float)
+            return np.full(len(snapshot), default)
+
+        return cls(
+            index=snapshot.index.to_numpy().astype(str),
+            stage=np.asarray(stage.codes, np.int8),
+            p0=np.clip(scores["p_buy_30d"].to_numpy(float), 0.0, 1.0),
+            basket=np.nan_to_num(col("basket_value", 0.0), nan=0.0),
+            recency=col("recency_days", 0.0),
+            purchase_days=col("purchase_days", 1.0),
+            price_index=col("price_index"),
+            top_family_share=col("top_family_share"),
+            return_rate_value=np.nan_to_num(col("return_rate_value", 0.0), nan=0.0),
+            days_since_return=col("days_since_return"),
+        )
+
+    def take(self, positions: np.ndarray) -> PriorityInputs:
+        """The rows at ``positions``."""
+        return PriorityInputs(**{k: v[positions] for k, v in self.__dict__.items()})
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+@dataclass
+class Priorities:
+    """Vectorised result: best (offer, channel) per customer and its economics."""
+
+    index: np.ndarray
+    priority: np.ndarray  # currency; -inf where no offer/channel is available
+    cost: np.ndarray  # expected spend: contact + incentive
+    uplift: np.ndarray
+    offer: np.ndarray  # index into OFFER_TYPES, -1 none
+    channel: np.ndarray  # index into CHANNELS, -1 none
+    intent: np.ndarray  # index into INTENTS
+    cause: np.ndarray  # index into CAUSES, -1 when not asleep
+    revive: np.ndarray  # bool
+
+
+def _causes(
+    inp: PriorityInputs, p: PolicyParams, fatigue: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cause scores (n × len(CAUSES)) from features (and fatigue flags), and the primary."""
+    n = len(inp)
+    with np.errstate(invalid="ignore"):
+        recent_return = inp.days_since_return <= p.returns_recent_days
+        rate = np.clip(inp.return_rate_value / (2 * p.returns_rate), 0.0, 1.0)
+        returns = np.where(
+            recent_return,
+            0.6 + 0.4 * rate,
+            np.where(inp.return_rate_value >= p.returns_rate, 0.4 + 0.4 * rate, 0.0),
+        )
+        price = np.where(
+            inp.price_index <= p.price_index,
+            0.5 + 0.4 * np.clip((p.price_index - inp.price_index) / 0.3, 0.0, 1.0),
+            0.0,
+        )
+        need = np.where(
+            (inp.top_family_share >= p.need_met_share) & (inp.purchase_days <= p.need_met_max_days),
+            0.35 + 0.3 * np.nan_to_num(inp.top_family_share),
+            0.0,
+        )
+    fat = np.zeros(n) if fatigue is None else np.where(fatigue, 0.8, 0.0)
+    forgotten = np.full(n, 0.3)
+    scores = np.column_stack([returns, fat, price, need, forgotten])
+    return scores, np.argmax(scores, axis=1)  # ties: the order of CAUSES
+
+
+def _intents(inp: PriorityInputs, cause: np.ndarray) -> np.ndarray:
+    asleep = np.isin(inp.stage, [_STAGE_CODES.index(s) for s in ASLEEP_STAGES])
+    by_cause = np.array([INTENTS.index(INTENTS_BY_CAUSE[c]) for c in CAUSES])
+    awake = np.where(
+        inp.stage == _STAGE_CODES.index("loyal"),
+        INTENTS.index("value_reminder"),
+        np.where(
+            (inp.stage == _STAGE_CODES.index("new")) | (inp.purchase_days < 2),
+            INTENTS.index("cross_sell"),
+            INTENTS.index("replenishment"),
+        ),
+    )
+    return np.where(asleep, by_cause[cause], awake)
+
+
+def _offer_tables(settings: Settings, p: PolicyParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(intent × offer availability, offer cost rates, base response multipliers)."""
+    in_catalogue = {o.type for o in settings.offers}
+    allowed = np.zeros((len(INTENTS), len(OFFER_TYPES)), bool)
+    for i, intent in enumerate(INTENTS):
+        for offer in INTENT_OFFERS[intent]:
+            if offer in in_catalogue:
+                allowed[i, OFFER_TYPES.index(offer)] = True
+    rates = np.array(
+        [settings.offer(o).cost_rate if o in in_catalogue else 0.0 for o in OFFER_TYPES]
+    )
+    response = np.array([p.offer_response.get(o, 1.0) for o in OFFER_TYPES])
+    return allowed, rates, response
+
+
+def _preference(settings: Settings) -> np.ndarray:
+    """Tiny tie-breaker (intent × offer): earlier offers in INTENT_OFFERS win exact ties."""
+    pref = np.zeros((len(INTENTS), len(OFFER_TYPES)))
+    for i, intent in enumerate(INTENTS):
+        for rank, offer in enumerate(INTENT_OFFERS[intent]):
+            pref[i, OFFER_TYPES.index(offer)] = -1e-9 * rank
+    return pref
+
+
+def _reach(recency: np.ndarray, p: PolicyParams) -> np.ndarray:
+    return np.exp(-np.clip(recency - 365.0, 0.0, None) / p.lost_decay_days)
+
+
+def _matrix(
+    inp: PriorityInputs,
+    settings: Settings,
+    p: PolicyParams,
+    q: np.ndarray,
+    cause: np.ndarray,
+    intent: np.ndarray,
+    segments: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Economics of every (customer, offer, channel): arrays of shape (n, O, C)."""
+    allowed, rates, response = _offer_tables(settings, p)
+    monetary = np.array([o in _MONETARY for o in OFFER_TYPES])
+    boost = np.array([p.cause_offer_boost.get(c, 1.0) for c in CAUSES])
+    m = response[None, :] + np.where(
+        monetary[None, :], (response[None, :] - 1.0) * (boost[cause][:, None] - 1.0), 0.0
+    )  # (n, O)
+    costs = np.array(
+        [settings.channels[c].cost if c in settings.channels else 0.0 for c in CHANNELS]
+    )
+    seg = np.ones(len(CHANNELS)) if segments is None else segments
+    margin = settings.value_tiers.gross_margin
+    p0 = inp.p0[:, None, None]
+    raw = (
+        p.uplift_prior
+        * (q[:, None, :] / p.reference_engagement)
+        * m[:, :, None]
+        * (1.0 - p0)
+        * _reach(inp.recency, p)[:, None, None]
+    )
+    uplift = np.minimum(raw, 1.0 - p0)
+    basket = inp.basket[:, None, None]
+    value = margin * basket
+    incentive = rates[None, :, None] * basket * (p0 + uplift)
+    contact = (costs * seg)[None, None, :]
+    priority = uplift * value - incentive - contact
+    offer_ok = allowed[intent]  # (n, O)
+    return {
+        "priority": priority,
+        "uplift": uplift,
+        "incentive": incentive,
+        "contact": np.broadcast_to(contact, priority.shape),
+        "value": np.broadcast_to(value, priority.shape),
+        "offer_ok": offer_ok,
+        "pref": _preference(settings)[intent],
+    }
+
+
+def _default_channels(settings: Settings, p: PolicyParams) -> tuple[np.ndarray, np.ndarray]:
+    """Channel availability and engagement for customers the store knows nothing about."""
+    ok = np.array(
+        [
+            c in settings.channels
+            and settings.channels[c].enabled
+            and c in settings.implied_consent
+            and settings.channels[c].identifier in settings.account_identifiers
+            for c in CHANNELS
+        ]
+    )
+    q = np.array(
+        [settings.channels[c].base_engagement if c in settings.channels else 0.0 for c in CHANNELS]
+    )
+    return ok, q
+
+
+def rank_inputs(
+    inp: PriorityInputs,
+    settings: Settings,
+    params: PolicyParams = DEFAULT_PARAMS,
+    *,
+    channel_ok: np.ndarray | None = None,
+    channel_q: np.ndarray | None = None,
+    fatigue: np.ndarray | None = None,
+    chunk: int = 16_384,
+) -> Priorities:
+    """:func:`priorities` on prepared arrays (the service keeps them between requests).
+
+    ``channel_ok`` / ``channel_q`` are (n × channels) or (channels,) availability and
+    engagement; by default every customer gets the configured channels with implied consent
+    at their base engagement (no store lookups: the batch path).
+    """
+    n = len(inp)
+    d_ok, d_q = _default_channels(settings, params)
+    ok = np.broadcast_to(d_ok if channel_ok is None else channel_ok, (n, len(CHANNELS)))
+    q = np.broadcast_to(d_q if channel_q is None else channel_q, (n, len(CHANNELS)))
+    _, cause = _causes(inp, params, fatigue)
+    asleep = np.isin(inp.stage, [_STAGE_CODES.index(s) for s in ASLEEP_STAGES])
+    intent = _intents(inp, cause)
+    out = Priorities(
+        index=inp.index,
+        priority=np.full(n, -np.inf),
+        cost=np.zeros(n),
+        uplift=np.zeros(n),
+        offer=np.full(n, -1, np.int16),
+        channel=np.full(n, -1, np.int16),
+        intent=intent.astype(np.int16),
+        cause=np.where(asleep, cause, -1).astype(np.int16),
+        revive=np.zeros(n, bool),
+    )
+    n_ch = len(CHANNELS)
+    for lo in range(0, n, chunk):
+        sl = slice(lo, min(n, lo + chunk))
+        part = inp.take(np.arange(sl.start, sl.stop))
+        mat = _matrix(part, settings, params, q[sl], cause[sl], intent[sl])
+        mask = mat["offer_ok"][:, :, None] & ok[sl][:, None, :]
+        score = np.where(mask, mat["priority"] + mat["pref"][:, :, None], -np.inf)
+        flat = score.reshape(len(part), -1)
+        best = np.argmax(flat, axis=1)
+        rows = np.arange(len(part))
+        o, c = np.divmod(best, n_ch)
+        found = np.isfinite(flat[rows, best])
+        out.priority[sl] = np.where(found, mat["priority"][rows, o, c], -np.inf)
+        out.cost[sl] = np.where(found, mat["contact"][rows, o, c] + mat["incentive"][rows, o, c], 0)
+        out.uplift[sl] = np.where(found, mat["uplift"][rows, o, c], 0.0)
+        out.offer[sl] = np.where(found, o, -1)
+        out.channel[sl] = np.where(found, c, -1)
+    out.revive = np.isfinite(out.priority) & (out.priority > settings.value_tiers.min_priority)
+    return out
+
+
+def priorities(
+    snapshot: pd.DataFrame,
+    scores: pd.DataFrame,
+    settings: Settings,
+    params: PolicyParams = DEFAULT_PARAMS,
+    **kwargs: Any,
+) -> Priorities:
+    """Vectorised priority (currency), best offer and channel for every snapshot row.
+
+    ``snapshot``: feature rows with a ``stage`` column; ``scores``: ``p_buy_30d`` (and the
+    other model outputs) aligned with it. Same formula as :func:`decide`, with the channel
+    defaults of :func:`rank_inputs` instead of per-customer store lookups.
+    """
+    return rank_inputs(PriorityInputs.from_frames(snapshot, scores), settings, params, **kwargs)
+
+
+# --------------------------------------------------------------------------- one decision
+
+
+def _f(features: Mapping[str, float], name: str) -> float:
+    value = features.get(name, math.nan)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _round(x: float, nd: int = 4) -> float:
+    return float(round(x, nd)) if math.isfinite(x) else 0.0
+
+
+def _engagement_rates(
+    history: ContactHistory, settings: Settings, p: PolicyParams
+) -> tuple[np.ndarray, dict[str, dict[str, float]]]:
+    """Per channel: the customer's open rate shrunk to the population's, shrunk to the base."""
+    rates = np.zeros(len(CHANNELS))
+    detail: dict[str, dict[str, float]] = {}
+    for i, ch in enumerate(CHANNELS):
+        base = settings.channels[ch].base_engagement if ch in settings.channels else 0.0
+        pop = history.population.get(ch, Engagement())
+        k_pop = p.population_prior_weight
+        prior = (pop.opens + k_pop * base) / (pop.sends + k_pop)
+        own = history.engagement.get(ch, Engagement())
+        k = p.engagement_prior_weight
+        rates[i] = (own.opens + k * prior) / (own.sends + k)
+        detail[ch] = {"sends": own.sends, "opens": own.opens, "prior": prior}
+    return rates, detail
+
+
+def _fatigue(
+    history: ContactHistory, settings: Settings, p: PolicyParams, rates: dict[str, dict]
+) -> tuple[bool, dict[str, Any]]:
+    sends = sum(e.sends for e in history.engagement.values())
+    opens = sum(e.opens for e in history.engagement.values())
+    prior = np.mean([rates[c]["prior"] for c in rates]) if rates else 0.0
+    tired = sends >= p.fatigue_min_sends and opens <= p.fatigue_open_ratio * prior * sends
+    return bool(tired), {"sends": sends, "opens": opens}
+
+
+def _consent(ch: str, history: ContactHistory, profile: Profile, settings: Settings) -> str | None:
+    """None if consented, else the reason (explicit revoke wins; else profile; else implied)."""
+    stored = history.consents.get(ch)
+    if stored is False:
+        return "consent_revoked"
+    if stored is True:
+        return None
+    given = profile.consents.get(ch)
+    if given is not None:
+        return None if given else "consent_refused"
+    return None if ch in settings.implied_consent else "no_consent"
+
+
+def _reachable(
+    ch: str, history: ContactHistory, profile: Profile, settings: Settings
+) -> str | None:
+    ident = settings.channels[ch].identifier
+    if ident not in profile.identifiers and ident not in settings.account_identifiers:
+        return f"no_{ident}"
+    eng = history.engagement.get(ch)
+    if (
+        eng is not None
+        and eng.bounces > 0
+        and (eng.last_send_ts is None or eng.bounces >= eng.sends)
+    ):
+        return "bounced"
+    return None
+
+
+def _items(
+    intent: str,
+    view: CustomerView,
+    candidates: Sequence[str],
+    now_s: float,
+    k: int,
+    p: PolicyParams,
+) -> tuple[list[str], list[str]]:
+    """Up to ``k`` items for the message, and the reasons; returned items never pass.
+
+    Intents in :data:`OWN_ITEM_INTENTS` name the customer's own most-bought items (falling
+    back to the cross-sell candidates when none qualifies); the others name candidates.
+    """
+    returned_cut = now_s - p.return_block_days * 86400.0
+    recent_cut = now_s - p.recent_purchase_days * 86400.0
+    blocked = {i for i, ts in view.returned.items() if ts >= returned_cut}
+    recent = {i for i, (ts, _) in view.bought.items() if ts >= recent_cut}
+    dropped = {"returned": 0, "recent": 0}
+
+    def pick(pool: Sequence[str]) -> list[str]:
+        chosen: list[str] = []
+        for item in pool:
+            if item in blocked:
+                dropped["returned"] += 1
+            elif item in recent:
+                dropped["recent"] += 1
+            elif item not in chosen:
+                chosen.append(item)
+                if len(chosen) == k:
+                    break
+        return chosen
+
+    chosen: list[str] = []
+    source = "als"
+    if intent in OWN_ITEM_INTENTS:
+        own = sorted(view.bought.items(), key=lambda kv: (-kv[1][1], -kv[1][0], kv[0]))
+        chosen = pick([i for i, _ in own])
+        source = "own_regulars"
+    if not chosen:
+        chosen = pick(candidates)
+        source = "als" if source == "als" else "als_fallback"
+    reasons = [f"items:{source}:{len(chosen)}"]
+    if dropped["returned"]:
+        reasons.append(f"excluded_returned_{p.return_block_days:g}d:{dropped['returned']}")
+    if dropped["recent"]:
+        reasons.append(f"excluded_bought_{p.recent_purchase_days:g}d:{dropped['recent']}")
+    return chosen, reasons
+
+
+def _naive_local(dt: datetime, zone: ZoneInfo) -> datetime:
+    return dt.astimezone(zone).replace(tzinfo=None)
+
+
+def decide(
+    view: CustomerView,
+    scores: ModelScores,
+    candidates: Sequence[str],
+    history: ContactHistory,
+    settings: Settings,
+    now: datetime,
+    *,
+    campaign_id: str = "lifecycle",
+    channels: Sequence[str] | None = None,
+    item_names: Mapping[str, str] | None = None,
+    model_versions: Mapping[str, str] | None = None,
+    params: PolicyParams = DEFAULT_PARAMS,
+    decision_id: str | None = None,
+    unavailable: Mapping[str, str] | None = None,
+) -> Decision:
+    """Decide for one customer (see the module docstring for the policy).
+
+    ``candidates``: ALS items, best first (already excluding seen items where the model knows
+    them; the item-history filter here is what guarantees nothing returned in the last
+    ``return_block_days`` is offered). ``channels`` restricts the channels the caller allows.
+    ``unavailable`` marks channels as unusable with a reason (e.g. a cap the store refused at
+    reservation time). Raises :class:`UnknownCampaign`.
+    """
+    if now.tzinfo is None:
+        raise ValueError("decide needs a timezone-aware now")
+    now = now.astimezone(UTC)
+    p = params
+    campaign = campaign_by_id(settings, campaign_id)
+    names = item_names or {}
+    reasons: dict[str, list[str]] = {
+        k: [] for k in ("who", "why", "what", "channel", "when", "holdout")
+    }
+    f = view.features
+    profile = view.profile
+    log_zone = settings.zone
+    zone = _zone(profile.timezone, settings.default_timezone)
+    locale = profile.locale if profile.locale in ("zh-CN", "en") else settings.default_locale
+
+    # ---- perception: stage overlay for a purchase reported after the snapshot
+    stage = view.stage
+    just_bought = False
+    if view.last_purchase_at is not None and view.last_purchase_at > view.snapshot_at:
+        days = (now - view.last_purchase_at).total_seconds() / 86400.0
+        if stage in ASLEEP_STAGES:
+            reasons["who"].append(f"purchase_since_snapshot:{stage}->active")
+            stage = "active"
+        just_bought = 0 <= days <= p.just_bought_days
+    stale = (now - view.snapshot_at).total_seconds() / 86400.0
+    if stale > p.stale_snapshot_days:
+        reasons["who"].append(f"snapshot_age_days:{stale:.0f}")
+
+    # ---- why asleep
+    rates, eng_detail = _engagement_rates(history, settings, p)
+    tired, fatigue_ev = _fatigue(history, settings, p, eng_detail)
+    inp = PriorityInputs(
+        index=np.array([view.customer_id]),
+        stage=np.array([_STAGE_CODES.index(stage)], np.int8),
+        p0=np.array([min(max(scores.p_buy_30d, 0.0), 1.0)]),
+        basket=np.array([np.nan_to_num(_f(f, "basket_value"), nan=0.0)]),
+        recency=np.array([_f(f, "recency_days")]),
+        purchase_days=np.array([_f(f, "purchase_days")]),
+        price_index=np.array([_f(f, "price_index")]),
+        top_family_share=np.array([_f(f, "top_family_share")]),
+        return_rate_value=np.array([np.nan_to_num(_f(f, "return_rate_value"), nan=0.0)]),
+        days_since_return=np.array([_f(f, "days_since_return")]),
+    )
+    cause_scores, primary = _causes(inp, p, np.array([tired]))
+    lookback = now - timedelta(days=p.forgotten_days)
+    past = [c for c in history.contacts if lookback <= c.ts <= now]
+    last_contact = max((c.ts for c in past), default=None)
+    forgotten = last_contact is None
+    if not forgotten:
+        cause_scores[0, CAUSES.index("forgotten")] = 0.0
+        primary = np.array([int(np.argmax(cause_scores[0]))])
+    returned_90 = sorted(
+        i
+        for i, ts in view.returned.items()
+        if ts >= now.timestamp() - p.return_block_days * 86400.0
+    )
+    evidence = {
+        "returns": {
+            "return_orders": _f(f, "return_orders"),
+            "return_rate_value": _round(_f(f, "return_rate_value")),
+            "days_since_return": _round(_f(f, "days_since_return"), 1),
+            "items_returned_90d": returned_90[:10],
+        },
+        "message_fatigue": fatigue_ev,
+        "price_sensitivity": {"price_index": _round(_f(f, "price_index"))},
+        "need_met": {
+            "top_family_share": _round(_f(f, "top_family_share")),
+            "purchase_days": _f(f, "purchase_days"),
+        },
+        "forgotten": {
+            "contacts_last_days": len(past),
+            "days": p.forgotten_days,
+            "last_contact": last_contact.isoformat() if last_contact else None,
+        },
+    }
+    asleep = stage in ASLEEP_STAGES
+    causes = [
+        CauseOut(cause=c, score=_round(float(cause_scores[0, i]), 3), evidence=evidence[c])
+        for i, c in enumerate(CAUSES)
+        if cause_scores[0, i] > 0
+    ]
+    causes.sort(key=lambda c: -c.score)
+    cause = CAUSES[int(primary[0])]
+    why = WhyAsleep(primary=cause if asleep else None, causes=causes) if asleep else None
+    if asleep:
+        reasons["why"].append(f"{stage}: primary cause {cause}")
+        reasons["why"] += [f"{c.cause}:{c.score}" for c in causes]
+    else:
+        reasons["why"].append(f"{stage}: not asleep")
+    intent = INTENTS[int(_intents(inp, primary)[0])]
+
+    # ---- when (the same for every channel)
+    expected_next: datetime | None = None
+    if view.last_purchase_at is not None and view.last_purchase_at > view.snapshot_at:
+        gap = _f(f, "gap_shrunk")
+        if math.isfinite(gap):
+            expected_next = view.last_purchase_at + timedelta(days=gap)
+    elif math.isfinite(scores.expected_days):
+        expected_next = view.snapshot_at + timedelta(days=float(scores.expected_days))
+    reminder_at = None
+    if stage in ("active", "loyal") and expected_next is not None:
+        reminder_at = expected_next - timedelta(days=settings.reminder_days_before)
+    usual = _f(f, "usual_hour")
+    send_at, when_reasons = plan_send_at(
+        now,
+        customer_zone=zone,
+        log_zone=log_zone,
+        quiet=settings.quiet_hours,
+        usual_hour=usual if math.isfinite(usual) else None,
+        reminder_at=reminder_at,
+    )
+    reasons["when"] += when_reasons
+
+    # ---- which channels are usable
+    allowed_by_caller = set(CHANNELS if channels is None else channels)
+    ok = np.zeros(len(CHANNELS), bool)
+    why_not: dict[str, str] = {}
+    counts = count_contacts(history.contacts, send_at)
+    for i, ch in enumerate(CHANNELS):
+        policy = settings.channels.get(ch)
+        reason: str | None
+        if policy is None or not policy.enabled:
+            reason = "disabled"
+        elif ch not in allowed_by_caller:
+            reason = "not_requested"
+        elif unavailable and ch in unavailable:
+            reason = unavailable[ch]
+        else:
+            reason = (
+                _consent(ch, history, profile, settings)
+                or _reachable(ch, history, profile, settings)
+                or counts.cap_reason(caps_for(settings, ch), ch)
+            )
+        if reason is None:
+            ok[i] = True
+        else:
+            why_not[ch] = reason
+
+    # ---- economics of every (offer, channel); walk them best first until a message fits
+    mat = _matrix(inp, settings, p, rates[None, :], primary, np.array([INTENTS.index(intent)]))
+    prio = mat["priority"][0]
+    offer_ok = mat["offer_ok"][0]
+    ranked = sorted(
+        (
+            (prio[o, c] + mat["pref"][0, o], o, c)
+            for o in range(len(OFFER_TYPES))
+            for c in range(len(CHANNELS))
+            if offer_ok[o] and ok[c]
+        ),
+        key=lambda t: -t[0],
+    )
+    rendered: RenderedMessage | None = None
+    chosen: tuple[int, int] | None = None
+    items: list[str] = []
+    item_reasons: list[str] = []
+    too_long: set[int] = set()
+    for _, o, c in ranked:
+        if c in too_long:
+            continue
+        offer = settings.offer(OFFER_TYPES[o])
+        if not items and not item_reasons:
+            items, item_reasons = _items(
+                intent,
+                view,
+                candidates,
+                now.timestamp(),
+                settings.value_tiers.max_items,
+                p,
+            )
+        ch = CHANNELS[c]
+        try:
+            rendered = render_message(
+                intent,  # type: ignore[arg-type]
+                ch,  # type: ignore[arg-type]
+                locale,  # type: ignore[arg-type]
+                brand=settings.brand,
+                items=[names.get(i) or i for i in items],
+                offer_text=offer.text(locale, settings.currency_symbol),  # type: ignore[arg-type]
+                channel_policy=settings.channels[ch],
+                name=profile.name,
+                link=str(settings.landing_url) if settings.landing_url else None,
+            )
+        except MessageTooLong:
+            too_long.add(c)
+            why_not[ch] = "message_too_long"
+            continue
+        chosen = (o, c)
+        break
+
+    # best hypothetical offer when no channel is usable (for the priority report)
+    if chosen is None:
+        any_ok = [(prio[o, c], o, c) for o in range(len(OFFER_TYPES)) for c in range(len(CHANNELS))]
+        any_ok = [t for t in any_ok if offer_ok[t[1]]]
+        o, c = max(any_ok)[1:] if any_ok else (OFFER_TYPES.index("none"), 0)
+    else:
+        o, c = chosen
+    segments = rendered.segments if rendered is not None else 1
+    contact_cost = float(mat["contact"][0, o, c]) * segments
+    uplift = float(mat["uplift"][0, o, c])
+    incentive = float(mat["incentive"][0, o, c])
+    value = float(mat["value"][0, o, c])
+    priority = uplift * value - incentive - contact_cost
+    p0 = float(inp.p0[0])
+    econ = Economics(
+        p_buy_without_contact=_round(p0, 5),
+        p_buy_with_contact=_round(p0 + uplift, 5),
+        uplift=_round(uplift, 6),
+        value_if_buy=_round(value, 2),
+        expected_incremental_value=_round(uplift * value, 4),
+        contact_cost=_round(contact_cost, 4),
+        incentive_cost=_round(incentive, 4),
+        priority=_round(priority, 4),
+    )
+
+    options: list[ChannelOption] = []
+    best_offer_for = {
+        c2: max((prio[o2, c2] for o2 in range(len(OFFER_TYPES)) if offer_ok[o2]), default=-math.inf)
+        for c2 in range(len(CHANNELS))
+    }
+    for i, ch in enumerate(CHANNELS):
+        if ch not in settings.channels:
+            continue
+        pr = best_offer_for[i]
+        options.append(
+            ChannelOption(
+                channel=ch,
+                eligible=ch not in why_not,
+                reason=why_not.get(ch, "chosen" if chosen and chosen[1] == i else "lower_priority"),
+                engagement=_round(float(rates[i]), 4),
+                cost=settings.channels[ch].cost,
+                priority=_round(float(pr), 4) if math.isfinite(pr) else None,
+            )
+        )
+
+    # ---- who: revive?
+    blocker = blocking_campaign(settings, campaign, send_at) or blocking_campaign(
+        settings, campaign, now
+    )
+    revive = True
+    if not campaign.is_active(now):
+        revive = False
+        reasons["who"].append(f"campaign_not_active:{campaign.id}")
+    if blocker is not None:
+        revive = False
+        reasons["who"].append(f"blackout:{blocker.id}(priority {blocker.priority})")
+    if just_bought:
+        revive = False
+        reasons["who"].append("purchased_since_snapshot")
+    if chosen is None:
+        revive = False
+        reasons["channel"].append("no_channel")
+    if priority <= settings.value_tiers.min_priority:
+        revive = False
+        reasons["who"].append(
+            f"priority {priority:.4f} <= min_priority {settings.value_tiers.min_priority:g}"
+        )
+    elif revive:
+        reasons["who"].append(
+            f"priority {priority:.4f} {settings.currency} > min_priority "
+            f"{settings.value_tiers.min_priority:g}"
+        )
+    for ch, r in why_not.items():
+        reasons["channel"].append(f"{ch}:{r}")
+    if chosen is not None:
+        reasons["channel"].insert(
+            0, f"{CHANNELS[c]}: best engagement {rates[c]:.3f} net of cost {contact_cost:.4f}"
+        )
+
+    offer_out: OfferOut | None = None
+    if chosen is not None:
+        offer = settings.offer(OFFER_TYPES[o])
+        offer_out = OfferOut(
+            type=offer.type,
+            discount_pct=offer.discount_pct,
+            min_spend=offer.min_spend,
+            text=offer.text(locale, settings.currency_symbol),  # type: ignore[arg-type]
+            items=[OfferItem(item_id=i, name=names.get(i)) for i in items],
+        )
+        reasons["what"].append(f"offer:{offer.type} (best net value for intent {intent})")
+        reasons["what"] += item_reasons
+
+    # ---- hold-out
+    holdout = False
+    if revive:
+        holdout = in_holdout(
+            view.customer_id, campaign.id, settings.holdout_salt, settings.holdout_share
+        )
+        reasons["holdout"].append(
+            f"{'control' if holdout else 'treatment'} (share {settings.holdout_share:g})"
+        )
+    contact = revive and not holdout and chosen is not None
+
+    message = None
+    if rendered is not None:
+        message = MessageOut(
+            intent=rendered.intent,
+            channel=rendered.channel,
+            locale=rendered.locale,
+            subject=rendered.subject,
+            body=rendered.body,
+            length=rendered.length,
+            segments=rendered.segments,
+            encoding=rendered.encoding,
+            truncated=rendered.truncated,
+            link=rendered.link,
+        )
+    horizon = math.isfinite(scores.expected_days)
+    return Decision(
+        decision_id=decision_id or str(uuid.uuid4()),
+        customer_id=view.customer_id,
+        campaign_id=campaign.id,
+        decided_at=now,
+        snapshot_at=view.snapshot_at,
+        stage=stage,
+        tier=view.tier,
+        value_score=_round(view.value_score, 2),
+        scores=ScoresOut(
+            p_churn=_round(scores.p_churn),
+            p_buy_30d=_round(scores.p_buy_30d),
+            expected_days=_round(scores.expected_days, 1) if horizon else 0.0,
+            expected_next_order=expected_next.astimezone(log_zone).date()
+            if expected_next
+            else None,
+            predicted_value=_round(scores.predicted_value, 2),
+        ),
+        revive=revive,
+        priority=_round(priority, 4),
+        currency=settings.currency,
+        economics=econ,
+        why_asleep=why,
+        intent=intent,
+        offer=offer_out,
+        channel=CHANNELS[c] if chosen is not None else None,
+        channel_options=options,
+        send_at=send_at if chosen is not None else None,
+        send_at_local=_naive_local(send_at, zone).isoformat(timespec="minutes")
+        if chosen is not None
+        else None,
+        timezone=zone.key,
+        holdout=holdout,
+        contact=contact,
+        blocked_by=blocker.id if blocker is not None else None,
+        message=message,
+        reasons={k: v for k, v in reasons.items() if v},
+        model_versions=dict(model_versions or {}),
+    )

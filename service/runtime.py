@@ -1,0 +1,925 @@
+"""The serving runtime: champions, the feature snapshot, item histories and the store.
+
+:class:`Runtime` is what the BentoML service (and the benchmark, in-process) call. At start-up
+it loads the three champions (``models:/<name>@<alias>``, versions reported), builds the
+point-in-time feature snapshot and lifecycle from the configured transaction log
+(``Settings.data_path``, cut at the day after its last transaction), scores every customer
+once, and keeps each customer's purchase/return item history. :meth:`Runtime.reload` switches
+to the current champions (and optionally a fresh snapshot) without a restart; requests in
+flight keep the state they started with (the state is swapped as one object).
+
+Per request it reads the customer's contact history, consents and engagement from the store
+(population engagement is cached for ``POPULATION_TTL_S``), calls the decision engine,
+records the decision (reserving the contact under the frequency caps atomically) and, if
+asked, dispatches the message through the channel's provider.
+
+Live purchases posted to ``events`` update an in-process overlay (last purchase time and
+items bought) used by the next decision; the store keeps the events, and purchases since the
+snapshot are re-read from it at start-up. Items of such purchases live only in memory (the
+event log has no item column): after a restart the transaction log is the source again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import features.runtime as feature_runtime  # noqa: F401  (thread/env defaults first)
+from features.lifecycle import LifecycleRules, assign_lifecycle
+from features.loaders import CleaningReport, load_transactions
+from features.snapshot import build_features
+from service.channels import ChannelProvider, LogProvider, OutboundMessage, WebhookProvider
+from service.channels import dispatch as dispatch_message
+from service.config import CHANNELS, OFFER_TYPES, Settings, resolve_sqlite_url
+from service.decision import (
+    ASLEEP_STAGES,
+    DEFAULT_PARAMS,
+    ContactHistory,
+    CustomerView,
+    Decision,
+    DispatchOut,
+    ModelScores,
+    PolicyParams,
+    PriorityInputs,
+    Profile,
+    campaign_by_id,
+    caps_for,
+    decide,
+    holdout_draw,
+    predicted_value,
+    rank_inputs,
+)
+from service.schemas import (
+    BatchRequest,
+    BatchResponse,
+    BatchRow,
+    ConsentIn,
+    CustomerResponse,
+    DecideRequest,
+    EventIn,
+    EventsResponse,
+    ProfileIn,
+    RecommendedItem,
+    RecommendResponse,
+    ReloadResponse,
+)
+from service.store import (
+    ContactStore,
+    DecisionRecord,
+    DispatchInProgress,
+    Engagement,
+    EventRecord,
+    InvalidRecord,
+    UnknownDecision,
+    open_store,
+)
+
+__all__ = [
+    "Conflict",
+    "ModelsUnavailable",
+    "POPULATION_TTL_S",
+    "Rejected",
+    "Runtime",
+    "UnknownCustomer",
+    "tracking_uri",
+]
+
+log = logging.getLogger(__name__)
+
+POPULATION_TTL_S = 30.0
+ROLES = ("churn", "next_purchase", "cross_sell")
+_DEFAULT_TRACKING = resolve_sqlite_url("sqlite:///mlflow/mlflow.db")
+_SCHEDULE_SLACK = timedelta(seconds=60)
+
+
+class UnknownCustomer(LookupError):
+    """The customer is not in the snapshot (HTTP 404)."""
+
+
+class Rejected(ValueError):
+    """A well-formed request the service cannot act on (HTTP 422); nothing was written."""
+
+
+class Conflict(RuntimeError):
+    """The request conflicts with the stored state (HTTP 409); nothing was written."""
+
+
+class ModelsUnavailable(RuntimeError):
+    """A champion is missing or cannot be loaded (start-up / reload failure)."""
+
+
+def tracking_uri(settings: Settings) -> str:
+    """The MLflow store to load champions from.
+
+    ``REVIVAL_MLFLOW_TRACKING_URI`` or a non-default ``mlflow_tracking_uri`` in the policy
+    file wins; otherwise :func:`features.runtime.default_tracking_uri` (which honours
+    ``MLFLOW_TRACKING_URI``, as training does).
+    """
+    if "REVIVAL_MLFLOW_TRACKING_URI" in os.environ:
+        return settings.mlflow_tracking_uri
+    if settings.mlflow_tracking_uri != _DEFAULT_TRACKING:
+        return settings.mlflow_tracking_uri
+    return feature_runtime.default_tracking_uri()
+
+
+def _aware(dt: datetime | None, settings: Settings, default: datetime | None = None) -> datetime:
+    """A request time as aware UTC (naive = the configured default time zone)."""
+    if dt is None:
+        return default if default is not None else datetime.now(UTC)
+    if dt.tzinfo is None or dt.tzinfo.utcoffset(dt) is None:
+        dt = dt.replace(tzinfo=settings.zone)
+    return dt.astimezone(UTC)
+
+
+def _epoch(ts: pd.Series, zone: str) -> np.ndarray:
+    """Naive wall-clock times of the log (in ``zone``) as epoch seconds UTC."""
+    local = ts.dt.tz_localize(zone, ambiguous="NaT", nonexistent="shift_forward")
+    fallback = ts.astype("datetime64[ns]").astype("int64") / 1e9
+    secs = local.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
+    out = secs.astype("int64").to_numpy() / 1e9
+    return np.where(local.isna().to_numpy(), fallback.to_numpy(), out)
+
+
+@dataclass
+class Snapshot:
+    """Everything derived from the transaction log at start-up (or on a data reload)."""
+
+    cutoff: pd.Timestamp
+    at: datetime
+    features: pd.DataFrame
+    positions: dict[str, int]
+    columns: list[str]
+    values: np.ndarray  # features as a float matrix (row lookups without pandas)
+    bought: dict[str, dict[str, tuple[float, int]]]
+    returned: dict[str, dict[str, float]]
+    item_names: dict[str, str]
+    report: CleaningReport
+    seconds: float
+
+
+@dataclass
+class Models:
+    """The champions and their registry versions."""
+
+    churn: Any
+    next_purchase: Any
+    recommender: Any
+    item_names: dict[str, str]
+    versions: dict[str, str]
+    uri: str
+
+
+@dataclass
+class State:
+    """Snapshot × models: scores, lifecycle and the arrays the batch ranking reads."""
+
+    snapshot: Snapshot
+    models: Models
+    scores: pd.DataFrame
+    lifecycle: pd.DataFrame
+    inputs: PriorityInputs
+    stage: np.ndarray
+    tier: np.ndarray
+    score_values: np.ndarray  # p_churn, p_buy_30d, expected_days, predicted_value
+    value_score: np.ndarray
+    candidates: dict[str, list[str]] = field(default_factory=dict)  # ALS cache
+    holdout_draws: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class _Overlay:
+    last_purchase: datetime | None = None
+    items: dict[str, float] = field(default_factory=dict)
+
+
+def load_snapshot(settings: Settings) -> Snapshot:
+    """Load the configured log and build the snapshot at the day after its last transaction."""
+    t0 = time.perf_counter()
+    loaded = load_transactions(settings.data_path)
+    tx = loaded.transactions
+    if tx.empty:
+        raise ValueError(f"{settings.data_path}: no usable transactions")
+    cutoff = tx["ts"].max().normalize() + pd.Timedelta(days=1)
+    feats = build_features(tx, cutoff)
+    at = cutoff.tz_localize(settings.default_timezone).tz_convert("UTC").to_pydatetime()
+    bought: dict[str, dict[str, tuple[float, int]]] = {}
+    returned: dict[str, dict[str, float]] = {}
+    if "item_id" in tx.columns and tx["item_id"].notna().any():
+        lines = tx.loc[tx["item_id"].notna(), ["customer_id", "item_id", "ts", "quantity"]]
+        lines = lines.assign(epoch=_epoch(lines["ts"], settings.default_timezone))
+        buy = (
+            lines[lines["quantity"] > 0]
+            .groupby(["customer_id", "item_id"], sort=False)["epoch"]
+            .agg(["max", "size"])
+        )
+        for (cid, item), last, n in zip(
+            buy.index, buy["max"].to_numpy(), buy["size"].to_numpy(), strict=True
+        ):
+            bought.setdefault(cid, {})[item] = (float(last), int(n))
+        ret = (
+            lines[lines["quantity"] < 0].groupby(["customer_id", "item_id"], sort=False)["epoch"]
+        ).max()
+        for (cid, item), last in zip(ret.index, ret.to_numpy(), strict=True):
+            returned.setdefault(cid, {})[item] = float(last)
+    names = {}
+    if len(loaded.items):
+        names = dict(
+            zip(loaded.items["item_id"].astype(str), loaded.items["name"].astype(str), strict=True)
+        )
+    return Snapshot(
+        cutoff=cutoff,
+        at=at,
+        features=feats,
+        positions={c: i for i, c in enumerate(feats.index.astype(str))},
+        columns=[str(c) for c in feats.columns],
+        values=feats.to_numpy(dtype=float),
+        bought=bought,
+        returned=returned,
+        item_names=names,
+        report=loaded.report,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def load_models(settings: Settings) -> Models:
+    """Load ``models:/<name>@<alias>`` for every role (by the version the alias points at)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    import mlflow
+
+    uri = tracking_uri(settings)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    alias = settings.model_alias
+    names = settings.model_names
+    loaded: dict[str, Any] = {}
+    versions: dict[str, str] = {}
+    item_names: dict[str, str] = {}
+    for role in ROLES:
+        name = getattr(names, role)
+        try:
+            mv = client.get_model_version_by_alias(name, alias)
+        except MlflowException as exc:
+            raise ModelsUnavailable(
+                f"no '{alias}' version of model {name!r} in {uri}: train first "
+                f"(python -m training --if-missing) [{str(exc).splitlines()[0][:200]}]"
+            ) from None
+        try:
+            model = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
+        except Exception as exc:  # a broken artifact must stop start-up with its name
+            raise ModelsUnavailable(f"cannot load models:/{name}/{mv.version}: {exc}") from exc
+        inner = model.unwrap_python_model()
+        loaded[role] = getattr(inner, "model", inner)
+        versions[name] = str(mv.version)
+        if role == "cross_sell":
+            item_names = dict(getattr(inner, "names", {}) or {})
+    return Models(
+        churn=loaded["churn"],
+        next_purchase=loaded["next_purchase"],
+        recommender=loaded["cross_sell"],
+        item_names=item_names,
+        versions=versions,
+        uri=uri,
+    )
+
+
+def score_snapshot(snapshot: Snapshot, models: Models, settings: Settings) -> State:
+    """Score every customer once; lifecycle tiers use historic and predicted value."""
+    feats = snapshot.features
+    p_churn = np.asarray(models.churn.predict(feats), float)
+    nxt = models.next_purchase.predict(feats)
+    pv = predicted_value(feats, p_churn)
+    scores = pd.DataFrame(
+        {
+            "p_churn": p_churn,
+            "p_buy_30d": nxt["p_buy_30d"].to_numpy(float),
+            "expected_days": nxt["expected_days"].to_numpy(float),
+            "predicted_value": pv,
+        },
+        index=feats.index,
+    )
+    rules = LifecycleRules(
+        high_quantile=settings.value_tiers.high_quantile,
+        low_quantile=settings.value_tiers.low_quantile,
+    )
+    lc = assign_lifecycle(feats, rules, predicted_value=pd.Series(pv, index=feats.index))
+    frame = feats.assign(stage=lc["stage"].astype(str))
+    return State(
+        snapshot=snapshot,
+        models=models,
+        scores=scores,
+        lifecycle=lc,
+        inputs=PriorityInputs.from_frames(frame, scores),
+        stage=lc["stage"].astype(str).to_numpy(),
+        tier=lc["tier"].astype(str).to_numpy(),
+        score_values=scores[["p_churn", "p_buy_30d", "expected_days", "predicted_value"]]
+        .to_numpy(float)
+        .copy(),
+        value_score=lc["value_score"].to_numpy(float),
+    )
+
+
+class Runtime:
+    """Models + snapshot + store + policy: the plain-Python core behind every endpoint."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ContactStore | None = None,
+        params: PolicyParams = DEFAULT_PARAMS,
+        providers: dict[str, ChannelProvider] | None = None,
+    ):
+        self.settings = settings
+        self.params = params
+        self.store = store if store is not None else open_store(settings.store_url)
+        self._reload_lock = threading.Lock()
+        self._overlay_lock = threading.Lock()
+        self._overlay: dict[str, _Overlay] = {}
+        self._population: tuple[float, dict[str, Engagement]] = (-math.inf, {})
+        self.providers = providers if providers is not None else self._providers()
+        t0 = time.perf_counter()
+        snapshot = load_snapshot(settings)
+        models = load_models(settings)
+        self._state = score_snapshot(snapshot, models, settings)
+        self._load_live_purchases()
+        self.startup_seconds = time.perf_counter() - t0
+        log.info(
+            "runtime ready: %d customers at %s, models %s (%.1f s)",
+            len(snapshot.features),
+            snapshot.cutoff.date(),
+            models.versions,
+            self.startup_seconds,
+        )
+
+    # ----------------------------------------------------------------- set-up
+
+    def _providers(self) -> dict[str, ChannelProvider]:
+        out: dict[str, ChannelProvider] = {}
+        fallback = LogProvider()
+        for name, policy in self.settings.channels.items():
+            if policy.provider_url is not None:
+                out[name] = WebhookProvider(
+                    str(policy.provider_url),
+                    timeout_s=policy.provider_timeout_s,
+                    max_retries=policy.provider_max_retries,
+                )
+            else:
+                out[name] = fallback
+        return out
+
+    def _load_live_purchases(self) -> None:
+        snap = self._state.snapshot
+        try:
+            ev = self.store.events_between(
+                snap.at, datetime(9999, 1, 1, tzinfo=UTC), event="purchase"
+            )
+        except Exception as exc:  # the store may be shared and large; never block start-up
+            log.warning("could not read purchase events since the snapshot: %s", exc)
+            return
+        for cid, ts in zip(ev["customer_id"], ev["ts"], strict=True):
+            self._note_purchase(str(cid), ts.to_pydatetime(), [])
+
+    def close(self) -> None:
+        """Release the store and provider connections."""
+        for provider in {id(p): p for p in self.providers.values()}.values():
+            provider.close()
+        self.store.close()
+
+    # ----------------------------------------------------------------- state
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def model_versions(self) -> dict[str, str]:
+        return dict(self._state.models.versions)
+
+    def reload(self, data: bool = False) -> ReloadResponse:
+        """Switch to the current champions (and a fresh snapshot if ``data``)."""
+        t0 = time.perf_counter()
+        with self._reload_lock:
+            old = self._state
+            models = load_models(self.settings)
+            snapshot = load_snapshot(self.settings) if data else old.snapshot
+            self._state = score_snapshot(snapshot, models, self.settings)
+        new = self._state
+        return ReloadResponse(
+            model_versions=new.models.versions,
+            previous_versions=old.models.versions,
+            changed=new.models.versions != old.models.versions or data,
+            snapshot_at=new.snapshot.at,
+            customers=len(new.snapshot.features),
+            seconds=round(time.perf_counter() - t0, 3),
+        )
+
+    def position(self, customer_id: str, state: State | None = None) -> int:
+        state = state or self._state
+        pos = state.snapshot.positions.get(customer_id)
+        if pos is None:
+            raise UnknownCustomer(
+                f"customer {customer_id!r} is not in the snapshot of {state.snapshot.cutoff.date()} "
+                f"({len(state.snapshot.positions):,} customers)"
+            )
+        return pos
+
+    # ----------------------------------------------------------------- perception
+
+    def _note_purchase(self, customer_id: str, ts: datetime, items: Sequence[str]) -> None:
+        with self._overlay_lock:
+            ov = self._overlay.setdefault(customer_id, _Overlay())
+            if ov.last_purchase is None or ts > ov.last_purchase:
+                ov.last_purchase = ts
+            for item in items:
+                ov.items[item] = max(ov.items.get(item, -math.inf), ts.timestamp())
+
+    def view(self, customer_id: str, profile: ProfileIn | None, state: State) -> CustomerView:
+        pos = self.position(customer_id, state)
+        snap = state.snapshot
+        row = dict(zip(snap.columns, snap.values[pos].tolist(), strict=True))
+        bought = snap.bought.get(customer_id, {})
+        ov = self._overlay.get(customer_id)
+        if ov is not None and ov.items:
+            bought = dict(bought)
+            for item, ts in ov.items.items():
+                last, n = bought.get(item, (-math.inf, 0))
+                bought[item] = (max(last, ts), n + 1)
+        prof = Profile()
+        if profile is not None:
+            prof = Profile(
+                locale=profile.locale,
+                timezone=profile.timezone,
+                name=profile.name,
+                identifiers=dict(profile.identifiers),
+                consents=dict(profile.consents),
+            )
+        return CustomerView(
+            customer_id=customer_id,
+            features=row,
+            stage=str(state.stage[pos]),
+            tier=str(state.tier[pos]),
+            value_score=float(state.value_score[pos]),
+            snapshot_at=snap.at,
+            bought=bought,
+            returned=snap.returned.get(customer_id, {}),
+            last_purchase_at=ov.last_purchase if ov is not None else None,
+            profile=prof,
+        )
+
+    @staticmethod
+    def model_scores(pos: int, state: State) -> ModelScores:
+        p_churn, p_buy, days, value = state.score_values[pos].tolist()
+        return ModelScores(
+            p_churn=p_churn, p_buy_30d=p_buy, expected_days=days, predicted_value=value
+        )
+
+    def candidates(self, customer_id: str, k: int, state: State) -> list[str]:
+        """ALS items the customer has not bought or returned (cached per model state)."""
+        key = f"{customer_id}\x1f{k}"
+        hit = state.candidates.get(key)
+        if hit is None:
+            rec = state.models.recommender
+            hit = list(rec.recommend([customer_id], k=k, exclude_seen=True).get(customer_id, []))
+            state.candidates[key] = hit
+        return hit
+
+    def population(self) -> dict[str, Engagement]:
+        stamp, value = self._population
+        if time.monotonic() - stamp > POPULATION_TTL_S:
+            value = self.store.population_engagement()
+            self._population = (time.monotonic(), value)
+        return value
+
+    def history(self, customer_id: str, now: datetime) -> ContactHistory:
+        since = now - timedelta(days=max(self.params.forgotten_days, 8.0))
+        return ContactHistory(
+            contacts=self.store.recent_contacts(customer_id, since),
+            consents=self.store.consents(customer_id),
+            engagement=self.store.engagement(customer_id),
+            population=self.population(),
+        )
+
+    # ----------------------------------------------------------------- decide
+
+    def _decide_once(
+        self,
+        customer_id: str,
+        now: datetime,
+        campaign_id: str,
+        channels: Sequence[str] | None,
+        profile: ProfileIn | None,
+        state: State,
+        decision_id: str | None,
+        unavailable: dict[str, str],
+    ) -> Decision:
+        pos = self.position(customer_id, state)
+        view = self.view(customer_id, profile, state)
+        return decide(
+            view,
+            self.model_scores(pos, state),
+            self.candidates(customer_id, self.params.candidate_items, state),
+            self.history(customer_id, now),
+            self.settings,
+            now,
+            campaign_id=campaign_id,
+            channels=channels,
+            item_names=state.models.item_names or state.snapshot.item_names,
+            model_versions=state.models.versions,
+            params=self.params,
+            decision_id=decision_id,
+            unavailable=unavailable,
+        )
+
+    @staticmethod
+    def _as_record(decision: Decision) -> DecisionRecord:
+        return DecisionRecord(
+            decision_id=decision.decision_id,
+            customer_id=decision.customer_id,
+            campaign_id=decision.campaign_id,
+            ts=decision.decided_at,
+            channel=decision.channel,
+            send_at=decision.send_at,
+            intent=decision.intent,
+            offer_type=decision.offer.type if decision.offer else "none",
+            holdout=decision.holdout,
+            revive=decision.revive,
+            priority=decision.priority,
+            payload=decision.model_dump(mode="json", exclude={"dispatch"}),
+            model_versions=decision.model_versions,
+        )
+
+    def _decide_and_record(
+        self,
+        customer_id: str,
+        now: datetime,
+        campaign_id: str,
+        channels: Sequence[str] | None,
+        profile: ProfileIn | None,
+        state: State,
+        decision_id: str | None,
+        record: bool,
+    ) -> Decision:
+        unavailable: dict[str, str] = {}
+        for _ in range(len(CHANNELS) + 1):
+            decision = self._decide_once(
+                customer_id, now, campaign_id, channels, profile, state, decision_id, unavailable
+            )
+            if not record:
+                return decision
+            rec = self._as_record(decision)
+            if decision.revive and decision.channel is not None:
+                ok, reason = self.store.reserve_contact(
+                    rec, caps_for(self.settings, decision.channel)
+                )
+                if ok:
+                    return decision
+                # another request took the slot between our read and the reservation
+                unavailable[decision.channel] = f"{reason} (at reservation)"
+                continue
+            self.store.record_decision(rec)
+            return decision
+        raise RuntimeError("could not reserve a contact after trying every channel")
+
+    def decide(self, req: DecideRequest) -> Decision:
+        """Decide for one customer; record it (unless ``dry_run``); dispatch if asked."""
+        state = self._state
+        now = _aware(req.now, self.settings)
+        self.position(req.customer_id, state)  # 404 before anything else
+        campaign_by_id(self.settings, req.campaign_id)  # UnknownCampaign -> 422
+        if req.dispatch and req.dry_run:
+            raise Rejected("dispatch needs a recorded decision: drop dry_run to dispatch")
+        if req.decision_id is not None:
+            existing = self.store.get_decision(req.decision_id)
+            if existing is not None:
+                if existing.customer_id != req.customer_id:
+                    raise Conflict(
+                        f"decision {req.decision_id!r} belongs to customer "
+                        f"{existing.customer_id!r}, not {req.customer_id!r}"
+                    )
+                decision = Decision.model_validate(existing.payload)
+                if req.dispatch:
+                    decision.dispatch = self._dispatch(decision, req.profile, now)
+                return decision
+        decision = self._decide_and_record(
+            req.customer_id,
+            now,
+            req.campaign_id,
+            req.channels,
+            req.profile,
+            state,
+            req.decision_id,
+            record=not req.dry_run,
+        )
+        if req.dispatch:
+            decision.dispatch = self._dispatch(decision, req.profile, now)
+        return decision
+
+    def _dispatch(
+        self, decision: Decision, profile: ProfileIn | None, now: datetime
+    ) -> DispatchOut:
+        if decision.holdout:
+            return DispatchOut(status="skipped", error="holdout: control group, never sent")
+        if not decision.contact or decision.channel is None or decision.message is None:
+            return DispatchOut(status="skipped", error="decision does not contact the customer")
+        if decision.send_at is not None and decision.send_at > now + _SCHEDULE_SLACK:
+            return DispatchOut(
+                status="scheduled",
+                error=f"send_at {decision.send_at.isoformat()}: call again with this "
+                "decision_id at or after it",
+            )
+        ident = self.settings.channel(decision.channel).identifier
+        to = (profile.identifiers.get(ident) if profile else None) or decision.customer_id
+        message = OutboundMessage(
+            decision_id=decision.decision_id,
+            customer_id=decision.customer_id,
+            channel=decision.channel,
+            to=to,
+            subject=decision.message.subject,
+            body=decision.message.body,
+        )
+        try:
+            result = dispatch_message(self.store, self.providers[decision.channel], message)
+        except UnknownDecision:
+            raise Rejected("dispatch needs a recorded decision") from None
+        except DispatchInProgress as exc:
+            raise Conflict(str(exc)) from None
+        return DispatchOut(
+            status="duplicate" if result.duplicate else result.status,
+            attempts=result.attempts,
+            error=result.error,
+            provider_message_id=result.provider_message_id,
+            status_code=result.status_code,
+        )
+
+    # ----------------------------------------------------------------- batch
+
+    def _holdout_draws(self, state: State, campaign_id: str) -> np.ndarray:
+        key = (campaign_id, self.settings.holdout_salt)
+        draws = state.holdout_draws.get(key)
+        if draws is None:
+            draws = np.array(
+                [
+                    holdout_draw(c, campaign_id, self.settings.holdout_salt)
+                    for c in state.inputs.index
+                ]
+            )
+            state.holdout_draws[key] = draws
+        return draws
+
+    def decide_batch(self, req: BatchRequest) -> BatchResponse:
+        """Rank customers by priority (vectorised), cut at budget/count, decide the page."""
+        t0 = time.perf_counter()
+        state = self._state
+        now = _aware(req.now, self.settings)
+        campaign = campaign_by_id(self.settings, req.campaign_id)
+        unknown: list[str] = []
+        if req.customer_ids is not None:
+            pos_map = state.snapshot.positions
+            found = []
+            for c in dict.fromkeys(req.customer_ids):
+                p = pos_map.get(c)
+                if p is None:
+                    unknown.append(c)
+                else:
+                    found.append(p)
+            rows = np.asarray(found, np.int64)
+        else:
+            rows = np.arange(len(state.inputs))
+        mask = np.ones(len(rows), bool)
+        if req.stages is not None:
+            mask &= np.isin(state.stage[rows], req.stages)
+        if req.tiers is not None:
+            mask &= np.isin(state.tier[rows], req.tiers)
+        rows = rows[mask]
+        ok = None
+        if req.channels is not None:
+            ok = np.array([c in req.channels for c in CHANNELS]) & self._default_ok()
+        pr = rank_inputs(state.inputs.take(rows), self.settings, self.params, channel_ok=ok)
+        eligible = np.flatnonzero(pr.revive)
+        order = eligible[np.argsort(-pr.priority[eligible], kind="stable")]
+        holdout = self._holdout_draws(state, campaign.id)[rows[order]] < self.settings.holdout_share
+        cost = np.where(holdout, 0.0, pr.cost[order])
+        cum = np.cumsum(cost)
+        keep = len(order)
+        if req.max_customers is not None:
+            keep = min(keep, req.max_customers)
+        if req.budget is not None:
+            keep = min(keep, int(np.searchsorted(cum, req.budget, side="right")))
+        page = np.arange(req.offset, min(keep, req.offset + req.limit))
+        out_rows: list[BatchRow] = []
+        for rank in page:
+            i = order[rank]
+            pos = int(rows[i])
+            cid = str(state.inputs.index[pos])
+            decision = None
+            if req.decisions:
+                decision = self._decide_and_record(
+                    cid, now, campaign.id, req.channels, None, state, None, record=req.record
+                )
+            out_rows.append(
+                BatchRow(
+                    rank=int(rank) + 1,
+                    customer_id=cid,
+                    stage=str(state.stage[pos]),
+                    tier=str(state.tier[pos]),
+                    priority=round(float(pr.priority[i]), 4),
+                    expected_cost=round(float(cost[rank]), 4),
+                    cumulative_cost=round(float(cum[rank]), 4),
+                    offer=OFFER_TYPES[pr.offer[i]] if pr.offer[i] >= 0 else None,
+                    channel=CHANNELS[pr.channel[i]] if pr.channel[i] >= 0 else None,
+                    holdout=bool(holdout[rank]),
+                    decision=decision,
+                )
+            )
+        end = req.offset + len(page)
+        return BatchResponse(
+            campaign_id=campaign.id,
+            currency=self.settings.currency,
+            candidates=len(rows),
+            eligible=len(eligible),
+            selected=keep,
+            selected_cost=round(float(cum[keep - 1]) if keep else 0.0, 4),
+            selected_priority=round(float(pr.priority[order[:keep]].sum()), 4),
+            offset=req.offset,
+            limit=req.limit,
+            next_offset=end if end < keep else None,
+            unknown_customer_ids=unknown[:1000],
+            rows=out_rows,
+            seconds=round(time.perf_counter() - t0, 4),
+        )
+
+    def _default_ok(self) -> np.ndarray:
+        s = self.settings
+        return np.array(
+            [
+                c in s.channels
+                and s.channels[c].enabled
+                and c in s.implied_consent
+                and s.channels[c].identifier in s.account_identifiers
+                for c in CHANNELS
+            ]
+        )
+
+    # ----------------------------------------------------------------- other endpoints
+
+    def _filtered_items(
+        self, view: CustomerView, items: Sequence[str], now: datetime, k: int
+    ) -> tuple[list[str], int, int]:
+        now_s = now.timestamp()
+        ret_cut = now_s - self.params.return_block_days * 86400.0
+        rec_cut = now_s - self.params.recent_purchase_days * 86400.0
+        blocked = {i for i, ts in view.returned.items() if ts >= ret_cut}
+        recent = {i for i, (ts, _) in view.bought.items() if ts >= rec_cut}
+        out: list[str] = []
+        n_ret = n_rec = 0
+        for item in items:
+            if item in blocked:
+                n_ret += 1
+            elif item in recent:
+                n_rec += 1
+            elif item not in out:
+                out.append(item)
+                if len(out) == k:
+                    break
+        return out, n_ret, n_rec
+
+    def recommend(self, customer_id: str, k: int, now: datetime | None) -> RecommendResponse:
+        state = self._state
+        at = _aware(now, self.settings, default=max(datetime.now(UTC), state.snapshot.at))
+        view = self.view(customer_id, None, state)
+        pool = self.candidates(customer_id, k + self.params.candidate_items, state)
+        items, n_ret, n_rec = self._filtered_items(view, pool, at, k)
+        names = state.models.item_names or state.snapshot.item_names
+        return RecommendResponse(
+            customer_id=customer_id,
+            items=[
+                RecommendedItem(item_id=i, name=names.get(i), rank=r + 1)
+                for r, i in enumerate(items)
+            ],
+            excluded_returned=n_ret,
+            excluded_recent=n_rec,
+            model_version=state.models.versions.get(self.settings.model_names.cross_sell),
+        )
+
+    def customer(self, customer_id: str, now: datetime | None) -> CustomerResponse:
+        state = self._state
+        at = _aware(now, self.settings, default=datetime.now(UTC))
+        pos = self.position(customer_id, state)
+        view = self.view(customer_id, None, state)
+        hist = self.history(customer_id, at)
+        consents = {}
+        for ch in self.settings.channels:
+            stored = hist.consents.get(ch)
+            consents[ch] = stored if stored is not None else ch in self.settings.implied_consent
+        names = state.models.item_names or state.snapshot.item_names
+        top = sorted(view.bought.items(), key=lambda kv: (-kv[1][1], -kv[1][0], kv[0]))[:10]
+        cut = at.timestamp() - self.params.return_block_days * 86400.0
+        latest = self.store.latest_decision(customer_id)
+        return CustomerResponse(
+            customer_id=customer_id,
+            snapshot_at=state.snapshot.at,
+            stage=view.stage,
+            tier=view.tier,
+            value_score=round(view.value_score, 2),
+            features={
+                k: (None if not math.isfinite(float(v)) else round(float(v), 6))
+                for k, v in view.features.items()
+            },
+            scores={k: round(float(v), 6) for k, v in state.scores.iloc[pos].to_dict().items()},
+            consents=consents,
+            engagement={ch: e.__dict__ for ch, e in hist.engagement.items()},
+            recent_contacts=[
+                {
+                    "ts": c.ts,
+                    "channel": c.channel,
+                    "source": c.source,
+                    "decision_id": c.decision_id,
+                    "campaign_id": c.campaign_id,
+                }
+                for c in hist.contacts
+            ],
+            latest_decision=None
+            if latest is None
+            else {
+                "decision_id": latest.decision_id,
+                "ts": latest.ts,
+                "campaign_id": latest.campaign_id,
+                "revive": latest.revive,
+                "holdout": latest.holdout,
+                "channel": latest.channel,
+                "send_at": latest.send_at,
+                "offer_type": latest.offer_type,
+                "priority": latest.priority,
+            },
+            top_items=[
+                {
+                    "item_id": i,
+                    "name": names.get(i),
+                    "purchases": n,
+                    "last_bought": datetime.fromtimestamp(ts, UTC),
+                }
+                for i, (ts, n) in top
+            ],
+            returned_items_90d=sorted(i for i, ts in view.returned.items() if ts >= cut),
+            live_purchase_at=view.last_purchase_at,
+            model_versions=state.models.versions,
+        )
+
+    def record(self, events: Sequence[EventIn], consents: Sequence[ConsentIn]) -> EventsResponse:
+        """Validate everything first, then append events (one transaction) and consents."""
+        now = datetime.now(UTC)
+        records: list[EventRecord] = []
+        try:
+            for i, e in enumerate(events):
+                if e.item_ids and e.event != "purchase":
+                    raise Rejected(f"events[{i}]: item_ids are only allowed on purchase events")
+                records.append(
+                    EventRecord(
+                        customer_id=e.customer_id,
+                        ts=_aware(e.ts, self.settings, default=now),
+                        event=e.event,
+                        channel=e.channel,
+                        campaign_id=e.campaign_id,
+                        decision_id=e.decision_id,
+                        value=e.value,
+                        dedup_key=e.dedup_key,
+                    )
+                )
+            consent_rows = [
+                (
+                    c.customer_id,
+                    c.channel,
+                    c.granted,
+                    _aware(c.ts, self.settings, default=now),
+                    c.source,
+                )
+                for c in consents
+            ]
+        except InvalidRecord as exc:
+            raise Rejected(str(exc)) from None
+        inserted, duplicates = self.store.record_events(records) if records else (0, 0)
+        for row in consent_rows:
+            self.store.set_consent(*row)
+        for e, rec in zip(events, records, strict=True):
+            if e.event == "purchase":
+                self._note_purchase(e.customer_id, rec.ts, e.item_ids)
+        if records:
+            self._population = (-math.inf, {})
+        return EventsResponse(inserted=inserted, duplicates=duplicates, consents=len(consent_rows))
+
+    # convenience for the benchmark and scripts
+    def asleep_high_value(self) -> list[str]:
+        state = self._state
+        sel = np.isin(state.stage, ASLEEP_STAGES) & (state.tier == "high")
+        return [str(c) for c in state.inputs.index[sel]]

@@ -1,0 +1,233 @@
+"""Request and response types of the decision API (pydantic; shared by runtime and service).
+
+Every request model forbids unknown keys, so a misspelt field is a 400 naming it rather
+than a silently ignored option. Time stamps without a zone are read in the configured
+``default_timezone``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from service.config import ChannelName, Identifier, Locale
+from service.decision import Decision
+
+__all__ = [
+    "BatchRequest",
+    "BatchResponse",
+    "BatchRow",
+    "ConsentIn",
+    "CustomerRequest",
+    "CustomerResponse",
+    "DecideRequest",
+    "EventIn",
+    "EventsRequest",
+    "EventsResponse",
+    "ProfileIn",
+    "RecommendRequest",
+    "RecommendResponse",
+    "RecommendedItem",
+    "ReloadRequest",
+    "ReloadResponse",
+]
+
+Stage = Literal["new", "active", "loyal", "at_risk", "sleeping", "lost"]
+Tier = Literal["high", "mid", "low"]
+EventType = Literal[
+    "sent",
+    "delivered",
+    "opened",
+    "clicked",
+    "converted",
+    "unsubscribed",
+    "bounced",
+    "complained",
+    "purchase",
+]
+Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+ItemId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class ProfileIn(_In):
+    """What the caller knows about the customer; overrides defaults for this request."""
+
+    locale: Locale | None = None
+    timezone: str | None = Field(default=None, max_length=64)
+    name: str | None = Field(default=None, max_length=64)
+    identifiers: dict[Identifier, Annotated[str, StringConstraints(max_length=256)]] = Field(
+        default_factory=dict
+    )
+    consents: dict[ChannelName, bool] = Field(default_factory=dict)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r}") from None
+        return value
+
+
+class DecideRequest(_In):
+    """Decide for one customer of the snapshot.
+
+    ``decision_id`` makes the call idempotent: a repeated request with an id that is already
+    recorded returns that decision (and, with ``dispatch``, retries a failed send; a sent
+    message is never sent again). ``dry_run`` computes without recording anything.
+    """
+
+    customer_id: Id
+    campaign_id: Id = "lifecycle"
+    now: datetime | None = None
+    channels: list[ChannelName] | None = Field(default=None, max_length=8)
+    profile: ProfileIn | None = None
+    dispatch: bool = False
+    dry_run: bool = False
+    decision_id: Id | None = None
+
+
+class BatchRequest(_In):
+    """Who to revive: customer ids, or every customer of the given stages/tiers."""
+
+    customer_ids: list[Id] | None = Field(default=None, max_length=200_000)
+    stages: list[Stage] | None = None
+    tiers: list[Tier] | None = None
+    campaign_id: Id = "lifecycle"
+    now: datetime | None = None
+    channels: list[ChannelName] | None = Field(default=None, max_length=8)
+    budget: float | None = Field(default=None, ge=0, description="currency; cut the ranking")
+    max_customers: int | None = Field(default=None, ge=0, description="cut the ranking")
+    offset: int = Field(default=0, ge=0)
+    limit: int = Field(default=100, ge=0, le=1000)
+    decisions: bool = Field(default=True, description="full decisions for the page rows")
+    record: bool = Field(default=False, description="record the page's decisions in the store")
+
+
+class BatchRow(_In):
+    rank: int
+    customer_id: str
+    stage: str
+    tier: str
+    priority: float
+    expected_cost: float
+    cumulative_cost: float
+    offer: str | None
+    channel: str | None
+    holdout: bool
+    decision: Decision | None = None
+
+
+class BatchResponse(_In):
+    campaign_id: str
+    currency: str
+    candidates: int = Field(description="customers considered")
+    eligible: int = Field(description="worth contacting (priority > min_priority)")
+    selected: int = Field(description="kept after the budget / count cut")
+    selected_cost: float
+    selected_priority: float
+    offset: int
+    limit: int
+    next_offset: int | None
+    unknown_customer_ids: list[str]
+    rows: list[BatchRow]
+    seconds: float
+
+
+class RecommendRequest(_In):
+    customer_id: Id
+    k: int = Field(default=10, ge=1, le=100)
+    now: datetime | None = None
+
+
+class RecommendedItem(_In):
+    item_id: str
+    name: str | None
+    rank: int
+
+
+class RecommendResponse(_In):
+    customer_id: str
+    items: list[RecommendedItem]
+    excluded_returned: int
+    excluded_recent: int
+    model_version: str | None
+
+
+class CustomerRequest(_In):
+    customer_id: Id
+    now: datetime | None = None
+
+
+class CustomerResponse(_In):
+    customer_id: str
+    snapshot_at: datetime
+    stage: str
+    tier: str
+    value_score: float
+    features: dict[str, float | None]
+    scores: dict[str, Any]
+    consents: dict[str, bool]
+    engagement: dict[str, dict[str, Any]]
+    recent_contacts: list[dict[str, Any]]
+    latest_decision: dict[str, Any] | None
+    top_items: list[dict[str, Any]]
+    returned_items_90d: list[str]
+    live_purchase_at: datetime | None
+    model_versions: dict[str, str]
+
+
+class EventIn(_In):
+    """A message event or a purchase; ``ts`` defaults to the time of the request."""
+
+    customer_id: Id
+    event: EventType
+    ts: datetime | None = None
+    channel: ChannelName | None = None
+    campaign_id: Id | None = None
+    decision_id: Id | None = None
+    value: float | None = None
+    dedup_key: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    item_ids: list[ItemId] = Field(default_factory=list, max_length=500)
+
+
+class ConsentIn(_In):
+    customer_id: Id
+    channel: ChannelName
+    granted: bool
+    ts: datetime | None = None
+    source: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "api"
+
+
+class EventsRequest(_In):
+    events: list[EventIn] = Field(default_factory=list, max_length=10_000)
+    consents: list[ConsentIn] = Field(default_factory=list, max_length=10_000)
+
+
+class EventsResponse(_In):
+    inserted: int
+    duplicates: int
+    consents: int
+
+
+class ReloadRequest(_In):
+    data: bool = Field(default=False, description="also rebuild the snapshot from the log")
+
+
+class ReloadResponse(_In):
+    model_versions: dict[str, str]
+    previous_versions: dict[str, str]
+    changed: bool
+    snapshot_at: datetime
+    customers: int
+    seconds: float
