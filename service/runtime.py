@@ -59,6 +59,7 @@ from service.decision import (
     predicted_value,
     rank_inputs,
 )
+from service.messages import load_templates
 from service.schemas import (
     BatchRequest,
     BatchResponse,
@@ -349,6 +350,7 @@ class Runtime:
         self._population: tuple[float, dict[str, Engagement]] = (-math.inf, {})
         self.providers = providers if providers is not None else self._providers()
         t0 = time.perf_counter()
+        load_templates()  # parse and validate the message templates now, not on a request
         snapshot = load_snapshot(settings)
         models = load_models(settings)
         self._state = score_snapshot(snapshot, models, settings)
@@ -493,6 +495,15 @@ class Runtime:
             hit = list(rec.recommend([customer_id], k=k, exclude_seen=True).get(customer_id, []))
             state.candidates[key] = hit
         return hit
+
+    def prefetch_candidates(self, customer_ids: Sequence[str], k: int, state: State) -> None:
+        """Fill the ALS cache for many customers in one vectorised call (batch pages)."""
+        missing = [c for c in customer_ids if f"{c}\x1f{k}" not in state.candidates]
+        if not missing:
+            return
+        found = state.models.recommender.recommend(missing, k=k, exclude_seen=True)
+        for c in missing:
+            state.candidates[f"{c}\x1f{k}"] = list(found.get(c, []))
 
     def population(self) -> dict[str, Engagement]:
         stamp, value = self._population
@@ -717,6 +728,9 @@ class Runtime:
         if req.budget is not None:
             keep = min(keep, int(np.searchsorted(cum, req.budget, side="right")))
         page = np.arange(req.offset, min(keep, req.offset + req.limit))
+        if req.decisions and len(page):
+            ids = [str(state.inputs.index[int(rows[order[r]])]) for r in page]
+            self.prefetch_candidates(ids, self.params.candidate_items, state)
         out_rows: list[BatchRow] = []
         for rank in page:
             i = order[rank]

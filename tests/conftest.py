@@ -51,3 +51,47 @@ def synthetic_log(n_customers: int = 300, days: int = 540, seed: int = 0) -> pd.
 @pytest.fixture(scope="session")
 def synthetic_tx() -> pd.DataFrame:
     return synthetic_log()
+
+
+# --------------------------------------------------------------------------- service
+
+
+@pytest.fixture(scope="session")
+def champions(tmp_path_factory):
+    """Champions trained on a slice of the real log (every 10th customer) in a temp store.
+
+    Returns ``(data_csv, tracking_uri)``. The slice keeps the Online Retail II columns, so
+    the service loads it with the same loader (and item names) as the full log.
+    """
+    import zlib
+
+    import mlflow
+    from features.runtime import DEFAULT_DATA
+    from training.pipeline import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("champions")
+    raw = pd.read_csv(DEFAULT_DATA, dtype=str)
+    keep = raw["Customer ID"].map(lambda c: isinstance(c, str) and zlib.crc32(c.encode()) % 10 == 0)
+    data = root / "slice.csv"
+    raw[keep].to_csv(data, index=False)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    train(TrainConfig(data=data, tracking_uri=uri, force=True, als_grid="small", max_cutoffs=4))
+    mlflow.set_tracking_uri(None)
+    return data, uri
+
+
+@pytest.fixture(scope="session")
+def service_env(champions):
+    """A function: folder -> the REVIVAL_* variables pointing the service at the slice, its
+    champions and a new store in ``folder`` (hold-out off unless a test sets it)."""
+    data, uri = champions
+
+    def env(folder) -> dict[str, str]:
+        return {
+            "REVIVAL_DATA_PATH": str(data),
+            "REVIVAL_MLFLOW_TRACKING_URI": uri,
+            "REVIVAL_STORE_URL": f"sqlite:///{folder / 'store.db'}",
+            "REVIVAL_HOLDOUT_SHARE": "0",
+        }
+
+    return env
