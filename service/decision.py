@@ -593,6 +593,31 @@ def _intents(inp: PriorityInputs, cause: np.ndarray) -> np.ndarray:
     return np.where(asleep, by_cause[cause], awake)
 
 
+_TABLES: dict[tuple[int, int], tuple[Settings, PolicyParams, tuple]] = {}
+
+
+def _tables(settings: Settings, p: PolicyParams) -> tuple:
+    """Per (settings, params) constants of the formula, computed once (both are immutable)."""
+    key = (id(settings), id(p))
+    hit = _TABLES.get(key)
+    if hit is None or hit[0] is not settings or hit[1] is not p:
+        allowed, rates, response = _offer_tables(settings, p)
+        costs = np.array(
+            [settings.channels[c].cost if c in settings.channels else 0.0 for c in CHANNELS]
+        )
+        monetary = np.array([o in _MONETARY for o in OFFER_TYPES])
+        boost = np.array([p.cause_offer_boost.get(c, 1.0) for c in CAUSES])
+        hit = (
+            settings,
+            p,
+            (allowed, rates, response, costs, monetary, boost, _preference(settings)),
+        )
+        if len(_TABLES) > 64:
+            _TABLES.clear()
+        _TABLES[key] = hit
+    return hit[2]
+
+
 def _offer_tables(settings: Settings, p: PolicyParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(intent × offer availability, offer cost rates, base response multipliers)."""
     in_catalogue = {o.type for o in settings.offers}
@@ -631,15 +656,10 @@ def _matrix(
     segments: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Economics of every (customer, offer, channel): arrays of shape (n, O, C)."""
-    allowed, rates, response = _offer_tables(settings, p)
-    monetary = np.array([o in _MONETARY for o in OFFER_TYPES])
-    boost = np.array([p.cause_offer_boost.get(c, 1.0) for c in CAUSES])
+    allowed, rates, response, costs, monetary, boost, preference = _tables(settings, p)
     m = response[None, :] + np.where(
         monetary[None, :], (response[None, :] - 1.0) * (boost[cause][:, None] - 1.0), 0.0
     )  # (n, O)
-    costs = np.array(
-        [settings.channels[c].cost if c in settings.channels else 0.0 for c in CHANNELS]
-    )
     seg = np.ones(len(CHANNELS)) if segments is None else segments
     margin = settings.value_tiers.gross_margin
     p0 = inp.p0[:, None, None]
@@ -664,7 +684,7 @@ def _matrix(
         "contact": np.broadcast_to(contact, priority.shape),
         "value": np.broadcast_to(value, priority.shape),
         "offer_ok": offer_ok,
-        "pref": _preference(settings)[intent],
+        "pref": preference[intent],
     }
 
 

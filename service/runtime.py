@@ -514,10 +514,11 @@ class Runtime:
 
     def history(self, customer_id: str, now: datetime) -> ContactHistory:
         since = now - timedelta(days=max(self.params.forgotten_days, 8.0))
+        found = self.store.customer_history(customer_id, since)
         return ContactHistory(
-            contacts=self.store.recent_contacts(customer_id, since),
-            consents=self.store.consents(customer_id),
-            engagement=self.store.engagement(customer_id),
+            contacts=found.contacts,
+            consents=found.consents,
+            engagement=found.engagement,
             population=self.population(),
         )
 

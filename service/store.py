@@ -42,7 +42,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -67,6 +67,7 @@ __all__ = [
     "ContactCounts",
     "ContactRecord",
     "ContactStore",
+    "CustomerHistory",
     "DecisionRecord",
     "DispatchAttempt",
     "DispatchInProgress",
@@ -416,6 +417,15 @@ class Engagement:
     complaints: int = 0
 
 
+@dataclass(frozen=True)
+class CustomerHistory:
+    """What one decision reads about a customer: contacts, consents and engagement."""
+
+    contacts: list[ContactRecord]
+    consents: dict[str, bool]
+    engagement: dict[str, Engagement]
+
+
 @dataclass(frozen=True, kw_only=True)
 class DispatchAttempt:
     """One row of the dispatch log: an attempt starting (``sending``) or its outcome."""
@@ -513,6 +523,16 @@ class ContactStore(abc.ABC):
         ``complained``; a channel-less one revokes every channel); on equal timestamps a
         revocation wins. Channels without any history are absent (caller's default).
         """
+
+    def customer_history(self, customer_id: str, since: datetime) -> CustomerHistory:
+        """:meth:`recent_contacts` since ``since`` (scheduled ones included), current
+        :meth:`consents` and all-time :meth:`engagement`, read together (in one transaction
+        where the backend allows: the decision service calls this on every decision)."""
+        return CustomerHistory(
+            self.recent_contacts(customer_id, since),
+            self.consents(customer_id),
+            self.engagement(customer_id),
+        )
 
     @abc.abstractmethod
     def decisions_between(
@@ -1182,7 +1202,9 @@ class SqlContactStore(ContactStore):
 
     # ----------------------------------------------------------------- engagement
 
-    def _engagement(self, customer_id: str | None, since: datetime | None) -> dict[str, Engagement]:
+    def _engagement(
+        self, customer_id: str | None, since: datetime | None, conn: Connection | None = None
+    ) -> dict[str, Engagement]:
         kinds = _ENGAGEMENT_KINDS
         q = _engagement_statement(customer_id is not None, since is not None)
         params: dict[str, Any] = {}
@@ -1191,8 +1213,8 @@ class SqlContactStore(ContactStore):
         if since is not None:
             params["since"] = as_utc(since)
         acc: dict[str, dict[str, Any]] = {}
-        with self._tx() as conn:
-            for r in conn.execute(q, params):
+        with self._tx() if conn is None else nullcontext(conn) as c:
+            for r in c.execute(q, params):
                 fields = acc.setdefault(r.channel, {})
                 fields[kinds[r.event]] = int(r.n)
                 if r.event == "sent":
@@ -1206,6 +1228,14 @@ class SqlContactStore(ContactStore):
 
     def population_engagement(self, since: datetime | None = None) -> dict[str, Engagement]:
         return self._engagement(None, since)
+
+    def customer_history(self, customer_id: str, since: datetime) -> CustomerHistory:
+        with self._tx() as conn:
+            return CustomerHistory(
+                self._contacts(conn, customer_id, as_utc(since), None),
+                self._consents(conn, customer_id, None),
+                self._engagement(customer_id, None, conn),
+            )
 
     # ----------------------------------------------------------------- consent
 

@@ -635,3 +635,24 @@ def test_dispatch_refusals_are_logged(store: SqlContactStore) -> None:
     assert [(a.attempt, a.status) for a in log] == [(1, "failed"), (2, "failed")]
     assert "consent" in log[-1].error
     assert store.dispatch_success("s") is None and store.counts()["dispatch_success"] == 0
+
+
+def test_customer_history_reads_contacts_consents_and_engagement_together(
+    store: SqlContactStore,
+) -> None:
+    store.record_decision(_decision("d1", send_at=NOW + timedelta(hours=3)))
+    store.record_decision(_decision("d2", customer_id="c2"))
+    store.record_events(
+        [
+            _event("sent", NOW - timedelta(days=2), channel="email"),
+            _event("opened", NOW - timedelta(days=1), channel="email"),
+            _event("unsubscribed", NOW - timedelta(hours=1), channel="sms"),
+        ]
+    )
+    store.set_consent("c1", "app_push", True, NOW - timedelta(days=9), "signup")
+    got = store.customer_history("c1", NOW - timedelta(days=8))
+    assert got.contacts == store.recent_contacts("c1", NOW - timedelta(days=8))
+    assert [c.source for c in got.contacts] == ["event", "decision"]
+    assert got.consents == store.consents("c1") == {"app_push": True, "sms": False}
+    assert got.engagement == store.engagement("c1")
+    assert store.customer_history("nobody", NOW).contacts == []

@@ -15,7 +15,9 @@ from training.pipeline import TrainConfig, missing_champions, summary_json, trai
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="transaction log (CSV, .gz ok)")
+    p.add_argument(
+        "--data", default="", help=f"transaction log, CSV or .gz (default {DEFAULT_DATA})"
+    )
     p.add_argument("--horizon", type=int, default=90, help="churn horizon in days (90)")
     p.add_argument(
         "--cutoff",
@@ -30,7 +32,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", default="revival")
     p.add_argument(
         "--force",
-        action="store_true",
+        nargs="?",
+        const="true",
+        default="false",
+        choices=["true", "false"],
         help="move the champion alias even if the gate says no (first deployment)",
     )
     p.add_argument(
@@ -47,6 +52,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.data = args.data or str(DEFAULT_DATA)  # "" (e.g. from MLproject) means the default
+    args.force = args.force == "true"
     if args.horizon < 7:
         print("error: --horizon must be at least 7 days", file=sys.stderr)
         return 2

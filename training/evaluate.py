@@ -27,12 +27,13 @@ from training.registry import CHAMPION, champion_version, load_champion, use_sto
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__)
-    p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--data", default="", help=f"default {DEFAULT_DATA}")
     p.add_argument("--horizon", type=int, default=90)
     p.add_argument("--cutoff", default=None)
     p.add_argument("--tracking-uri", default=default_tracking_uri())
     p.add_argument("--experiment", default="revival")
     args = p.parse_args(argv)
+    args.data = args.data or str(DEFAULT_DATA)  # "" (e.g. from MLproject) means the default
     use_store(args.tracking_uri, args.experiment)
     client = mlflow.tracking.MlflowClient()
     versions = {n: champion_version(client, n) for n in ("churn", "next_purchase")}
@@ -76,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         mlflow.log_params(
-            {"data": args.data, "cutoff": str(cutoff.date()), "horizon_days": args.horizon}
+            {
+                "eval.data": args.data,
+                "eval.cutoff": str(cutoff.date()),
+                "eval.horizon_days": args.horizon,
+            }
         )
         for _, r in table.iterrows():
             mlflow.log_metric(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -102,9 +103,15 @@ def use_store(tracking_uri: str, experiment: str) -> str:
 
     For a SQLite store the experiment's artifacts live beside the database
     (``<db folder>/artifacts/<experiment>``), not in ``./mlruns`` of whatever directory the
-    process happens to run in. Returns the experiment id.
+    process happens to run in. Under ``mlflow run`` (``MLFLOW_RUN_ID`` set) the run that
+    MLflow created becomes the parent run. Returns the experiment id.
     """
     mlflow.set_tracking_uri(tracking_uri)
+    launched = os.environ.get("MLFLOW_RUN_ID")
+    if launched:  # started by `mlflow run`: log into the run (and experiment) it created
+        exp_id = MlflowClient().get_run(launched).info.experiment_id
+        mlflow.set_experiment(experiment_id=exp_id)
+        return exp_id
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
         location = None
