@@ -44,6 +44,18 @@ __all__ = [
 # (85123A, 15056BL, 79323LP ...); everything else is postage, fees, manual adjustments,
 # discounts, samples, gift vouchers or tests.
 _PRODUCT_CODE = re.compile(r"^\d{5}[A-Z]{0,2}\d?$")
+# contract columns a generic CSV may map (plus ``item_name`` for the item index)
+_MAPPABLE = (
+    "customer_id",
+    "ts",
+    "order_id",
+    "item_id",
+    "quantity",
+    "unit_price",
+    "amount",
+    "channel",
+    "country",
+)
 _RETAIL_COLUMNS = ["Invoice", "StockCode", "Quantity", "InvoiceDate", "Price", "Customer ID"]
 
 
@@ -321,18 +333,7 @@ def load_csv(
     zero-value rows are dropped and counted; exact duplicates are dropped and counted.
     """
     source = str(path)
-    allowed = {
-        "customer_id",
-        "ts",
-        "order_id",
-        "item_id",
-        "quantity",
-        "unit_price",
-        "amount",
-        "channel",
-        "country",
-        "item_name",
-    }
+    allowed = set(_MAPPABLE) | {"item_name"}
     unknown = set(mapping) - allowed
     if unknown:
         raise ValueError(
@@ -415,21 +416,7 @@ def load_transactions(path: str | Path) -> Loaded:
     header = [h.strip() for h in raw.splitlines()[0].split(",")] if raw else []
     if set(_RETAIL_COLUMNS) <= set(header):
         return load_online_retail(path)
-    mapping = {
-        c: c
-        for c in (
-            "customer_id",
-            "ts",
-            "order_id",
-            "item_id",
-            "quantity",
-            "unit_price",
-            "amount",
-            "channel",
-            "country",
-        )
-        if c in header
-    }
+    mapping = {c: c for c in _MAPPABLE if c in header}
     missing = [c for c in ("customer_id", "ts") if c not in mapping]
     if "amount" not in mapping:
         missing += [c for c in ("quantity", "unit_price") if c not in mapping]

@@ -253,6 +253,23 @@ class _SnapshotModel:
         # BG/NBD features of older cutoffs come from the same fitted population parameters
         return self.matrix(frame)
 
+    def _fit_classifier(
+        self, frame: pd.DataFrame, label: str, bgnbd: BGNBD | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fit ``self.clf`` on ``label``; returns the matrix and the train/validation masks."""
+        tr, va = _split_by_time(frame, self.horizon)
+        x = self._prepare(frame, bgnbd)
+        y = frame[label].to_numpy(float)
+        self.clf = _Classifier.fit(x, y, tr, va, self.feature_names, self.params)
+        self.info = {
+            "rows": len(frame),
+            "train_rows": int(tr.sum()),
+            "calibration_rows": int(va.sum()),
+            "calibration_cutoff": str(frame["cutoff"].max().date()),
+            "best_iteration": int(self.clf.best_iteration),
+        }
+        return x, tr, va
+
     def _boosters(self) -> dict[str, lgb.Booster]:
         raise NotImplementedError
 
@@ -293,17 +310,7 @@ class ChurnModel(_SnapshotModel):
 
     def fit(self, frame: pd.DataFrame, bgnbd: BGNBD | None = None) -> ChurnModel:
         """Fit on a stacked training frame (features + ``churn`` label + ``cutoff``)."""
-        tr, va = _split_by_time(frame, self.horizon)
-        x = self._prepare(frame, bgnbd)
-        y = frame["churn"].to_numpy(float)
-        self.clf = _Classifier.fit(x, y, tr, va, self.feature_names, self.params)
-        self.info = {
-            "rows": len(frame),
-            "train_rows": int(tr.sum()),
-            "calibration_rows": int(va.sum()),
-            "calibration_cutoff": str(frame["cutoff"].max().date()),
-            "best_iteration": int(self.clf.best_iteration),
-        }
+        self._fit_classifier(frame, "churn", bgnbd)
         return self
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
@@ -327,10 +334,7 @@ class NextPurchaseModel(_SnapshotModel):
 
     def fit(self, frame: pd.DataFrame, bgnbd: BGNBD | None = None) -> NextPurchaseModel:
         """Fit on a stacked frame with ``buy_30d``, ``days_to_next``, ``next_observed``."""
-        tr, va = _split_by_time(frame, self.horizon)
-        x = self._prepare(frame, bgnbd)
-        y = frame["buy_30d"].to_numpy(float)
-        self.clf = _Classifier.fit(x, y, tr, va, self.feature_names, self.params)
+        x, tr, va = self._fit_classifier(frame, "buy_30d", bgnbd)
         # regression only on rows whose next order fell inside the horizon (not censored)
         d = frame["days_to_next"].to_numpy(float)
         seen = frame["next_observed"].to_numpy(bool) & (d < self.horizon)
@@ -344,15 +348,7 @@ class NextPurchaseModel(_SnapshotModel):
             self.params,
             "regression_l1",
         )
-        self.info = {
-            "rows": len(frame),
-            "train_rows": int(tr.sum()),
-            "calibration_rows": int(va.sum()),
-            "regression_rows": int(seen.sum()),
-            "calibration_cutoff": str(frame["cutoff"].max().date()),
-            "best_iteration_p30": int(self.clf.best_iteration),
-            "best_iteration_days": int(first.best_iteration),
-        }
+        self.info.update(regression_rows=int(seen.sum()), best_iteration_days=first.best_iteration)
         return self
 
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
