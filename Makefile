@@ -29,6 +29,8 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m features.bench
 	$(PY) -m training.bench
+	$(PY) -m service.bench
+	$(PY) -m training.uplift_bench
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

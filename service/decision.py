@@ -36,6 +36,30 @@ offer ``o`` on channel ``c``, minus what the contact costs::
   stated priors (:class:`PolicyParams`), to be replaced by the offer-uplift model.
 * ``cost_rate_o`` and ``cost_c`` come from the configured offer catalogue and channels.
 
+Why asleep (only for ``at_risk``, ``sleeping``, ``lost``; scores in [0, 1], evidence returned):
+``returns`` (a return in the last 90 days, or returned value >= 15% of purchases),
+``message_fatigue`` (>= 3 messages and opens below a quarter of the channels' rate),
+``price_sensitivity`` (pays <= 85% of the items' median price), ``need_met`` (>= 60% of the
+lines in one item family over <= 3 purchase days), ``forgotten`` (no contact in 90 days; the
+weak default). The primary cause picks the message intent (service recovery after returns,
+new arrivals when the need was met, win-back otherwise; active customers get a replenishment
+reminder, loyal ones a value reminder, new ones cross-sell) and so the candidate offers.
+
+Channel: enabled, allowed by the caller, consented (an explicit revoke always wins, then the
+profile's consent, then ``implied_consent``), reachable (the identifier is known or an
+account identifier; not every send bounced), not capped at ``send_at`` (per channel per day
+and week, all channels per week, counting scheduled contacts), and the message fits; among
+those the best priority, else none with each channel's reason.
+
+When: a reminder ``reminder_days_before`` the expected next order for active and loyal
+customers, else now; moved to the customer's usual ordering hour (log time zone), then out of
+the quiet hours in the customer's own time zone. Campaign windows and blackouts are judged at
+``send_at``.
+
+Items: never one returned in the last ``return_block_days`` (90) nor bought in the last
+``recent_purchase_days`` (30); win-back, replenishment and value reminders name the
+customer's own regulars, the other intents the cross-sell (ALS) candidates.
+
 ``revive`` is true when the best (offer, channel) priority exceeds ``min_priority``, a channel
 is available and no rule blocks the contact (blackout of a higher-priority campaign, a purchase
 since the snapshot, campaign not running). Hold-out customers keep ``revive`` (they are the
@@ -99,6 +123,7 @@ __all__ = [
     "predicted_value",
     "priorities",
     "rank_inputs",
+    "regulars",
 ]
 
 # Hillstrom (2008): conversion 0.010681 (both e-mail arms) vs 0.005726 (no e-mail).
@@ -128,6 +153,12 @@ INTENTS = tuple(INTENT_OFFERS)
 OWN_ITEM_INTENTS = ("win_back", "replenishment", "value_reminder")
 _MONETARY = ("low_threshold_coupon", "exclusive_discount")
 _STAGE_CODES = ("new", "active", "loyal", "at_risk", "sleeping", "lost")
+_FIRST_ASLEEP = _STAGE_CODES.index("at_risk")  # the asleep stages are the last three codes
+assert _STAGE_CODES[_FIRST_ASLEEP:] == ASLEEP_STAGES
+
+
+def _finite_or(a: np.ndarray, default: float) -> np.ndarray:
+    return np.where(np.isfinite(a), a, default)
 
 
 class UnknownCampaign(KeyError):
@@ -209,6 +240,7 @@ class CustomerView:
     returned: Mapping[str, float] = field(default_factory=dict)
     last_purchase_at: datetime | None = None
     profile: Profile = field(default_factory=Profile)
+    regulars: Sequence[str] = ()  # own items, most bought first (derived from bought if empty)
 
 
 @dataclass(frozen=True)
@@ -517,12 +549,12 @@ class PriorityInputs:
             index=snapshot.index.to_numpy().astype(str),
             stage=np.asarray(stage.codes, np.int8),
             p0=np.clip(scores["p_buy_30d"].to_numpy(float), 0.0, 1.0),
-            basket=np.nan_to_num(col("basket_value", 0.0), nan=0.0),
+            basket=_finite_or(col("basket_value", 0.0), 0.0),
             recency=col("recency_days", 0.0),
             purchase_days=col("purchase_days", 1.0),
             price_index=col("price_index"),
             top_family_share=col("top_family_share"),
-            return_rate_value=np.nan_to_num(col("return_rate_value", 0.0), nan=0.0),
+            return_rate_value=_finite_or(col("return_rate_value", 0.0), 0.0),
             days_since_return=col("days_since_return"),
         )
 
@@ -569,7 +601,7 @@ def _causes(
         )
         need = np.where(
             (inp.top_family_share >= p.need_met_share) & (inp.purchase_days <= p.need_met_max_days),
-            0.35 + 0.3 * np.nan_to_num(inp.top_family_share),
+            0.35 + 0.3 * _finite_or(inp.top_family_share, 0.0),
             0.0,
         )
     fat = np.zeros(n) if fatigue is None else np.where(fatigue, 0.8, 0.0)
@@ -578,9 +610,12 @@ def _causes(
     return scores, np.argmax(scores, axis=1)  # ties: the order of CAUSES
 
 
+_INTENT_OF_CAUSE = np.array([INTENTS.index(INTENTS_BY_CAUSE[c]) for c in CAUSES])
+
+
 def _intents(inp: PriorityInputs, cause: np.ndarray) -> np.ndarray:
-    asleep = np.isin(inp.stage, [_STAGE_CODES.index(s) for s in ASLEEP_STAGES])
-    by_cause = np.array([INTENTS.index(INTENTS_BY_CAUSE[c]) for c in CAUSES])
+    asleep = inp.stage >= _FIRST_ASLEEP
+    by_cause = _INTENT_OF_CAUSE
     awake = np.where(
         inp.stage == _STAGE_CODES.index("loyal"),
         INTENTS.index("value_reminder"),
@@ -726,7 +761,7 @@ def rank_inputs(
     ok = np.broadcast_to(d_ok if channel_ok is None else channel_ok, (n, len(CHANNELS)))
     q = np.broadcast_to(d_q if channel_q is None else channel_q, (n, len(CHANNELS)))
     _, cause = _causes(inp, params, fatigue)
-    asleep = np.isin(inp.stage, [_STAGE_CODES.index(s) for s in ASLEEP_STAGES])
+    asleep = inp.stage >= _FIRST_ASLEEP
     intent = _intents(inp, cause)
     out = Priorities(
         index=inp.index,
@@ -787,6 +822,11 @@ def _f(features: Mapping[str, float], name: str) -> float:
         return math.nan
 
 
+def _f0(features: Mapping[str, float], name: str) -> float:
+    value = _f(features, name)
+    return value if math.isfinite(value) else 0.0
+
+
 def _round(x: float, nd: int = 4) -> float:
     return float(round(x, nd)) if math.isfinite(x) else 0.0
 
@@ -810,8 +850,9 @@ def _engagement_rates(
 
 
 def _fatigue(
-    history: ContactHistory, settings: Settings, p: PolicyParams, rates: dict[str, dict]
+    history: ContactHistory, p: PolicyParams, rates: dict[str, dict]
 ) -> tuple[bool, dict[str, Any]]:
+    """Many sends, (almost) no opens: below ``fatigue_open_ratio`` x the channels' prior."""
     sends = sum(e.sends for e in history.engagement.values())
     opens = sum(e.opens for e in history.engagement.values())
     prior = np.mean([rates[c]["prior"] for c in rates]) if rates else 0.0
@@ -846,6 +887,12 @@ def _reachable(
     ):
         return "bounced"
     return None
+
+
+def regulars(bought: Mapping[str, tuple[float, int]], limit: int | None = None) -> list[str]:
+    """A customer's own items, most bought first (then most recent, then id)."""
+    order = sorted(bought.items(), key=lambda kv: (-kv[1][1], -kv[1][0], kv[0]))
+    return [item for item, _ in order[:limit]]
 
 
 def _items(
@@ -883,8 +930,7 @@ def _items(
     chosen: list[str] = []
     source = "als"
     if intent in OWN_ITEM_INTENTS:
-        own = sorted(view.bought.items(), key=lambda kv: (-kv[1][1], -kv[1][0], kv[0]))
-        chosen = pick([i for i, _ in own])
+        chosen = pick(view.regulars or regulars(view.bought))
         source = "own_regulars"
     if not chosen:
         chosen = pick(candidates)
@@ -955,17 +1001,17 @@ def decide(
 
     # ---- why asleep
     rates, eng_detail = _engagement_rates(history, settings, p)
-    tired, fatigue_ev = _fatigue(history, settings, p, eng_detail)
+    tired, fatigue_ev = _fatigue(history, p, eng_detail)
     inp = PriorityInputs(
         index=np.array([view.customer_id]),
         stage=np.array([_STAGE_CODES.index(stage)], np.int8),
         p0=np.array([min(max(scores.p_buy_30d, 0.0), 1.0)]),
-        basket=np.array([np.nan_to_num(_f(f, "basket_value"), nan=0.0)]),
+        basket=np.array([_f0(f, "basket_value")]),
         recency=np.array([_f(f, "recency_days")]),
         purchase_days=np.array([_f(f, "purchase_days")]),
         price_index=np.array([_f(f, "price_index")]),
         top_family_share=np.array([_f(f, "top_family_share")]),
-        return_rate_value=np.array([np.nan_to_num(_f(f, "return_rate_value"), nan=0.0)]),
+        return_rate_value=np.array([_f0(f, "return_rate_value")]),
         days_since_return=np.array([_f(f, "days_since_return")]),
     )
     cause_scores, primary = _causes(inp, p, np.array([tired]))
@@ -1065,14 +1111,16 @@ def decide(
 
     # ---- economics of every (offer, channel); walk them best first until a message fits
     mat = _matrix(inp, settings, p, rates[None, :], primary, np.array([INTENTS.index(intent)]))
-    prio = mat["priority"][0]
-    offer_ok = mat["offer_ok"][0]
+    prio = mat["priority"][0].tolist()  # plain lists: indexing numpy scalars is slow
+    pref = mat["pref"][0].tolist()
+    offer_ok = mat["offer_ok"][0].tolist()
+    usable = ok.tolist()
     ranked = sorted(
         (
-            (prio[o, c] + mat["pref"][0, o], o, c)
+            (prio[o][c] + pref[o], o, c)
             for o in range(len(OFFER_TYPES))
             for c in range(len(CHANNELS))
-            if offer_ok[o] and ok[c]
+            if offer_ok[o] and usable[c]
         ),
         key=lambda t: -t[0],
     )
@@ -1116,7 +1164,7 @@ def decide(
 
     # best hypothetical offer when no channel is usable (for the priority report)
     if chosen is None:
-        any_ok = [(prio[o, c], o, c) for o in range(len(OFFER_TYPES)) for c in range(len(CHANNELS))]
+        any_ok = [(prio[o][c], o, c) for o in range(len(OFFER_TYPES)) for c in range(len(CHANNELS))]
         any_ok = [t for t in any_ok if offer_ok[t[1]]]
         o, c = max(any_ok)[1:] if any_ok else (OFFER_TYPES.index("none"), 0)
     else:
@@ -1141,7 +1189,7 @@ def decide(
 
     options: list[ChannelOption] = []
     best_offer_for = {
-        c2: max((prio[o2, c2] for o2 in range(len(OFFER_TYPES)) if offer_ok[o2]), default=-math.inf)
+        c2: max((prio[o2][c2] for o2 in range(len(OFFER_TYPES)) if offer_ok[o2]), default=-math.inf)
         for c2 in range(len(CHANNELS))
     }
     for i, ch in enumerate(CHANNELS):
@@ -1160,11 +1208,10 @@ def decide(
         )
 
     # ---- who: revive?
-    blocker = blocking_campaign(settings, campaign, send_at) or blocking_campaign(
-        settings, campaign, now
-    )
+    # campaign windows are judged at the moment the message would land
+    blocker = blocking_campaign(settings, campaign, send_at)
     revive = True
-    if not campaign.is_active(now):
+    if not campaign.is_active(send_at):
         revive = False
         reasons["who"].append(f"campaign_not_active:{campaign.id}")
     if blocker is not None:

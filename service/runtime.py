@@ -58,6 +58,7 @@ from service.decision import (
     holdout_draw,
     predicted_value,
     rank_inputs,
+    regulars,
 )
 from service.messages import load_templates
 from service.schemas import (
@@ -101,6 +102,7 @@ POPULATION_TTL_S = 30.0
 ROLES = ("churn", "next_purchase", "cross_sell")
 _DEFAULT_TRACKING = resolve_sqlite_url("sqlite:///mlflow/mlflow.db")
 _SCHEDULE_SLACK = timedelta(seconds=60)
+REGULARS_KEPT = 50  # own items kept per customer, most bought first
 
 
 class UnknownCustomer(LookupError):
@@ -163,6 +165,7 @@ class Snapshot:
     values: np.ndarray  # features as a float matrix (row lookups without pandas)
     bought: dict[str, dict[str, tuple[float, int]]]
     returned: dict[str, dict[str, float]]
+    regulars: dict[str, list[str]]
     item_names: dict[str, str]
     report: CleaningReport
     seconds: float
@@ -246,6 +249,7 @@ def load_snapshot(settings: Settings) -> Snapshot:
         values=feats.to_numpy(dtype=float),
         bought=bought,
         returned=returned,
+        regulars={c: regulars(items, REGULARS_KEPT) for c, items in bought.items()},
         item_names=names,
         report=loaded.report,
         seconds=time.perf_counter() - t0,
@@ -295,8 +299,14 @@ def load_models(settings: Settings) -> Models:
     )
 
 
-def score_snapshot(snapshot: Snapshot, models: Models, settings: Settings) -> State:
-    """Score every customer once; lifecycle tiers use historic and predicted value."""
+PRECOMPUTE_CANDIDATES_UP_TO = 200_000  # customers; above, ALS items are computed on demand
+
+
+def score_snapshot(
+    snapshot: Snapshot, models: Models, settings: Settings, k: int = DEFAULT_PARAMS.candidate_items
+) -> State:
+    """Score every customer once (churn, next purchase, ALS candidates); lifecycle tiers use
+    historic and predicted value."""
     feats = snapshot.features
     p_churn = np.asarray(models.churn.predict(feats), float)
     nxt = models.next_purchase.predict(feats)
@@ -316,6 +326,11 @@ def score_snapshot(snapshot: Snapshot, models: Models, settings: Settings) -> St
     )
     lc = assign_lifecycle(feats, rules, predicted_value=pd.Series(pv, index=feats.index))
     frame = feats.assign(stage=lc["stage"].astype(str))
+    candidates: dict[str, list[str]] = {}
+    if len(feats) <= PRECOMPUTE_CANDIDATES_UP_TO:
+        ids = [str(c) for c in feats.index]
+        found = models.recommender.recommend(ids, k=k, exclude_seen=True)
+        candidates = {f"{c}\x1f{k}": list(found.get(c, [])) for c in ids}
     return State(
         snapshot=snapshot,
         models=models,
@@ -328,6 +343,7 @@ def score_snapshot(snapshot: Snapshot, models: Models, settings: Settings) -> St
         .to_numpy(float)
         .copy(),
         value_score=lc["value_score"].to_numpy(float),
+        candidates=candidates,
     )
 
 
@@ -350,11 +366,15 @@ class Runtime:
         self._population: tuple[float, dict[str, Engagement]] = (-math.inf, {})
         self.providers = providers if providers is not None else self._providers()
         t0 = time.perf_counter()
-        load_templates()  # parse and validate the message templates now, not on a request
-        snapshot = load_snapshot(settings)
-        models = load_models(settings)
-        self._state = score_snapshot(snapshot, models, settings)
-        self._load_live_purchases()
+        try:
+            load_templates()  # parse and validate the message templates now, not on a request
+            snapshot = load_snapshot(settings)
+            models = load_models(settings)
+            self._state = score_snapshot(snapshot, models, settings, params.candidate_items)
+            self._load_live_purchases()
+        except BaseException:
+            self.close()
+            raise
         self.startup_seconds = time.perf_counter() - t0
         log.info(
             "runtime ready: %d customers at %s, models %s (%.1f s)",
@@ -415,7 +435,9 @@ class Runtime:
             old = self._state
             models = load_models(self.settings)
             snapshot = load_snapshot(self.settings) if data else old.snapshot
-            self._state = score_snapshot(snapshot, models, self.settings)
+            self._state = score_snapshot(
+                snapshot, models, self.settings, self.params.candidate_items
+            )
         new = self._state
         return ReloadResponse(
             model_versions=new.models.versions,
@@ -477,6 +499,7 @@ class Runtime:
             returned=snap.returned.get(customer_id, {}),
             last_purchase_at=ov.last_purchase if ov is not None else None,
             profile=prof,
+            regulars=snap.regulars.get(customer_id, ()),
         )
 
     @staticmethod

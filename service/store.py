@@ -739,6 +739,17 @@ _ENGAGEMENT_KINDS = {
 }
 
 
+_DECISION_EXISTS = sa.select(decisions.c.decision_id).where(
+    decisions.c.decision_id == sa.bindparam("decision_id")
+)
+_INSERT_DECISION = decisions.insert()
+
+
+def _one_of(column: sa.ColumnElement, values: Sequence[str]) -> sa.ColumnElement[bool]:
+    """``column IN (...)`` for a fixed list, without SQLAlchemy's per-execution expansion."""
+    return sa.or_(*(column == sa.literal(v, literal_execute=False) for v in values))
+
+
 @functools.cache
 def _contact_statements(with_hi: bool, with_channel: bool) -> tuple[sa.Select, sa.Select]:
     """(planned decisions, sent events) for ``_contacts``; binds customer_id, lo, hi, channel."""
@@ -792,7 +803,7 @@ def _engagement_statement(with_customer: bool, with_since: bool) -> sa.Select:
     )
     q = (
         sa.select(e.channel, e.event, messages.label("n"), sa.func.max(e.ts).label("last"))
-        .where(e.channel.is_not(None), e.event.in_(list(_ENGAGEMENT_KINDS)))
+        .where(e.channel.is_not(None), _one_of(e.event, _ENGAGEMENT_KINDS))
         .group_by(e.channel, e.event)
     )
     if with_customer:
@@ -809,7 +820,7 @@ def _consent_statements(with_as_of: bool) -> tuple[sa.Select, sa.Select]:
     qc = qc.where(consents.c.customer_id == sa.bindparam("customer_id"))
     qe = sa.select(events.c.event_id, events.c.channel, events.c.ts).where(
         events.c.customer_id == sa.bindparam("customer_id"),
-        events.c.event.in_(REVOKING_EVENTS),
+        _one_of(events.c.event, REVOKING_EVENTS),
     )
     if with_as_of:
         qc = qc.where(consents.c.ts <= sa.bindparam("as_of", type_=UtcDateTime))
@@ -993,8 +1004,7 @@ class SqlContactStore(ContactStore):
 
     @staticmethod
     def _decision_exists(conn: Connection, decision_id: str) -> bool:
-        q = sa.select(decisions.c.decision_id).where(decisions.c.decision_id == decision_id)
-        return conn.execute(q).first() is not None
+        return conn.execute(_DECISION_EXISTS, {"decision_id": decision_id}).first() is not None
 
     def _insert_decision(self, decision: DecisionRecord, caps: CapSpec | None) -> str | None:
         if not isinstance(decision, DecisionRecord):
@@ -1011,7 +1021,7 @@ class SqlContactStore(ContactStore):
                     reason = counts.cap_reason(caps, decision.channel)
                     if reason is not None:
                         return reason
-                conn.execute(decisions.insert().values(row))
+                conn.execute(_INSERT_DECISION, row)
         except StoreIntegrityError:
             if self.get_decision(decision.decision_id) is not None:  # lost a race on the PK
                 raise DuplicateDecision(decision.decision_id) from None

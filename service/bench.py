@@ -1,0 +1,362 @@
+"""``python -m service.bench``: serving latency and throughput of the decision service.
+
+Starts ``bentoml serve`` (the real service, real transaction log, the current champions) on a
+free port with a throw-away contact store, then measures in the same run:
+
+* sequential latency p50/p99 over HTTP of ``/noop`` (the framework's floor, on the event loop
+  like ``/decide``), ``/noop_sync`` (the floor in a worker thread), ``/decide`` with
+  ``dry_run`` (no write) and ``/decide`` recording the decision (the real call: store reads,
+  engine, atomic cap reservation), each over many different customers;
+* the same sequentially from a minimal keep-alive HTTP/1.1 client (pre-encoded requests:
+  almost no client time, so the server's own cost shows);
+* requests/s with 16 concurrent connections from that minimal client (httpx itself would
+  take most of the 2 cores) for ``/noop`` and ``/decide``;
+* ``decide_batch`` customers/s in-process: rank every customer of the snapshot and build full
+  decisions for a 100-row page; the ranking alone; and the ranking on a 200,000-customer
+  snapshot (the real one tiled) to show it scales.
+
+Targets (issue #4, 2 cores): decide p50 <= 1.5 x noop p50; decide_batch >= 20,000 customers/s.
+Not a test: the numbers depend on the machine and on what else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+
+from features.runtime import DEFAULT_DATA, PROJECT_ROOT, default_tracking_uri
+
+__all__ = ["main"]
+
+
+@dataclass
+class Row:
+    name: str
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    rate: float | None = None
+    unit: str = ""
+    note: str = ""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(env: dict[str, str], log: Path, timeout_s: float = 300) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", "service.service:RevivalService"]
+            + ["--host", "127.0.0.1", "--port", str(port)],
+            cwd=PROJECT_ROOT,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    _stop(proc)
+    raise SystemExit(f"server not ready in {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _sequential(client: httpx.Client, path: str, bodies: list, n: int) -> Row:
+    for body in bodies[: min(50, len(bodies))]:
+        client.post(path, json=body)
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        r = client.post(path, json=bodies[i % len(bodies)])
+        times.append(time.perf_counter() - t0)
+        if r.status_code != 200:
+            raise SystemExit(f"{path}: HTTP {r.status_code}: {r.text[:300]}")
+    times.sort()
+    return Row(
+        f"{path} sequential",
+        p50_ms=1000 * statistics.median(times),
+        p99_ms=1000 * times[min(len(times) - 1, int(0.99 * len(times)))],
+        rate=len(times) / sum(times),
+        unit="req/s",
+        note=f"{n} requests",
+    )
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    """Read one HTTP/1.1 response (Content-Length or chunked); return its status code."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    if "content-length" in headers:
+        await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding") == "chunked":
+        while True:
+            size = int((await reader.readline()).strip() or b"0", 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    return status
+
+
+def _raw_requests(url: str, path: str, bodies: list) -> list[bytes]:
+    host = url.removeprefix("http://")
+    out = []
+    for body in bodies:
+        data = b"" if body is None else json.dumps(body).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n"
+        )
+        out.append(head.encode() + data)
+    return out
+
+
+async def _raw_load(
+    url: str, path: str, bodies: list, clients: int, seconds: float, sequential_n: int = 0
+) -> Row:
+    """Load from a minimal keep-alive HTTP/1.1 client (pre-encoded requests), so that on 2
+    cores the load generator costs little next to the server. ``sequential_n`` > 0: one
+    connection, that many requests one after the other; else ``clients`` connections for
+    ``seconds``."""
+    host, port = url.removeprefix("http://").split(":")
+    requests = _raw_requests(url, path, bodies)
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker(k: int, count: int | None) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, int(port))
+        i = k
+        try:
+            while (time.perf_counter() < stop) if count is None else (i < count):
+                t0 = time.perf_counter()
+                writer.write(requests[i % len(requests)])
+                status = await _read_response(reader)
+                latencies.append(time.perf_counter() - t0)
+                errors += status != 200
+                i += 1 if count is not None else clients
+        finally:
+            writer.close()
+
+    if sequential_n:
+        await worker(0, 30)  # warm-up
+        latencies.clear()
+        t0 = time.perf_counter()
+        await worker(0, sequential_n)
+        name = f"{path} sequential (raw client)"
+    else:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(k, None) for k in range(clients)))
+        name = f"{path} {clients} clients (raw client)"
+    took = time.perf_counter() - t0
+    latencies.sort()
+    return Row(
+        name,
+        p50_ms=1000 * statistics.median(latencies),
+        p99_ms=1000 * latencies[int(0.99 * (len(latencies) - 1))],
+        rate=len(latencies) / took,
+        unit="req/s",
+        note=f"{len(latencies)} requests in {took:.1f} s, {errors} errors",
+    )
+
+
+def _in_process(env: dict[str, str]) -> list[Row]:
+    import numpy as np
+
+    from service.config import load_settings
+    from service.decision import rank_inputs
+    from service.runtime import Runtime
+    from service.schemas import BatchRequest
+
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        runtime = Runtime(load_settings())
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    rows = [
+        Row("service start-up (in-process)", rate=None, note=f"{runtime.startup_seconds:.1f} s")
+    ]
+    state = runtime.state
+    n = len(state.inputs)
+    now = state.snapshot.at + timedelta(days=5)
+    page = BatchRequest(now=now, limit=100)
+    runtime.decide_batch(page)  # warm-up
+    best = min(_timed(lambda: runtime.decide_batch(page)) for _ in range(3))
+    rows.append(
+        Row(
+            "decide_batch: rank all + 100 full decisions",
+            rate=n / best,
+            unit="customers/s",
+            note=f"{n:,} customers in {best * 1000:.0f} ms",
+        )
+    )
+    ranking = BatchRequest(now=now, limit=100, decisions=False)
+    best = min(_timed(lambda: runtime.decide_batch(ranking)) for _ in range(5))
+    rows.append(
+        Row(
+            "decide_batch: rank all, no page decisions",
+            rate=n / best,
+            unit="customers/s",
+            note=f"{n:,} customers in {best * 1000:.1f} ms",
+        )
+    )
+    tiles = int(np.ceil(200_000 / n))
+    big = state.inputs.take(np.tile(np.arange(n), tiles)[:200_000])
+    best = min(_timed(lambda: rank_inputs(big, runtime.settings)) for _ in range(3))
+    rows.append(
+        Row(
+            "priorities(): 200,000 customers",
+            rate=len(big) / best,
+            unit="customers/s",
+            note=f"{best * 1000:.0f} ms (snapshot tiled)",
+        )
+    )
+    runtime.close()
+    return rows
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _print(rows: list[Row], header: str) -> None:
+    print(f"\n{header}")
+    print(f"{'measurement':<46} {'p50 ms':>8} {'p99 ms':>8} {'rate':>12} {'unit':<12} note")
+    for r in rows:
+        p50 = f"{r.p50_ms:8.2f}" if r.p50_ms is not None else f"{'':>8}"
+        p99 = f"{r.p99_ms:8.2f}" if r.p99_ms is not None else f"{'':>8}"
+        rate = f"{r.rate:12,.0f}" if r.rate is not None else f"{'':>12}"
+        print(f"{r.name:<46} {p50} {p99} {rate} {r.unit:<12} {r.note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m service.bench", description=__doc__)
+    p.add_argument("--data", default=os.environ.get("REVIVAL_DATA_PATH", str(DEFAULT_DATA)))
+    p.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("REVIVAL_MLFLOW_TRACKING_URI", default_tracking_uri()),
+    )
+    p.add_argument("--requests", type=int, default=2000, help="sequential requests per endpoint")
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--seconds", type=float, default=8.0, help="per concurrent measurement")
+    args = p.parse_args(argv)
+
+    from training.pipeline import missing_champions
+
+    if missing := missing_champions(args.tracking_uri):
+        print(
+            f"no champion for {missing} in {args.tracking_uri}: run `make run` or "
+            "`python -m training --if-missing` first",
+            file=sys.stderr,
+        )
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {
+            "REVIVAL_DATA_PATH": args.data,
+            "REVIVAL_MLFLOW_TRACKING_URI": args.tracking_uri,
+            "REVIVAL_STORE_URL": f"sqlite:///{Path(tmp) / 'bench.db'}",
+            "BENTOML_DO_NOT_TRACK": "true",
+        }
+        t0 = time.perf_counter()
+        proc, url = _serve(env, Path(tmp) / "serve.log")
+        ready = time.perf_counter() - t0
+        try:
+            with httpx.Client(base_url=url, timeout=60) as c:
+                snap = c.post("/decide_batch", json={"decisions": False, "limit": 0}).json()
+                rows_all = c.post("/decide_batch", json={"decisions": False, "limit": 1000}).json()[
+                    "rows"
+                ]
+                ids = [r["customer_id"] for r in rows_all]
+                now = c.post("/customer", json={"customer_id": ids[0]}).json()["snapshot_at"]
+                day = [f"{now[:10]}T10:00:00+01:00"]
+                dry = [{"customer_id": i, "now": day[0], "dry_run": True} for i in ids]
+                # recording: spread over days so the decisions stay real contacts
+                rec = [
+                    {"customer_id": i, "now": f"{now[:8]}{5 + k % 20:02d}T10:00:00+01:00"}
+                    for k, i in enumerate(ids)
+                ]
+                served = [
+                    Row(
+                        "bentoml serve: ready",
+                        note=f"{ready:.1f} s, {snap['candidates']:,} customers",
+                    )
+                ]
+                n = args.requests
+                noop = _sequential(c, "/noop", [None], n)
+                served.append(noop)
+                served.append(_sequential(c, "/noop_sync", [None], n))
+                dry_row = _sequential(c, "/decide", dry, n)
+                dry_row.name = "/decide dry_run sequential"
+                served.append(dry_row)
+                rec_row = _sequential(c, "/decide", rec, n)
+                rec_row.name = "/decide recorded sequential"
+                served.append(rec_row)
+            raw_noop = asyncio.run(_raw_load(url, "/noop", [None], 1, 0, sequential_n=n))
+            served.append(raw_noop)
+            raw_dry = asyncio.run(_raw_load(url, "/decide", dry, 1, 0, sequential_n=n))
+            raw_dry.name = "/decide dry_run sequential (raw client)"
+            served.append(raw_dry)
+            for label, path, bodies in (
+                ("/noop", "/noop", [None]),
+                ("/decide dry_run", "/decide", dry),
+                ("/decide recorded", "/decide", rec),
+            ):
+                row = asyncio.run(_raw_load(url, path, bodies, args.clients, args.seconds))
+                row.name = f"{label} {args.clients} clients (raw client)"
+                served.append(row)
+        finally:
+            _stop(proc)
+        _print(served, f"served over HTTP ({url}, 1 worker)")
+        for r, base in ((dry_row, noop), (rec_row, noop), (raw_dry, raw_noop)):
+            ratio = r.p50_ms / base.p50_ms
+            print(f"  {r.name}: p50 = {ratio:.2f} x {base.name} p50 (target <= 1.5)")
+        batch = _in_process(env)
+        _print(batch, "in-process")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

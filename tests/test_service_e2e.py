@@ -1,0 +1,194 @@
+"""End to end: ``bentoml serve`` in a subprocess on a free port, called with httpx."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from features.runtime import PROJECT_ROOT
+
+pytestmark = pytest.mark.e2e
+
+NOW = datetime(2011, 9, 6, 10, 0, tzinfo=ZoneInfo("Europe/London"))
+READY_TIMEOUT_S = 180
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One ``bentoml serve`` process (its own process group, so stop() ends its workers)."""
+
+    def __init__(self, env: dict[str, str], log: Path):
+        self.env = {**os.environ, **env}
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self) -> Server:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bentoml",
+                    "serve",
+                    "service.service:RevivalService",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                cwd=PROJECT_ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited: {self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise AssertionError(f"not ready in {READY_TIMEOUT_S} s: {self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def post(self, path: str, body: object = None) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", json=body, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server(service_env, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("e2e")
+    env = service_env(folder) | {"REVIVAL_HOLDOUT_SHARE": "0.3"}
+    srv = Server(env, folder / "serve.log").start()
+    yield srv
+    srv.stop()
+
+
+def test_bentofile_packages_the_service(tmp_path):
+    """``bentoml build`` of bentofile.yaml: the service, its packages and the project pins."""
+    import tomllib
+
+    import yaml
+
+    spec = yaml.safe_load((PROJECT_ROOT / "bentofile.yaml").read_text())
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    assert spec["python"]["packages"] == project["dependencies"]
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path), "BENTOML_DO_NOT_TRACK": "true"}
+    out = subprocess.run(
+        [sys.executable, "-m", "bentoml", "build", str(PROJECT_ROOT)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    (bento,) = (tmp_path / "bentos" / "revival").glob("*/bento.yaml")
+    src = bento.parent / "src"
+    for path in ("service/service.py", "service/policy.yaml", "service/templates/messages.yaml"):
+        assert (src / path).is_file(), path
+    assert (src / "features" / "snapshot.py").is_file()
+    assert not (src / "tests").exists() and not (src / "mlflow").exists()
+    requirements = (bento.parent / "env" / "python" / "requirements.txt").read_text()
+    assert "bentoml==1.4.39" in requirements
+
+
+def ranked(srv: Server) -> list[dict]:
+    body = {"decisions": False, "limit": 1000, "now": NOW.isoformat()}
+    return srv.post("/decide_batch", body).json()["rows"]
+
+
+def test_served_decide_noop_errors_health_and_metrics(server):
+    rows = ranked(server)
+    assert rows and [r["rank"] for r in rows[:3]] == [1, 2, 3]
+    cid = rows[0]["customer_id"]
+    r = server.post("/decide", {"customer_id": cid, "now": NOW.isoformat()})
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert d["customer_id"] == cid and d["revive"]
+    assert set(d["model_versions"]) == {"churn", "next_purchase", "cross_sell"}
+    assert server.post("/noop").json() == {"ok": True}
+    missing = server.post("/decide", {"customer_id": "no-such-customer"})
+    assert missing.status_code == 404 and missing.json()["error"] == "unknown_customer"
+    bad = httpx.post(
+        f"{server.url}/decide",
+        content=b"{oops",
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert bad.status_code == 400 and "json" in bad.text.lower()
+    assert httpx.get(f"{server.url}/livez", timeout=10).status_code == 200
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    assert "revival_decisions_total" in metrics
+    assert 'endpoint="/decide"' in metrics
+
+
+def test_served_caps_and_unsubscribe_change_the_next_decision(server):
+    asleep = (r["customer_id"] for r in ranked(server) if r["stage"] in ("sleeping", "lost"))
+    treated = []
+    for cid in asleep:  # customers the hold-out (share 0.3 here) leaves in treatment
+        body = {"customer_id": cid, "now": NOW.isoformat(), "dry_run": True}
+        if not server.post("/decide", body).json()["holdout"]:
+            treated.append(cid)
+        if len(treated) == 2:
+            break
+    a, b = treated[:2]
+    first = server.post("/decide", {"customer_id": a, "now": NOW.isoformat()}).json()
+    second = server.post("/decide", {"customer_id": a, "now": NOW.isoformat()}).json()
+    assert first["channel"] == "email" and second["channel"] is None
+    assert "email:cap_channel_day" in second["reasons"]["channel"]
+    assert server.post("/decide", {"customer_id": b, "now": NOW.isoformat()}).json()["channel"]
+    event = {"customer_id": b, "event": "unsubscribed", "ts": NOW.isoformat()}
+    assert server.post("/events", {"events": [event]}).json()["inserted"] == 1
+    later = (NOW + timedelta(days=10)).isoformat()
+    after = server.post("/decide", {"customer_id": b, "now": later}).json()
+    assert after["channel"] is None and "email:consent_revoked" in after["reasons"]["channel"]
+
+
+def test_holdout_is_stable_across_restarts(server):
+    ids = [r["customer_id"] for r in ranked(server)[:100]]
+
+    def flags() -> dict[str, bool]:
+        out = {}
+        for cid in ids:
+            body = {"customer_id": cid, "now": NOW.isoformat(), "dry_run": True}
+            out[cid] = server.post("/decide", body).json()["holdout"]
+        return out
+
+    before = flags()
+    assert 0.15 < sum(before.values()) / len(before) < 0.45  # share 0.3
+    server.stop()
+    server.start()
+    assert flags() == before
