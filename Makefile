@@ -1,5 +1,5 @@
 # One entry point for a fresh machine with nothing but Python 3.11.
-#   make run    main job: train on the real data if no champion exists, then serve
+#   make run    main job: train on the real data if no champion exists, then serve (PORT=3000)
 #   make test   the whole test-suite
 #   make bench  benchmarks (tables on stdout)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+PORT ?= 3000
+
 run: $(STAMP)
 	$(PY) -m training --if-missing $(ARGS)
-	$(PY) -m training.score
+	$(VENV)/bin/bentoml serve service.service:RevivalService --port $(PORT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
