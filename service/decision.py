@@ -89,7 +89,12 @@ from service.config import (
     Settings,
 )
 from service.messages import MessageTooLong, RenderedMessage, render_message
-from service.store import DAY, WEEK, CapSpec, ContactCounts, ContactRecord, Engagement
+from service.store import (
+    CapSpec,
+    ContactRecord,
+    Engagement,
+    count_contacts,
+)
 
 __all__ = [
     "ASLEEP_STAGES",
@@ -418,25 +423,6 @@ def caps_for(settings: Settings, channel: str) -> CapSpec:
     """The frequency caps that apply to one more contact on ``channel``."""
     policy = settings.channel(channel)
     return CapSpec(policy.per_day_cap, policy.per_week_cap, settings.global_weekly_cap)
-
-
-def count_contacts(contacts: Sequence[ContactRecord], at: datetime) -> ContactCounts:
-    """Contacts within 24 h / 7 days of ``at`` (either side), as the store counts them."""
-    day: dict[str, int] = {}
-    week: dict[str, int] = {}
-    global_day = global_week = 0
-    for c in contacts:
-        gap = abs(c.ts - at)
-        if gap >= WEEK:
-            continue
-        global_week += 1
-        if c.channel is not None:
-            week[c.channel] = week.get(c.channel, 0) + 1
-        if gap < DAY:
-            global_day += 1
-            if c.channel is not None:
-                day[c.channel] = day.get(c.channel, 0) + 1
-    return ContactCounts(at, day, week, global_day, global_week)
 
 
 def predicted_value(features: pd.DataFrame, p_churn: np.ndarray) -> np.ndarray:

@@ -42,7 +42,7 @@ import math
 import re
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -56,6 +56,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
+
+from features.contracts import EVENT_TYPES as CONTRACT_EVENT_TYPES
 
 __all__ = [
     "DAY",
@@ -84,20 +86,12 @@ __all__ = [
     "UnknownDecision",
     "as_utc",
     "metadata",
+    "count_contacts",
     "open_store",
 ]
 
-EVENT_TYPES = (
-    "sent",
-    "delivered",
-    "opened",
-    "clicked",
-    "converted",
-    "unsubscribed",
-    "bounced",
-    "complained",
-    "purchase",
-)
+# the message-event contract's types, plus complaints and purchases arriving live
+EVENT_TYPES = (*CONTRACT_EVENT_TYPES, "complained", "purchase")
 REVOKING_EVENTS = ("unsubscribed", "complained")
 DISPATCH_STATUSES = ("sending", "sent", "failed")
 # Channels a channel-less unsubscribe/complaint revokes (plus any channel seen for the customer).
@@ -908,6 +902,25 @@ def _short(exc: BaseException) -> str:
     return str(orig if orig is not None else exc).splitlines()[0][:300]
 
 
+def count_contacts(contacts: Iterable[ContactRecord], at: datetime) -> ContactCounts:
+    """Contacts within 24 h / 7 days of ``at`` (either side): what the frequency caps count."""
+    day: dict[str, int] = {}
+    week: dict[str, int] = {}
+    global_day = global_week = 0
+    for c in contacts:
+        gap = abs(c.ts - at)
+        if gap >= WEEK:
+            continue
+        global_week += 1
+        if c.channel is not None:
+            week[c.channel] = week.get(c.channel, 0) + 1
+        if gap < DAY:
+            global_day += 1
+            if c.channel is not None:
+                day[c.channel] = day.get(c.channel, 0) + 1
+    return ContactCounts(at, day, week, global_day, global_week)
+
+
 class SqlContactStore(ContactStore):
     """:class:`ContactStore` on SQLAlchemy Core, for SQLite files and PostgreSQL.
 
@@ -1256,21 +1269,7 @@ class SqlContactStore(ContactStore):
 
     def _contact_counts(self, conn: Connection, customer_id: str, now: datetime) -> ContactCounts:
         now = as_utc(now)
-        day: dict[str, int] = {}
-        week: dict[str, int] = {}
-        global_day = global_week = 0
-        for c in self._contacts(conn, customer_id, now - WEEK, now + WEEK):
-            gap = abs(c.ts - now)
-            if gap >= WEEK:
-                continue
-            global_week += 1
-            if c.channel is not None:
-                week[c.channel] = week.get(c.channel, 0) + 1
-            if gap < DAY:
-                global_day += 1
-                if c.channel is not None:
-                    day[c.channel] = day.get(c.channel, 0) + 1
-        return ContactCounts(now, day, week, global_day, global_week)
+        return count_contacts(self._contacts(conn, customer_id, now - WEEK, now + WEEK), now)
 
     def contact_counts(self, customer_id: str, now: datetime) -> ContactCounts:
         with self._tx() as conn:
