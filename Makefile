@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) -m features.bench
 	$(PY) -m training.bench
 	$(PY) -m service.bench
+	$(PY) -m service.simulate
 	$(PY) -m training.uplift_bench
 
 lint: $(STAMP)

@@ -425,9 +425,18 @@ class Settings(BaseSettings):
     landing_url: HttpUrl | None = None
     implied_consent: list[ChannelName] = Field(default_factory=lambda: ["email"])
     account_identifiers: list[Identifier] = Field(default_factory=lambda: ["member_id", "email"])
+    channel_selection: Literal["mean", "thompson"] = Field(
+        default="mean", description="channel rule: posterior mean, or Thompson sampling"
+    )
+    engagement_half_life_days: float = Field(
+        default=90.0, gt=0, le=3650, description="recency half-life of engagement outcomes"
+    )
 
     holdout_share: float = Field(default=0.1, ge=0, le=1)
     holdout_salt: str = Field(default="revival-holdout-v1", min_length=1)
+    attribution_window_days: float = Field(
+        default=14.0, gt=0, le=365, description="a purchase counts for a decision this long"
+    )
 
     campaigns: list[Campaign] = Field(default_factory=_default_campaigns)
     offers: list[Offer] = Field(default_factory=_default_offers)

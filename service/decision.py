@@ -27,18 +27,37 @@ offer ``o`` on channel ``c``, minus what the contact costs::
   ``reach = exp(-(recency - 365) / 365)`` is an assumption. Only customers who would not
   have bought anyway can be persuaded, hence ``(1 - p0)`` (the "sure things" of uplift
   modelling, Radcliffe & Surry 2011).
-* ``e_c / e_ref``: the channel's estimated engagement (the customer's own opens over sends,
-  shrunk towards the channel's population rate with ``engagement_prior_weight`` pseudo-sends;
-  the population rate itself shrunk towards the configured ``base_engagement``) relative to
-  the e-mail base rate — the experiment was an e-mail, so e-mail at the base rate is 1.
+* ``e_c / e_ref``: the channel's estimated engagement relative to the e-mail base rate — the
+  experiment was an e-mail, so e-mail at the base rate is 1. The estimate is a Beta-Binomial
+  posterior per customer and channel (:func:`engagement_posterior`): prior
+  Beta(k·m, k·(1−m)) with k = ``engagement_prior_weight`` pseudo-messages and m the channel's
+  population rate (engaged messages over messages, shrunk towards the configured
+  ``base_engagement`` with ``population_prior_weight``); evidence the customer's messages,
+  engaged = opened or clicked, each weighted 2^(−age / ``engagement_half_life_days``) so
+  recent behaviour dominates. ``e_c`` is the posterior mean a / (a + b).
 * ``m_o``: response multiplier of the offer (1 for reminders; coupons and discounts more,
   and more again for price-sensitive customers or as an apology after returns). These are
-  stated priors (:class:`PolicyParams`), to be replaced by the offer-uplift model.
+  stated priors (:class:`PolicyParams`): the *rules*, used unless an offer-uplift model
+  applies (below).
 * ``cost_rate_o`` and ``cost_c`` come from the configured offer catalogue and channels.
+
+Offer choice: uplift model or rules. When the ``offer_uplift`` champion applies
+(:func:`offer_model_status`: every arm is an offer type of the catalogue and every feature
+column it reads is in the snapshot — Hillstrom's e-mail arms never are), its predicted uplift
+``tau_o(x)`` (P(order within the attribution window | contacted with o) − P(order | hold-out),
+learned from the service's own randomised hold-out) replaces the rule term for the offers it
+has an arm for: ``uplift = tau_o * (e_c / e_ref)``, clipped to ``[-p0, 1 - p0]``. Candidates
+are those arms (allowed for the intent, plus "none") whose net value at the reference
+engagement, ``tau_o * value - cost_rate_o * basket * (p0 + tau_o)``, is positive; when none
+is, "none" (a plain reminder, no incentive; valued by its arm, else by the rule with
+``m = 1``) is the offer. Offers without an arm are not chosen while the model decides; a
+customer whose intent has no arm at all gets the rules. Every decision's ``reasons.what``
+starts with the offer reason code (``offer_uplift_model v7: ...`` or ``offer_rules: ...``).
 
 Why asleep (only for ``at_risk``, ``sleeping``, ``lost``; scores in [0, 1], evidence returned):
 ``returns`` (a return in the last 90 days, or returned value >= 15% of purchases),
-``message_fatigue`` (>= 3 messages and opens below a quarter of the channels' rate),
+``message_fatigue`` (>= 3 recency-weighted messages, engaged ones below a quarter of the
+channels' rate),
 ``price_sensitivity`` (pays <= 85% of the items' median price), ``need_met`` (>= 60% of the
 lines in one item family over <= 3 purchase days), ``forgotten`` (no contact in 90 days; the
 weak default). The primary cause picks the message intent (service recovery after returns,
@@ -49,7 +68,16 @@ Channel: enabled, allowed by the caller, consented (an explicit revoke always wi
 profile's consent, then ``implied_consent``), reachable (the identifier is known or an
 account identifier; not every send bounced), not capped at ``send_at`` (per channel per day
 and week, all channels per week, counting scheduled contacts), and the message fits; among
-those the best priority, else none with each channel's reason.
+those the best priority, else none with each channel's reason. The rule
+(``channel_selection``, per request ``explore``): ``mean`` ranks at the posterior mean
+(deterministic); ``thompson`` ranks at one draw from each channel's Beta posterior (Thompson
+sampling), seeded by the decision id (else customer, campaign and ``now``) so the decision is
+reproducible, which keeps trying a new channel or a cold customer's uncertain ones while the
+clearly better channel wins almost always. Thompson picks the channel only: each channel
+keeps its best offer at the posterior mean, the economics reported are the chosen option's at
+the mean, and ``revive`` is judged on the best option at the mean (who is worth contacting
+does not depend on the draw); the gap is reported as ``exploration_cost``. The reasons name
+the rule and every channel's posterior (mean, a, b).
 
 When: a reminder ``reminder_days_before`` the expected next order for active and loyal
 customers, else now; moved to the customer's usual ordering hour (log time zone), then out of
@@ -102,6 +130,7 @@ __all__ = [
     "DEFAULT_PARAMS",
     "HILLSTROM_UPLIFT",
     "INTENT_OFFERS",
+    "NO_OFFER_MODEL",
     "ChannelOption",
     "ContactHistory",
     "CustomerView",
@@ -109,8 +138,10 @@ __all__ = [
     "Economics",
     "MessageOut",
     "ModelScores",
+    "OfferModel",
     "OfferOut",
     "PolicyParams",
+    "Posterior",
     "PriorityInputs",
     "Priorities",
     "Profile",
@@ -122,13 +153,17 @@ __all__ = [
     "caps_for",
     "count_contacts",
     "decide",
+    "engagement_posterior",
     "holdout_draw",
     "in_holdout",
+    "offer_model_status",
     "plan_send_at",
     "predicted_value",
     "priorities",
     "rank_inputs",
+    "recency_weight",
     "regulars",
+    "thompson_draws",
 ]
 
 # Hillstrom (2008): conversion 0.010681 (both e-mail arms) vs 0.005726 (no e-mail).
@@ -177,7 +212,10 @@ class PolicyParams:
     uplift_prior: float = HILLSTROM_UPLIFT
     reference_engagement: float = 0.12  # e-mail base rate: the channel Hillstrom measured
     lost_decay_days: float = 365.0  # reach decay beyond a year of silence (assumption)
-    engagement_prior_weight: float = 10.0  # pseudo-sends shrinking a customer's open rate
+    # k of the Beta prior: pseudo-messages shrinking a customer's engagement to the channel's
+    # rate. Customers' rates are very spread (many never open, some always): method of moments
+    # on such a mix (k + 1 = m(1 - m) / var) gives k ~ 4, so a handful of own messages dominate.
+    engagement_prior_weight: float = 4.0
     population_prior_weight: float = 200.0  # pseudo-sends shrinking the population rate
     offer_response: Mapping[str, float] = field(
         default_factory=lambda: {
@@ -250,12 +288,76 @@ class CustomerView:
 
 @dataclass(frozen=True)
 class ModelScores:
-    """Champion outputs for one customer (next-purchase horizon counted from the snapshot)."""
+    """Champion outputs for one customer (next-purchase horizon counted from the snapshot).
+
+    ``offer_uplift``: the offer-uplift champion's predicted uplift per offer, aligned with
+    ``OFFER_TYPES`` (NaN where it has no arm), when ``offer_model`` applies; else ``None``
+    and the configured rules choose the offer (``offer_model`` says why).
+    """
 
     p_churn: float
     p_buy_30d: float
     expected_days: float
     predicted_value: float
+    offer_uplift: tuple[float, ...] | None = None
+    offer_model: OfferModel | None = None
+
+
+@dataclass(frozen=True)
+class OfferModel:
+    """The registered offer-uplift champion as the engine sees it (:func:`offer_model_status`).
+
+    ``label`` starts every offer reason code: ``offer_uplift_model v7`` when the model
+    applies, else ``offer_rules: <why not>``.
+    """
+
+    applies: bool
+    label: str
+    version: str | None = None
+    arms: tuple[str, ...] = ()
+    columns: tuple[str, ...] = ()
+    trained_on: str | None = None
+
+
+NO_OFFER_MODEL = OfferModel(False, "offer_rules: no offer_uplift champion")
+
+
+def offer_model_status(
+    version: str | None,
+    arms: Sequence[str],
+    columns: Sequence[str],
+    settings: Settings,
+    snapshot_columns: Sequence[str],
+    trained_on: str | None = None,
+) -> OfferModel:
+    """Whether an offer-uplift model may choose this brand's offers.
+
+    It applies only if every arm is an offer type of the configured catalogue (a model of
+    other offers, e.g. Hillstrom's e-mail arms, says nothing about ours) and every feature
+    column it reads exists in the serving snapshot; otherwise the rules choose, and the
+    returned label says why.
+    """
+    arms, columns = tuple(arms), tuple(columns)
+    common = {"version": version, "arms": arms, "columns": columns, "trained_on": trained_on}
+    catalogue = {o.type for o in settings.offers}
+    if not arms or any(a not in catalogue for a in arms):
+        covers = ", ".join(arms) or "no arms"
+        return OfferModel(
+            False,
+            f"offer_rules: no offer_uplift model for this brand's offers "
+            f"(champion v{version} covers {covers})",
+            **common,
+        )
+    have = set(snapshot_columns)
+    missing = [c for c in columns if c not in have]
+    if missing:
+        return OfferModel(
+            False,
+            f"offer_rules: offer_uplift champion v{version} reads feature column(s) "
+            f"{', '.join(missing[:5])} the snapshot lacks",
+            **common,
+        )
+    return OfferModel(True, f"offer_uplift_model v{version}", **common)
 
 
 @dataclass(frozen=True)
@@ -324,9 +426,12 @@ class ChannelOption(_Out):
     channel: str
     eligible: bool
     reason: str
-    engagement: float
+    engagement: float  # posterior mean
     cost: float
-    priority: float | None
+    priority: float | None  # at the posterior mean
+    posterior_a: float = 0.0  # Beta(a, b) posterior of the engagement
+    posterior_b: float = 0.0
+    sample: float | None = None  # the Thompson draw, when the rule explored
 
 
 class MessageOut(_Out):
@@ -520,10 +625,18 @@ class PriorityInputs:
     top_family_share: np.ndarray
     return_rate_value: np.ndarray
     days_since_return: np.ndarray
+    # n x OFFER_TYPES predicted uplift of the offer-uplift model (NaN: no arm); None = rules
+    offer_uplift: np.ndarray | None = None
 
     @classmethod
-    def from_frames(cls, snapshot: pd.DataFrame, scores: pd.DataFrame) -> PriorityInputs:
-        """From a feature snapshot with a ``stage`` column and the model scores frame."""
+    def from_frames(
+        cls,
+        snapshot: pd.DataFrame,
+        scores: pd.DataFrame,
+        offer_uplift: np.ndarray | None = None,
+    ) -> PriorityInputs:
+        """From a feature snapshot with a ``stage`` column and the model scores frame (and
+        the offer-uplift model's predictions, when it applies)."""
         stage = pd.Categorical(snapshot["stage"].astype(str), categories=_STAGE_CODES)
 
         def col(name: str, default: float = np.nan) -> np.ndarray:
@@ -542,11 +655,14 @@ class PriorityInputs:
             top_family_share=col("top_family_share"),
             return_rate_value=_finite_or(col("return_rate_value", 0.0), 0.0),
             days_since_return=col("days_since_return"),
+            offer_uplift=offer_uplift,
         )
 
     def take(self, positions: np.ndarray) -> PriorityInputs:
         """The rows at ``positions``."""
-        return PriorityInputs(**{k: v[positions] for k, v in self.__dict__.items()})
+        return PriorityInputs(
+            **{k: None if v is None else v[positions] for k, v in self.__dict__.items()}
+        )
 
     def __len__(self) -> int:
         return len(self.index)
@@ -565,6 +681,7 @@ class Priorities:
     intent: np.ndarray  # index into INTENTS
     cause: np.ndarray  # index into CAUSES, -1 when not asleep
     revive: np.ndarray  # bool
+    offer_by_model: np.ndarray | None = None  # bool: the offer-uplift model chose the offer
 
 
 def _causes(
@@ -692,12 +809,20 @@ def _matrix(
         * _reach(inp.recency, p)[:, None, None]
     )
     uplift = np.minimum(raw, 1.0 - p0)
+    offer_ok = allowed[intent]  # (n, O)
+    by_model = np.zeros(len(inp), bool)
+    tau = net = None
+    if inp.offer_uplift is not None:
+        by_model, use, scaled, model_ok, tau, net = _model_offers(
+            inp, allowed, rates, intent, q, margin, p
+        )
+        uplift = np.where(use[:, :, None], scaled, uplift)
+        offer_ok = np.where(by_model[:, None], model_ok, offer_ok)
     basket = inp.basket[:, None, None]
     value = margin * basket
     incentive = rates[None, :, None] * basket * (p0 + uplift)
     contact = (costs * seg)[None, None, :]
     priority = uplift * value - incentive - contact
-    offer_ok = allowed[intent]  # (n, O)
     return {
         "priority": priority,
         "uplift": uplift,
@@ -706,7 +831,72 @@ def _matrix(
         "value": np.broadcast_to(value, priority.shape),
         "offer_ok": offer_ok,
         "pref": preference[intent],
+        "by_model": by_model,
+        "tau": tau,
+        "net": net,
     }
+
+
+_NONE = OFFER_TYPES.index("none")
+
+
+def _offer_reason(
+    model: OfferModel | None, mat: dict[str, Any], o: int, intent: str, settings: Settings
+) -> str:
+    """The offer reason code: did the offer-uplift model or the rules choose offer ``o``?"""
+    model = model or NO_OFFER_MODEL
+    if not model.applies:
+        return model.label
+    if not bool(mat["by_model"][0]):
+        return (
+            f"offer_rules: {model.label} has no arm for intent {intent} "
+            f"(covers {', '.join(model.arms)})"
+        )
+    tau, net, cur = mat["tau"][0], mat["net"][0], settings.currency
+    if net[o] > 0:
+        return f"{model.label}: {OFFER_TYPES[o]} uplift {tau[o]:+.3f} (net {net[o]:+.2f} {cur})"
+    best = int(np.argmax(net))
+    return (
+        f"{model.label}: no offer pays (best {OFFER_TYPES[best]} uplift {tau[best]:+.3f}, "
+        f"net {net[best]:+.2f} {cur}); no offer: plain reminder"
+    )
+
+
+_IS_NONE = np.array([o == "none" for o in OFFER_TYPES])
+
+
+def _model_offers(
+    inp: PriorityInputs,
+    allowed: np.ndarray,
+    rates: np.ndarray,
+    intent: np.ndarray,
+    q: np.ndarray,
+    margin: float,
+    p: PolicyParams,
+) -> tuple[np.ndarray, ...]:
+    """The offer-uplift model's terms (module doc, "Offer choice").
+
+    Returns ``by_model`` (n: rows it decides — it has an arm for one of the intent's offers
+    or for "none"), ``use`` (n x O: uplift taken from the model), the channel-scaled uplift
+    (n x O x C), the offers that may be chosen (n x O: net of incentive > 0, else "none"),
+    the predicted uplift ``tau`` and its net value per order window (n x O, at e-mail's
+    reference engagement, the setting the model learned in).
+    """
+    p0 = inp.p0[:, None]
+    covered = np.isfinite(inp.offer_uplift)
+    none_ok = bool(allowed[:, _NONE].any())  # "none" is in the catalogue
+    cand = covered & (allowed[intent] | (_IS_NONE & none_ok)[None, :])
+    by_model = cand.any(axis=1)
+    tau = np.minimum(np.maximum(np.where(covered, inp.offer_uplift, 0.0), -p0), 1.0 - p0)
+    basket = inp.basket[:, None]
+    net = np.where(cand, tau * margin * basket - rates[None, :] * basket * (p0 + tau), -np.inf)
+    pays = net > 0
+    ok = pays.copy()
+    if none_ok:
+        ok[:, _NONE] |= ~pays.any(axis=1)  # nothing pays: no offer, a plain reminder
+    scaled = tau[:, :, None] * (q[:, None, :] / p.reference_engagement)
+    scaled = np.minimum(np.maximum(scaled, -p0[:, :, None]), 1.0 - p0[:, :, None])
+    return by_model, covered & by_model[:, None], scaled, ok, tau, net
 
 
 def _default_channels(settings: Settings, p: PolicyParams) -> tuple[np.ndarray, np.ndarray]:
@@ -759,6 +949,7 @@ def rank_inputs(
         intent=intent.astype(np.int16),
         cause=np.where(asleep, cause, -1).astype(np.int16),
         revive=np.zeros(n, bool),
+        offer_by_model=np.zeros(n, bool),
     )
     n_ch = len(CHANNELS)
     for lo in range(0, n, chunk):
@@ -777,6 +968,7 @@ def rank_inputs(
         out.uplift[sl] = np.where(found, mat["uplift"][rows, o, c], 0.0)
         out.offer[sl] = np.where(found, o, -1)
         out.channel[sl] = np.where(found, c, -1)
+        out.offer_by_model[sl] = mat["by_model"] & found
     out.revive = np.isfinite(out.priority) & (out.priority > settings.value_tiers.min_priority)
     return out
 
@@ -786,15 +978,19 @@ def priorities(
     scores: pd.DataFrame,
     settings: Settings,
     params: PolicyParams = DEFAULT_PARAMS,
+    offer_uplift: np.ndarray | None = None,
     **kwargs: Any,
 ) -> Priorities:
     """Vectorised priority (currency), best offer and channel for every snapshot row.
 
     ``snapshot``: feature rows with a ``stage`` column; ``scores``: ``p_buy_30d`` (and the
-    other model outputs) aligned with it. Same formula as :func:`decide`, with the channel
-    defaults of :func:`rank_inputs` instead of per-customer store lookups.
+    other model outputs) aligned with it; ``offer_uplift``: the offer-uplift model's
+    predictions (n × ``OFFER_TYPES``, NaN = no arm) when it applies. Same formula as
+    :func:`decide`, with the channel defaults of :func:`rank_inputs` instead of
+    per-customer store lookups.
     """
-    return rank_inputs(PriorityInputs.from_frames(snapshot, scores), settings, params, **kwargs)
+    inp = PriorityInputs.from_frames(snapshot, scores, offer_uplift=offer_uplift)
+    return rank_inputs(inp, settings, params, **kwargs)
 
 
 # --------------------------------------------------------------------------- one decision
@@ -817,33 +1013,116 @@ def _round(x: float, nd: int = 4) -> float:
     return float(round(x, nd)) if math.isfinite(x) else 0.0
 
 
+@dataclass(frozen=True)
+class Posterior:
+    """Beta(a, b) posterior of one customer's engagement on one channel (see the module doc).
+
+    ``prior`` is the channel's population rate m (itself shrunk to ``base_engagement``);
+    ``trials`` and ``successes`` are the customer's recency-weighted messages and engaged
+    messages.
+    """
+
+    a: float
+    b: float
+    prior: float
+    trials: float
+    successes: float
+
+    @property
+    def mean(self) -> float:
+        """Posterior mean a / (a + b): the engagement estimate of the mean rule."""
+        return self.a / (self.a + self.b) if self.a + self.b > 0 else 0.0
+
+
+def recency_weight(age_days: float, half_life_days: float) -> float:
+    """Weight of an outcome ``age_days`` old: 2^(-age / half-life); future ones weigh 1."""
+    return 0.5 ** (max(age_days, 0.0) / half_life_days)
+
+
+def engagement_posterior(
+    own: Engagement,
+    population: Engagement,
+    base_engagement: float,
+    now: datetime,
+    half_life_days: float,
+    params: PolicyParams = DEFAULT_PARAMS,
+) -> Posterior:
+    """Beta-Binomial posterior of a customer's engagement (opened or clicked) on a channel.
+
+    Prior Beta(k·m, k·(1−m)) with k = ``engagement_prior_weight`` and m = the population's
+    engaged/trials shrunk towards ``base_engagement`` with ``population_prior_weight``
+    pseudo-messages. Evidence: the customer's messages, each weighted by
+    :func:`recency_weight` of its age at ``now``; counts without message times (hand-made or
+    aggregate :class:`Engagement`) weigh 1. Conjugate update (Gelman et al., *Bayesian Data
+    Analysis*, ch. 2): a = k·m + Σw·engaged, b = k·(1−m) + Σw·(1 − engaged).
+    """
+    k_pop = params.population_prior_weight
+    m = (population.engaged + k_pop * base_engagement) / (population.trials + k_pop)
+    if own.messages:
+        now_s = now.timestamp()
+        weights = [
+            (recency_weight((now_s - t) / 86400.0, half_life_days), hit) for t, hit in own.messages
+        ]
+        n = math.fsum(w for w, _ in weights)
+        hits = math.fsum(w for w, hit in weights if hit)
+    else:
+        n, hits = float(own.trials), float(own.engaged)
+    k = params.engagement_prior_weight
+    return Posterior(a=k * m + hits, b=k * (1.0 - m) + n - hits, prior=m, trials=n, successes=hits)
+
+
 def _engagement_rates(
-    history: ContactHistory, settings: Settings, p: PolicyParams
-) -> tuple[np.ndarray, dict[str, dict[str, float]]]:
-    """Per channel: the customer's open rate shrunk to the population's, shrunk to the base."""
+    history: ContactHistory, settings: Settings, p: PolicyParams, now: datetime
+) -> tuple[np.ndarray, dict[str, Posterior]]:
+    """Per channel: the posterior mean engagement (array over CHANNELS) and the posterior."""
     rates = np.zeros(len(CHANNELS))
-    detail: dict[str, dict[str, float]] = {}
+    detail: dict[str, Posterior] = {}
     for i, ch in enumerate(CHANNELS):
         base = settings.channels[ch].base_engagement if ch in settings.channels else 0.0
-        pop = history.population.get(ch, Engagement())
-        k_pop = p.population_prior_weight
-        prior = (pop.opens + k_pop * base) / (pop.sends + k_pop)
-        own = history.engagement.get(ch, Engagement())
-        k = p.engagement_prior_weight
-        rates[i] = (own.opens + k * prior) / (own.sends + k)
-        detail[ch] = {"sends": own.sends, "opens": own.opens, "prior": prior}
+        post = engagement_posterior(
+            history.engagement.get(ch, _NO_ENGAGEMENT),
+            history.population.get(ch, _NO_ENGAGEMENT),
+            base,
+            now,
+            settings.engagement_half_life_days,
+            p,
+        )
+        rates[i] = post.mean
+        detail[ch] = post
     return rates, detail
 
 
+_NO_ENGAGEMENT = Engagement()
+
+
+def thompson_draws(posteriors: Mapping[str, Posterior], seed_key: str) -> np.ndarray:
+    """One draw per channel (CHANNELS order) from its Beta posterior (Thompson 1933; Chapelle
+    & Li 2011), with a generator seeded from ``seed_key`` so a decision is reproducible."""
+    seed = int.from_bytes(hashlib.sha256(seed_key.encode()).digest()[:8], "big")
+    rng = np.random.default_rng(seed)
+    out = np.zeros(len(CHANNELS))
+    for i, ch in enumerate(CHANNELS):
+        post = posteriors.get(ch)
+        if post is not None:
+            out[i] = rng.beta(max(post.a, 1e-9), max(post.b, 1e-9))
+    return out
+
+
 def _fatigue(
-    history: ContactHistory, p: PolicyParams, rates: dict[str, dict]
+    history: ContactHistory, p: PolicyParams, posteriors: Mapping[str, Posterior]
 ) -> tuple[bool, dict[str, Any]]:
-    """Many sends, (almost) no opens: below ``fatigue_open_ratio`` x the channels' prior."""
-    sends = sum(e.sends for e in history.engagement.values())
-    opens = sum(e.opens for e in history.engagement.values())
-    prior = np.mean([rates[c]["prior"] for c in rates]) if rates else 0.0
-    tired = sends >= p.fatigue_min_sends and opens <= p.fatigue_open_ratio * prior * sends
-    return bool(tired), {"sends": sends, "opens": opens}
+    """Many recent messages, (almost) none engaged: recency-weighted engaged messages below
+    ``fatigue_open_ratio`` x the channels' mean prior times the weighted messages."""
+    sends = math.fsum(post.trials for post in posteriors.values())
+    engaged = math.fsum(post.successes for post in posteriors.values())
+    prior = float(np.mean([post.prior for post in posteriors.values()])) if posteriors else 0.0
+    tired = sends >= p.fatigue_min_sends and engaged <= p.fatigue_open_ratio * prior * sends
+    return bool(tired), {
+        "sends": sum(e.sends for e in history.engagement.values()),
+        "opens": sum(e.opens for e in history.engagement.values()),
+        "weighted_messages": _round(sends, 2),
+        "weighted_engaged": _round(engaged, 2),
+    }
 
 
 def _consent(ch: str, history: ContactHistory, profile: Profile, settings: Settings) -> str | None:
@@ -896,16 +1175,15 @@ def _items(
     """
     returned_cut = now_s - p.return_block_days * 86400.0
     recent_cut = now_s - p.recent_purchase_days * 86400.0
-    blocked = {i for i, ts in view.returned.items() if ts >= returned_cut}
-    recent = {i for i, (ts, _) in view.bought.items() if ts >= recent_cut}
+    returned, bought = view.returned, view.bought  # looked up per item: O(k), not O(history)
     dropped = {"returned": 0, "recent": 0}
 
     def pick(pool: Sequence[str]) -> list[str]:
         chosen: list[str] = []
         for item in pool:
-            if item in blocked:
+            if returned.get(item, -math.inf) >= returned_cut:
                 dropped["returned"] += 1
-            elif item in recent:
+            elif bought.get(item, _NEVER)[0] >= recent_cut:
                 dropped["recent"] += 1
             elif item not in chosen:
                 chosen.append(item)
@@ -929,6 +1207,9 @@ def _items(
     return chosen, reasons
 
 
+_NEVER = (-math.inf, 0)
+
+
 def _naive_local(dt: datetime, zone: ZoneInfo) -> datetime:
     return dt.astimezone(zone).replace(tzinfo=None)
 
@@ -948,6 +1229,7 @@ def decide(
     params: PolicyParams = DEFAULT_PARAMS,
     decision_id: str | None = None,
     unavailable: Mapping[str, str] | None = None,
+    explore: bool | None = None,
 ) -> Decision:
     """Decide for one customer (see the module docstring for the policy).
 
@@ -955,7 +1237,9 @@ def decide(
     them; the item-history filter here is what guarantees nothing returned in the last
     ``return_block_days`` is offered). ``channels`` restricts the channels the caller allows.
     ``unavailable`` marks channels as unusable with a reason (e.g. a cap the store refused at
-    reservation time). Raises :class:`UnknownCampaign`.
+    reservation time). ``explore`` picks the channel rule for this call: True Thompson
+    sampling, False the posterior mean, None the ``channel_selection`` setting. Raises
+    :class:`UnknownCampaign`.
     """
     if now.tzinfo is None:
         raise ValueError("decide needs a timezone-aware now")
@@ -986,8 +1270,8 @@ def decide(
         reasons["who"].append(f"snapshot_age_days:{stale:.0f}")
 
     # ---- why asleep
-    rates, eng_detail = _engagement_rates(history, settings, p)
-    tired, fatigue_ev = _fatigue(history, p, eng_detail)
+    rates, posteriors = _engagement_rates(history, settings, p, now)
+    tired, fatigue_ev = _fatigue(history, p, posteriors)
     inp = PriorityInputs(
         index=np.array([view.customer_id]),
         stage=np.array([_STAGE_CODES.index(stage)], np.int8),
@@ -999,6 +1283,11 @@ def decide(
         top_family_share=np.array([_f(f, "top_family_share")]),
         return_rate_value=np.array([_f0(f, "return_rate_value")]),
         days_since_return=np.array([_f(f, "days_since_return")]),
+        offer_uplift=np.array([scores.offer_uplift], float)
+        if scores.offer_uplift is not None
+        and scores.offer_model is not None
+        and scores.offer_model.applies
+        else None,
     )
     cause_scores, primary = _causes(inp, p, np.array([tired]))
     lookback = now - timedelta(days=p.forgotten_days)
@@ -1096,7 +1385,9 @@ def decide(
             why_not[ch] = reason
 
     # ---- economics of every (offer, channel); walk them best first until a message fits
-    mat = _matrix(inp, settings, p, rates[None, :], primary, np.array([INTENTS.index(intent)]))
+    # economics at the posterior mean; the ranking at a Thompson draw when exploring
+    intent_code = np.array([INTENTS.index(intent)])
+    mat = _matrix(inp, settings, p, rates[None, :], primary, intent_code)
     prio = mat["priority"][0].tolist()  # plain lists: indexing numpy scalars is slow
     pref = mat["pref"][0].tolist()
     offer_ok = mat["offer_ok"][0].tolist()
@@ -1110,6 +1401,21 @@ def decide(
         ),
         key=lambda t: -t[0],
     )
+    thompson = settings.channel_selection == "thompson" if explore is None else explore
+    draws: np.ndarray | None = None
+    if thompson:
+        # Thompson picks the channel only: each channel keeps its best offer at the mean and
+        # is ranked by that offer's priority at the channel's draw.
+        seed_key = decision_id or f"{view.customer_id}\x1f{campaign.id}\x1f{now.isoformat()}"
+        draws = thompson_draws(posteriors, seed_key)
+        sampled = _matrix(inp, settings, p, draws[None, :], primary, intent_code)["priority"][0]
+        best_offer: dict[int, int] = {}
+        for _, o, c in ranked:
+            best_offer.setdefault(c, o)
+        score = {c: float(sampled[o, c]) for c, o in best_offer.items()}
+        ranked.sort(key=lambda t: (score[t[2]], t[0]), reverse=True)
+    rule = "thompson" if thompson else "mean"
+    origin = "setting channel_selection" if explore is None else f"request explore={explore}"
     rendered: RenderedMessage | None = None
     chosen: tuple[int, int] | None = None
     items: list[str] = []
@@ -1161,6 +1467,13 @@ def decide(
     incentive = float(mat["incentive"][0, o, c])
     value = float(mat["value"][0, o, c])
     priority = uplift * value - incentive - contact_cost
+    # who is judged at the best option at the posterior mean; an explored channel's shortfall
+    # from it is the price of exploring (reported)
+    who_priority = priority
+    if draws is not None and chosen is not None:
+        who_priority = max(priority, max(t[0] for t in ranked if t[2] not in too_long))
+        if who_priority > priority + 1e-9:
+            reasons["channel"].append(f"exploration_cost:{who_priority - priority:.4f}")
     p0 = float(inp.p0[0])
     econ = Economics(
         p_buy_without_contact=_round(p0, 5),
@@ -1188,6 +1501,9 @@ def decide(
                 eligible=ch not in why_not,
                 reason=why_not.get(ch, "chosen" if chosen and chosen[1] == i else "lower_priority"),
                 engagement=_round(float(rates[i]), 4),
+                posterior_a=_round(posteriors[ch].a),
+                posterior_b=_round(posteriors[ch].b),
+                sample=_round(float(draws[i])) if draws is not None else None,
                 cost=settings.channels[ch].cost,
                 priority=_round(float(pr), 4) if math.isfinite(pr) else None,
             )
@@ -1209,24 +1525,35 @@ def decide(
     if chosen is None:
         revive = False
         reasons["channel"].append("no_channel")
-    if priority <= settings.value_tiers.min_priority:
+    if who_priority <= settings.value_tiers.min_priority:
         revive = False
         reasons["who"].append(
-            f"priority {priority:.4f} <= min_priority {settings.value_tiers.min_priority:g}"
+            f"priority {who_priority:.4f} <= min_priority {settings.value_tiers.min_priority:g}"
         )
     elif revive:
         reasons["who"].append(
-            f"priority {priority:.4f} {settings.currency} > min_priority "
+            f"priority {who_priority:.4f} {settings.currency} > min_priority "
             f"{settings.value_tiers.min_priority:g}"
         )
     for ch, r in why_not.items():
         reasons["channel"].append(f"{ch}:{r}")
     if chosen is not None:
+        post = posteriors[CHANNELS[c]]
+        how = f"thompson sample {draws[c]:.3f} from" if draws is not None else "posterior mean of"
         reasons["channel"].insert(
-            0, f"{CHANNELS[c]}: best engagement {rates[c]:.3f} net of cost {contact_cost:.4f}"
+            0,
+            f"{CHANNELS[c]}: best {how} Beta(a={post.a:.2f}, b={post.b:.2f}), "
+            f"mean {post.mean:.3f}, net of cost {contact_cost:.4f}",
         )
+    reasons["channel"].append(f"rule:{rule} ({origin})")
+    reasons["channel"] += [
+        f"posterior:{ch} mean={post.mean:.3f} a={post.a:.2f} b={post.b:.2f}"
+        for ch, post in posteriors.items()
+        if ch in settings.channels
+    ]
 
     offer_out: OfferOut | None = None
+    reasons["what"].append(_offer_reason(scores.offer_model, mat, o, intent, settings))
     if chosen is not None:
         offer = settings.offer(OFFER_TYPES[o])
         offer_out = OfferOut(

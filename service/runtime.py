@@ -4,7 +4,10 @@
 it loads the three champions (``models:/<name>@<alias>``, versions reported), builds the
 point-in-time feature snapshot and lifecycle from the configured transaction log
 (``Settings.data_path``, cut at the day after its last transaction), scores every customer
-once, and keeps each customer's purchase/return item history. :meth:`Runtime.reload` switches
+once, and keeps each customer's purchase/return item history. The optional
+``offer_uplift`` champion is loaded too; if it applies to this brand's offers and snapshot
+(:func:`service.decision.offer_model_status`) its uplift per (customer, offer) is predicted
+once with the other scores and chooses the offers, else the rules do. :meth:`Runtime.reload` switches
 to the current champions (and optionally a fresh snapshot) without a restart; requests in
 flight keep the state they started with (the state is swapped as one object).
 
@@ -44,23 +47,28 @@ from service.config import CHANNELS, OFFER_TYPES, Settings, resolve_sqlite_url
 from service.decision import (
     ASLEEP_STAGES,
     DEFAULT_PARAMS,
+    NO_OFFER_MODEL,
     ContactHistory,
     CustomerView,
     Decision,
     DispatchOut,
     ModelScores,
+    OfferModel,
     PolicyParams,
     PriorityInputs,
     Profile,
+    UnknownCampaign,
     campaign_by_id,
     caps_for,
     decide,
     holdout_draw,
+    offer_model_status,
     predicted_value,
     rank_inputs,
     regulars,
 )
 from service.messages import load_templates
+from service.report import BadReportRequest, CampaignReport, campaign_report
 from service.schemas import (
     BatchRequest,
     BatchResponse,
@@ -74,9 +82,12 @@ from service.schemas import (
     RecommendedItem,
     RecommendResponse,
     ReloadResponse,
+    ReportRequest,
 )
 from service.store import (
+    CapSpec,
     ContactStore,
+    CustomerHistory,
     DecisionRecord,
     DispatchInProgress,
     Engagement,
@@ -103,6 +114,7 @@ ROLES = ("churn", "next_purchase", "cross_sell")
 _DEFAULT_TRACKING = resolve_sqlite_url("sqlite:///mlflow/mlflow.db")
 _SCHEDULE_SLACK = timedelta(seconds=60)
 REGULARS_KEPT = 50  # own items kept per customer, most bought first
+_FUNNEL_EVENTS = ("delivered", "opened", "clicked", "converted")  # follow a send
 
 
 class UnknownCustomer(LookupError):
@@ -181,6 +193,8 @@ class Models:
     item_names: dict[str, str]
     versions: dict[str, str]
     uri: str
+    offer_uplift: Any = None  # the offer_uplift champion (OfferUplift), when one loads
+    offer_meta: dict[str, Any] = field(default_factory=dict)  # version, arms, columns, …
 
 
 @dataclass
@@ -198,6 +212,7 @@ class State:
     value_score: np.ndarray
     candidates: dict[str, list[str]] = field(default_factory=dict)  # ALS cache
     holdout_draws: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    offer_model: OfferModel = NO_OFFER_MODEL  # does the offer-uplift champion choose offers?
 
 
 @dataclass
@@ -289,6 +304,9 @@ def load_models(settings: Settings) -> Models:
         versions[name] = str(mv.version)
         if role == "cross_sell":
             item_names = dict(getattr(inner, "names", {}) or {})
+    offer, meta = _load_offer_uplift(client, names.offer_uplift, alias)
+    if "version" in meta:
+        versions[names.offer_uplift] = meta["version"]
     return Models(
         churn=loaded["churn"],
         next_purchase=loaded["next_purchase"],
@@ -296,7 +314,73 @@ def load_models(settings: Settings) -> Models:
         item_names=item_names,
         versions=versions,
         uri=uri,
+        offer_uplift=offer,
+        offer_meta=meta,
     )
+
+
+def _load_offer_uplift(client: Any, name: str, alias: str) -> tuple[Any, dict[str, Any]]:
+    """The optional ``offer_uplift`` champion and what it covers (arms, feature columns,
+    what it was trained on). Missing or unloadable: ``(None, {"error": why})`` and the
+    rules choose offers — an optional model never stops start-up."""
+    from mlflow.exceptions import MlflowException
+
+    import mlflow
+
+    try:
+        mv = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None, {"error": f"no '{alias}' version of model {name!r}"}
+    version = str(mv.version)
+    try:
+        loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+        inner = loaded.unwrap_python_model()
+        model = getattr(inner, "model", inner)
+        arms, columns = list(model.arms), list(model.input_columns)
+    except Exception as exc:  # optional model: report, serve with the rules
+        log.warning("cannot load models:/%s/%s (offer rules used): %s", name, version, exc)
+        return None, {"version": version, "error": f"cannot load v{version}: {exc}"[:300]}
+    custom = (loaded.metadata.metadata or {}) if loaded.metadata is not None else {}
+    return model, {
+        "version": version,
+        "arms": arms,
+        "columns": columns,
+        "trained_on": str(custom.get("trained_on", "unknown")),
+    }
+
+
+def offer_scores(
+    snapshot: Snapshot, models: Models, settings: Settings
+) -> tuple[OfferModel, np.ndarray | None]:
+    """Whether the offer-uplift champion applies to this snapshot and, if so, its predicted
+    uplift per (customer, offer) — n × ``OFFER_TYPES``, NaN where it has no arm — computed
+    once per snapshot like the other scores."""
+    meta = models.offer_meta
+    if models.offer_uplift is None:
+        if "version" in meta:  # registered but did not load
+            return OfferModel(False, f"offer_rules: {meta['error']}", meta["version"]), None
+        return NO_OFFER_MODEL, None
+    status = offer_model_status(
+        meta["version"],
+        meta["arms"],
+        meta["columns"],
+        settings,
+        snapshot.columns,
+        meta.get("trained_on"),
+    )
+    if not status.applies:
+        return status, None
+    feats = snapshot.features
+    try:
+        pred = models.offer_uplift.predict(feats)
+        tau = np.full((len(feats), len(OFFER_TYPES)), np.nan)
+        for arm in status.arms:
+            tau[:, OFFER_TYPES.index(arm)] = pred[f"uplift_{arm}"].to_numpy(float)
+    except Exception as exc:  # a model that cannot score the snapshot must not stop serving
+        log.warning("offer_uplift v%s cannot score the snapshot: %s", status.version, exc)
+        label = f"offer_rules: offer_uplift champion v{status.version} failed on the snapshot"
+        return OfferModel(False, label, status.version, status.arms, status.columns), None
+    return status, tau
 
 
 PRECOMPUTE_CANDIDATES_UP_TO = 200_000  # customers; above, ALS items are computed on demand
@@ -326,6 +410,7 @@ def score_snapshot(
     )
     lc = assign_lifecycle(feats, rules, predicted_value=pd.Series(pv, index=feats.index))
     frame = feats.assign(stage=lc["stage"].astype(str))
+    offer_model, tau = offer_scores(snapshot, models, settings)
     candidates: dict[str, list[str]] = {}
     if len(feats) <= PRECOMPUTE_CANDIDATES_UP_TO:
         ids = [str(c) for c in feats.index]
@@ -336,7 +421,7 @@ def score_snapshot(
         models=models,
         scores=scores,
         lifecycle=lc,
-        inputs=PriorityInputs.from_frames(frame, scores),
+        inputs=PriorityInputs.from_frames(frame, scores, offer_uplift=tau),
         stage=lc["stage"].astype(str).to_numpy(),
         tier=lc["tier"].astype(str).to_numpy(),
         score_values=scores[["p_churn", "p_buy_30d", "expected_days", "predicted_value"]]
@@ -344,6 +429,7 @@ def score_snapshot(
         .copy(),
         value_score=lc["value_score"].to_numpy(float),
         candidates=candidates,
+        offer_model=offer_model,
     )
 
 
@@ -446,6 +532,7 @@ class Runtime:
             snapshot_at=new.snapshot.at,
             customers=len(new.snapshot.features),
             seconds=round(time.perf_counter() - t0, 3),
+            offer_choice=new.offer_model.label,
         )
 
     def position(self, customer_id: str, state: State | None = None) -> int:
@@ -505,8 +592,14 @@ class Runtime:
     @staticmethod
     def model_scores(pos: int, state: State) -> ModelScores:
         p_churn, p_buy, days, value = state.score_values[pos].tolist()
+        tau = state.inputs.offer_uplift
         return ModelScores(
-            p_churn=p_churn, p_buy_30d=p_buy, expected_days=days, predicted_value=value
+            p_churn=p_churn,
+            p_buy_30d=p_buy,
+            expected_days=days,
+            predicted_value=value,
+            offer_uplift=None if tau is None else tuple(tau[pos].tolist()),
+            offer_model=state.offer_model,
         )
 
     def candidates(self, customer_id: str, k: int, state: State) -> list[str]:
@@ -535,14 +628,23 @@ class Runtime:
             self._population = (time.monotonic(), value)
         return value
 
-    def history(self, customer_id: str, now: datetime) -> ContactHistory:
-        since = now - timedelta(days=max(self.params.forgotten_days, 8.0))
-        found = self.store.customer_history(customer_id, since)
+    def history_since(self, now: datetime) -> datetime:
+        """How far back a decision reads contacts: the ``forgotten`` horizon, and at least
+        the frequency caps' week before ``now``."""
+        return now - timedelta(days=max(self.params.forgotten_days, 8.0))
+
+    def _contact_history(self, found: CustomerHistory) -> ContactHistory:
         return ContactHistory(
             contacts=found.contacts,
             consents=found.consents,
             engagement=found.engagement,
             population=self.population(),
+        )
+
+    def history(self, customer_id: str, now: datetime) -> ContactHistory:
+        """The customer's contacts, consents and engagement as one decision reads them."""
+        return self._contact_history(
+            self.store.customer_history(customer_id, self.history_since(now))
         )
 
     # ----------------------------------------------------------------- decide
@@ -557,6 +659,8 @@ class Runtime:
         state: State,
         decision_id: str | None,
         unavailable: dict[str, str],
+        explore: bool | None,
+        history: ContactHistory,
     ) -> Decision:
         pos = self.position(customer_id, state)
         view = self.view(customer_id, profile, state)
@@ -564,7 +668,7 @@ class Runtime:
             view,
             self.model_scores(pos, state),
             self.candidates(customer_id, self.params.candidate_items, state),
-            self.history(customer_id, now),
+            history,
             self.settings,
             now,
             campaign_id=campaign_id,
@@ -574,6 +678,7 @@ class Runtime:
             params=self.params,
             decision_id=decision_id,
             unavailable=unavailable,
+            explore=explore,
         )
 
     @staticmethod
@@ -590,7 +695,7 @@ class Runtime:
             holdout=decision.holdout,
             revive=decision.revive,
             priority=decision.priority,
-            payload=decision.model_dump(mode="json", exclude={"dispatch"}),
+            payload=decision.model_dump_json(exclude={"dispatch"}),
             model_versions=decision.model_versions,
         )
 
@@ -604,26 +709,31 @@ class Runtime:
         state: State,
         decision_id: str | None,
         record: bool,
+        explore: bool | None = None,
     ) -> Decision:
         unavailable: dict[str, str] = {}
+        args = (
+            *(customer_id, now, campaign_id, channels, profile, state),
+            *(decision_id, unavailable, explore),
+        )
+        if not record:
+            return self._decide_once(*args, self.history(customer_id, now))
+        made: list[Decision] = []
+
+        def make(found: CustomerHistory) -> tuple[DecisionRecord, CapSpec | None]:
+            made.append(self._decide_once(*args, self._contact_history(found)))
+            d = made[-1]
+            caps = caps_for(self.settings, d.channel) if d.revive and d.channel else None
+            return self._as_record(d), caps
+
+        # History, decision and cap check run in one store transaction, so the caps are
+        # counted on exactly what the engine saw; a refusal can only come from a store cap
+        # the engine does not model, and then that channel is ruled out and we decide again.
         for _ in range(len(CHANNELS) + 1):
-            decision = self._decide_once(
-                customer_id, now, campaign_id, channels, profile, state, decision_id, unavailable
-            )
-            if not record:
-                return decision
-            rec = self._as_record(decision)
-            if decision.revive and decision.channel is not None:
-                ok, reason = self.store.reserve_contact(
-                    rec, caps_for(self.settings, decision.channel)
-                )
-                if ok:
-                    return decision
-                # another request took the slot between our read and the reservation
-                unavailable[decision.channel] = f"{reason} (at reservation)"
-                continue
-            self.store.record_decision(rec)
-            return decision
+            rec, reason = self.store.decide_and_reserve(customer_id, self.history_since(now), make)
+            if reason is None:
+                return made[-1]
+            unavailable[str(rec.channel)] = f"{reason} (at reservation)"
         raise RuntimeError("could not reserve a contact after trying every channel")
 
     def decide(self, req: DecideRequest) -> Decision:
@@ -655,6 +765,7 @@ class Runtime:
             state,
             req.decision_id,
             record=not req.dry_run,
+            explore=req.explore,
         )
         if req.dispatch:
             decision.dispatch = self._dispatch(decision, req.profile, now)
@@ -934,6 +1045,7 @@ class Runtime:
                         dedup_key=e.dedup_key,
                     )
                 )
+            pairs, repeated = self._checked_events(events, records)
             consent_rows = [
                 (
                     c.customer_id,
@@ -946,15 +1058,108 @@ class Runtime:
             ]
         except InvalidRecord as exc:
             raise Rejected(str(exc)) from None
+        records = [rec for _, rec in pairs]
         inserted, duplicates = self.store.record_events(records) if records else (0, 0)
         for row in consent_rows:
             self.store.set_consent(*row)
-        for e, rec in zip(events, records, strict=True):
+        for e, rec in pairs:
             if e.event == "purchase":
                 self._note_purchase(e.customer_id, rec.ts, e.item_ids)
         if records:
             self._population = (-math.inf, {})
-        return EventsResponse(inserted=inserted, duplicates=duplicates, consents=len(consent_rows))
+        return EventsResponse(
+            inserted=inserted, duplicates=duplicates + repeated, consents=len(consent_rows)
+        )
+
+    def _checked_events(
+        self, events: Sequence[EventIn], records: Sequence[EventRecord]
+    ) -> tuple[list[tuple[EventIn, EventRecord]], int]:
+        """Check a batch against the stored decisions; drop events repeated in the batch.
+
+        Rejected (naming ``events[i].field``): an unknown campaign (not configured and not the
+        campaign of the referenced decision); a ``decision_id`` of another customer or
+        campaign, or of a hold-out decision for a message event (never sent); an event before
+        the decision it references was made; ``delivered/opened/clicked/converted`` before
+        the decision's first ``sent`` (stored or in this batch). Decision ids the store does
+        not know (sends made elsewhere) are accepted. Returns the kept pairs and how many
+        identical repeats were dropped.
+        """
+        known: dict[str, DecisionRecord | None] = {}
+        first_sent: dict[str, datetime] = {}
+        seen: set[tuple] = set()
+        kept: list[tuple[int, EventIn, EventRecord]] = []
+        for i, (e, r) in enumerate(zip(events, records, strict=True)):
+            d = None
+            if r.decision_id is not None:
+                if r.decision_id not in known:
+                    known[r.decision_id] = self.store.get_decision(r.decision_id)
+                d = known[r.decision_id]
+            if r.campaign_id is not None and (d is None or d.campaign_id != r.campaign_id):
+                try:
+                    campaign_by_id(self.settings, r.campaign_id)
+                except UnknownCampaign as exc:
+                    raise UnknownCampaign(f"events[{i}].campaign_id: {exc.args[0]}") from None
+            if d is not None:
+                where = f"events[{i}]"
+                if d.customer_id != r.customer_id:
+                    raise Rejected(
+                        f"{where}.decision_id: decision {d.decision_id!r} is for customer "
+                        f"{d.customer_id!r}, not {r.customer_id!r}"
+                    )
+                if r.campaign_id is not None and r.campaign_id != d.campaign_id:
+                    raise Rejected(
+                        f"{where}.campaign_id: {r.campaign_id!r} but decision "
+                        f"{d.decision_id!r} belongs to campaign {d.campaign_id!r}"
+                    )
+                if d.holdout and r.event in ("sent", *_FUNNEL_EVENTS):
+                    raise Rejected(
+                        f"{where}.decision_id: decision {d.decision_id!r} is a hold-out "
+                        f"(control group, never sent): it cannot have a {r.event!r} event"
+                    )
+                if r.ts < d.ts:
+                    raise Rejected(
+                        f"{where}.ts: {r.event} at {r.ts.isoformat()} is before decision "
+                        f"{d.decision_id!r} was made ({d.ts.isoformat()}): events out of order"
+                    )
+            if r.decision_id is not None and r.event == "sent":
+                prev = first_sent.get(r.decision_id)
+                first_sent[r.decision_id] = r.ts if prev is None else min(prev, r.ts)
+            key = (r, tuple(e.item_ids))
+            if key in seen:
+                continue
+            seen.add(key)
+            kept.append((i, e, r))
+        stored: dict[str, datetime | None] = {}
+        for i, _, r in kept:
+            if r.decision_id is None or r.event not in _FUNNEL_EVENTS:
+                continue
+            if r.decision_id not in stored:
+                sent = self.store.events_between(
+                    datetime(1970, 1, 1, tzinfo=UTC),
+                    datetime(9999, 1, 1, tzinfo=UTC),
+                    customer_id=r.customer_id,
+                    event="sent",
+                )
+                ts = sent.loc[sent["decision_id"] == r.decision_id, "ts"]
+                stored[r.decision_id] = ts.min().to_pydatetime() if len(ts) else None
+            candidates = [t for t in (stored[r.decision_id], first_sent.get(r.decision_id)) if t]
+            if candidates and r.ts < min(candidates):
+                raise Rejected(
+                    f"events[{i}].ts: {r.event} at {r.ts.isoformat()} is before decision "
+                    f"{r.decision_id!r} was sent ({min(candidates).isoformat()}): "
+                    "events out of order"
+                )
+        return [(e, r) for _, e, r in kept], len(events) - len(kept)
+
+    def report(self, req: ReportRequest) -> CampaignReport:
+        """The campaign report (:func:`service.report.campaign_report`) on the store's
+        decisions and ``purchase`` events; an inconsistent request is :class:`Rejected`."""
+        try:
+            return campaign_report(
+                self.store, req.campaign_id, req.start, req.end, settings=self.settings
+            )
+        except BadReportRequest as exc:
+            raise Rejected(str(exc)) from None
 
     # convenience for the benchmark and scripts
     def asleep_high_value(self) -> list[str]:

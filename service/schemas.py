@@ -33,6 +33,10 @@ __all__ = [
     "RecommendedItem",
     "ReloadRequest",
     "ReloadResponse",
+    "RetrainJobOut",
+    "RetrainRequest",
+    "RetrainStatusRequest",
+    "ReportRequest",
 ]
 
 Stage = Literal["new", "active", "loyal", "at_risk", "sleeping", "lost"]
@@ -85,6 +89,8 @@ class DecideRequest(_In):
     ``decision_id`` makes the call idempotent: a repeated request with an id that is already
     recorded returns that decision (and, with ``dispatch``, retries a failed send; a sent
     message is never sent again). ``dry_run`` computes without recording anything.
+    ``explore`` overrides the ``channel_selection`` setting for this call: true picks the
+    channel by Thompson sampling, false by the posterior mean.
     """
 
     customer_id: Id
@@ -95,6 +101,7 @@ class DecideRequest(_In):
     dispatch: bool = False
     dry_run: bool = False
     decision_id: Id | None = None
+    explore: bool | None = None
 
 
 class BatchRequest(_In):
@@ -231,3 +238,53 @@ class ReloadResponse(_In):
     snapshot_at: datetime
     customers: int
     seconds: float
+    offer_choice: str = Field(
+        default="", description="offer_uplift_model vN, or offer_rules: why the rules choose"
+    )
+
+
+class ReportRequest(_In):
+    """A campaign report (``service.report``) for decisions made in ``[start, end)``.
+
+    ``campaign_id`` must be configured or have stored decisions (else 422 naming it); ``end``
+    must be after ``start`` (else 422). Purchases count from the store's ``purchase`` events.
+    """
+
+    campaign_id: Id
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+class RetrainRequest(_In):
+    """Start ``python -m training.retrain`` as a background job (see ``service.jobs``)."""
+
+    force: bool = Field(default=False, description="promote even if a champion gate says no")
+    attribution_only: bool = Field(
+        default=False, description="only attribute outcomes and summarise; train nothing"
+    )
+    since: datetime | None = Field(default=None, description="first decision time considered")
+    window_days: float | None = Field(
+        default=None, gt=0, le=365, description="attribution window (default: the setting)"
+    )
+    min_treated: int = Field(default=200, ge=1, description="treated rows an offer arm needs")
+    min_control: int = Field(default=200, ge=1, description="hold-out rows an offer arm needs")
+    max_cutoffs: int = Field(default=12, ge=1, le=60, description="training cutoffs")
+
+
+class RetrainStatusRequest(_In):
+    job_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+
+
+class RetrainJobOut(_In):
+    job_id: str
+    status: Literal["running", "succeeded", "failed"]
+    returncode: int | None
+    pid: int
+    started_at: datetime
+    finished_at: datetime | None
+    command: str
+    log_path: str
+    log_tail: list[str]
+    result: dict[str, Any] | None = Field(
+        default=None, description="the run's JSON summary (attribution, gates, versions)"
+    )

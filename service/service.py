@@ -12,6 +12,10 @@ Endpoints (POST, JSON; OpenAPI at ``/docs.json``; health ``/livez``, ``/readyz``
 * ``/customer``      the 360° view.
 * ``/events``        message events, purchases and consent changes (affect the next decision).
 * ``/reload``        switch to the current MLflow champions without a restart.
+* ``/retrain``       start retraining with the outcomes (``python -m training.retrain``) as a
+  background job; ``/retrain_status`` polls it (:mod:`service.jobs`).
+* ``/report``        a campaign's treated vs hold-out report with 95% intervals
+  (:mod:`service.report`).
 * ``/noop``          does nothing: the framework's floor for the latency benchmark
   (``/noop_sync`` the same in a worker thread).
 
@@ -38,7 +42,16 @@ from starlette.responses import JSONResponse, Response
 
 from service.config import load_settings
 from service.decision import Decision, UnknownCampaign
-from service.runtime import Conflict, ModelsUnavailable, Rejected, Runtime, UnknownCustomer
+from service.jobs import JobConflict, RetrainJobs, UnknownJob
+from service.report import CampaignReport
+from service.runtime import (
+    Conflict,
+    ModelsUnavailable,
+    Rejected,
+    Runtime,
+    UnknownCustomer,
+    tracking_uri,
+)
 from service.schemas import (
     BatchRequest,
     BatchResponse,
@@ -51,6 +64,10 @@ from service.schemas import (
     RecommendResponse,
     ReloadRequest,
     ReloadResponse,
+    ReportRequest,
+    RetrainJobOut,
+    RetrainRequest,
+    RetrainStatusRequest,
 )
 from service.store import DuplicateDecision, InvalidRecord, StoreUnavailable
 
@@ -86,7 +103,9 @@ def _guard(fn: Callable[[], Any]) -> Any:
         return error_response(422, "unknown_campaign", _message(exc))
     except (Rejected, InvalidRecord) as exc:
         return error_response(422, "rejected", _message(exc))
-    except (Conflict, DuplicateDecision) as exc:
+    except UnknownJob as exc:
+        return error_response(404, "unknown_job", _message(exc))
+    except (Conflict, DuplicateDecision, JobConflict) as exc:
         return error_response(409, "conflict", _message(exc))
     except (StoreUnavailable, ModelsUnavailable) as exc:
         log.warning("unavailable: %s", exc)
@@ -211,6 +230,8 @@ class RevivalService:
     def __init__(self) -> None:
         self.settings = load_settings()
         self.runtime = Runtime(self.settings)
+        self._local_store = self.settings.store_url.startswith("sqlite")
+        self.jobs = RetrainJobs(self.settings, tracking_uri(self.settings))
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
@@ -220,10 +241,11 @@ class RevivalService:
     async def decide(self, request: DecideRequest, /) -> Decision:
         """Decide for one customer (recorded unless ``dry_run``; dispatched if asked).
 
-        A decision is ~1-2 ms of CPU-bound Python and local SQLite: it runs on the event loop,
-        because handing it to a worker thread costs more than the work (the GIL hand-over
-        between the loop and the thread). Dispatch waits on the provider's network, so it
-        runs in a worker thread.
+        On a local SQLite store a decision is ~1 ms of CPU-bound Python: it runs on the event
+        loop, because handing it to a worker thread costs more than the work (the GIL
+        hand-over between the loop and the thread). A networked store (PostgreSQL: round
+        trips, another replica's customer lock) and dispatch (the provider's network) wait
+        on I/O, so they run in a worker thread.
         """
 
         def run() -> Decision:
@@ -231,7 +253,7 @@ class RevivalService:
             _count(decision)
             return decision
 
-        if request.dispatch:
+        if request.dispatch or not self._local_store:
             return await anyio.to_thread.run_sync(_guard, run)
         return _guard(run)
 
@@ -259,6 +281,21 @@ class RevivalService:
     def reload(self, request: ReloadRequest, /) -> ReloadResponse:
         """Load the current champions (and optionally rebuild the snapshot)."""
         return _guard(lambda: self.runtime.reload(data=request.data))
+
+    @bentoml.api(route="/retrain")
+    def retrain(self, request: RetrainRequest, /) -> RetrainJobOut:
+        """Start retraining with the outcomes as a background process; returns the job id."""
+        return _guard(lambda: self.jobs.start(request))
+
+    @bentoml.api(route="/retrain_status")
+    def retrain_status(self, request: RetrainStatusRequest, /) -> RetrainJobOut:
+        """A retraining job's status, log tail and (when done) its summary."""
+        return _guard(lambda: self.jobs.status(request.job_id))
+
+    @bentoml.api(route="/report")
+    def report(self, request: ReportRequest, /) -> CampaignReport:
+        """A campaign's report: treated vs hold-out, overall and per stage × tier, 95% CIs."""
+        return _guard(lambda: self.runtime.report(request))
 
     @bentoml.api(route="/noop")
     async def noop(self) -> dict[str, bool]:

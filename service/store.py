@@ -42,7 +42,7 @@ import math
 import re
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -195,6 +195,8 @@ def _check_str(name: str, value: Any, max_len: int = _ID_MAX, optional: bool = F
         raise InvalidRecord(f"{name} must be a non-empty string, got {value!r}")
     if len(value) > max_len:
         raise InvalidRecord(f"{name} is longer than {max_len} characters: {value[:40]!r}...")
+    if "\x00" in value:  # PostgreSQL text cannot hold NUL; refuse it on every backend alike
+        raise InvalidRecord(f"{name} must not contain NUL characters: {value[:40]!r}")
 
 
 def _check_channel(value: Any, optional: bool = False) -> None:
@@ -254,7 +256,9 @@ class DecisionRecord:
     """One decision for one customer; ``ts`` is the request's ``now``.
 
     ``payload`` is the whole decision as returned to the caller (stored as JSON, so
-    datetimes inside it come back as ISO strings); ``model_versions`` maps model name to
+    datetimes inside it come back as ISO strings), as a mapping or as the JSON object text
+    already encoded (the service passes pydantic's own encoding: one pass instead of two,
+    taken on trust); read back it is always a dict. ``model_versions`` maps model name to
     version. Timestamps are normalised to aware UTC on construction.
     """
 
@@ -269,7 +273,7 @@ class DecisionRecord:
     holdout: bool
     revive: bool
     priority: float
-    payload: Mapping[str, Any] = field(default_factory=dict)
+    payload: Mapping[str, Any] | str = field(default_factory=dict)
     model_versions: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -288,7 +292,10 @@ class DecisionRecord:
                 f"is before the decision time {self.ts.isoformat()}"
             )
         _set(self, "priority", _finite("priority", self.priority))
-        if not isinstance(self.payload, Mapping):
+        if isinstance(self.payload, str):
+            if not self.payload.startswith("{"):
+                raise InvalidRecord("payload text must be a JSON object")
+        elif not isinstance(self.payload, Mapping):
             raise InvalidRecord(f"payload must be a mapping, got {type(self.payload).__name__}")
         if not isinstance(self.model_versions, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in self.model_versions.items()
@@ -399,6 +406,16 @@ class Engagement:
     Counts are of messages: events linked to a decision count once per decision (three
     opens of one e-mail are one opened message); events without a decision count each.
     ``conversions`` counts ``converted`` events, not purchases.
+
+    Channel learning (:func:`service.decision.engagement_posterior`) reads ``engaged`` —
+    messages opened *or* clicked (a click without a recorded open counts) — and, for one
+    customer, ``messages``: ``(time, engaged)`` per message, oldest first, time in epoch
+    seconds UTC of the message's first event (its send), so that outcomes can be weighted
+    by recency at decision time. A message is a decision's sent/opened/clicked events on
+    the channel; an event without a decision belongs to the channel's latest earlier
+    message without a decision (a ``sent`` one starts a new one; an open or click before
+    any is a message of its own). The population aggregate has no ``messages`` and
+    approximates the unlinked part of ``engaged`` as max(unlinked opens, unlinked clicks).
     """
 
     sends: int = 0
@@ -410,6 +427,13 @@ class Engagement:
     unsubscribes: int = 0
     bounces: int = 0
     complaints: int = 0
+    engaged: int = 0
+    messages: tuple[tuple[float, bool], ...] = ()
+
+    @property
+    def trials(self) -> int:
+        """Messages known to have reached the channel: sends, or more if more were engaged."""
+        return max(self.sends, self.engaged, len(self.messages))
 
 
 @dataclass(frozen=True)
@@ -442,8 +466,8 @@ class DispatchAttempt:
             raise InvalidRecord(f"attempt must be a positive int, got {self.attempt!r}")
         _check_str("provider_message_id", self.provider_message_id, 255, optional=True)
         _set(self, "ts", as_utc(self.ts))
-        if self.error is not None:
-            _set(self, "error", str(self.error)[:_ERROR_MAX])
+        if self.error is not None:  # provider text: keep it storable (no NUL on PostgreSQL)
+            _set(self, "error", str(self.error).replace("\x00", "\\x00")[:_ERROR_MAX])
 
 
 # --------------------------------------------------------------------------- interface
@@ -462,6 +486,22 @@ class ContactStore(abc.ABC):
 
         Returns ``(True, None)`` when recorded, ``(False, reason)`` with reason
         ``cap_channel_day``/``cap_channel_week``/``cap_global_week`` when refused.
+        """
+
+    @abc.abstractmethod
+    def decide_and_reserve(
+        self,
+        customer_id: str,
+        since: datetime,
+        decide: Callable[[CustomerHistory], tuple[DecisionRecord, CapSpec | None]],
+    ) -> tuple[DecisionRecord, str | None]:
+        """Read the history, ``decide`` on it and record the result, atomically.
+
+        The customer's history since ``since`` is read, ``decide`` turns it into a record
+        (and the caps that bound it, or None), and the record is stored only if it fits the
+        caps as counted on that same history — no other writer can take the slot in
+        between. Returns ``(record, None)`` when stored, ``(record, reason)`` when refused
+        (nothing stored). ``since`` must reach a week before the contact time.
         """
 
     @abc.abstractmethod
@@ -790,22 +830,91 @@ def _contact_statements(with_hi: bool, with_channel: bool) -> tuple[sa.Select, s
 
 
 @functools.cache
-def _engagement_statement(with_customer: bool, with_since: bool) -> sa.Select:
-    """Per (channel, event) message counts; binds customer_id and since."""
+def _engagement_statement(with_customer: bool, with_since: bool) -> sa.Select | sa.CompoundSelect:
+    """Engagement rows on channels; binds customer_id and since.
+
+    One customer: its raw message-event rows, oldest first (:func:`_summarise_engagement`
+    counts them and keeps each message's time for recency weights). Population: per
+    (channel, event) the messages linked to a decision (distinct decisions), the events
+    without one and the last time, plus per channel a row ``engaged`` (decisions opened or
+    clicked). Portable SQL only (SQLite and PostgreSQL).
+    """
     e = events.c
-    messages = sa.func.count(sa.distinct(e.decision_id)) + sa.func.sum(
-        sa.case((e.decision_id.is_(None), 1), else_=0)
-    )
-    q = (
-        sa.select(e.channel, e.event, messages.label("n"), sa.func.max(e.ts).label("last"))
-        .where(e.channel.is_not(None), _one_of(e.event, _ENGAGEMENT_KINDS))
+    where = [e.channel.is_not(None), _one_of(e.event, _ENGAGEMENT_KINDS)]
+    if with_since:
+        where.append(e.ts >= sa.bindparam("since", type_=UtcDateTime))
+    if with_customer:
+        where.append(e.customer_id == sa.bindparam("customer_id"))
+        return (
+            sa.select(e.channel, e.event, e.decision_id, e.ts, e.event_id)
+            .where(*where)
+            .order_by(e.ts, e.event_id)
+        )
+    linked = sa.func.count(sa.distinct(e.decision_id))
+    unlinked = sa.func.sum(sa.case((e.decision_id.is_(None), 1), else_=0))
+    per_event = (
+        sa.select(
+            e.channel,
+            e.event,
+            linked.label("linked"),
+            unlinked.label("unlinked"),
+            sa.func.max(e.ts).label("last"),
+        )
+        .where(*where)
         .group_by(e.channel, e.event)
     )
-    if with_customer:
-        q = q.where(e.customer_id == sa.bindparam("customer_id"))
-    if with_since:
-        q = q.where(e.ts >= sa.bindparam("since", type_=UtcDateTime))
-    return q
+    engaged = (
+        sa.select(
+            e.channel,
+            sa.literal("engaged", sa.String(16)).label("event"),
+            linked.label("linked"),
+            sa.literal(0, sa.Integer).label("unlinked"),
+            sa.func.max(e.ts).label("last"),
+        )
+        .where(*where, _one_of(e.event, ("opened", "clicked")))
+        .group_by(e.channel)
+    )
+    return sa.union_all(per_event, engaged)
+
+
+def _summarise_engagement(rows: Iterable[Any]) -> dict[str, Engagement]:
+    """Per-channel :class:`Engagement` of one customer from its event rows, oldest first
+    (rows with ``channel``, ``event``, ``decision_id``, ``ts``; see :class:`Engagement`)."""
+    acc: dict[str, dict[str, Any]] = {}
+    seen: set[tuple[str, str, str]] = set()  # (channel, event, decision) counted once
+    linked: dict[tuple[str, str], list[Any]] = {}  # (channel, decision) -> [time, engaged]
+    unlinked: dict[str, list[list[Any]]] = {}  # channel -> messages without a decision
+    for r in rows:
+        ch, ev, did, ts = r.channel, r.event, r.decision_id, as_utc(r.ts)
+        f = acc.setdefault(ch, {})
+        if did is None or (ch, ev, did) not in seen:
+            if did is not None:
+                seen.add((ch, ev, did))
+            key = _ENGAGEMENT_KINDS[ev]
+            f[key] = f.get(key, 0) + 1
+        if ev == "sent":
+            f["last_send_ts"] = max(f.get("last_send_ts") or ts, ts)
+        elif ev == "opened":
+            f["last_open_ts"] = max(f.get("last_open_ts") or ts, ts)
+        if ev not in ("sent", "opened", "clicked"):
+            continue
+        hit = ev != "sent"
+        if did is not None:
+            msg = linked.setdefault((ch, did), [ts.timestamp(), False])
+            msg[1] = msg[1] or hit
+            continue
+        own = unlinked.setdefault(ch, [])
+        if ev == "sent" or not own:
+            own.append([ts.timestamp(), hit])
+        else:
+            own[-1][1] = True
+    for (ch, _), msg in linked.items():
+        unlinked.setdefault(ch, []).append(msg)
+    out = {}
+    for ch, f in sorted(acc.items()):
+        msgs = tuple(sorted((float(t), bool(hit)) for t, hit in unlinked.get(ch, [])))
+        out[ch] = Engagement(**f, engaged=sum(hit for _, hit in msgs), messages=msgs)
+    return out
 
 
 @functools.cache
@@ -927,9 +1036,11 @@ class SqlContactStore(ContactStore):
     SQLite: WAL journal, ``busy_timeout`` and foreign keys are set on every connection;
     write transactions start with ``BEGIN IMMEDIATE`` so concurrent writers queue on the
     lock instead of failing on a stale snapshot. Several processes may share one file.
-    PostgreSQL: cap checks serialise per customer with ``pg_advisory_xact_lock`` (needs
-    the default READ COMMITTED isolation so counts see the previous holder's commit).
-    The schema is created on start-up if missing.
+    PostgreSQL (``postgresql+psycopg://user@host:port/db``): cap checks serialise per
+    customer with ``pg_advisory_xact_lock`` (needs the default READ COMMITTED isolation so
+    counts see the previous holder's commit), so several processes sharing one database
+    enforce one cap; ``busy_timeout_ms`` becomes ``lock_timeout`` and the connect timeout.
+    The schema is created on start-up if missing (serialised by an advisory lock too).
     """
 
     def __init__(self, url: str, busy_timeout_ms: int = 5000, echo: bool = False):
@@ -951,6 +1062,13 @@ class SqlContactStore(ContactStore):
                 Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         else:
             kwargs["pool_pre_ping"] = True
+        if self._dialect == "postgresql":
+            # busy_timeout's PostgreSQL twin: a writer queued on another's lock (the per
+            # customer advisory lock, a row lock) gives up after it -> StoreUnavailable.
+            kwargs["connect_args"] = {
+                "connect_timeout": max(1, math.ceil(busy_timeout_ms / 1000)),
+                "options": f"-c lock_timeout={int(busy_timeout_ms)}",
+            }
         try:
             self._engine = sa.create_engine(self.url, **kwargs)
         except (sa_exc.ArgumentError, ImportError) as exc:
@@ -1059,7 +1177,9 @@ class SqlContactStore(ContactStore):
             "holdout": d.holdout,
             "revive": d.revive,
             "priority": d.priority,
-            "payload": _dump_json("payload", dict(d.payload)),
+            "payload": d.payload
+            if isinstance(d.payload, str)
+            else _dump_json("payload", dict(d.payload)),
             "model_versions": _dump_json("model_versions", dict(d.model_versions)),
             "recorded_at": _utcnow(),
         }
@@ -1115,6 +1235,42 @@ class SqlContactStore(ContactStore):
             raise InvalidRecord(f"expected a CapSpec, got {type(caps).__name__}")
         reason = self._insert_decision(decision, caps=caps)
         return reason is None, reason
+
+    def decide_and_reserve(
+        self,
+        customer_id: str,
+        since: datetime,
+        decide: Callable[[CustomerHistory], tuple[DecisionRecord, CapSpec | None]],
+    ) -> tuple[DecisionRecord, str | None]:
+        # One write transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: the customer's advisory
+        # lock) around read + decide + insert: half the round trips of a read followed by
+        # a checked reservation, and no lost races to retry. The engine's ~0.5 ms runs
+        # under the lock, which bounds one SQLite file to ~2,000 recorded decisions/s.
+        since = as_utc(since)
+        decision: DecisionRecord | None = None
+        try:
+            with self._tx(write=True, lock=f"customer:{customer_id}") as conn:
+                history = self._history(conn, customer_id, since)
+                decision, caps = decide(history)
+                if not isinstance(decision, DecisionRecord):
+                    raise InvalidRecord(f"expected a DecisionRecord, got {type(decision).__name__}")
+                if decision.customer_id != customer_id:
+                    raise InvalidRecord(
+                        f"decision is for {decision.customer_id!r}, not {customer_id!r}"
+                    )
+                if caps is not None and decision.revive and decision.channel is not None:
+                    at = decision.contact_time
+                    if at - WEEK < since:
+                        raise InvalidRecord(f"history since {since} misses the cap window")
+                    reason = count_contacts(history.contacts, at).cap_reason(caps, decision.channel)
+                    if reason is not None:
+                        return decision, reason
+                self._insert_one(conn, _INSERT_DECISION, self._decision_row(decision))
+        except StoreIntegrityError:
+            if decision is not None and self.get_decision(decision.decision_id) is not None:
+                raise DuplicateDecision(decision.decision_id) from None
+            raise
+        return decision, None
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None:
         with self._tx() as conn:
@@ -1280,6 +1436,7 @@ class SqlContactStore(ContactStore):
     def _engagement(
         self, customer_id: str | None, since: datetime | None, conn: Connection | None = None
     ) -> dict[str, Engagement]:
+        """Per-channel engagement of one customer (``customer_id``) or of everybody (None)."""
         kinds = _ENGAGEMENT_KINDS
         q = _engagement_statement(customer_id is not None, since is not None)
         params: dict[str, Any] = {}
@@ -1287,15 +1444,27 @@ class SqlContactStore(ContactStore):
             params["customer_id"] = customer_id
         if since is not None:
             params["since"] = as_utc(since)
-        acc: dict[str, dict[str, Any]] = {}
         with self._tx() if conn is None else nullcontext(conn) as c:
-            for r in self._rows(c, q, params):
-                fields = acc.setdefault(r.channel, {})
-                fields[kinds[r.event]] = int(r.n)
-                if r.event == "sent":
-                    fields["last_send_ts"] = _opt_utc(r.last)
-                elif r.event == "opened":
-                    fields["last_open_ts"] = _opt_utc(r.last)
+            rows = self._rows(c, q, params)
+        if customer_id is not None:
+            return _summarise_engagement(rows)
+        acc: dict[str, dict[str, Any]] = {}
+        unlinked: dict[str, dict[str, int]] = {}
+        for r in rows:
+            fields = acc.setdefault(r.channel, {})
+            if r.event == "engaged":
+                fields["engaged"] = fields.get("engaged", 0) + int(r.linked)
+                continue
+            fields[kinds[r.event]] = int(r.linked) + int(r.unlinked)
+            unlinked.setdefault(r.channel, {})[r.event] = int(r.unlinked)
+            if r.event == "sent":
+                fields["last_send_ts"] = _opt_utc(r.last)
+            elif r.event == "opened":
+                fields["last_open_ts"] = _opt_utc(r.last)
+        for ch, n in unlinked.items():
+            acc[ch]["engaged"] = acc[ch].get("engaged", 0) + max(
+                n.get("opened", 0), n.get("clicked", 0)
+            )
         return {ch: Engagement(**f) for ch, f in sorted(acc.items())}
 
     def engagement(self, customer_id: str, since: datetime | None = None) -> dict[str, Engagement]:
@@ -1304,13 +1473,16 @@ class SqlContactStore(ContactStore):
     def population_engagement(self, since: datetime | None = None) -> dict[str, Engagement]:
         return self._engagement(None, since)
 
+    def _history(self, conn: Connection, customer_id: str, since: datetime) -> CustomerHistory:
+        return CustomerHistory(
+            self._contacts(conn, customer_id, as_utc(since), None),
+            self._consents(conn, customer_id, None),
+            self._engagement(customer_id, None, conn),
+        )
+
     def customer_history(self, customer_id: str, since: datetime) -> CustomerHistory:
         with self._tx() as conn:
-            return CustomerHistory(
-                self._contacts(conn, customer_id, as_utc(since), None),
-                self._consents(conn, customer_id, None),
-                self._engagement(customer_id, None, conn),
-            )
+            return self._history(conn, customer_id, since)
 
     # ----------------------------------------------------------------- consent
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -95,3 +97,49 @@ def service_env(champions):
         }
 
     return env
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A running PostgreSQL (``REVIVAL_TEST_PG_URL`` or a throw-away cluster, see tests/pg.py).
+
+    Fails, never skips, when there is none: the store must work on PostgreSQL.
+    """
+    from pg import start_pg
+
+    try:
+        server = start_pg()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """The URL of a fresh, empty PostgreSQL database (dropped after the test)."""
+    url = pg_server.create_database()
+    yield url
+    pg_server.drop_database(url)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_bentoml_metrics():
+    """Unregister BentoML's HTTP metrics from the process-wide Prometheus registry.
+
+    BentoML's metrics middleware registers its collectors once per ASGI app, so the second
+    ``RevivalService.to_asgi()`` in one session (each test module serving the API builds its
+    own) fails with ``DuplicateTimeseries`` unless the previous module's collectors are gone.
+    """
+    yield
+    if "bentoml" not in sys.modules:
+        return
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    registry = BentoMLContainer.metrics_client.get().registry
+    for collector, names in list(registry._collector_to_names.items()):
+        if any(n.startswith("bentoml_") for n in names):
+            registry.unregister(collector)

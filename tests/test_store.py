@@ -1,13 +1,15 @@
 """Contact-history store: append-only log, dedup, consent, rolling caps, concurrency, time zones.
 
-Every test runs against each URL of :func:`_store_params`: a temp-dir SQLite file, plus the
-PostgreSQL database named by ``REVIVAL_TEST_PG_URL`` when that variable is set.
+Every test taking ``store``/``store_url`` runs on both backends (``[sqlite]`` and
+``[postgresql]`` in the test ids): a temp-dir SQLite file, and a fresh database on the
+``pg_server`` fixture's PostgreSQL (``REVIVAL_TEST_PG_URL`` or a throw-away cluster; see
+tests/pg.py). Tests named ``test_sqlite_*`` cover SQLite-only behaviour.
 """
 
 from __future__ import annotations
 
 import math
-import os
+import socket
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -35,6 +37,7 @@ from service.store import (
     SqlContactStore,
     StoreError,
     StoreIntegrityError,
+    StoreUnavailable,
     UnknownDecision,
     open_store,
 )
@@ -44,28 +47,12 @@ H = timedelta(hours=1)
 D = timedelta(days=1)
 
 
-def _store_params() -> list:
-    params = [pytest.param("sqlite", id="sqlite")]
-    pg_url = os.environ.get("REVIVAL_TEST_PG_URL")
-    if pg_url:
-        params.append(pytest.param(pg_url, id="postgresql"))
-    return params
-
-
-def _drop_all(url: str) -> None:
-    engine = sa.create_engine(url)
-    store_mod.metadata.drop_all(engine)
-    engine.dispose()
-
-
-@pytest.fixture(params=_store_params())
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty store location: a SQLite file in nested new folders, or a PG database."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'nested' / 'dir' / 'contacts.db'}"
-        return
-    _drop_all(request.param)  # a shared server: start from, and leave, an empty schema
-    yield request.param
-    _drop_all(request.param)
+        return f"sqlite:///{tmp_path / 'nested' / 'dir' / 'contacts.db'}"
+    return request.getfixturevalue("pg_url")  # only PostgreSQL runs start the server
 
 
 @pytest.fixture
@@ -538,8 +525,16 @@ def test_engagement_counts_messages(store: SqlContactStore) -> None:
             conversions=1,
             last_open_ts=NOW + 5 * H,
             last_send_ts=NOW,
+            engaged=2,  # e1 (opened, clicked) and the opened message without a decision
+            messages=(
+                (NOW.timestamp(), False),
+                (NOW.timestamp(), True),
+                ((NOW + 5 * H).timestamp(), True),
+            ),
         ),
-        "sms": Engagement(sends=1, last_send_ts=NOW + H, bounces=1),
+        "sms": Engagement(
+            sends=1, last_send_ts=NOW + H, bounces=1, messages=(((NOW + H).timestamp(), False),)
+        ),
     }
     recent = store.engagement("c1", since=NOW + 2 * H)
     assert recent["email"].sends == 0 and recent["email"].opens == 2
@@ -547,6 +542,7 @@ def test_engagement_counts_messages(store: SqlContactStore) -> None:
     assert store.engagement("nobody") == {}
     population = store.population_engagement()
     assert population["email"].sends == 3 and population["sms"].sends == 1
+    assert population["email"].engaged == 2 and population["email"].messages == ()
     assert store.population_engagement(since=NOW + 10 * H) == {}
 
 
@@ -656,3 +652,168 @@ def test_customer_history_reads_contacts_consents_and_engagement_together(
     assert got.consents == store.consents("c1") == {"app_push": True, "sms": False}
     assert got.engagement == store.engagement("c1")
     assert store.customer_history("nobody", NOW).contacts == []
+
+
+# --------------------------------------------------------------------------- shared-database behaviour
+
+
+def _race(n: int, work) -> tuple[list, list[BaseException]]:
+    """Run ``work(k)`` in ``n`` threads started together; (results, errors)."""
+    barrier = threading.Barrier(n)
+    results: list = []
+    errors: list[BaseException] = []
+
+    def run(k: int) -> None:
+        try:
+            barrier.wait()
+            results.append(work(k))
+        except BaseException as exc:  # noqa: BLE001 - returned to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results, errors
+
+
+def test_concurrent_event_batches_store_each_dedup_key_once(store_url: str) -> None:
+    """8 workers deliver the same webhook batch at once: every key is stored exactly once."""
+    workers = [SqlContactStore(store_url) for _ in range(8)]  # own connections each
+    batch = [_event("opened", NOW, channel="sms", dedup_key=f"gw:{i}") for i in range(20)]
+    try:
+        results, errors = _race(8, lambda k: workers[k].record_events(batch))
+    finally:
+        for w in workers:
+            w.close()
+    assert errors == []
+    assert sum(inserted for inserted, _ in results) == 20
+    assert sorted(inserted + dup for inserted, dup in results) == [20] * 8
+    with SqlContactStore(store_url) as s:
+        assert s.counts()["events"] == 20
+
+
+def test_concurrent_begin_dispatch_opens_one_attempt(store_url: str) -> None:
+    """8 workers try to send one decision at once: one gets attempt 1, the rest are told no."""
+    workers = [SqlContactStore(store_url) for _ in range(8)]
+    workers[0].record_decision(_decision("d1"))
+
+    def begin(k: int) -> int | str:
+        try:
+            return workers[k].begin_dispatch("d1", "c1", "sms", NOW, lease_s=600)
+        except DispatchInProgress:
+            return "in_progress"
+
+    try:
+        results, errors = _race(8, begin)
+    finally:
+        for w in workers:
+            w.close()
+    assert errors == []
+    assert sorted(results, key=str) == [1] + ["in_progress"] * 7
+    with SqlContactStore(store_url) as s:
+        assert [(a.attempt, a.status) for a in s.dispatch_attempts("d1")] == [(1, "sending")]
+
+
+def test_writer_queued_behind_a_held_lock_gives_up_unavailable(store_url: str) -> None:
+    """Another session holds the write lock (SQLite) / the customer's lock (PostgreSQL):
+    the reservation waits ``busy_timeout_ms``, then fails as StoreUnavailable, writing nothing."""
+    store = SqlContactStore(store_url, busy_timeout_ms=200)
+    caps = CapSpec(per_day=1, per_week=5, global_week=5)
+    before = store.counts()
+    holder = sa.create_engine(store_url)
+    try:
+        with holder.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.begin()
+                key = store_mod._lock_id("customer:c1")
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+            with pytest.raises(StoreUnavailable, match="locked|lock timeout"):
+                store.reserve_contact(_decision("d1"), caps)
+            conn.rollback()
+        assert store.counts() == before
+        assert store.reserve_contact(_decision("d1"), caps) == (True, None)  # lock released
+    finally:
+        holder.dispose()
+        store.close()
+
+
+def test_nul_characters_are_refused_on_every_backend(store: SqlContactStore) -> None:
+    """PostgreSQL text cannot hold NUL: ids carrying one are an InvalidRecord everywhere
+    (not a database error on one backend), and provider error text is stored escaped."""
+    before = store.counts()
+    with pytest.raises(InvalidRecord, match="customer_id must not contain NUL"):
+        store.record_event(_event("opened", NOW, customer_id="c\x001"))
+    with pytest.raises(InvalidRecord, match="dedup_key"):
+        store.record_event(_event("opened", NOW, dedup_key="k\x00"))
+    with pytest.raises(InvalidRecord, match="source"):
+        store.set_consent("c1", "sms", True, NOW, "a\x00b")
+    assert store.counts() == before
+    store.record_decision(_decision("d1"))
+    attempt = store.begin_dispatch("d1", "c1", "sms", NOW)
+    failed = DispatchAttempt(
+        decision_id="d1", attempt=attempt, status="failed", ts=NOW, error="bad\x00reply"
+    )
+    assert store.finish_dispatch(failed) is False
+    assert store.dispatch_attempts("d1")[-1].error == "bad\\x00reply"
+
+
+def test_postgresql_unreachable_server_is_unavailable() -> None:
+    with socket.socket() as s:  # a localhost port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(StoreUnavailable, match="unavailable"):
+        SqlContactStore(f"postgresql+psycopg://postgres@127.0.0.1:{port}/revival")
+
+
+# --------------------------------------------------------------------------- decide_and_reserve
+
+
+def test_decide_and_reserve_decides_on_the_history_it_checks(store: SqlContactStore) -> None:
+    caps = CapSpec(per_day=1, per_week=5, global_week=5)
+    seen: list[int] = []
+
+    def decide(ts: datetime, decision_id: str, channel: str = "sms"):
+        def make(history):
+            seen.append(len(history.contacts))
+            return _decision(decision_id, ts=ts, channel=channel), caps
+
+        return make
+
+    rec, reason = store.decide_and_reserve("c1", NOW - 8 * D, decide(NOW, "a1"))
+    assert reason is None and rec.decision_id == "a1" and store.get_decision("a1") is not None
+    before = store.counts()
+    rec, reason = store.decide_and_reserve("c1", NOW - 8 * D, decide(NOW + H, "a2"))
+    assert reason == "cap_channel_day" and rec.decision_id == "a2"
+    assert store.counts() == before and store.get_decision("a2") is None
+    rec, reason = store.decide_and_reserve("c1", NOW - 8 * D, decide(NOW + H, "a3", "email"))
+    assert reason is None
+    assert seen == [0, 1, 1]  # the callback saw the stored contact, not the refused one
+
+
+def test_decide_and_reserve_stores_nothing_when_the_decision_fails(store: SqlContactStore) -> None:
+    def boom(history):
+        raise RuntimeError("engine failed")
+
+    before = store.counts()
+    with pytest.raises(RuntimeError, match="engine failed"):
+        store.decide_and_reserve("c1", NOW - 8 * D, boom)
+    with pytest.raises(InvalidRecord, match="not 'c1'"):
+        store.decide_and_reserve("c1", NOW - 8 * D, lambda h: (_decision("x", "c2"), None))
+    with pytest.raises(InvalidRecord, match="cap window"):
+        store.decide_and_reserve("c1", NOW, lambda h: (_decision("y", ts=NOW), CapSpec(1, 1, 1)))
+    assert store.counts() == before
+    store.decide_and_reserve("c1", NOW - 8 * D, lambda h: (_decision("z"), None))
+    with pytest.raises(DuplicateDecision):
+        store.decide_and_reserve("c1", NOW - 8 * D, lambda h: (_decision("z"), None))
+
+
+def test_decide_and_reserve_keeps_a_pre_encoded_payload(store: SqlContactStore) -> None:
+    rec = DecisionRecord(**{**_decision("p1").__dict__, "payload": '{"decision_id": "p1", "n": 2}'})
+    store.decide_and_reserve("c1", NOW - 8 * D, lambda h: (rec, None))
+    assert store.get_decision("p1").payload == {"decision_id": "p1", "n": 2}
+    with pytest.raises(InvalidRecord, match="JSON object"):
+        DecisionRecord(**{**_decision("p2").__dict__, "payload": "[1]"})

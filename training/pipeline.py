@@ -248,13 +248,18 @@ def missing_champions(tracking_uri: str, names: tuple[str, ...] = tuple(GATE_MET
     return [n for n in names if champion_version(client, n) is None]
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Run the whole training (see module docstring); prints progress per stage."""
+def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
+    """Run the whole training (see module docstring); prints progress per stage.
+
+    ``loaded``: an already loaded (e.g. outcome-augmented, :mod:`training.retrain`) log to
+    train on instead of reading ``cfg.data``.
+    """
     stages = _Stages()
     use_store(cfg.tracking_uri, cfg.experiment)
     client = MlflowClient()
 
-    loaded: Loaded = stages.run("load + clean log", lambda: load_transactions(cfg.data))
+    if loaded is None:
+        loaded = stages.run("load + clean log", lambda: load_transactions(cfg.data))
     tx = loaded.transactions
     _log(loaded.report.to_text())
     cutoff = (

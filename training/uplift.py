@@ -792,9 +792,11 @@ def log_offer_uplift(
     example: pd.DataFrame,
     name: str = MODEL_NAME,
     registered_model_name: str | None = MODEL_NAME,
+    trained_on: str = "hillstrom",
 ) -> mlflow.models.model.ModelInfo:
     """Log (and register) ``offer`` as a pyfunc inside the active run (one is started if
-    none is active). Returns MLflow's ``ModelInfo``."""
+    none is active). Returns MLflow's ``ModelInfo``. The metadata records the arms, the
+    feature columns and ``trained_on``, so the service can tell whose offers it covers."""
     requirements = [
         f"mlflow=={mlflow.__version__}",
         f"lightgbm=={lgb.__version__}",
@@ -807,6 +809,7 @@ def log_offer_uplift(
         "learners": ",".join(m.kind for m in offer.models.values()),
         "output": ",".join(f"uplift_{a}" for a in offer.arms),
         "input_columns": ",".join(offer.input_columns),
+        "trained_on": trained_on,
     }
     active = mlflow.active_run() is not None
     run = mlflow.start_run(run_name=name) if not active else None

@@ -1,0 +1,715 @@
+"""Campaign report: treated vs hold-out, overall and per segment, with 95% intervals.
+
+:func:`campaign_report` reads a campaign's decisions and the purchases attributed to them
+(:mod:`service.outcomes`: the latest decision within ``attribution_window_days`` gets the
+purchase, treated and hold-out alike) and compares the two arms of the *eligible* decisions
+(``revive`` true): treated = not hold-out (contacted), hold-out = the control group drawn by
+the deterministic hash. Per arm: conversion (share of decisions followed by an order),
+wake-up rate (the same among ``sleeping``/``lost`` customers), revenue per customer, average
+order value, incentive and contact cost (the decision's expected costs), and for the treated
+open/click rates per channel (decisions with an ``opened``/``clicked`` event linked by
+``decision_id``, over decisions contacting on that channel).
+
+Lifts with 95% intervals: conversion and wake-up rate by Newcombe's hybrid score interval,
+revenue per customer by a percentile bootstrap with a fixed seed (:mod:`service.stats`).
+Incremental revenue = revenue-per-customer lift × treated customers; ROI = (incremental
+revenue − cost) / cost. The cumulative-gain chart ranks the eligible decisions by priority and
+plots the incremental conversions of targeting the top share (treated minus hold-out
+conversion rate among them, times their number; the uplift curve of Rzepakowski & Jaroszewicz
+2012). A customer decided for in several rounds counts once per decision.
+
+CLI: ``python -m service.report --campaign X [--store-url U] [--data LOG] [--out reports/]
+[--format md|html] [--start D] [--end D]`` writes the report and its PNG charts and prints
+where; an unknown campaign exits with status 2 naming the configured ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import re
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from service.config import Settings, load_settings
+from service.decision import UnknownCampaign
+from service.outcomes import attribute, load_purchases
+from service.stats import Interval, bootstrap_mean_diff, newcombe
+from service.store import ContactStore, as_utc, open_store
+
+__all__ = [
+    "WAKE_STAGES",
+    "ArmStats",
+    "BadReportRequest",
+    "CampaignReport",
+    "ChannelStats",
+    "Comparison",
+    "Estimate",
+    "GainPoint",
+    "campaign_report",
+    "main",
+    "write_report",
+]
+
+WAKE_STAGES = ("sleeping", "lost")
+_STAGE_ORDER = ("new", "active", "loyal", "at_risk", "sleeping", "lost")
+_TIER_ORDER = ("high", "mid", "low")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FAR = datetime(9000, 1, 1, tzinfo=UTC)
+_GAIN_POINTS = 101
+_DPI = 120  # as training/plots.py (service never imports training)
+
+
+class BadReportRequest(ValueError):
+    """The report's arguments are inconsistent (e.g. end before start)."""
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Estimate(_Out):
+    """A lift (treated minus hold-out) with its confidence interval."""
+
+    estimate: float
+    low: float
+    high: float
+    method: str
+
+
+class ChannelStats(_Out):
+    channel: str
+    contacted: int
+    sent: int
+    opened: int
+    clicked: int
+    open_rate: float | None
+    click_rate: float | None
+
+
+class ArmStats(_Out):
+    customers: int
+    converted: int
+    conversion: float | None
+    asleep: int
+    woke: int
+    wake_up_rate: float | None
+    orders: int
+    revenue: float
+    revenue_per_customer: float | None
+    average_order_value: float | None
+    incentive_cost: float
+    contact_cost: float
+    channels: list[ChannelStats]
+
+
+class Comparison(_Out):
+    """Treated vs hold-out for all eligible decisions (stage and tier None) or one segment."""
+
+    stage: str | None
+    tier: str | None
+    treated: ArmStats
+    holdout: ArmStats
+    conversion_lift: Estimate | None
+    wake_up_lift: Estimate | None
+    revenue_per_customer_lift: Estimate | None
+    incremental_revenue: Estimate | None
+    cost: float
+    roi: float | None
+    significant: bool
+    statement: str
+    revenue_statement: str
+
+
+class GainPoint(_Out):
+    share: float
+    customers: int
+    incremental_conversions: float
+
+
+class CampaignReport(_Out):
+    campaign_id: str
+    configured: bool
+    start: datetime | None
+    end: datetime | None
+    window_days: float
+    currency: str
+    confidence: float
+    bootstrap_resamples: int
+    seed: int
+    generated_at: datetime
+    first_decision_at: datetime | None
+    last_decision_at: datetime | None
+    decisions: int
+    eligible: int
+    not_eligible: int
+    attributed_orders: int
+    attributed_revenue: float
+    overall: Comparison
+    segments: list[Comparison]
+    gain: list[GainPoint]
+    notes: list[str]
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _rate(x: int, n: int) -> float | None:
+    return x / n if n else None
+
+
+def _estimate(iv: Interval, method: str) -> Estimate:
+    return Estimate(estimate=iv.estimate, low=iv.low, high=iv.high, method=method)
+
+
+def _channels(arm: pd.DataFrame, events: pd.DataFrame) -> list[ChannelStats]:
+    contacted = arm.loc[arm["contact"] & arm["channel"].notna()]
+    out = []
+    for ch, group in contacted.groupby("channel", sort=True):
+        ids = set(group["decision_id"])
+        mine = events.loc[events["decision_id"].isin(ids)]
+        seen = {
+            k: mine.loc[mine["event"] == k, "decision_id"].nunique()
+            for k in ("sent", "opened", "clicked")
+        }
+        n = len(group)
+        out.append(
+            ChannelStats(
+                channel=str(ch),
+                contacted=n,
+                sent=seen["sent"],
+                opened=seen["opened"],
+                clicked=seen["clicked"],
+                open_rate=_rate(seen["opened"], n),
+                click_rate=_rate(seen["clicked"], n),
+            )
+        )
+    return out
+
+
+def _arm(arm: pd.DataFrame, events: pd.DataFrame, treated: bool) -> ArmStats:
+    n = len(arm)
+    converted = int(arm["converted"].sum())
+    asleep = arm.loc[arm["stage"].isin(WAKE_STAGES)]
+    woke = int(asleep["converted"].sum())
+    orders = int(arm["orders"].sum())
+    revenue = float(arm["revenue"].sum())
+    return ArmStats(
+        customers=n,
+        converted=converted,
+        conversion=_rate(converted, n),
+        asleep=len(asleep),
+        woke=woke,
+        wake_up_rate=_rate(woke, len(asleep)),
+        orders=orders,
+        revenue=round(revenue, 2),
+        revenue_per_customer=revenue / n if n else None,
+        average_order_value=revenue / orders if orders else None,
+        incentive_cost=round(float(arm["incentive_cost"].sum()), 4),
+        contact_cost=round(float(arm["contact_cost"].sum()), 4),
+        channels=_channels(arm, events) if treated else [],
+    )
+
+
+def _verdict(iv: Interval | None, confidence: float, scale: float, unit: str, what: str) -> str:
+    if iv is None:
+        return f"{what}: not enough data (an arm is empty)"
+    pct = f"{confidence:.0%}"
+    verdict = f"significant at {pct}" if iv.significant else f"not significant at {pct}"
+    fmt = ".1f" if unit == "pp" else ".2f"
+    return (
+        f"{what} {iv.estimate * scale:+{fmt}} {unit} "
+        f"[{iv.low * scale:{fmt}}, {iv.high * scale:{fmt}}] — {verdict}"
+    )
+
+
+def _compare(
+    rows: pd.DataFrame,
+    events: pd.DataFrame,
+    stage: str | None,
+    tier: str | None,
+    currency: str,
+    confidence: float,
+    resamples: int,
+    seed: int,
+) -> Comparison:
+    t = rows.loc[~rows["holdout"]]
+    h = rows.loc[rows["holdout"]]
+    treated, holdout = _arm(t, events, True), _arm(h, events, False)
+    conv = wake = rpc = None
+    if len(t) and len(h):
+        conv = newcombe(treated.converted, len(t), holdout.converted, len(h), confidence)
+        rpc = bootstrap_mean_diff(
+            t["revenue"].to_numpy(float),
+            h["revenue"].to_numpy(float),
+            confidence,
+            resamples,
+            seed,
+        )
+        if treated.asleep and holdout.asleep:
+            wake = newcombe(treated.woke, treated.asleep, holdout.woke, holdout.asleep, confidence)
+    cost = treated.incentive_cost + treated.contact_cost
+    incremental = None
+    roi = None
+    if rpc is not None:
+        n = len(t)
+        incremental = Interval(rpc.estimate * n, rpc.low * n, rpc.high * n)
+        roi = (incremental.estimate - cost) / cost if cost > 0 else None
+    return Comparison(
+        stage=stage,
+        tier=tier,
+        treated=treated,
+        holdout=holdout,
+        conversion_lift=_estimate(conv, "newcombe_hybrid_score") if conv else None,
+        wake_up_lift=_estimate(wake, "newcombe_hybrid_score") if wake else None,
+        revenue_per_customer_lift=_estimate(rpc, f"percentile_bootstrap_{resamples}_seed{seed}")
+        if rpc
+        else None,
+        incremental_revenue=_estimate(incremental, "rpc_lift_x_treated") if incremental else None,
+        cost=round(cost, 4),
+        roi=roi,
+        significant=bool(conv is not None and conv.significant),
+        statement=_verdict(conv, confidence, 100.0, "pp", "conversion lift"),
+        revenue_statement=_verdict(rpc, confidence, 1.0, currency, "revenue per customer lift"),
+    )
+
+
+def gain_curve(rows: pd.DataFrame, points: int = _GAIN_POINTS) -> list[GainPoint]:
+    """Incremental conversions of targeting the top share of decisions by priority.
+
+    At each cut ``k``: (treated conversion rate − hold-out conversion rate) among the top
+    ``k`` × ``k`` (0 while an arm is still empty there).
+    """
+    n = len(rows)
+    if n == 0:
+        return [GainPoint(share=0.0, customers=0, incremental_conversions=0.0)]
+    order = rows.sort_values(["priority", "decision_id"], ascending=[False, True], kind="stable")
+    hold = order["holdout"].to_numpy(bool)
+    conv = order["converted"].to_numpy(bool)
+    nt = np.cumsum(~hold)
+    nc = np.cumsum(hold)
+    ct = np.cumsum(conv & ~hold)
+    cc = np.cumsum(conv & hold)
+    k = np.arange(1, n + 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inc = np.where((nt > 0) & (nc > 0), (ct / nt - cc / np.maximum(nc, 1)) * k, 0.0)
+    out = [GainPoint(share=0.0, customers=0, incremental_conversions=0.0)]
+    for share in np.linspace(0, 1, points)[1:]:
+        j = max(int(round(share * n)), 1)
+        out.append(
+            GainPoint(
+                share=round(float(share), 4),
+                customers=j,
+                incremental_conversions=round(float(inc[j - 1]), 3),
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _aware(dt: datetime | None, settings: Settings) -> datetime | None:
+    if dt is None:
+        return None
+    if dt.tzinfo is None or dt.tzinfo.utcoffset(dt) is None:
+        dt = dt.replace(tzinfo=settings.zone)
+    return as_utc(dt)
+
+
+def _segment_key(stage: object, tier: object) -> tuple[int, int, str, str]:
+    s, t = str(stage), str(tier)
+    si = _STAGE_ORDER.index(s) if s in _STAGE_ORDER else len(_STAGE_ORDER)
+    ti = _TIER_ORDER.index(t) if t in _TIER_ORDER else len(_TIER_ORDER)
+    return si, ti, s, t
+
+
+def campaign_report(
+    store: ContactStore,
+    campaign_id: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    settings: Settings | None = None,
+    transactions: pd.DataFrame | None = None,
+    *,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> CampaignReport:
+    """The report of ``campaign_id`` for decisions made in ``[start, end)``.
+
+    Purchases: the store's ``purchase`` events plus, if given, the orders of
+    ``transactions`` (naive times in ``default_timezone``). Raises
+    :class:`~service.decision.UnknownCampaign` for a campaign that is neither configured
+    nor has stored decisions, :class:`BadReportRequest` when ``end <= start``.
+    """
+    settings = settings if settings is not None else load_settings()
+    start, end = _aware(start, settings), _aware(end, settings)
+    if start is not None and end is not None and end <= start:
+        raise BadReportRequest(f"end ({end.isoformat()}) must be after start ({start.isoformat()})")
+    configured = any(c.id == campaign_id for c in settings.campaigns)
+    lo, hi = start or _EPOCH, end or _FAR
+    window = timedelta(days=settings.attribution_window_days)
+    decisions = store.decisions_between(lo, hi + window)
+    if not configured and not (decisions["campaign_id"] == campaign_id).any():
+        stored = store.decisions_between(_EPOCH, _FAR, campaign_id)
+        if stored.empty:
+            known = ", ".join(c.id for c in settings.campaigns)
+            raise UnknownCampaign(
+                f"unknown campaign {campaign_id!r}: not configured and no decisions stored "
+                f"for it; configured campaigns: {known}"
+            )
+    purchases = load_purchases(
+        store, lo, hi + window, transactions, log_timezone=settings.default_timezone
+    )
+    att = attribute(decisions, purchases, window)
+    mine = att.loc[(att["campaign_id"] == campaign_id) & (att["decided_at"] < pd.Timestamp(hi))]
+    eligible = mine.loc[mine["revive"]]
+    events = store.events_between(lo, _FAR)
+    events = events.loc[events["decision_id"].isin(set(eligible["decision_id"]))]
+    args = (settings.currency, confidence, resamples, seed)
+    overall = _compare(eligible, events, None, None, *args)
+    segments = [
+        _compare(group, events, str(stage), str(tier), *args)
+        for (stage, tier), group in sorted(
+            eligible.groupby(["stage", "tier"], dropna=False, sort=False),
+            key=lambda kv: _segment_key(*kv[0]),
+        )
+    ]
+    days = settings.attribution_window_days
+    return CampaignReport(
+        campaign_id=campaign_id,
+        configured=configured,
+        start=start,
+        end=end,
+        window_days=days,
+        currency=settings.currency,
+        confidence=confidence,
+        bootstrap_resamples=resamples,
+        seed=seed,
+        generated_at=datetime.now(UTC),
+        first_decision_at=mine["decided_at"].min().to_pydatetime() if len(mine) else None,
+        last_decision_at=mine["decided_at"].max().to_pydatetime() if len(mine) else None,
+        decisions=len(mine),
+        eligible=len(eligible),
+        not_eligible=len(mine) - len(eligible),
+        attributed_orders=int(mine["orders"].sum()),
+        attributed_revenue=round(float(mine["revenue"].sum()), 2),
+        overall=overall,
+        segments=segments,
+        gain=gain_curve(eligible),
+        notes=[
+            f"attribution: a purchase counts for the customer's latest decision (any campaign) "
+            f"made at most {days:g} days before it, treated and hold-out alike",
+            "arms: eligible decisions (revive) split by the hold-out hash; "
+            "a customer decided for in several rounds counts once per decision",
+            "wake-up rate: conversion among customers in stage " + " or ".join(WAKE_STAGES),
+            f"intervals: {confidence:.0%}; conversion and wake-up lifts by Newcombe's hybrid "
+            f"score method, revenue per customer by a percentile bootstrap "
+            f"({resamples} resamples, seed {seed})",
+            "cost: expected incentive + contact cost of the treated decisions; "
+            "ROI = (incremental revenue - cost) / cost",
+        ],
+    )
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:80] or "campaign"
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def _money(x: float | None) -> str:
+    return "–" if x is None else f"{x:,.2f}"
+
+
+def _lift(e: Estimate | None, pp: bool) -> str:
+    if e is None:
+        return "–"
+    if pp:
+        return f"{100 * e.estimate:+.1f} pp [{100 * e.low:.1f}, {100 * e.high:.1f}]"
+    return f"{e.estimate:+,.2f} [{e.low:,.2f}, {e.high:,.2f}]"
+
+
+def _tables(r: CampaignReport) -> list[tuple[str, list[str], list[list[str]]]]:
+    o = r.overall
+    t, h = o.treated, o.holdout
+    overall = [
+        ["customers (decisions)", f"{t.customers:,}", f"{h.customers:,}", ""],
+        ["conversion", _pct(t.conversion), _pct(h.conversion), _lift(o.conversion_lift, True)],
+        [
+            f"wake-up rate ({'/'.join(WAKE_STAGES)})",
+            f"{_pct(t.wake_up_rate)} of {t.asleep:,}",
+            f"{_pct(h.wake_up_rate)} of {h.asleep:,}",
+            _lift(o.wake_up_lift, True),
+        ],
+        [
+            f"revenue per customer ({r.currency})",
+            _money(t.revenue_per_customer),
+            _money(h.revenue_per_customer),
+            _lift(o.revenue_per_customer_lift, False),
+        ],
+        ["orders", f"{t.orders:,}", f"{h.orders:,}", ""],
+        ["average order value", _money(t.average_order_value), _money(h.average_order_value), ""],
+        ["revenue", _money(t.revenue), _money(h.revenue), _lift(o.incremental_revenue, False)],
+        ["incentive cost", _money(t.incentive_cost), _money(h.incentive_cost), ""],
+        ["contact cost", _money(t.contact_cost), _money(h.contact_cost), ""],
+        ["ROI", "–" if o.roi is None else f"{o.roi:,.1f}×", "", ""],
+    ]
+    channels = [
+        [
+            c.channel,
+            f"{c.contacted:,}",
+            f"{c.sent:,}",
+            _pct(c.open_rate),
+            _pct(c.click_rate),
+        ]
+        for c in t.channels
+    ]
+    segments = [
+        [
+            str(s.stage),
+            str(s.tier),
+            f"{s.treated.customers:,}",
+            f"{s.holdout.customers:,}",
+            _pct(s.treated.conversion),
+            _pct(s.holdout.conversion),
+            _lift(s.conversion_lift, True),
+            _lift(s.revenue_per_customer_lift, False),
+            "yes" if s.significant else "no",
+        ]
+        for s in r.segments
+    ]
+    return [
+        ("Treated vs hold-out", ["", "treated", "hold-out", "lift [95% CI]"], overall),
+        (
+            "Channels (treated)",
+            ["channel", "contacted", "sent", "open rate", "click rate"],
+            channels,
+        ),
+        (
+            "Segments (stage × tier)",
+            [
+                "stage",
+                "tier",
+                "treated",
+                "hold-out",
+                "conv. treated",
+                "conv. hold-out",
+                "conversion lift [95% CI]",
+                f"revenue/customer lift ({r.currency})",
+                "significant",
+            ],
+            segments,
+        ),
+    ]
+
+
+def _period(r: CampaignReport) -> str:
+    """The requested period, else the decisions' own span."""
+    a = r.start or r.first_decision_at
+    b = r.end or r.last_decision_at
+    if a is None or b is None:
+        return "(none)"
+    return f"{a:%Y-%m-%d %H:%M} – {b:%Y-%m-%d %H:%M} UTC"
+
+
+def _markdown(r: CampaignReport, charts: Sequence[Path]) -> str:
+    lines = [
+        f"# Campaign report: {r.campaign_id}",
+        "",
+        f"Decisions {_period(r)}: {r.decisions:,} ({r.eligible:,} eligible, "
+        f"{r.not_eligible:,} not); {r.attributed_orders:,} attributed orders, "
+        f"{r.currency} {r.attributed_revenue:,.2f}.",
+        "",
+        f"**{r.overall.statement}**; {r.overall.revenue_statement}.",
+        "",
+    ]
+    for title, head, rows in _tables(r):
+        lines += [f"## {title}", "", "| " + " | ".join(head) + " |"]
+        lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|")
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines.append("")
+    lines += ["## Charts", ""] + [f"![{p.stem}]({p.name})" for p in charts] + [""]
+    lines += ["## Method", ""] + [f"* {n}" for n in r.notes] + [""]
+    return "\n".join(lines)
+
+
+def _html(r: CampaignReport, charts: Sequence[Path]) -> str:
+    e = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>Campaign report: {e(r.campaign_id)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
+        "td{text-align:right}td:first-child{text-align:left}</style></head><body>",
+        f"<h1>Campaign report: {e(r.campaign_id)}</h1>",
+        f"<p>Decisions {e(_period(r))}: {r.decisions:,} ({r.eligible:,} eligible, "
+        f"{r.not_eligible:,} not); {r.attributed_orders:,} attributed orders, "
+        f"{e(r.currency)} {r.attributed_revenue:,.2f}.</p>",
+        f"<p><b>{e(r.overall.statement)}</b>; {e(r.overall.revenue_statement)}.</p>",
+    ]
+    for title, head, rows in _tables(r):
+        parts.append(f"<h2>{e(title)}</h2><table><tr>")
+        parts += [f"<th>{e(h)}</th>" for h in head]
+        parts.append("</tr>")
+        for row in rows:
+            parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
+        parts.append("</table>")
+    parts.append("<h2>Charts</h2>")
+    parts += [f"<p><img src='{e(p.name)}' alt='{e(p.stem)}'></p>" for p in charts]
+    parts.append("<h2>Method</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in r.notes) + "</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _save(fig: object, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    try:
+        fig.savefig(path, dpi=_DPI, bbox_inches="tight")  # type: ignore[attr-defined]
+    finally:
+        plt.close(fig)  # type: ignore[arg-type]
+    return path
+
+
+def gain_chart(r: CampaignReport, path: Path) -> Path:
+    """Cumulative incremental conversions by share of decisions targeted (by priority)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [100 * g.share for g in r.gain]
+    y = [g.incremental_conversions for g in r.gain]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.plot(x, y, label="campaign (ranked by priority)")
+    ax.plot([0, 100], [0, y[-1]], "k--", lw=1, label="random targeting")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set(
+        xlabel="decisions targeted, highest priority first (%)",
+        ylabel="incremental conversions",
+        title=f"Cumulative gain — {r.campaign_id}",
+        xlim=(0, 100),
+    )
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def segment_chart(r: CampaignReport, path: Path) -> Path:
+    """Conversion lift with its interval, overall and per stage × tier."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [("all eligible", r.overall)] + [(f"{s.stage} × {s.tier}", s) for s in r.segments]
+    rows = [(name, c.conversion_lift) for name, c in rows if c.conversion_lift is not None]
+    fig, ax = plt.subplots(figsize=(7, 0.4 * max(len(rows), 1) + 1.5))
+    for i, (_, e) in enumerate(rows):
+        colour = "tab:green" if e.low > 0 else ("tab:red" if e.high < 0 else "tab:grey")
+        ax.errorbar(
+            100 * e.estimate,
+            i,
+            xerr=[[100 * (e.estimate - e.low)], [100 * (e.high - e.estimate)]],
+            fmt="o",
+            color=colour,
+            capsize=3,
+        )
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(rows)), [name for name, _ in rows])
+    ax.invert_yaxis()
+    ax.set(
+        xlabel=f"conversion lift, treated − hold-out (pp, {r.confidence:.0%} CI)",
+        title=f"Lift by segment — {r.campaign_id}",
+    )
+    ax.grid(alpha=0.3, axis="x")
+    return _save(fig, path)
+
+
+def write_report(report: CampaignReport, out_dir: str | Path, fmt: str = "md") -> Path:
+    """Write ``<campaign>-report.<md|html>`` and its PNG charts into ``out_dir``; the path."""
+    if fmt not in ("md", "html"):
+        raise ValueError(f"format must be 'md' or 'html', got {fmt!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = _safe(report.campaign_id)
+    charts = [
+        gain_chart(report, out / f"{stem}-gain.png"),
+        segment_chart(report, out / f"{stem}-segments.png"),
+    ]
+    text = _markdown(report, charts) if fmt == "md" else _html(report, charts)
+    path = out / f"{stem}-report.{fmt}"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _date(value: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date/time: {value!r}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m service.report``: write one campaign's report (see the module docstring)."""
+    import features.runtime  # noqa: F401  (environment defaults)
+
+    parser = argparse.ArgumentParser(
+        prog="python -m service.report", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--campaign", required=True, help="campaign id")
+    parser.add_argument("--store-url", help="contact store (default: the settings' store_url)")
+    parser.add_argument(
+        "--data", type=Path, help="a transaction log whose orders count as outcomes"
+    )
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="output folder")
+    parser.add_argument("--format", choices=("md", "html"), default="md")
+    parser.add_argument("--start", type=_date, help="decisions from (ISO; default zone if naive)")
+    parser.add_argument("--end", type=_date, help="decisions before (ISO)")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    transactions = None
+    if args.data is not None:
+        from features.loaders import load_transactions
+
+        try:
+            transactions = load_transactions(args.data).transactions
+        except (OSError, ValueError) as exc:
+            print(f"error: cannot load {args.data}: {exc}", file=sys.stderr)
+            return 2
+    store = open_store(args.store_url or settings.store_url)
+    try:
+        report = campaign_report(store, args.campaign, args.start, args.end, settings, transactions)
+    except UnknownCampaign as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    except BadReportRequest as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    path = write_report(report, args.out, args.format)
+    print(f"wrote {path} (+ {path.stem.removesuffix('-report')}-gain.png, -segments.png)")
+    print(report.overall.statement)
+    print(report.overall.revenue_statement)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

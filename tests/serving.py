@@ -1,0 +1,83 @@
+"""A ``bentoml serve`` process for end-to-end tests (shared by the e2e test modules)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from features.runtime import PROJECT_ROOT
+
+__all__ = ["READY_TIMEOUT_S", "Server", "free_port"]
+
+READY_TIMEOUT_S = 180
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One ``bentoml serve`` process (its own process group, so stop() ends its workers)."""
+
+    def __init__(self, env: dict[str, str], log: Path):
+        self.env = {**os.environ, **env}
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self) -> Server:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bentoml",
+                    "serve",
+                    "service.service:RevivalService",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                cwd=PROJECT_ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited: {self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise AssertionError(f"not ready in {READY_TIMEOUT_S} s: {self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def post(self, path: str, body: object = None) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", json=body, timeout=60)

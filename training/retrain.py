@@ -1,0 +1,436 @@
+"""``python -m training.retrain``: the training run with the decision service's outcomes.
+
+One command closes the agent loop (issue #5, item 6):
+
+1. read the contact store's decisions and purchase events, and the transaction log;
+2. attribute purchases to decisions (:func:`service.outcomes.attribute`, last touch within
+   the attribution window) and summarise treated vs hold-out conversions;
+3. append the store's purchase events to the training log as orders (order ids
+   ``event:<id>``, ``source = events``) so churn and next purchase see them;
+4. run the usual training (:func:`training.pipeline.train`: backtests against baselines,
+   refits, registration, champion gates; ``--force`` honoured);
+5. in the same MLflow parent run, log the attribution summary (``attribution.*`` metrics)
+   and the campaign table, and — in a child run ``offer_uplift`` — fit the brand's offer
+   uplift (:mod:`training.offer_learning`) when the randomised data suffice, register it as
+   ``offer_uplift`` and gate it.
+
+A running service switches to the new champions with ``POST /reload``; ``POST /retrain``
+on the service starts this command as a background job. ``--attribution-only`` stops after
+step 2 (a quick preview; nothing is trained or registered).
+
+This is the one module of ``training`` that reads ``service``: the store and the
+attribution rule belong to the service, and retraining must count outcomes exactly as the
+service's reports do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+import mlflow
+from features.contracts import DataContractError, validate_transactions
+from features.loaders import Loaded, load_transactions
+from service.config import load_settings
+from service.outcomes import attribute, load_purchases
+from service.store import StoreError, open_store
+from training.offer_learning import (
+    BrandUplift,
+    CampaignTable,
+    OfferLearningConfig,
+    campaign_table,
+    decision_snapshots,
+    fit_brand_uplift,
+    register_brand_uplift,
+    snapshot_features,
+)
+from training.pipeline import TrainConfig, TrainResult, train
+from training.registry import GateDecision, write_json
+
+__all__ = [
+    "RetrainConfig",
+    "RetrainResult",
+    "attribution_summary",
+    "main",
+    "retrain",
+    "with_event_orders",
+]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class RetrainConfig:
+    """A retraining run: the training configuration plus where the outcomes come from."""
+
+    train: TrainConfig
+    store_url: str
+    timezone: str = "Europe/London"  # the log's wall-clock zone (Settings.default_timezone)
+    window: timedelta = timedelta(days=14)
+    since: datetime = EPOCH
+    until: datetime | None = None  # default: now (windows still open then are left out)
+    learning: OfferLearningConfig = field(default_factory=OfferLearningConfig)
+    attribution_only: bool = False
+
+
+@dataclass
+class RetrainResult:
+    """What a retraining run did."""
+
+    summary: dict[str, Any]
+    table: CampaignTable
+    uplift: BrandUplift | None = None
+    training: TrainResult | None = None
+    offer_decision: GateDecision | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (``--json``; the service's job status returns it)."""
+        decisions = list(self.training.decisions) if self.training else []
+        if self.offer_decision is not None:
+            decisions.append(self.offer_decision)
+        return {
+            "run_id": self.training.run_id if self.training else None,
+            "attribution": self.summary,
+            "campaign_table": {
+                "rows": len(self.table.frame),
+                "dropped": self.table.dropped,
+                "features": len(self.table.feature_columns),
+            },
+            "offer_uplift": None
+            if self.uplift is None
+            else {
+                "arms": json.loads(self.uplift.arms.to_json(orient="records")),
+                "skipped": self.uplift.skipped,
+                "gate_value": None
+                if not np.isfinite(self.uplift.gate_value)
+                else self.uplift.gate_value,
+            },
+            "gates": [d.to_dict() for d in decisions],
+            "registered": {d.model: d.version for d in decisions},
+            "promoted": {d.model: d.promoted for d in decisions},
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def attribution_summary(attributed: pd.DataFrame, purchases: pd.DataFrame) -> dict[str, Any]:
+    """Counts and conversion rates of treated (contacted) vs hold-out decisions."""
+    a = attributed
+    holdout = a["holdout"].astype(bool)
+    treated = a["contact"].astype(bool) & ~holdout
+    conv = a["converted"].astype(bool)
+
+    def rate(mask: pd.Series) -> float | None:
+        return round(float(conv[mask].mean()), 6) if mask.any() else None
+
+    out: dict[str, Any] = {
+        "decisions": len(a),
+        "eligible": int(a["revive"].astype(bool).sum()),
+        "treated": int(treated.sum()),
+        "holdout": int(holdout.sum()),
+        "treated_conversions": int(conv[treated].sum()),
+        "holdout_conversions": int(conv[holdout].sum()),
+        "treated_conversion_rate": rate(treated),
+        "holdout_conversion_rate": rate(holdout),
+        "treated_revenue": round(float(a.loc[treated, "revenue"].sum()), 2),
+        "holdout_revenue": round(float(a.loc[holdout, "revenue"].sum()), 2),
+        "purchases_from_events": int((purchases["source"] == "events").sum()),
+        "purchases_from_log": int((purchases["source"] == "log").sum()),
+    }
+    if out["treated_conversion_rate"] is not None and out["holdout_conversion_rate"] is not None:
+        out["observed_uplift"] = round(
+            out["treated_conversion_rate"] - out["holdout_conversion_rate"], 6
+        )
+    return out
+
+
+def with_event_orders(loaded: Loaded, purchases: pd.DataFrame, timezone: str) -> Loaded:
+    """The log plus the store's purchase events as orders (one line each: quantity 1 at the
+    event's value, no item), marked ``source = events`` and order id ``event:<id>``.
+
+    Times become the log's wall clock in ``timezone``. The data fingerprint (sha256) covers
+    the appended rows, so the run's fingerprint says what was really trained on.
+    """
+    ev = purchases.loc[purchases["source"] == "events"]
+    tx = loaded.transactions.assign(source="log")
+    if ev.empty:
+        return replace(loaded, transactions=tx)
+    ts = pd.to_datetime(ev["ts"], utc=True).dt.tz_convert(timezone).dt.tz_localize(None)
+    fallback = ev["customer_id"].astype(str) + "@" + ts.dt.strftime("%Y-%m-%dT%H:%M:%S")
+    order = ev["order_id"].astype(object).where(ev["order_id"].notna(), fallback)
+    rows = validate_transactions(
+        pd.DataFrame(
+            {
+                "customer_id": ev["customer_id"].astype(str).to_numpy(),
+                "order_id": ("event:" + order.astype(str)).to_numpy(),
+                "ts": ts.to_numpy(),
+                "quantity": 1.0,
+                "unit_price": ev["value"].astype(float).clip(lower=0.0).to_numpy(),
+            }
+        ),
+        "store purchase events",
+    ).assign(source="events")
+    out = pd.concat([tx, rows], ignore_index=True).sort_values("ts", kind="stable")
+    out = out.reset_index(drop=True)
+    digest = hashlib.sha256((loaded.report.sha256 or "").encode())
+    digest.update(rows.to_csv(index=False).encode())
+    report = replace(
+        loaded.report,
+        source=f"{loaded.report.source} + {len(rows):,} store purchase events",
+        rows_kept=len(out),
+        customers=int(out["customer_id"].nunique()),
+        orders=int(out.loc[out["quantity"] > 0, "order_id"].nunique()),
+        last_ts=str(out["ts"].max()),
+        sha256=digest.hexdigest(),
+    )
+    return Loaded(out, report, loaded.items)
+
+
+def _print(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def retrain(cfg: RetrainConfig) -> RetrainResult:
+    """Attribute, train with the outcomes, fit the brand offer uplift (module docstring)."""
+    t0 = time.perf_counter()
+    until = cfg.until or datetime.now(UTC)
+    loaded = load_transactions(cfg.train.data)
+    store = open_store(cfg.store_url)
+    try:
+        decisions = store.decisions_between(cfg.since, until)
+        purchases = load_purchases(
+            store, cfg.since, until, loaded.transactions, log_timezone=cfg.timezone
+        )
+    finally:
+        store.close()
+    attributed = attribute(decisions, purchases, cfg.window)
+    summary = attribution_summary(attributed, purchases)
+    snaps = decision_snapshots(decisions)
+    feats = snapshot_features(loaded.transactions, snaps.dropna().unique(), cfg.timezone)
+    table = campaign_table(attributed, snaps, feats, window=cfg.window, observed_until=until)
+    _print(
+        f"attribution ({cfg.window.days} d window, decisions {cfg.since:%Y-%m-%d}.."
+        f"{until:%Y-%m-%d}): " + json.dumps(summary)
+    )
+    _print(f"campaign table: {len(table.frame):,} rows; dropped {table.dropped}")
+    result = RetrainResult(summary, table)
+    if cfg.attribution_only:
+        result.seconds = time.perf_counter() - t0
+        return result
+    augmented = with_event_orders(loaded, purchases, cfg.timezone)
+    result.training = train(cfg.train, loaded=augmented)
+    result.uplift = fit_brand_uplift(table, cfg.learning)
+    for arm, reason in result.uplift.skipped.items():
+        _print(f"offer uplift: arm {arm} skipped — {reason}")
+    result.offer_decision = _log_outcomes(cfg, result, attributed, until)
+    if result.offer_decision is not None:
+        d = result.offer_decision
+        _print(
+            f"gate {d.model} v{d.version}: {'PROMOTED' if d.promoted else 'not promoted'}"
+            f" — {d.reason}"
+        )
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _log_outcomes(
+    cfg: RetrainConfig, result: RetrainResult, attributed: pd.DataFrame, until: datetime
+) -> GateDecision | None:
+    """Attribution metrics, campaign table and the offer-uplift child run, logged into the
+    training's parent run."""
+    assert result.training is not None and result.uplift is not None
+    client = MlflowClient()
+    uplift, table = result.uplift, result.table
+    with (
+        mlflow.start_run(run_id=result.training.run_id),
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        out = Path(tmp)
+        mlflow.log_params(
+            {
+                "outcomes.store": cfg.store_url[:250],
+                "outcomes.window_days": cfg.window.total_seconds() / 86400.0,
+                "outcomes.since": cfg.since.isoformat(),
+                "outcomes.until": until.isoformat(),
+            }
+        )
+        mlflow.log_metrics(
+            {
+                f"attribution.{k}": float(v)
+                for k, v in result.summary.items()
+                if isinstance(v, int | float)
+            }
+        )
+        attributed.to_csv(out / "attribution.csv", index=False)
+        table.frame.to_csv(out / "campaign_table.csv", index=False)
+        table.counts().to_csv(out / "campaign_counts.csv", index=False)
+        write_json(out / "attribution_summary.json", result.summary | {"dropped": table.dropped})
+        for f in ("attribution.csv", "campaign_table.csv", "campaign_counts.csv"):
+            mlflow.log_artifact(str(out / f), artifact_path="outcomes")
+        mlflow.log_artifact(str(out / "attribution_summary.json"), artifact_path="outcomes")
+        decision = None
+        with mlflow.start_run(run_name="offer_uplift", nested=True):
+            lp = cfg.learning
+            mlflow.log_params(
+                {
+                    "learner": "x_learner",
+                    "outcome": "converted",
+                    "min_treated": lp.min_treated,
+                    "min_control": lp.min_control,
+                    "matched_control": lp.matched_control,
+                    "n_splits": lp.n_splits,
+                    "features": ",".join(table.feature_columns)[:500],
+                    **{f"gbm.{k}": v for k, v in lp.params.__dict__.items()},
+                }
+            )
+            uplift.arms.to_csv(out / "offer_arms.csv", index=False)
+            mlflow.log_artifact(str(out / "offer_arms.csv"))
+            for r in uplift.arms.itertuples():
+                for m in ("treated", "control", "observed_uplift", "qini_mean", "auuc_mean"):
+                    value = float(getattr(r, m))
+                    if np.isfinite(value):
+                        mlflow.log_metric(f"offer.{r.arm}.{m}", value)
+            if uplift.offer is None:
+                mlflow.set_tag("offer_uplift", "not fitted: no arm with enough randomised rows")
+                _print("offer uplift: no arm with enough randomised rows; nothing registered")
+                return None
+            campaigns = sorted(set(table.frame["campaign_id"]))
+            trained_on = (
+                f"brand decisions: campaigns {','.join(campaigns)}; "
+                f"{len(table.frame)} rows {table.frame['decided_at'].min():%Y-%m-%d}.."
+                f"{table.frame['decided_at'].max():%Y-%m-%d}; data {cfg.train.data}"
+            )[:500]
+            decision = register_brand_uplift(
+                uplift, table, client, trained_on=trained_on, force=cfg.train.force
+            )
+            write_json(out / "offer_gate.json", decision.to_dict())
+            mlflow.log_artifact(str(out / "offer_gate.json"))
+        state = "promoted" if decision.promoted else "kept"
+        mlflow.set_tag(f"gate.{decision.model}", f"{state}: {decision.reason}"[:5000])
+    return decision
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _when(text: str | None, option: str) -> datetime | None:
+    if not text:
+        return None
+    try:
+        ts = pd.Timestamp(text)
+    except ValueError:
+        raise ValueError(f"{option}: cannot parse {text!r} as a date/time") from None
+    return (ts.tz_localize(UTC) if ts.tzinfo is None else ts.tz_convert(UTC)).to_pydatetime()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m training.retrain",
+        description="Retrain with the decision service's outcomes (attribution, purchase "
+        "events as orders, brand offer uplift) in one MLflow run.",
+    )
+    p.add_argument("--data", default="", help="transaction log (default: the service's)")
+    p.add_argument("--store-url", default="", help="contact store URL (default: the service's)")
+    p.add_argument("--tracking-uri", default="", help="MLflow tracking URI (default: service's)")
+    p.add_argument("--experiment", default="revival")
+    p.add_argument("--force", action="store_true", help="promote even if a gate says no")
+    p.add_argument("--horizon", type=int, default=90)
+    p.add_argument("--max-cutoffs", type=int, default=12)
+    p.add_argument("--als-grid", choices=["default", "small"], default="default")
+    p.add_argument("--window-days", type=float, default=None, help="attribution window")
+    p.add_argument("--since", default=None, help="first decision time (UTC if no zone)")
+    p.add_argument("--until", default=None, help="end of the outcome period (default: now)")
+    p.add_argument("--min-treated", type=int, default=OfferLearningConfig.min_treated)
+    p.add_argument("--min-control", type=int, default=OfferLearningConfig.min_control)
+    p.add_argument("--min-leaf", type=int, default=50, help="LightGBM min_data_in_leaf (50)")
+    p.add_argument("--splits", type=int, default=OfferLearningConfig.n_splits)
+    p.add_argument(
+        "--all-holdout-control",
+        action="store_true",
+        help="compare each arm with every hold-out decision of its campaigns, not only the "
+        "hold-out decisions whose policy offer was that arm",
+    )
+    p.add_argument("--attribution-only", action="store_true", help="attribute, print, stop")
+    p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
+    p.add_argument("--summary-out", default="", help="also write the JSON summary here")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> RetrainConfig:
+    """A :class:`RetrainConfig` from CLI arguments; defaults come from the service settings
+    (``service/policy.yaml`` + ``REVIVAL_*``). Raises ValueError naming a bad option."""
+    from service.runtime import tracking_uri  # the service's own rule for its MLflow store
+
+    settings = load_settings()
+    for name in ("horizon", "max_cutoffs", "min_treated", "min_control", "min_leaf", "splits"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    window = args.window_days if args.window_days is not None else settings.attribution_window_days
+    if not 0 < window <= 365:
+        raise ValueError(f"--window-days must be in (0, 365], got {window}")
+    data = Path(args.data or settings.data_path)
+    if not data.exists():
+        raise ValueError(f"--data: no such file {data}")
+    store_url = args.store_url or settings.store_url
+    db = store_url.split("///", 1)[1].split("?")[0] if store_url.startswith("sqlite") else ""
+    if db and db != ":memory:" and not Path(db).exists():  # do not create an empty store
+        raise ValueError(f"--store-url: no such SQLite file {db}")
+    params = OfferLearningConfig().params
+    params.min_data_in_leaf = args.min_leaf
+    return RetrainConfig(
+        train=TrainConfig(
+            data=data,
+            horizon=args.horizon,
+            tracking_uri=args.tracking_uri or tracking_uri(settings),
+            experiment=args.experiment,
+            force=args.force,
+            max_cutoffs=args.max_cutoffs,
+            als_grid=args.als_grid,
+        ),
+        store_url=store_url,
+        timezone=settings.default_timezone,
+        window=timedelta(days=window),
+        since=_when(args.since, "--since") or EPOCH,
+        until=_when(args.until, "--until"),
+        learning=OfferLearningConfig(
+            min_treated=args.min_treated,
+            min_control=args.min_control,
+            matched_control=not args.all_holdout_control,
+            n_splits=args.splits,
+            params=params,
+        ),
+        attribution_only=args.attribution_only,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        result = retrain(cfg)
+    except (DataContractError, FileNotFoundError, StoreError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    payload = json.dumps(result.to_dict(), indent=2, default=str)
+    if args.summary_out:
+        Path(args.summary_out).write_text(payload)
+    if args.json:
+        print(payload)
+    print(f"retrain done in {result.seconds:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
