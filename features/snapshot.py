@@ -251,7 +251,12 @@ def build_features(
         fam_src = (
             buy["category"]
             if "category" in buy.columns
-            else (buy["item_id"].astype("str").str.replace(r"(?<=\d)[A-Z]+\d?$", "", regex=True))
+            else (
+                buy["item_id"]
+                .astype("str")
+                .str.replace(r"(?<=\d)[A-Z]+\d?$", "", regex=True)
+                .where(buy["item_id"].notna())  # lines without an item have no family
+            )
         )
         fam = pd.DataFrame({"c": lc, "fam": fam_src.to_numpy()}).dropna()
         fam_counts = fam.groupby(["c", "fam"]).size()

@@ -331,6 +331,16 @@ def test_top_family_share(items):
     assert items.loc["I4", "top_family_share"] == pytest.approx(2 / 3)  # APPLE, PEAR, PEAR
 
 
+def test_lines_without_an_item_have_no_family():
+    # I4's lines plus two item-less orders (e.g. purchases reported through /events): the
+    # family share stays over the lines that name an item, not a "nan" family of two.
+    rows = [r for r in item_rows() if r[0] == "I4"]
+    rows += [("I4", "e1", at(3), None, 1, 5.0), ("I4", "e2", at(2), None, 1, 5.0)]
+    got = build_features(make_tx(rows), T)
+    assert got.loc["I4", "top_family_share"] == pytest.approx(2 / 3)
+    assert got.loc["I4", "distinct_items"] == 2
+
+
 def test_price_index(items):
     # item medians before T over purchase lines: 85123A [2, 3, 4] -> 3, 85123B [2] -> 2,
     # 22423 [10, 20] -> 15, 15056BL/15056N/79323LP -> 1, APPLE 1, PEAR [2, 4] -> 3
