@@ -284,14 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=8.0, help="per concurrent measurement")
     args = p.parse_args(argv)
 
-    from training.pipeline import missing_champions
+    from training.pipeline import champions_or_explain
 
-    if missing := missing_champions(args.tracking_uri):
-        print(
-            f"no champion for {missing} in {args.tracking_uri}: run `make run` or "
-            "`python -m training --if-missing` first",
-            file=sys.stderr,
-        )
+    if not champions_or_explain(args.tracking_uri):
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         env = {

@@ -121,6 +121,7 @@ from service.store import (
     CapSpec,
     ContactRecord,
     Engagement,
+    cap_contacts,
     count_contacts,
 )
 
@@ -368,6 +369,7 @@ class ContactHistory:
     consents: Mapping[str, bool] = field(default_factory=dict)
     engagement: Mapping[str, Engagement] = field(default_factory=dict)
     population: Mapping[str, Engagement] = field(default_factory=dict)
+    shadows: Sequence[ContactRecord] = ()  # hold-out decisions (the store's shadow contacts)
 
 
 # --------------------------------------------------------------------------- output
@@ -1363,7 +1365,13 @@ def decide(
     allowed_by_caller = set(CHANNELS if channels is None else channels)
     ok = np.zeros(len(CHANNELS), bool)
     why_not: dict[str, str] = {}
-    counts = count_contacts(history.contacts, send_at)
+    # a hold-out customer is capped like their treated twin (the store's shadow contacts)
+    control = in_holdout(
+        view.customer_id, campaign.id, settings.holdout_salt, settings.holdout_share
+    )
+    counts = count_contacts(
+        cap_contacts(history.contacts, history.shadows, campaign.id, control), send_at
+    )
     for i, ch in enumerate(CHANNELS):
         policy = settings.channels.get(ch)
         reason: str | None
@@ -1569,9 +1577,7 @@ def decide(
     # ---- hold-out
     holdout = False
     if revive:
-        holdout = in_holdout(
-            view.customer_id, campaign.id, settings.holdout_salt, settings.holdout_share
-        )
+        holdout = control
         reasons["holdout"].append(
             f"{'control' if holdout else 'treatment'} (share {settings.holdout_share:g})"
         )

@@ -639,6 +639,7 @@ class Runtime:
             consents=found.consents,
             engagement=found.engagement,
             population=self.population(),
+            shadows=found.shadows,
         )
 
     def history(self, customer_id: str, now: datetime) -> ContactHistory:

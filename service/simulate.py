@@ -369,14 +369,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from service.bench import _serve, _stop  # the benchmark's bentoml-serve helpers
     from service.config import load_settings
-    from training.pipeline import missing_champions
+    from training.pipeline import champions_or_explain
 
-    if missing := missing_champions(args.tracking_uri):
-        print(
-            f"no champion for {missing} in {args.tracking_uri}: run `make run` or "
-            "`python -m training --if-missing` first",
-            file=sys.stderr,
-        )
+    if not champions_or_explain(args.tracking_uri):
         return 2
     settings = load_settings()
     costs = {ch: settings.channel(ch).cost for ch in CHANNELS}

@@ -28,6 +28,13 @@ Frequency caps use windows centred on the new contact's time (``|t - now| < wind
 past contacts are history and future ones are sends already scheduled, which land in the
 same rolling window. If every contact is admitted only when fewer than ``cap`` others lie
 within ``window`` of it, no rolling window of that length ever holds more than ``cap``.
+
+*Shadow contacts*: a hold-out decision (``revive=True``, ``holdout=True``, a channel) is the
+contact the control customer would have had. It is never a contact, but a later hold-out
+decision of the **same campaign** is capped on real contacts plus these shadows — exactly
+what the customer's treated twin would have been capped on — so repeated rounds keep the
+two arms drawn from the same eligible population (otherwise treated customers get capped
+and hold-out customers never do, and the arms drift apart).
 """
 
 from __future__ import annotations
@@ -86,6 +93,7 @@ __all__ = [
     "UnknownDecision",
     "as_utc",
     "metadata",
+    "cap_contacts",
     "count_contacts",
     "open_store",
 ]
@@ -353,6 +361,7 @@ class ContactRecord:
     decision_id: str | None = None
     campaign_id: str | None = None
     event_id: int | None = None
+    shadow: bool = False  # a hold-out decision: counts only for its campaign's hold-out caps
 
 
 @dataclass(frozen=True)
@@ -438,11 +447,26 @@ class Engagement:
 
 @dataclass(frozen=True)
 class CustomerHistory:
-    """What one decision reads about a customer: contacts, consents and engagement."""
+    """What one decision reads about a customer: contacts, consents and engagement, and the
+    shadow contacts of their hold-out decisions (see the module docstring)."""
 
     contacts: list[ContactRecord]
     consents: dict[str, bool]
     engagement: dict[str, Engagement]
+    shadows: list[ContactRecord] = field(default_factory=list)
+
+
+def cap_contacts(
+    contacts: Sequence[ContactRecord],
+    shadows: Sequence[ContactRecord],
+    campaign_id: str,
+    holdout: bool,
+) -> list[ContactRecord]:
+    """What a decision is capped on: real contacts, plus for a hold-out decision the shadow
+    contacts of the same campaign."""
+    if not holdout:
+        return list(contacts)
+    return [*contacts, *(c for c in shadows if c.campaign_id == campaign_id)]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -787,7 +811,8 @@ def _one_of(column: sa.ColumnElement, values: Sequence[str]) -> sa.ColumnElement
 
 @functools.cache
 def _contact_statements(with_hi: bool, with_channel: bool) -> tuple[sa.Select, sa.Select]:
-    """(planned decisions, sent events) for ``_contacts``; binds customer_id, lo, hi, channel."""
+    """(planned decisions incl. hold-out ones, sent events) for ``_contacts``; binds
+    customer_id, lo, hi, channel."""
     d, e, e2 = decisions, events, events.alias("e2")
     planned = sa.func.coalesce(d.c.send_at, d.c.ts)
     has_sent = (
@@ -796,11 +821,10 @@ def _contact_statements(with_hi: bool, with_channel: bool) -> tuple[sa.Select, s
         .exists()
     )
     q_dec = sa.select(
-        d.c.decision_id, d.c.campaign_id, d.c.channel, planned.label("planned_at")
+        d.c.decision_id, d.c.campaign_id, d.c.channel, planned.label("planned_at"), d.c.holdout
     ).where(
         d.c.customer_id == sa.bindparam("customer_id"),
         d.c.revive.is_(True),
-        d.c.holdout.is_(False),
         d.c.channel.is_not(None),
         ~has_sent,
         planned >= sa.bindparam("lo", type_=UtcDateTime),
@@ -1213,10 +1237,15 @@ class SqlContactStore(ContactStore):
             with self._tx(write=True, lock=f"customer:{decision.customer_id}") as conn:
                 if self._decision_exists(conn, decision.decision_id):
                     raise DuplicateDecision(decision.decision_id)
-                # Holdouts are capped like treated decisions so that both arms are drawn
-                # from the same eligible population; they do not count as contacts.
+                # Hold-outs are capped like their treated twins (shadow contacts, module
+                # docstring) so both arms come from the same eligible population.
                 if caps is not None and decision.revive and decision.channel is not None:
-                    counts = self._contact_counts(conn, decision.customer_id, decision.contact_time)
+                    counts = self._contact_counts(
+                        conn,
+                        decision.customer_id,
+                        decision.contact_time,
+                        decision.campaign_id if decision.holdout else None,
+                    )
                     reason = counts.cap_reason(caps, decision.channel)
                     if reason is not None:
                         return reason
@@ -1262,7 +1291,10 @@ class SqlContactStore(ContactStore):
                     at = decision.contact_time
                     if at - WEEK < since:
                         raise InvalidRecord(f"history since {since} misses the cap window")
-                    reason = count_contacts(history.contacts, at).cap_reason(caps, decision.channel)
+                    mine = cap_contacts(
+                        history.contacts, history.shadows, decision.campaign_id, decision.holdout
+                    )
+                    reason = count_contacts(mine, at).cap_reason(caps, decision.channel)
                     if reason is not None:
                         return decision, reason
                 self._insert_one(conn, _INSERT_DECISION, self._decision_row(decision))
@@ -1388,20 +1420,29 @@ class SqlContactStore(ContactStore):
         lo: datetime,
         hi: datetime | None,
         channel: str | None = None,
-    ) -> list[ContactRecord]:
-        """Contacts with ``lo <= time <= hi`` (see the module docstring for the definition)."""
+    ) -> tuple[list[ContactRecord], list[ContactRecord]]:
+        """(contacts, shadow contacts) with ``lo <= time <= hi`` (see the module docstring)."""
         q_dec, q_ev = _contact_statements(hi is not None, channel is not None)
         params: dict[str, Any] = {"customer_id": customer_id, "lo": lo}
         if hi is not None:
             params["hi"] = hi
         if channel is not None:
             params["channel"] = channel
-        out = [
-            ContactRecord(
-                customer_id, r.channel, r.planned_at, "decision", r.decision_id, r.campaign_id
+        out: list[ContactRecord] = []
+        shadows: list[ContactRecord] = []
+        for r in self._rows(conn, q_dec, params):
+            held = bool(r.holdout)
+            (shadows if held else out).append(
+                ContactRecord(
+                    customer_id,
+                    r.channel,
+                    r.planned_at,
+                    "decision",
+                    r.decision_id,
+                    r.campaign_id,
+                    shadow=held,
+                )
             )
-            for r in self._rows(conn, q_dec, params)
-        ]
         out += [
             ContactRecord(
                 customer_id, r.channel, r.ts, "event", r.decision_id, r.campaign_id, r.event_id
@@ -1409,7 +1450,8 @@ class SqlContactStore(ContactStore):
             for r in self._rows(conn, q_ev, params)
         ]
         out.sort(key=lambda c: (c.ts, c.source, c.decision_id or "", c.event_id or 0))
-        return out
+        shadows.sort(key=lambda c: (c.ts, c.decision_id or ""))
+        return out, shadows
 
     def recent_contacts(
         self,
@@ -1420,12 +1462,18 @@ class SqlContactStore(ContactStore):
     ) -> list[ContactRecord]:
         lo, hi = as_utc(since), _opt_utc(until)
         with self._tx() as conn:
-            found = self._contacts(conn, customer_id, lo, hi, channel)
+            found, _ = self._contacts(conn, customer_id, lo, hi, channel)
         return [c for c in found if hi is None or c.ts < hi]
 
-    def _contact_counts(self, conn: Connection, customer_id: str, now: datetime) -> ContactCounts:
+    def _contact_counts(
+        self, conn: Connection, customer_id: str, now: datetime, holdout_of: str | None = None
+    ) -> ContactCounts:
+        """Contacts around ``now``; ``holdout_of``: counted for a hold-out decision of that
+        campaign (its shadow contacts too)."""
         now = as_utc(now)
-        return count_contacts(self._contacts(conn, customer_id, now - WEEK, now + WEEK), now)
+        found, shadows = self._contacts(conn, customer_id, now - WEEK, now + WEEK)
+        mine = cap_contacts(found, shadows, holdout_of or "", holdout_of is not None)
+        return count_contacts(mine, now)
 
     def contact_counts(self, customer_id: str, now: datetime) -> ContactCounts:
         with self._tx() as conn:
@@ -1474,10 +1522,12 @@ class SqlContactStore(ContactStore):
         return self._engagement(None, since)
 
     def _history(self, conn: Connection, customer_id: str, since: datetime) -> CustomerHistory:
+        contacts, shadows = self._contacts(conn, customer_id, as_utc(since), None)
         return CustomerHistory(
-            self._contacts(conn, customer_id, as_utc(since), None),
+            contacts,
             self._consents(conn, customer_id, None),
             self._engagement(customer_id, None, conn),
+            shadows,
         )
 
     def customer_history(self, customer_id: str, since: datetime) -> CustomerHistory:

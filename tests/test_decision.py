@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -381,6 +382,22 @@ def test_holdout_decisions_are_logged_but_not_sent(settings):
     assert d.channel == "email" and d.message is not None  # what would have been sent
     nobody = settings.model_copy(update={"holdout_share": 0.0})
     assert not run(nobody).holdout
+
+
+def test_holdout_customers_are_capped_on_their_campaigns_shadow_contacts(settings):
+    """A control customer's earlier hold-out decision of this campaign caps them as the
+    twin's contact would have; for a treated customer, or another campaign, it is nothing."""
+    everyone = settings.model_copy(update={"holdout_share": 1.0})
+    shadow = ContactRecord(
+        "C1", "email", NOW - timedelta(hours=2), "decision", "h0", "lifecycle", shadow=True
+    )
+    history = ContactHistory(shadows=[shadow])
+    d = run(everyone, history=history, channels=["email"])
+    assert d.channel is None and "email:cap_channel_day" in d.reasons["channel"]
+    nobody = settings.model_copy(update={"holdout_share": 0.0})
+    assert run(nobody, history=history, channels=["email"]).channel == "email"
+    other = ContactHistory(shadows=[replace(shadow, campaign_id="double11")])
+    assert run(everyone, history=other, channels=["email"]).channel == "email"
 
 
 # --------------------------------------------------------------------------- items

@@ -166,9 +166,9 @@ def test_outcomes_retrain_and_reload_switch_offers_to_the_uplift_model(loop):
         json={"now": NOW.isoformat(), "limit": 1000, "decisions": False, "stages": ["at_risk"]},
     ).json()["rows"]
     cid = next(r["customer_id"] for r in ranked if r["customer_id"] not in bought)
-    d = client.post(
-        "/decide", json={"customer_id": cid, "now": NOW.isoformat(), "dry_run": True}
-    ).json()
+    # a week on, so step 1's contact (or, for the hold-out, its shadow) caps nothing
+    later = (NOW + timedelta(days=8)).isoformat()
+    d = client.post("/decide", json={"customer_id": cid, "now": later, "dry_run": True}).json()
     code = d["reasons"]["what"][0]
     assert code.startswith("offer_uplift_model v1: "), code
     assert d["model_versions"]["offer_uplift"] == "1"

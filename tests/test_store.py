@@ -817,3 +817,34 @@ def test_decide_and_reserve_keeps_a_pre_encoded_payload(store: SqlContactStore) 
     assert store.get_decision("p1").payload == {"decision_id": "p1", "n": 2}
     with pytest.raises(InvalidRecord, match="JSON object"):
         DecisionRecord(**{**_decision("p2").__dict__, "payload": "[1]"})
+
+
+def test_holdout_decisions_are_capped_on_their_campaigns_shadow_contacts(
+    store: SqlContactStore,
+) -> None:
+    """A control customer is capped like their treated twin: their earlier hold-out decision
+    of the same campaign counts, nothing else does (and it is never a real contact)."""
+    caps = CapSpec(per_day=1, per_week=5, global_week=5)
+    ok = (True, None)
+    assert store.reserve_contact(_decision("h1", ts=NOW, holdout=True), caps) == ok
+    assert store.recent_contacts("c1", NOW - D) == []
+    assert store.contact_counts("c1", NOW).day("sms") == 0
+    # the same campaign's next hold-out decision that day: refused, as the twin's would be
+    assert store.reserve_contact(_decision("h2", ts=NOW + H, holdout=True), caps) == (
+        False,
+        "cap_channel_day",
+    )
+    # another campaign's hold-out decision and a treated decision are not capped by it
+    other = _decision("h3", ts=NOW + H, holdout=True, campaign_id="summer")
+    assert store.reserve_contact(other, caps) == ok
+    assert store.reserve_contact(_decision("t1", ts=NOW + 2 * H), caps) == ok
+    # a treated contact counts for the hold-out too (the twin would have had it as well)
+    late = _decision("h4", ts=NOW + 3 * H, holdout=True, campaign_id="autumn")
+    assert store.reserve_contact(late, caps) == (False, "cap_channel_day")
+    history = store.customer_history("c1", NOW - D)
+    assert [c.decision_id for c in history.contacts] == ["t1"]
+    assert [(c.decision_id, c.shadow) for c in history.shadows] == [("h1", True), ("h3", True)]
+    rec, reason = store.decide_and_reserve(
+        "c1", NOW - 8 * D, lambda h: (_decision("h5", ts=NOW + 4 * H, holdout=True), caps)
+    )
+    assert reason == "cap_channel_day"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from training.registry import (
     write_json,
 )
 
-__all__ = ["TrainConfig", "TrainResult", "missing_champions", "train"]
+__all__ = ["TrainConfig", "TrainResult", "champions_or_explain", "missing_champions", "train"]
 
 GATE_METRICS = {"churn": "auc", "next_purchase": "auc", "cross_sell": "recall@10"}
 
@@ -246,6 +247,18 @@ def missing_champions(tracking_uri: str, names: tuple[str, ...] = tuple(GATE_MET
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient()
     return [n for n in names if champion_version(client, n) is None]
+
+
+def champions_or_explain(tracking_uri: str) -> bool:
+    """True if every model has a champion; else say on stderr how to train one (for CLIs)."""
+    missing = missing_champions(tracking_uri)
+    if missing:
+        print(
+            f"no champion for {missing} in {tracking_uri}: run `make run` or "
+            "`python -m training --if-missing` first",
+            file=sys.stderr,
+        )
+    return not missing
 
 
 def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
