@@ -24,6 +24,7 @@ event log has no item column): after a restart the transaction log is the source
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -713,16 +714,24 @@ class Runtime:
         explore: bool | None = None,
     ) -> Decision:
         unavailable: dict[str, str] = {}
-        args = (
-            *(customer_id, now, campaign_id, channels, profile, state),
-            *(decision_id, unavailable, explore),
+        once = functools.partial(
+            self._decide_once,
+            customer_id,
+            now,
+            campaign_id,
+            channels,
+            profile,
+            state,
+            decision_id,
+            unavailable,
+            explore,
         )
         if not record:
-            return self._decide_once(*args, self.history(customer_id, now))
+            return once(self.history(customer_id, now))
         made: list[Decision] = []
 
         def make(found: CustomerHistory) -> tuple[DecisionRecord, CapSpec | None]:
-            made.append(self._decide_once(*args, self._contact_history(found)))
+            made.append(once(self._contact_history(found)))
             d = made[-1]
             caps = caps_for(self.settings, d.channel) if d.revive and d.channel else None
             return self._as_record(d), caps

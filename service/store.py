@@ -1229,7 +1229,7 @@ class SqlContactStore(ContactStore):
     def _decision_exists(self, conn: Connection, decision_id: str) -> bool:
         return bool(self._rows(conn, _DECISION_EXISTS, {"decision_id": decision_id}))
 
-    def _insert_decision(self, decision: DecisionRecord, caps: CapSpec | None) -> str | None:
+    def record_decision(self, decision: DecisionRecord) -> None:
         if not isinstance(decision, DecisionRecord):
             raise InvalidRecord(f"expected a DecisionRecord, got {type(decision).__name__}")
         row = self._decision_row(decision)  # validates the JSON before opening a transaction
@@ -1237,32 +1237,21 @@ class SqlContactStore(ContactStore):
             with self._tx(write=True, lock=f"customer:{decision.customer_id}") as conn:
                 if self._decision_exists(conn, decision.decision_id):
                     raise DuplicateDecision(decision.decision_id)
-                # Hold-outs are capped like their treated twins (shadow contacts, module
-                # docstring) so both arms come from the same eligible population.
-                if caps is not None and decision.revive and decision.channel is not None:
-                    counts = self._contact_counts(
-                        conn,
-                        decision.customer_id,
-                        decision.contact_time,
-                        decision.campaign_id if decision.holdout else None,
-                    )
-                    reason = counts.cap_reason(caps, decision.channel)
-                    if reason is not None:
-                        return reason
                 self._insert_one(conn, _INSERT_DECISION, row)
         except StoreIntegrityError:
             if self.get_decision(decision.decision_id) is not None:  # lost a race on the PK
                 raise DuplicateDecision(decision.decision_id) from None
             raise
-        return None
-
-    def record_decision(self, decision: DecisionRecord) -> None:
-        self._insert_decision(decision, caps=None)
 
     def reserve_contact(self, decision: DecisionRecord, caps: CapSpec) -> tuple[bool, str | None]:
+        if not isinstance(decision, DecisionRecord):
+            raise InvalidRecord(f"expected a DecisionRecord, got {type(decision).__name__}")
         if not isinstance(caps, CapSpec):
             raise InvalidRecord(f"expected a CapSpec, got {type(caps).__name__}")
-        reason = self._insert_decision(decision, caps=caps)
+        # the caps look a week either side of the contact: read from a week before it
+        _, reason = self.decide_and_reserve(
+            decision.customer_id, decision.contact_time - WEEK, lambda _h: (decision, caps)
+        )
         return reason is None, reason
 
     def decide_and_reserve(
@@ -1275,6 +1264,7 @@ class SqlContactStore(ContactStore):
         # lock) around read + decide + insert: half the round trips of a read followed by
         # a checked reservation, and no lost races to retry. The engine's ~0.5 ms runs
         # under the lock, which bounds one SQLite file to ~2,000 recorded decisions/s.
+        # Hold-outs are capped like their treated twins (shadow contacts, module docstring).
         since = as_utc(since)
         decision: DecisionRecord | None = None
         try:
@@ -1287,6 +1277,9 @@ class SqlContactStore(ContactStore):
                     raise InvalidRecord(
                         f"decision is for {decision.customer_id!r}, not {customer_id!r}"
                     )
+                if caps is not None and not isinstance(caps, CapSpec):
+                    raise InvalidRecord(f"expected a CapSpec, got {type(caps).__name__}")
+                row = self._decision_row(decision)  # validates the JSON, refused or not
                 if caps is not None and decision.revive and decision.channel is not None:
                     at = decision.contact_time
                     if at - WEEK < since:
@@ -1296,8 +1289,10 @@ class SqlContactStore(ContactStore):
                     )
                     reason = count_contacts(mine, at).cap_reason(caps, decision.channel)
                     if reason is not None:
+                        if self._decision_exists(conn, decision.decision_id):
+                            raise DuplicateDecision(decision.decision_id)
                         return decision, reason
-                self._insert_one(conn, _INSERT_DECISION, self._decision_row(decision))
+                self._insert_one(conn, _INSERT_DECISION, row)
         except StoreIntegrityError:
             if decision is not None and self.get_decision(decision.decision_id) is not None:
                 raise DuplicateDecision(decision.decision_id) from None
@@ -1465,19 +1460,11 @@ class SqlContactStore(ContactStore):
             found, _ = self._contacts(conn, customer_id, lo, hi, channel)
         return [c for c in found if hi is None or c.ts < hi]
 
-    def _contact_counts(
-        self, conn: Connection, customer_id: str, now: datetime, holdout_of: str | None = None
-    ) -> ContactCounts:
-        """Contacts around ``now``; ``holdout_of``: counted for a hold-out decision of that
-        campaign (its shadow contacts too)."""
-        now = as_utc(now)
-        found, shadows = self._contacts(conn, customer_id, now - WEEK, now + WEEK)
-        mine = cap_contacts(found, shadows, holdout_of or "", holdout_of is not None)
-        return count_contacts(mine, now)
-
     def contact_counts(self, customer_id: str, now: datetime) -> ContactCounts:
+        now = as_utc(now)
         with self._tx() as conn:
-            return self._contact_counts(conn, customer_id, now)
+            found, _ = self._contacts(conn, customer_id, now - WEEK, now + WEEK)
+        return count_contacts(found, now)
 
     # ----------------------------------------------------------------- engagement
 
