@@ -13,7 +13,7 @@ import os
 import re
 import string
 from contextvars import ContextVar
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -544,6 +544,12 @@ class Settings(BaseSettings):
     def zone(self) -> ZoneInfo:
         """``default_timezone`` as a ZoneInfo."""
         return ZoneInfo(self.default_timezone)
+
+    def to_utc(self, dt: datetime) -> datetime:
+        """A caller's time as aware UTC: a naive one is wall-clock time in ``default_timezone``."""
+        if dt.tzinfo is None or dt.tzinfo.utcoffset(dt) is None:
+            dt = dt.replace(tzinfo=self.zone)
+        return dt.astimezone(UTC)
 
     @property
     def currency_symbol(self) -> str:

@@ -41,7 +41,7 @@ from service.config import Settings, load_settings
 from service.decision import UnknownCampaign
 from service.outcomes import attribute, load_purchases
 from service.stats import Interval, bootstrap_mean_diff, newcombe
-from service.store import ContactStore, as_utc, open_store
+from service.store import ContactStore, open_store
 
 __all__ = [
     "WAKE_STAGES",
@@ -315,14 +315,6 @@ def gain_curve(rows: pd.DataFrame, points: int = _GAIN_POINTS) -> list[GainPoint
 # --------------------------------------------------------------------------- the report
 
 
-def _aware(dt: datetime | None, settings: Settings) -> datetime | None:
-    if dt is None:
-        return None
-    if dt.tzinfo is None or dt.tzinfo.utcoffset(dt) is None:
-        dt = dt.replace(tzinfo=settings.zone)
-    return as_utc(dt)
-
-
 def _segment_key(stage: object, tier: object) -> tuple[int, int, str, str]:
     s, t = str(stage), str(tier)
     si = _STAGE_ORDER.index(s) if s in _STAGE_ORDER else len(_STAGE_ORDER)
@@ -350,7 +342,7 @@ def campaign_report(
     nor has stored decisions, :class:`BadReportRequest` when ``end <= start``.
     """
     settings = settings if settings is not None else load_settings()
-    start, end = _aware(start, settings), _aware(end, settings)
+    start, end = (None if t is None else settings.to_utc(t) for t in (start, end))
     if start is not None and end is not None and end <= start:
         raise BadReportRequest(f"end ({end.isoformat()}) must be after start ({start.isoformat()})")
     configured = any(c.id == campaign_id for c in settings.campaigns)

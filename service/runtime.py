@@ -152,9 +152,7 @@ def _aware(dt: datetime | None, settings: Settings, default: datetime | None = N
     """A request time as aware UTC (naive = the configured default time zone)."""
     if dt is None:
         return default if default is not None else datetime.now(UTC)
-    if dt.tzinfo is None or dt.tzinfo.utcoffset(dt) is None:
-        dt = dt.replace(tzinfo=settings.zone)
-    return dt.astimezone(UTC)
+    return settings.to_utc(dt)
 
 
 def _epoch(ts: pd.Series, zone: str) -> np.ndarray:
