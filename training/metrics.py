@@ -17,12 +17,14 @@ from numpy.typing import ArrayLike
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 __all__ = [
+    "binary_flags",
     "binary_report",
     "brier",
     "calibration_bins",
     "cumulative_gain",
     "decile_lift",
     "expected_calibration_error",
+    "finite_values",
     "hit_rate_at_k",
     "lift_quality",
     "mae",
@@ -39,31 +41,37 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 
 
-def _labels(y: ArrayLike) -> np.ndarray:
-    arr = np.asarray(y)
+def binary_flags(name: str, values: ArrayLike, what: str = "0/1 flags") -> np.ndarray:
+    """``values`` checked to be a non-empty 1-D array of 0/1 (or booleans), as floats."""
+    arr = np.asarray(values)
     if arr.ndim != 1:
-        raise ValueError(f"y must be one-dimensional, got shape {arr.shape}")
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
     if arr.size == 0:
-        raise ValueError("y is empty")
-    values = arr.astype(float)
-    if not np.all((values == 0) | (values == 1)):
-        raise ValueError("y must hold binary labels 0/1 (or booleans)")
-    return values.astype(np.int64)
+        raise ValueError(f"{name} is empty")
+    flt = arr.astype(float)
+    if not np.all((flt == 0) | (flt == 1)):
+        raise ValueError(f"{name} must hold {what} (or booleans)")
+    return flt
 
 
-def _values(name: str, values: ArrayLike, n: int) -> np.ndarray:
+def finite_values(name: str, values: ArrayLike, n: int, against: str = "y") -> np.ndarray:
+    """``values`` checked to be a 1-D array of ``n`` finite numbers (``n`` = len(``against``))."""
     arr = np.asarray(values, dtype=float)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
     if arr.size != n:
-        raise ValueError(f"length mismatch: y has {n} rows, {name} has {arr.size}")
+        raise ValueError(f"length mismatch: {against} has {n} rows, {name} has {arr.size}")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or infinite values")
     return arr
 
 
+def _labels(y: ArrayLike) -> np.ndarray:
+    return binary_flags("y", y, "binary labels 0/1").astype(np.int64)
+
+
 def _probabilities(p: ArrayLike, n: int) -> np.ndarray:
-    arr = _values("p", p, n)
+    arr = finite_values("p", p, n)
     if np.any((arr < 0) | (arr > 1)):
         raise ValueError("p must be probabilities in [0, 1]")
     return arr
@@ -89,7 +97,7 @@ def _some_positive(y: np.ndarray, metric: str) -> None:
 def roc_auc(y: ArrayLike, score: ArrayLike) -> float:
     """Area under the ROC curve = P(score of a random positive > a random negative), ties 1/2."""
     labels = _labels(y)
-    s = _values("score", score, labels.size)
+    s = finite_values("score", score, labels.size)
     _both_classes(labels, "ROC AUC")
     return float(roc_auc_score(labels, s))
 
@@ -97,7 +105,7 @@ def roc_auc(y: ArrayLike, score: ArrayLike) -> float:
 def pr_auc(y: ArrayLike, score: ArrayLike) -> float:
     """Average precision: sum_n (R_n - R_{n-1}) P_n over score thresholds (sklearn's AP)."""
     labels = _labels(y)
-    s = _values("score", score, labels.size)
+    s = finite_values("score", score, labels.size)
     _some_positive(labels, "average precision")
     return float(average_precision_score(labels, s))
 
@@ -142,7 +150,7 @@ def top_decile_lift(y: ArrayLike, score: ArrayLike) -> float:
     Ties keep input order (stable descending sort), so the result is deterministic.
     """
     labels = _labels(y)
-    s = _values("score", score, labels.size)
+    s = finite_values("score", score, labels.size)
     _some_positive(labels, "top-decile lift")
     k = math.ceil(labels.size / 10)
     top = np.argsort(-s, kind="stable")[:k]
@@ -156,7 +164,7 @@ def decile_lift(y: ArrayLike, score: ArrayLike, n_groups: int = 10) -> np.ndarra
     group 0 is the same top ceil(n/10) as :func:`top_decile_lift` when ``n_groups`` is 10.
     """
     labels = _labels(y)
-    s = _values("score", score, labels.size)
+    s = finite_values("score", score, labels.size)
     _some_positive(labels, "decile lift")
     if not 1 <= n_groups <= labels.size:
         raise ValueError(f"n_groups must be in [1, {labels.size}], got {n_groups}")
@@ -173,7 +181,7 @@ def cumulative_gain(y: ArrayLike, score: ArrayLike) -> tuple[np.ndarray, np.ndar
     input order. Starts at (0, 0) and ends at (1, 1).
     """
     labels = _labels(y)
-    s = _values("score", score, labels.size)
+    s = finite_values("score", score, labels.size)
     _some_positive(labels, "the cumulative-gain curve")
     order = np.argsort(-s, kind="stable")
     s_sorted, y_sorted = s[order], labels[order]
@@ -210,7 +218,7 @@ def binary_report(y: ArrayLike, score: ArrayLike, p: ArrayLike | None = None) ->
     and ``ece`` are NaN rather than computed from numbers that are not probabilities.
     """
     labels = _labels(y)
-    s = _values("score", score, labels.size)
+    s = finite_values("score", score, labels.size)
     _both_classes(labels, "binary_report")
     if p is None and np.any((s < 0) | (s > 1)):
         brier_value = ece_value = float("nan")
@@ -242,7 +250,7 @@ def mae(y_true: ArrayLike, y_pred: ArrayLike) -> float:
         raise ValueError(f"y_true must be a non-empty 1-D array, got shape {t.shape}")
     if not np.all(np.isfinite(t)):
         raise ValueError("y_true contains NaN or infinite values")
-    pred = _values("y_pred", y_pred, t.size)
+    pred = finite_values("y_pred", y_pred, t.size)
     return float(np.mean(np.abs(t - pred)))
 
 

@@ -79,6 +79,7 @@ from numpy.typing import ArrayLike
 import mlflow
 from features.loaders import file_sha256, hillstrom_arm_summary, load_hillstrom
 from features.runtime import HILLSTROM_DATA, default_tracking_uri
+from training.metrics import binary_flags, finite_values
 from training.registry import GateDecision, champion_gate, metric_tag, use_store, write_json
 
 __all__ = [
@@ -147,35 +148,12 @@ logging.getLogger("mlflow.pyfunc").addFilter(_QuietCloudPickle())
 # ---------------------------------------------------------------------------------------------
 
 
-def _binary_flags(name: str, values: ArrayLike) -> np.ndarray:
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty")
-    flt = arr.astype(float)
-    if not np.all((flt == 0) | (flt == 1)):
-        raise ValueError(f"{name} must hold 0/1 flags (or booleans)")
-    return flt
-
-
-def _finite(name: str, values: ArrayLike, n: int) -> np.ndarray:
-    arr = np.asarray(values, dtype=float)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
-    if arr.size != n:
-        raise ValueError(f"length mismatch: treatment has {n} rows, {name} has {arr.size}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
-
-
 def _inputs(
     y: ArrayLike, uplift: ArrayLike, treatment: ArrayLike
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    t = _binary_flags("treatment", treatment)
-    yv = _finite("y", y, t.size)
-    u = _finite("uplift", uplift, t.size)
+    t = binary_flags("treatment", treatment)
+    yv = finite_values("y", y, t.size, against="treatment")
+    u = finite_values("uplift", uplift, t.size, against="treatment")
     if t.sum() == 0 or t.sum() == t.size:
         raise ValueError("uplift metrics need both treated and control rows")
     return yv, u, t
@@ -238,8 +216,8 @@ def perfect_qini_curve(
     (binary outcomes only): the zero-downlift optimum, straight up to the total incremental
     responders R = Y_t - N_t Y_c / N_c at k = R, then flat (undefined unless R > 0).
     """
-    t = _binary_flags("treatment", treatment)
-    yv = _finite("y", y, t.size)
+    t = binary_flags("treatment", treatment)
+    yv = finite_values("y", y, t.size, against="treatment")
     if negative_effect:
         return qini_curve(yv, _oracle(yv, t), t)
     if not _is_binary(yv):
@@ -264,8 +242,8 @@ def perfect_uplift_curve(y: ArrayLike, treatment: ArrayLike) -> tuple[np.ndarray
     scikit-uplift's ordering; for a non-binary y the treated responders are further ordered by
     descending and the control responders by ascending outcome.
     """
-    t = _binary_flags("treatment", treatment)
-    yv = _finite("y", y, t.size)
+    t = binary_flags("treatment", treatment)
+    yv = finite_values("y", y, t.size, against="treatment")
     r = (yv > 0).astype(float)
     control_responders = np.sum((r == 1) & (t == 0))
     treated_nonresponders = np.sum((r == 0) & (t == 1))
@@ -451,10 +429,10 @@ def _fit_inputs(
 ) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(x, pd.DataFrame):
         raise TypeError(f"X must be a pandas DataFrame, got {type(x).__name__}")
-    t = _binary_flags("treatment", treatment)
+    t = binary_flags("treatment", treatment)
     if t.size != len(x):
         raise ValueError(f"length mismatch: X has {len(x)} rows, treatment has {t.size}")
-    yv = _finite("y", y, t.size)
+    yv = finite_values("y", y, t.size, against="treatment")
     if t.sum() == 0 or t.sum() == t.size:
         raise ValueError("fitting an uplift model needs both treated and control rows")
     return t, yv
