@@ -109,6 +109,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
+from features.lifecycle import STAGES
 from service.config import (
     CHANNELS,
     OFFER_TYPES,
@@ -193,7 +194,7 @@ INTENTS = tuple(INTENT_OFFERS)
 # the others name new-to-them items from the cross-sell model.
 OWN_ITEM_INTENTS = ("win_back", "replenishment", "value_reminder")
 _MONETARY = ("low_threshold_coupon", "exclusive_discount")
-_STAGE_CODES = ("new", "active", "loyal", "at_risk", "sleeping", "lost")
+_STAGE_CODES = STAGES  # stage codes are positions in the lifecycle order
 _FIRST_ASLEEP = _STAGE_CODES.index("at_risk")  # the asleep stages are the last three codes
 assert _STAGE_CODES[_FIRST_ASLEEP:] == ASLEEP_STAGES
 

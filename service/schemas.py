@@ -13,8 +13,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from features.lifecycle import STAGES, TIERS
 from service.config import ChannelName, Identifier, Locale
 from service.decision import Decision
+from service.store import EVENT_TYPES
 
 __all__ = [
     "BatchRequest",
@@ -39,19 +41,10 @@ __all__ = [
     "ReportRequest",
 ]
 
-Stage = Literal["new", "active", "loyal", "at_risk", "sleeping", "lost"]
-Tier = Literal["high", "mid", "low"]
-EventType = Literal[
-    "sent",
-    "delivered",
-    "opened",
-    "clicked",
-    "converted",
-    "unsubscribed",
-    "bounced",
-    "complained",
-    "purchase",
-]
+# One source each: the lifecycle's stages and tiers, the store's event types.
+Stage = Literal[STAGES]  # type: ignore[valid-type]
+Tier = Literal[TIERS]  # type: ignore[valid-type]
+EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
 Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 ItemId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 
