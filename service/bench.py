@@ -11,6 +11,8 @@ free port with a throw-away contact store, then measures in the same run:
   almost no client time, so the server's own cost shows);
 * requests/s with 16 concurrent connections from that minimal client (httpx itself would
   take most of the 2 cores) for ``/noop`` and ``/decide``;
+* where one ``decide`` spends its time, in-process: the whole call (dry run, recorded), the
+  store's history read and the engine alone;
 * ``decide_batch`` customers/s in-process: rank every customer of the snapshot and build full
   decisions for a 100-row page; the ranking alone; and the ranking on a 200,000-customer
   snapshot (the real one tiled) to show it scales.
@@ -220,6 +222,7 @@ def _in_process(env: dict[str, str]) -> list[Row]:
     state = runtime.state
     n = len(state.inputs)
     now = state.snapshot.at + timedelta(days=5)
+    rows += _decide_parts(runtime, now)
     page = BatchRequest(now=now, limit=100)
     runtime.decide_batch(page)  # warm-up
     best = min(_timed(lambda: runtime.decide_batch(page)) for _ in range(3))
@@ -254,6 +257,63 @@ def _in_process(env: dict[str, str]) -> list[Row]:
     )
     runtime.close()
     return rows
+
+
+def _decide_parts(runtime, now) -> list[Row]:
+    """Where one ``decide`` spends its time, in-process over 1,000 customers: the whole call
+    (dry run and recorded), the store's history read and the engine alone."""
+    import functools
+
+    from service.decision import decide
+    from service.schemas import DecideRequest
+
+    state = runtime.state
+    ids = [str(c) for c in state.inputs.index[:1000]]
+    history = {c: runtime.history(c, now) for c in ids}
+
+    def engine(c: str) -> None:
+        decide(
+            runtime.view(c, None, state),
+            runtime.model_scores(runtime.position(c, state), state),
+            runtime.candidates(c, runtime.params.candidate_items, state),
+            history[c],
+            runtime.settings,
+            now,
+            item_names=state.models.item_names or state.snapshot.item_names,
+            model_versions=state.models.versions,
+            params=runtime.params,
+        )
+
+    later = now + timedelta(days=40)  # recorded decisions on days no earlier pass touched
+    parts = (
+        (
+            "decide dry_run (in-process)",
+            lambda c: runtime.decide(DecideRequest(customer_id=c, now=now, dry_run=True)),
+        ),
+        (
+            "decide recorded (in-process)",
+            lambda c: runtime.decide(DecideRequest(customer_id=c, now=later)),
+        ),
+        ("  store: history read", functools.partial(runtime.history, now=now)),
+        ("  engine: decide() on a read history", engine),
+    )
+    out = []
+    for name, fn in parts:
+        took = []
+        for c in ids:
+            t0 = time.perf_counter()
+            fn(c)
+            took.append(time.perf_counter() - t0)
+        took.sort()
+        out.append(
+            Row(
+                name,
+                p50_ms=1000 * took[len(took) // 2],
+                p99_ms=1000 * took[int(len(took) * 0.99)],
+                note=f"{len(ids):,} customers",
+            )
+        )
+    return out
 
 
 def _timed(fn) -> float:
