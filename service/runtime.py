@@ -56,6 +56,7 @@ from service.decision import (
     ModelScores,
     OfferModel,
     PolicyParams,
+    Prepared,
     PriorityInputs,
     Profile,
     UnknownCampaign,
@@ -205,6 +206,7 @@ class State:
     scores: pd.DataFrame
     lifecycle: pd.DataFrame
     inputs: PriorityInputs
+    prepared: Prepared  # per-customer static terms of a decision, from ``inputs``
     stage: np.ndarray
     tier: np.ndarray
     score_values: np.ndarray  # p_churn, p_buy_30d, expected_days, predicted_value
@@ -386,7 +388,7 @@ PRECOMPUTE_CANDIDATES_UP_TO = 200_000  # customers; above, ALS items are compute
 
 
 def score_snapshot(
-    snapshot: Snapshot, models: Models, settings: Settings, k: int = DEFAULT_PARAMS.candidate_items
+    snapshot: Snapshot, models: Models, settings: Settings, params: PolicyParams = DEFAULT_PARAMS
 ) -> State:
     """Score every customer once (churn, next purchase, ALS candidates); lifecycle tiers use
     historic and predicted value."""
@@ -410,17 +412,20 @@ def score_snapshot(
     lc = assign_lifecycle(feats, rules, predicted_value=pd.Series(pv, index=feats.index))
     frame = feats.assign(stage=lc["stage"].astype(str))
     offer_model, tau = offer_scores(snapshot, models, settings)
+    k = params.candidate_items
     candidates: dict[str, list[str]] = {}
     if len(feats) <= PRECOMPUTE_CANDIDATES_UP_TO:
         ids = [str(c) for c in feats.index]
         found = models.recommender.recommend(ids, k=k, exclude_seen=True)
         candidates = {f"{c}\x1f{k}": list(found.get(c, [])) for c in ids}
+    inputs = PriorityInputs.from_frames(frame, scores, offer_uplift=tau)
     return State(
         snapshot=snapshot,
         models=models,
         scores=scores,
         lifecycle=lc,
-        inputs=PriorityInputs.from_frames(frame, scores, offer_uplift=tau),
+        inputs=inputs,
+        prepared=Prepared.build(inputs, params),
         stage=lc["stage"].astype(str).to_numpy(),
         tier=lc["tier"].astype(str).to_numpy(),
         score_values=scores[["p_churn", "p_buy_30d", "expected_days", "predicted_value"]]
@@ -455,7 +460,7 @@ class Runtime:
             load_templates()  # parse and validate the message templates now, not on a request
             snapshot = load_snapshot(settings)
             models = load_models(settings)
-            self._state = score_snapshot(snapshot, models, settings, params.candidate_items)
+            self._state = score_snapshot(snapshot, models, settings, params)
             self._load_live_purchases()
         except BaseException:
             self.close()
@@ -520,9 +525,7 @@ class Runtime:
             old = self._state
             models = load_models(self.settings)
             snapshot = load_snapshot(self.settings) if data else old.snapshot
-            self._state = score_snapshot(
-                snapshot, models, self.settings, self.params.candidate_items
-            )
+            self._state = score_snapshot(snapshot, models, self.settings, self.params)
         new = self._state
         return ReloadResponse(
             model_versions=new.models.versions,
@@ -679,6 +682,7 @@ class Runtime:
             decision_id=decision_id,
             unavailable=unavailable,
             explore=explore,
+            prepared=state.prepared.row(pos),
         )
 
     @staticmethod

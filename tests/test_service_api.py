@@ -3,6 +3,7 @@ slice of the real log, with a real HTTP server on localhost as the message provi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import threading
@@ -535,52 +536,115 @@ def test_a_decision_id_of_another_customer_is_a_conflict(api, customers):
 # --------------------------------------------------------------------------- the real log
 
 
-@pytest.mark.integration
-def test_no_returned_item_is_ever_offered_on_the_real_log(champions, tmp_path):
-    """Every customer of the full log with a return in the 90 days before the snapshot."""
+@pytest.fixture(scope="module")
+def real_runtime(champions, tmp_path_factory):
+    """The runtime on the full real log (the champions were trained on a slice of it)."""
     from features.runtime import DEFAULT_DATA
     from service.runtime import Runtime
-    from service.schemas import BatchRequest, DecideRequest
 
     _, uri = champions
     settings = load_settings().model_copy(
         update={
             "data_path": DEFAULT_DATA,
             "mlflow_tracking_uri": uri,
-            "store_url": f"sqlite:///{tmp_path / 'store.db'}",
+            "store_url": f"sqlite:///{tmp_path_factory.mktemp('real') / 'store.db'}",
             "holdout_share": 0.0,
         }
     )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("REVIVAL_MLFLOW_TRACKING_URI", uri)
         runtime = Runtime(settings)
-    try:
-        snap = runtime.state.snapshot
-        cut = snap.at.timestamp() - 90 * 86400
-        returners = {
-            c: {i for i, ts in items.items() if ts >= cut}
-            for c, items in snap.returned.items()
-            if any(ts >= cut for ts in items.values()) and c in snap.positions
-        }
-        assert len(returners) > 400  # 509 customers returned something in those 90 days
-        offered = 0
-        for cid, returned in returners.items():
-            d = runtime.decide(DecideRequest(customer_id=cid, now=snap.at, dry_run=True))
-            items = {i.item_id for i in d.offer.items} if d.offer else set()
-            assert not items & returned, (cid, items & returned)
-            rec = runtime.recommend(cid, 10, snap.at)
-            assert not {i.item_id for i in rec.items} & returned, cid
-            offered += bool(items)
-        assert offered > 0.9 * len(returners)
-        # who to revive among the sleeping high-value customers: a ranked list
-        batch = runtime.decide_batch(
-            BatchRequest(stages=["sleeping"], tiers=["high"], now=snap.at, limit=20)
+    yield runtime
+    runtime.close()
+
+
+@pytest.mark.integration
+def test_no_returned_item_is_ever_offered_on_the_real_log(real_runtime):
+    """Every customer of the full log with a return in the 90 days before the snapshot."""
+    from service.schemas import BatchRequest, DecideRequest
+
+    runtime = real_runtime
+    snap = runtime.state.snapshot
+    cut = snap.at.timestamp() - 90 * 86400
+    returners = {
+        c: {i for i, ts in items.items() if ts >= cut}
+        for c, items in snap.returned.items()
+        if any(ts >= cut for ts in items.values()) and c in snap.positions
+    }
+    assert len(returners) > 400  # 509 customers returned something in those 90 days
+    offered = 0
+    for cid, returned in returners.items():
+        d = runtime.decide(DecideRequest(customer_id=cid, now=snap.at, dry_run=True))
+        items = {i.item_id for i in d.offer.items} if d.offer else set()
+        assert not items & returned, (cid, items & returned)
+        rec = runtime.recommend(cid, 10, snap.at)
+        assert not {i.item_id for i in rec.items} & returned, cid
+        offered += bool(items)
+    assert offered > 0.9 * len(returners)
+    # who to revive among the sleeping high-value customers: a ranked list
+    batch = runtime.decide_batch(
+        BatchRequest(stages=["sleeping"], tiers=["high"], now=snap.at, limit=20)
+    )
+    prios = [r.priority for r in batch.rows]
+    assert batch.candidates > 20 and prios == sorted(prios, reverse=True)
+    assert all(r.decision.stage == "sleeping" for r in batch.rows)
+
+
+@pytest.mark.integration
+def test_prepared_rows_decide_exactly_like_the_feature_rows_on_the_real_log(real_runtime):
+    """The per-snapshot precomputation (``Prepared``) is only a faster route to the same
+    decision: over every customer of the real log, with and without message fatigue, with
+    and without a recent contact, and after a purchase that changes the stage."""
+    from service.decision import ContactHistory, decide
+    from service.store import ContactRecord, Engagement
+
+    runtime = real_runtime
+    state = runtime.state
+    snap = state.snapshot
+    now = snap.at + timedelta(days=3)
+    population = runtime.population()
+    histories = {
+        "none": ContactHistory(population=population),
+        "tired": ContactHistory(
+            engagement={"email": Engagement(sends=20, opens=0)}, population=population
+        ),
+        "contacted": ContactHistory(
+            contacts=[ContactRecord("x", "email", now - timedelta(days=10), "decision")],
+            population=population,
+        ),
+    }
+    ids = [str(c) for c in state.inputs.index]
+    seen_causes, seen_intents, overlaid = set(), set(), 0
+    for k, cid in enumerate(ids):
+        pos = runtime.position(cid, state)
+        view = runtime.view(cid, None, state)
+        if k % 7 == 0:  # a purchase after the snapshot: the stage may change
+            view = dataclasses.replace(view, last_purchase_at=now - timedelta(days=1))
+        label = ("none", "tired", "contacted")[k % 3]
+        args = (
+            view,
+            runtime.model_scores(pos, state),
+            runtime.candidates(cid, runtime.params.candidate_items, state),
+            histories[label],
+            runtime.settings,
+            now,
         )
-        prios = [r.priority for r in batch.rows]
-        assert batch.candidates > 20 and prios == sorted(prios, reverse=True)
-        assert all(r.decision.stage == "sleeping" for r in batch.rows)
-    finally:
-        runtime.close()
+        kw = dict(
+            item_names=state.models.item_names or snap.item_names,
+            model_versions=state.models.versions,
+            params=runtime.params,
+            decision_id=f"d{k}",
+        )
+        fast = decide(*args, **kw, prepared=state.prepared.row(pos))
+        slow = decide(*args, **kw)
+        assert fast == slow, cid
+        overlaid += view.stage != fast.stage
+        seen_intents.add(fast.intent)
+        if fast.why_asleep is not None:
+            seen_causes.add(fast.why_asleep.primary)
+    assert len(ids) > 5000 and overlaid > 100
+    assert {"message_fatigue", "forgotten", "returns"} <= seen_causes
+    assert len(seen_intents) >= 4
 
 
 def test_reload_switches_to_the_current_champion_without_a_restart(api, champions):
