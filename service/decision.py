@@ -844,7 +844,6 @@ def _matrix(
     m = response[None, :] + np.where(
         monetary[None, :], (response[None, :] - 1.0) * (boost[cause][:, None] - 1.0), 0.0
     )  # (n, O)
-    seg = np.ones(len(CHANNELS)) if segments is None else segments
     margin = settings.value_tiers.gross_margin
     p0 = inp.p0[:, None, None]
     raw = (
@@ -867,14 +866,15 @@ def _matrix(
     basket = inp.basket[:, None, None]
     value = margin * basket
     incentive = rates[None, :, None] * basket * (p0 + uplift)
-    contact = (costs * seg)[None, None, :]
+    contact = (costs if segments is None else costs * segments)[None, None, :]
     priority = uplift * value - incentive - contact
+    zero = np.zeros(priority.shape)
     return {
         "priority": priority,
         "uplift": uplift,
         "incentive": incentive,
-        "contact": np.broadcast_to(contact, priority.shape),
-        "value": np.broadcast_to(value, priority.shape),
+        "contact": zero + contact,
+        "value": zero + value,
         "offer_ok": offer_ok,
         "pref": preference[intent],
         "by_model": by_model,
@@ -1161,7 +1161,8 @@ def _fatigue(
     ``fatigue_open_ratio`` x the channels' mean prior times the weighted messages."""
     sends = math.fsum(post.trials for post in posteriors.values())
     engaged = math.fsum(post.successes for post in posteriors.values())
-    prior = float(np.mean([post.prior for post in posteriors.values()])) if posteriors else 0.0
+    priors = [post.prior for post in posteriors.values()]
+    prior = math.fsum(priors) / len(priors) if priors else 0.0
     tired = sends >= p.fatigue_min_sends and engaged <= p.fatigue_open_ratio * prior * sends
     return bool(tired), {
         "sends": sum(e.sends for e in history.engagement.values()),
