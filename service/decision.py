@@ -679,14 +679,15 @@ class PreparedRow(NamedTuple):
     inputs: PriorityInputs  # one row
     cause_scores: list[list[float]]  # [without, with] message fatigue, each over CAUSES
     intent_by_cause: list[int]  # intent code when that cause is the primary one
+    reach: np.ndarray  # one row of :func:`_reach`
 
 
 @dataclass(frozen=True)
 class Prepared:
     """The parts of a decision that depend only on the snapshot, the models and the params.
 
-    The cause scores (with and without message fatigue) and the intent each primary cause
-    leads to, for every customer at once when a snapshot loads, by the same vectorised
+    The cause scores (with and without message fatigue), the intent each primary cause
+    leads to and the reach of a message, for every customer at once when a snapshot loads, by the same vectorised
     :func:`_causes` / :func:`_intents` the batch ranking uses. One decision then reads its
     row instead of running them on a one-row array (numpy's per-call overhead, ~0.15 ms).
     """
@@ -694,6 +695,7 @@ class Prepared:
     inputs: PriorityInputs
     cause_scores: np.ndarray  # (2, n, len(CAUSES))
     intent_by_cause: np.ndarray  # (n, len(CAUSES))
+    reach: np.ndarray  # (n,) share of customers still reachable (:func:`_reach`)
 
     @classmethod
     def build(cls, inputs: PriorityInputs, params: PolicyParams = DEFAULT_PARAMS) -> Prepared:
@@ -703,7 +705,7 @@ class Prepared:
             [_causes(inputs, params, np.full(n, tired))[0] for tired in (False, True)]
         )
         intents = np.stack([_intents(inputs, np.full(n, k)) for k in range(len(CAUSES))], axis=1)
-        return cls(inputs, scores, intents.astype(np.int16))
+        return cls(inputs, scores, intents.astype(np.int16), _reach(inputs.recency, params))
 
     def row(self, pos: int) -> PreparedRow:
         """Customer ``pos``'s row."""
@@ -711,6 +713,7 @@ class Prepared:
             self.inputs.take(np.array([pos])),
             self.cause_scores[:, pos, :].tolist(),
             self.intent_by_cause[pos].tolist(),
+            self.reach[pos : pos + 1],
         )
 
 
@@ -791,11 +794,11 @@ def _tables(settings: Settings, p: PolicyParams) -> tuple:
         )
         monetary = np.array([o in _MONETARY for o in OFFER_TYPES])
         boost = np.array([p.cause_offer_boost.get(c, 1.0) for c in CAUSES])
-        hit = (
-            settings,
-            p,
-            (allowed, rates, response, costs, monetary, boost, _preference(settings)),
+        # offer response when each cause is the primary one: monetary offers boosted (C x O)
+        by_cause = response[None, :] + np.where(
+            monetary[None, :], (response[None, :] - 1.0) * (boost[:, None] - 1.0), 0.0
         )
+        hit = (settings, p, (allowed, rates, by_cause, costs, _preference(settings)))
         if len(_TABLES) > 64:
             _TABLES.clear()
         _TABLES[key] = hit
@@ -838,12 +841,14 @@ def _matrix(
     cause: np.ndarray,
     intent: np.ndarray,
     segments: np.ndarray | None = None,
+    reach: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Economics of every (customer, offer, channel): arrays of shape (n, O, C)."""
-    allowed, rates, response, costs, monetary, boost, preference = _tables(settings, p)
-    m = response[None, :] + np.where(
-        monetary[None, :], (response[None, :] - 1.0) * (boost[cause][:, None] - 1.0), 0.0
-    )  # (n, O)
+    """Economics of every (customer, offer, channel): arrays of shape (n, O, C).
+
+    ``reach``: :func:`_reach` of ``inp.recency`` when the caller has it already.
+    """
+    allowed, rates, by_cause, costs, preference = _tables(settings, p)
+    m = by_cause[cause]  # (n, O)
     margin = settings.value_tiers.gross_margin
     p0 = inp.p0[:, None, None]
     raw = (
@@ -851,7 +856,7 @@ def _matrix(
         * (q[:, None, :] / p.reference_engagement)
         * m[:, :, None]
         * (1.0 - p0)
-        * _reach(inp.recency, p)[:, None, None]
+        * (_reach(inp.recency, p) if reach is None else reach)[:, None, None]
     )
     uplift = np.minimum(raw, 1.0 - p0)
     offer_ok = allowed[intent]  # (n, O)
@@ -1458,7 +1463,8 @@ def decide(
     # ---- economics of every (offer, channel); walk them best first until a message fits
     # economics at the posterior mean; the ranking at a Thompson draw when exploring
     intent_code = np.array([INTENTS.index(intent)])
-    mat = _matrix(inp, settings, p, rates[None, :], primary, intent_code)
+    reach = prepared.reach if prepared is not None else None
+    mat = _matrix(inp, settings, p, rates[None, :], primary, intent_code, reach=reach)
     prio = mat["priority"][0].tolist()  # plain lists: indexing numpy scalars is slow
     pref = mat["pref"][0].tolist()
     offer_ok = mat["offer_ok"][0].tolist()
@@ -1479,7 +1485,8 @@ def decide(
         # is ranked by that offer's priority at the channel's draw.
         seed_key = decision_id or f"{view.customer_id}\x1f{campaign.id}\x1f{now.isoformat()}"
         draws = thompson_draws(posteriors, seed_key)
-        sampled = _matrix(inp, settings, p, draws[None, :], primary, intent_code)["priority"][0]
+        drawn = _matrix(inp, settings, p, draws[None, :], primary, intent_code, reach=reach)
+        sampled = drawn["priority"][0]
         best_offer: dict[int, int] = {}
         for _, o, c in ranked:
             best_offer.setdefault(c, o)

@@ -136,7 +136,8 @@ def sms_length(text: str) -> SmsLength:
     return SmsLength("UCS-2", sum(weights), _segments(weights, _UCS2_SINGLE, _UCS2_PART))
 
 
-def _placeholders(text: str) -> set[str]:
+@cache  # templates are few and fixed; every rendering asks again
+def _placeholders(text: str) -> frozenset[str]:
     """Field names used in a template; conversions and format specs are not allowed."""
     fields = set()
     for _, field, spec, conversion in string.Formatter().parse(text):
@@ -145,7 +146,7 @@ def _placeholders(text: str) -> set[str]:
         if spec or conversion:
             raise ValueError(f"placeholder {{{field}}} must not carry a format spec: {text!r}")
         fields.add(field)
-    return fields
+    return frozenset(fields)
 
 
 class _Strict(BaseModel):

@@ -699,7 +699,7 @@ class Runtime:
             holdout=decision.holdout,
             revive=decision.revive,
             priority=decision.priority,
-            payload=decision.model_dump_json(exclude={"dispatch"}),
+            payload=decision.model_dump_json(),  # also the response body (decide_encoded)
             model_versions=decision.model_versions,
         )
 
@@ -714,7 +714,8 @@ class Runtime:
         decision_id: str | None,
         record: bool,
         explore: bool | None = None,
-    ) -> Decision:
+    ) -> tuple[Decision, str | None]:
+        """The decision and, when recorded, its stored JSON."""
         unavailable: dict[str, str] = {}
         once = functools.partial(
             self._decide_once,
@@ -729,7 +730,7 @@ class Runtime:
             explore,
         )
         if not record:
-            return once(self.history(customer_id, now))
+            return once(self.history(customer_id, now)), None
         made: list[Decision] = []
 
         def make(found: CustomerHistory) -> tuple[DecisionRecord, CapSpec | None]:
@@ -744,12 +745,17 @@ class Runtime:
         for _ in range(len(CHANNELS) + 1):
             rec, reason = self.store.decide_and_reserve(customer_id, self.history_since(now), make)
             if reason is None:
-                return made[-1]
+                return made[-1], str(rec.payload)
             unavailable[str(rec.channel)] = f"{reason} (at reservation)"
         raise RuntimeError("could not reserve a contact after trying every channel")
 
     def decide(self, req: DecideRequest) -> Decision:
         """Decide for one customer; record it (unless ``dry_run``); dispatch if asked."""
+        return self.decide_encoded(req)[0]
+
+    def decide_encoded(self, req: DecideRequest) -> tuple[Decision, str]:
+        """:meth:`decide` and the decision as JSON: a recorded decision's is its stored
+        payload, so the response costs no second encoding."""
         state = self._state
         now = _aware(req.now, self.settings)
         self.position(req.customer_id, state)  # 404 before anything else
@@ -767,8 +773,8 @@ class Runtime:
                 decision = Decision.model_validate(existing.payload)
                 if req.dispatch:
                     decision.dispatch = self._dispatch(decision, req.profile, now)
-                return decision
-        decision = self._decide_and_record(
+                return decision, decision.model_dump_json()
+        decision, encoded = self._decide_and_record(
             req.customer_id,
             now,
             req.campaign_id,
@@ -781,7 +787,8 @@ class Runtime:
         )
         if req.dispatch:
             decision.dispatch = self._dispatch(decision, req.profile, now)
-        return decision
+            encoded = None
+        return decision, encoded or decision.model_dump_json()
 
     def _dispatch(
         self, decision: Decision, profile: ProfileIn | None, now: datetime
@@ -885,7 +892,7 @@ class Runtime:
             cid = str(state.inputs.index[pos])
             decision = None
             if req.decisions:
-                decision = self._decide_and_record(
+                decision, _ = self._decide_and_record(
                     cid, now, campaign.id, req.channels, None, state, None, record=req.record
                 )
             out_rows.append(

@@ -248,10 +248,10 @@ class RevivalService:
         on I/O, so they run in a worker thread.
         """
 
-        def run() -> Decision:
-            decision = self.runtime.decide(request)
+        def run() -> Response:
+            decision, encoded = self.runtime.decide_encoded(request)
             _count(decision)
-            return decision
+            return Response(content=encoded, media_type="application/json")
 
         if request.dispatch or not self._local_store:
             return await anyio.to_thread.run_sync(_guard, run)
