@@ -663,8 +663,8 @@ class PriorityInputs:
             offer_uplift=offer_uplift,
         )
 
-    def take(self, positions: np.ndarray) -> PriorityInputs:
-        """The rows at ``positions``."""
+    def take(self, positions: np.ndarray | slice) -> PriorityInputs:
+        """The rows at ``positions`` (a slice gives views of these arrays, not copies)."""
         return PriorityInputs(
             **{k: None if v is None else v[positions] for k, v in self.__dict__.items()}
         )
@@ -710,7 +710,7 @@ class Prepared:
     def row(self, pos: int) -> PreparedRow:
         """Customer ``pos``'s row."""
         return PreparedRow(
-            self.inputs.take(np.array([pos])),
+            self.inputs.take(slice(pos, pos + 1)),
             self.cause_scores[:, pos, :].tolist(),
             self.intent_by_cause[pos].tolist(),
             self.reach[pos : pos + 1],

@@ -810,9 +810,11 @@ def _one_of(column: sa.ColumnElement, values: Sequence[str]) -> sa.ColumnElement
 
 
 @functools.cache
-def _contact_statements(with_hi: bool, with_channel: bool) -> tuple[sa.Select, sa.Select]:
-    """(planned decisions incl. hold-out ones, sent events) for ``_contacts``; binds
-    customer_id, lo, hi, channel."""
+def _contact_statement(with_hi: bool, with_channel: bool) -> sa.CompoundSelect:
+    """Planned decisions (incl. hold-out ones) and sent events as one statement for
+    ``_contacts`` (one round trip): ``source`` "decision" or "event", ``decision_id``,
+    ``campaign_id``, ``channel``, ``ts``, ``holdout`` (decisions) and ``event_id`` (events);
+    binds customer_id, lo, hi, channel."""
     d, e, e2 = decisions, events, events.alias("e2")
     planned = sa.func.coalesce(d.c.send_at, d.c.ts)
     has_sent = (
@@ -821,7 +823,13 @@ def _contact_statements(with_hi: bool, with_channel: bool) -> tuple[sa.Select, s
         .exists()
     )
     q_dec = sa.select(
-        d.c.decision_id, d.c.campaign_id, d.c.channel, planned.label("planned_at"), d.c.holdout
+        sa.literal_column("'decision'", sa.String).label("source"),
+        d.c.decision_id,
+        d.c.campaign_id,
+        d.c.channel,
+        planned.label("ts"),
+        d.c.holdout,
+        sa.cast(sa.null(), _BigId).label("event_id"),
     ).where(
         d.c.customer_id == sa.bindparam("customer_id"),
         d.c.revive.is_(True),
@@ -838,7 +846,15 @@ def _contact_statements(with_hi: bool, with_channel: bool) -> tuple[sa.Select, s
         )
         .exists()
     )
-    q_ev = sa.select(e.c.event_id, e.c.decision_id, e.c.campaign_id, e.c.channel, e.c.ts).where(
+    q_ev = sa.select(
+        sa.literal_column("'event'", sa.String),
+        e.c.decision_id,
+        e.c.campaign_id,
+        e.c.channel,
+        e.c.ts,
+        sa.false(),
+        e.c.event_id,
+    ).where(
         e.c.customer_id == sa.bindparam("customer_id"),
         e.c.event == "sent",
         e.c.ts >= sa.bindparam("lo", type_=UtcDateTime),
@@ -850,7 +866,7 @@ def _contact_statements(with_hi: bool, with_channel: bool) -> tuple[sa.Select, s
     if with_channel:
         q_dec = q_dec.where(d.c.channel == sa.bindparam("channel"))
         q_ev = q_ev.where(e.c.channel == sa.bindparam("channel"))
-    return q_dec, q_ev
+    return sa.union_all(q_dec, q_ev)
 
 
 @functools.cache
@@ -942,18 +958,25 @@ def _summarise_engagement(rows: Iterable[Any]) -> dict[str, Engagement]:
 
 
 @functools.cache
-def _consent_statements(with_as_of: bool) -> tuple[sa.Select, sa.Select]:
-    """(consent rows, revoking events) for ``_consents``; binds customer_id and as_of."""
-    qc = sa.select(consents.c.consent_id, consents.c.channel, consents.c.granted, consents.c.ts)
-    qc = qc.where(consents.c.customer_id == sa.bindparam("customer_id"))
-    qe = sa.select(events.c.event_id, events.c.channel, events.c.ts).where(
-        events.c.customer_id == sa.bindparam("customer_id"),
-        _one_of(events.c.event, REVOKING_EVENTS),
-    )
+def _consent_statement(with_as_of: bool) -> sa.CompoundSelect:
+    """Consent rows (``kind`` 0) and revoking events (``kind`` 1, not granted) as one
+    statement for ``_consents``: ``kind``, ``id``, ``channel``, ``granted``, ``ts``; binds
+    customer_id and as_of."""
+    c, e = consents.c, events.c
+    qc = sa.select(
+        sa.literal_column("0", sa.Integer).label("kind"),
+        c.consent_id.label("id"),
+        c.channel,
+        c.granted,
+        c.ts,
+    ).where(c.customer_id == sa.bindparam("customer_id"))
+    qe = sa.select(
+        sa.literal_column("1", sa.Integer), e.event_id, e.channel, sa.false(), e.ts
+    ).where(e.customer_id == sa.bindparam("customer_id"), _one_of(e.event, REVOKING_EVENTS))
     if with_as_of:
-        qc = qc.where(consents.c.ts <= sa.bindparam("as_of", type_=UtcDateTime))
-        qe = qe.where(events.c.ts <= sa.bindparam("as_of", type_=UtcDateTime))
-    return qc, qe
+        qc = qc.where(c.ts <= sa.bindparam("as_of", type_=UtcDateTime))
+        qe = qe.where(e.ts <= sa.bindparam("as_of", type_=UtcDateTime))
+    return sa.union_all(qc, qe)
 
 
 @contextmanager
@@ -1468,7 +1491,7 @@ class SqlContactStore(ContactStore):
         channel: str | None = None,
     ) -> tuple[list[ContactRecord], list[ContactRecord]]:
         """(contacts, shadow contacts) with ``lo <= time <= hi`` (see the module docstring)."""
-        q_dec, q_ev = _contact_statements(hi is not None, channel is not None)
+        q = _contact_statement(hi is not None, channel is not None)
         params: dict[str, Any] = {"customer_id": customer_id, "lo": lo}
         if hi is not None:
             params["hi"] = hi
@@ -1476,25 +1499,32 @@ class SqlContactStore(ContactStore):
             params["channel"] = channel
         out: list[ContactRecord] = []
         shadows: list[ContactRecord] = []
-        for r in self._rows(conn, q_dec, params):
+        for r in self._rows(conn, q, params):
+            if r.source == "event":
+                out.append(
+                    ContactRecord(
+                        customer_id,
+                        r.channel,
+                        r.ts,
+                        "event",
+                        r.decision_id,
+                        r.campaign_id,
+                        int(r.event_id),
+                    )
+                )
+                continue
             held = bool(r.holdout)
             (shadows if held else out).append(
                 ContactRecord(
                     customer_id,
                     r.channel,
-                    r.planned_at,
+                    r.ts,
                     "decision",
                     r.decision_id,
                     r.campaign_id,
                     shadow=held,
                 )
             )
-        out += [
-            ContactRecord(
-                customer_id, r.channel, r.ts, "event", r.decision_id, r.campaign_id, r.event_id
-            )
-            for r in self._rows(conn, q_ev, params)
-        ]
         out.sort(key=lambda c: (c.ts, c.source, c.decision_id or "", c.event_id or 0))
         shadows.sort(key=lambda c: (c.ts, c.decision_id or ""))
         return out, shadows
@@ -1600,17 +1630,14 @@ class SqlContactStore(ContactStore):
     def _consents(
         self, conn: Connection | sqlite3.Connection, customer_id: str, as_of: datetime | None
     ) -> dict[str, bool]:
-        qc, qe = _consent_statements(as_of is not None)
+        q = _consent_statement(as_of is not None)
         params: dict[str, Any] = {"customer_id": customer_id}
         if as_of is not None:
             params["as_of"] = as_utc(as_of)
         # (ts, revocation-last so it wins ties, insertion order) -> (channel, granted)
         timeline = [
-            ((r.ts, 0, r.consent_id), r.channel, bool(r.granted))
-            for r in self._rows(conn, qc, params)
-        ]
-        timeline += [
-            ((r.ts, 1, r.event_id), r.channel, False) for r in self._rows(conn, qe, params)
+            ((r.ts, int(r.kind), int(r.id)), r.channel, bool(r.granted))
+            for r in self._rows(conn, q, params)
         ]
         timeline.sort(key=lambda t: t[0])
         universe = set(KNOWN_CHANNELS) | {ch for _, ch, _ in timeline if ch is not None}
