@@ -1064,8 +1064,7 @@ def _round(x: float, nd: int = 4) -> float:
     return float(round(x, nd)) if math.isfinite(x) else 0.0
 
 
-@dataclass(frozen=True)
-class Posterior:
+class Posterior(NamedTuple):
     """Beta(a, b) posterior of one customer's engagement on one channel (see the module doc).
 
     ``prior`` is the channel's population rate m (itself shrunk to ``base_engagement``);
@@ -1287,6 +1286,47 @@ def _one_row_inputs(view: CustomerView, stage: str, scores: ModelScores) -> Prio
     )
 
 
+def _cause_outs(
+    view: CustomerView,
+    now: datetime,
+    cause_row: list[float],
+    fatigue_ev: dict[str, Any],
+    past: list[ContactRecord],
+    last_contact: datetime | None,
+    p: PolicyParams,
+) -> list[CauseOut]:
+    """The causes with a positive score, highest first, each with its evidence."""
+    f = view.features
+    cut = now.timestamp() - p.return_block_days * 86400.0
+    returned_90 = sorted(i for i, ts in view.returned.items() if ts >= cut)
+    evidence = {
+        "returns": {
+            "return_orders": _f(f, "return_orders"),
+            "return_rate_value": _round(_f(f, "return_rate_value")),
+            "days_since_return": _round(_f(f, "days_since_return"), 1),
+            "items_returned_90d": returned_90[:10],
+        },
+        "message_fatigue": fatigue_ev,
+        "price_sensitivity": {"price_index": _round(_f(f, "price_index"))},
+        "need_met": {
+            "top_family_share": _round(_f(f, "top_family_share")),
+            "purchase_days": _f(f, "purchase_days"),
+        },
+        "forgotten": {
+            "contacts_last_days": len(past),
+            "days": p.forgotten_days,
+            "last_contact": last_contact.isoformat() if last_contact else None,
+        },
+    }
+    causes = [
+        CauseOut(cause=c, score=_round(cause_row[i], 3), evidence=evidence[c])
+        for i, c in enumerate(CAUSES)
+        if cause_row[i] > 0
+    ]
+    causes.sort(key=lambda c: -c.score)
+    return causes
+
+
 def decide(
     view: CustomerView,
     scores: ModelScores,
@@ -1363,39 +1403,12 @@ def decide(
         cause_row[CAUSES.index("forgotten")] = 0.0
     primary_i = cause_row.index(max(cause_row))  # ties: the order of CAUSES, like np.argmax
     primary = np.array([primary_i])
-    returned_90 = sorted(
-        i
-        for i, ts in view.returned.items()
-        if ts >= now.timestamp() - p.return_block_days * 86400.0
-    )
-    evidence = {
-        "returns": {
-            "return_orders": _f(f, "return_orders"),
-            "return_rate_value": _round(_f(f, "return_rate_value")),
-            "days_since_return": _round(_f(f, "days_since_return"), 1),
-            "items_returned_90d": returned_90[:10],
-        },
-        "message_fatigue": fatigue_ev,
-        "price_sensitivity": {"price_index": _round(_f(f, "price_index"))},
-        "need_met": {
-            "top_family_share": _round(_f(f, "top_family_share")),
-            "purchase_days": _f(f, "purchase_days"),
-        },
-        "forgotten": {
-            "contacts_last_days": len(past),
-            "days": p.forgotten_days,
-            "last_contact": last_contact.isoformat() if last_contact else None,
-        },
-    }
     asleep = stage in ASLEEP_STAGES
-    causes = [
-        CauseOut(cause=c, score=_round(cause_row[i], 3), evidence=evidence[c])
-        for i, c in enumerate(CAUSES)
-        if cause_row[i] > 0
-    ]
-    causes.sort(key=lambda c: -c.score)
+    causes: list[CauseOut] = []
+    if asleep:
+        causes = _cause_outs(view, now, cause_row, fatigue_ev, past, last_contact, p)
     cause = CAUSES[primary_i]
-    why = WhyAsleep(primary=cause if asleep else None, causes=causes) if asleep else None
+    why = WhyAsleep(primary=cause, causes=causes) if asleep else None
     if asleep:
         reasons["why"].append(f"{stage}: primary cause {cause}")
         reasons["why"] += [f"{c.cause}:{c.score}" for c in causes]
