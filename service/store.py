@@ -48,6 +48,7 @@ import logging
 import math
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext, suppress
@@ -1114,6 +1115,9 @@ class SqlContactStore(ContactStore):
         self._dialect = self.url.get_backend_name()
         self._closed = False
         self._fast_cache: dict[int, tuple[sa.ClauseElement, _Fast]] = {}
+        self._local = threading.local()  # the decision path's connection per thread
+        self._pins: list[sqlite3.Connection] = []
+        self._pin_lock = threading.Lock()
         kwargs: dict[str, Any] = {"echo": echo}
         memory = False
         if self._dialect == "sqlite":
@@ -1138,6 +1142,8 @@ class SqlContactStore(ContactStore):
             raise StoreError(
                 f"cannot open store {self.url.render_as_string(hide_password=True)}: {exc}"
             ) from exc
+        # an in-memory database lives in the pool's one shared connection: never detach it
+        self._pin_ok = self._dialect == "sqlite" and not memory
         if self._dialect == "sqlite":
             self._install_sqlite_hooks(busy_timeout_ms, wal=not memory)
         try:
@@ -1196,32 +1202,45 @@ class SqlContactStore(ContactStore):
     ) -> Iterator[Connection | sqlite3.Connection]:
         """:meth:`_tx` for the decision path (statements via ``_rows`` / ``_insert_one``).
 
-        On SQLite it is the pooled DBAPI connection itself between ``BEGIN [IMMEDIATE]`` and
-        ``COMMIT``: SQLAlchemy's per-transaction bookkeeping (connection object, begin event,
-        commit, close) costs ~80 µs, ten times SQLite's own. Not while anybody listens to
-        cursor executions (they see every statement) and not on other databases.
+        On a SQLite file it is the thread's own DBAPI connection (:meth:`_pinned`) between
+        ``BEGIN [IMMEDIATE]`` and ``COMMIT``: SQLAlchemy's per-transaction bookkeeping
+        (connection object, begin event, commit, close) and the pool's check-out and return
+        cost more than SQLite's own transaction. Not while anybody listens to cursor
+        executions (they see every statement) and not on other databases.
         """
         d = self._engine.dispatch
-        if self._dialect != "sqlite" or d.before_cursor_execute or d.after_cursor_execute:
+        if not self._pin_ok or d.before_cursor_execute or d.after_cursor_execute:
             with self._tx(write, lock) as conn:
                 yield conn
             return
         if self._closed:
             raise StoreError("store is closed")
         with _db_errors():
-            pooled = self._engine.raw_connection()
+            dbapi = self._pinned()
+            dbapi.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
-                dbapi = pooled.driver_connection
-                dbapi.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                try:
-                    yield dbapi
-                except BaseException:
-                    with suppress(sqlite3.Error):
-                        dbapi.execute("ROLLBACK")
-                    raise
+                yield dbapi
                 dbapi.execute("COMMIT")
             finally:
-                pooled.close()  # back to the pool (which rolls back anything left open)
+                if dbapi.in_transaction:  # the body or COMMIT failed
+                    with suppress(sqlite3.Error):
+                        dbapi.execute("ROLLBACK")
+
+    def _pinned(self) -> sqlite3.Connection:
+        """This thread's SQLite connection for the decision path: taken from the pool once
+        (so the pool's connect hooks ran) and detached from it; closed with the store."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            fairy = self._engine.raw_connection()
+            conn = fairy.driver_connection
+            fairy.detach()  # the pool forgets it: ours until close()
+            with self._pin_lock:
+                if self._closed:
+                    conn.close()
+                    raise StoreError("store is closed")
+                self._pins.append(conn)
+            self._local.conn = conn
+        return conn
 
     def _fast(self, stmt: sa.ClauseElement, column_keys: Any = None) -> _Fast:
         fast = self._fast_cache.get(id(stmt))
@@ -1850,7 +1869,12 @@ class SqlContactStore(ContactStore):
 
     def close(self) -> None:
         if not self._closed:
-            self._closed = True
+            with self._pin_lock:
+                self._closed = True
+                pins, self._pins = self._pins, []
+            for conn in pins:
+                with suppress(sqlite3.Error):
+                    conn.close()
             self._engine.dispose()
 
     def __repr__(self) -> str:
