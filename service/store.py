@@ -983,6 +983,13 @@ def _consent_statement(with_as_of: bool) -> sa.CompoundSelect:
 _SQLITE_MMAP_BYTES = 256 * 2**20
 
 
+def _observed(target: Connection | sa.Engine) -> bool:
+    """Somebody listens to cursor executions (audits, tracing): raw DBAPI calls would hide
+    statements from them."""
+    d = target.dispatch
+    return bool(d.before_cursor_execute or d.after_cursor_execute)
+
+
 @contextmanager
 def _db_errors() -> Iterator[None]:
     """Driver and SQLAlchemy errors as the store's own (what callers can act on)."""
@@ -999,8 +1006,8 @@ def _db_errors() -> Iterator[None]:
 class _Fast:
     """One statement compiled once for SQLite and run on the raw DBAPI connection.
 
-    A recorded decision runs five statements (contacts, consents, engagement, insert, and
-    the transaction's BEGIN/COMMIT); SQLAlchemy's per-execution work (execution context,
+    A recorded decision runs four statements (contacts, consents, engagement, insert)
+    between BEGIN and COMMIT; SQLAlchemy's per-execution work (execution context,
     cache-key lookup, result set-up) costs several times SQLite's own. Same SQL, same
     bind/result type processing (taken from the compiled statement), same connection and
     therefore the same transaction; driver errors are mapped by ``_db_errors``.
@@ -1167,9 +1174,9 @@ class SqlContactStore(ContactStore):
             cur = dbapi_conn.cursor()
             cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             cur.execute("PRAGMA foreign_keys = ON")
-            # Read pages through a memory map instead of a read() system call each: ~5% off
-            # a recorded decision once the file outgrows SQLite's 2 MB page cache. The file
-            # is append-only (never truncated), so the map's SIGBUS hazard does not arise.
+            # Read pages through a memory map instead of a read() system call each, which
+            # matters once the file outgrows SQLite's 2 MB page cache. The file is
+            # append-only (never truncated), so the map's SIGBUS hazard does not arise.
             cur.execute(f"PRAGMA mmap_size = {_SQLITE_MMAP_BYTES}")
             cur.close()
             if wal:
@@ -1209,8 +1216,7 @@ class SqlContactStore(ContactStore):
         cost more than SQLite's own transaction. Not while anybody listens to cursor
         executions (they see every statement) and not on other databases.
         """
-        d = self._engine.dispatch
-        if not self._pin_ok or d.before_cursor_execute or d.after_cursor_execute:
+        if not self._pin_ok or _observed(self._engine):
             with self._tx(write, lock) as conn:
                 yield conn
             return
@@ -1252,8 +1258,7 @@ class SqlContactStore(ContactStore):
 
     def _raw_ok(self, conn: Connection) -> bool:
         """SQLite, and nobody listens to cursor executions (audits, tracing): they see all."""
-        d = conn.dispatch
-        return self._dialect == "sqlite" and not (d.before_cursor_execute or d.after_cursor_execute)
+        return self._dialect == "sqlite" and not _observed(conn)
 
     def _dbapi(self, conn: Connection | sqlite3.Connection) -> sqlite3.Connection | None:
         """The SQLite connection to run :class:`_Fast` statements on, if they may be."""
