@@ -61,6 +61,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
@@ -657,6 +658,23 @@ class ContactStore(abc.ABC):
 # --------------------------------------------------------------------------- schema
 
 
+class _SqliteDateTime(sqlite.DATETIME):
+    """SQLite's ``DATETIME`` with a C-speed bind: ``isoformat(" ", "microseconds")`` of a
+    naive datetime is exactly SQLAlchemy's default storage format
+    (``YYYY-MM-DD HH:MM:SS.ffffff``), at a fifth of the cost of its ``%``-formatting
+    (a recorded decision binds five datetimes). Reads are SQLAlchemy's own."""
+
+    def bind_processor(self, dialect: sa.Dialect) -> Callable[[Any], str | None]:
+        def process(value: Any) -> str | None:
+            if value is None:
+                return None
+            if type(value) is not datetime or value.tzinfo is not None:
+                raise TypeError(f"expected a naive UTC datetime, got {value!r}")
+            return value.isoformat(" ", "microseconds")
+
+        return process
+
+
 class UtcDateTime(TypeDecorator):
     """``DateTime(timezone=True)`` that always binds and returns aware UTC datetimes.
 
@@ -666,6 +684,11 @@ class UtcDateTime(TypeDecorator):
 
     impl = sa.DateTime(timezone=True)
     cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(_SqliteDateTime())
+        return super().load_dialect_impl(dialect)
 
     def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
         if value is None:

@@ -264,6 +264,32 @@ def test_timezone_round_trip(store: SqlContactStore) -> None:
     assert sorted(decisions["decision_id"]) == ["naive", "tz"]
     assert str(decisions["send_at"].dt.tz) == "UTC"
 
+def test_sqlite_datetimes_are_stored_in_sqlalchemys_own_text_format(tmp_path: Path) -> None:
+    """The fast SQLite bind writes exactly what SQLAlchemy's DATETIME would (files written
+    before it stay comparable as strings), and the column is still declared DATETIME."""
+    reference = sa.DateTime()._cached_bind_processor(sa.create_engine("sqlite://").dialect)
+    shanghai = timezone(timedelta(hours=8))
+    moments = [
+        datetime(2024, 3, 10, 12, 0, tzinfo=UTC),  # no microseconds: still six digits
+        datetime(2024, 3, 10, 20, 0, 0, 123456, tzinfo=shanghai),
+        datetime(999, 1, 2, 3, 4, 5, 7, tzinfo=UTC),  # four-digit year, zero-padded
+        datetime(2024, 12, 31, 23, 59, 59, 999999),  # naive = UTC
+    ]
+    s = SqlContactStore(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        for i, ts in enumerate(moments):
+            s.record_decision(_decision(f"d{i}", ts=ts))
+    finally:
+        s.close()
+    con = sqlite3.connect(tmp_path / "c.db")
+    stored = [r[0] for r in con.execute("SELECT ts FROM decisions ORDER BY decision_id")]
+    ddl = con.execute("SELECT sql FROM sqlite_master WHERE name = 'decisions'").fetchone()[0]
+    con.close()
+    expected = [reference(store_mod.as_utc(ts).replace(tzinfo=None)) for ts in moments]
+    assert stored == expected
+    assert stored[0] == "2024-03-10 12:00:00.000000" and stored[2].startswith("0999-")
+    assert "\tts DATETIME NOT NULL" in ddl and "send_at DATETIME" in ddl
+
 
 # --------------------------------------------------------------------------- events
 
