@@ -1294,8 +1294,9 @@ def _cause_outs(
     past: list[ContactRecord],
     last_contact: datetime | None,
     p: PolicyParams,
-) -> list[CauseOut]:
-    """The causes with a positive score, highest first, each with its evidence."""
+) -> list[dict[str, Any]]:
+    """The causes with a positive score, highest first, each with its evidence (the fields
+    of :class:`CauseOut`)."""
     f = view.features
     cut = now.timestamp() - p.return_block_days * 86400.0
     returned_90 = sorted(i for i, ts in view.returned.items() if ts >= cut)
@@ -1319,11 +1320,11 @@ def _cause_outs(
         },
     }
     causes = [
-        CauseOut(cause=c, score=_round(cause_row[i], 3), evidence=evidence[c])
+        {"cause": c, "score": _round(cause_row[i], 3), "evidence": evidence[c]}
         for i, c in enumerate(CAUSES)
         if cause_row[i] > 0
     ]
-    causes.sort(key=lambda c: -c.score)
+    causes.sort(key=lambda c: -c["score"])
     return causes
 
 
@@ -1404,14 +1405,14 @@ def decide(
     primary_i = cause_row.index(max(cause_row))  # ties: the order of CAUSES, like np.argmax
     primary = np.array([primary_i])
     asleep = stage in ASLEEP_STAGES
-    causes: list[CauseOut] = []
+    causes: list[dict[str, Any]] = []
     if asleep:
         causes = _cause_outs(view, now, cause_row, fatigue_ev, past, last_contact, p)
     cause = CAUSES[primary_i]
-    why = WhyAsleep(primary=cause, causes=causes) if asleep else None
+    why = {"primary": cause, "causes": causes} if asleep else None
     if asleep:
         reasons["why"].append(f"{stage}: primary cause {cause}")
-        reasons["why"] += [f"{c.cause}:{c.score}" for c in causes]
+        reasons["why"] += [f"{c['cause']}:{c['score']}" for c in causes]
     else:
         reasons["why"].append(f"{stage}: not asleep")
     intent = INTENTS[
@@ -1566,18 +1567,20 @@ def decide(
         if who_priority > priority + 1e-9:
             reasons["channel"].append(f"exploration_cost:{who_priority - priority:.4f}")
     p0 = float(inp.p0[0])
-    econ = Economics(
-        p_buy_without_contact=_round(p0, 5),
-        p_buy_with_contact=_round(p0 + uplift, 5),
-        uplift=_round(uplift, 6),
-        value_if_buy=_round(value, 2),
-        expected_incremental_value=_round(uplift * value, 4),
-        contact_cost=_round(contact_cost, 4),
-        incentive_cost=_round(incentive, 4),
-        priority=_round(priority, 4),
-    )
+    econ = {
+        "p_buy_without_contact": _round(p0, 5),
+        "p_buy_with_contact": _round(p0 + uplift, 5),
+        "uplift": _round(uplift, 6),
+        "value_if_buy": _round(value, 2),
+        "expected_incremental_value": _round(uplift * value, 4),
+        "contact_cost": _round(contact_cost, 4),
+        "incentive_cost": _round(incentive, 4),
+        "priority": _round(priority, 4),
+    }
 
-    options: list[ChannelOption] = []
+    # the output is assembled as plain data and validated once at the end (one pass of
+    # pydantic's validator over the nested dict costs half of building each model)
+    options: list[dict[str, Any]] = []
     best_offer_for = {
         c2: max((prio[o2][c2] for o2 in range(len(OFFER_TYPES)) if offer_ok[o2]), default=-math.inf)
         for c2 in range(len(CHANNELS))
@@ -1587,17 +1590,19 @@ def decide(
             continue
         pr = best_offer_for[i]
         options.append(
-            ChannelOption(
-                channel=ch,
-                eligible=ch not in why_not,
-                reason=why_not.get(ch, "chosen" if chosen and chosen[1] == i else "lower_priority"),
-                engagement=_round(float(rates[i]), 4),
-                posterior_a=_round(posteriors[ch].a),
-                posterior_b=_round(posteriors[ch].b),
-                sample=_round(float(draws[i])) if draws is not None else None,
-                cost=settings.channels[ch].cost,
-                priority=_round(float(pr), 4) if math.isfinite(pr) else None,
-            )
+            {
+                "channel": ch,
+                "eligible": ch not in why_not,
+                "reason": why_not.get(
+                    ch, "chosen" if chosen and chosen[1] == i else "lower_priority"
+                ),
+                "engagement": _round(float(rates[i]), 4),
+                "posterior_a": _round(posteriors[ch].a),
+                "posterior_b": _round(posteriors[ch].b),
+                "sample": _round(float(draws[i])) if draws is not None else None,
+                "cost": settings.channels[ch].cost,
+                "priority": _round(float(pr), 4) if math.isfinite(pr) else None,
+            }
         )
 
     # ---- who: revive?
@@ -1643,17 +1648,17 @@ def decide(
         if ch in settings.channels
     ]
 
-    offer_out: OfferOut | None = None
+    offer_out: dict[str, Any] | None = None
     reasons["what"].append(_offer_reason(scores.offer_model, mat, o, intent, settings))
     if chosen is not None:
         offer = settings.offer(OFFER_TYPES[o])
-        offer_out = OfferOut(
-            type=offer.type,
-            discount_pct=offer.discount_pct,
-            min_spend=offer.min_spend,
-            text=offer.text(locale, settings.currency_symbol),  # type: ignore[arg-type]
-            items=[OfferItem(item_id=i, name=names.get(i)) for i in items],
-        )
+        offer_out = {
+            "type": offer.type,
+            "discount_pct": offer.discount_pct,
+            "min_spend": offer.min_spend,
+            "text": offer.text(locale, settings.currency_symbol),  # type: ignore[arg-type]
+            "items": [{"item_id": i, "name": names.get(i)} for i in items],
+        }
         reasons["what"].append(f"offer:{offer.type} (best net value for intent {intent})")
         reasons["what"] += item_reasons
 
@@ -1668,55 +1673,57 @@ def decide(
 
     message = None
     if rendered is not None:
-        message = MessageOut(
-            intent=rendered.intent,
-            channel=rendered.channel,
-            locale=rendered.locale,
-            subject=rendered.subject,
-            body=rendered.body,
-            length=rendered.length,
-            segments=rendered.segments,
-            encoding=rendered.encoding,
-            truncated=rendered.truncated,
-            link=rendered.link,
-        )
+        message = {
+            "intent": rendered.intent,
+            "channel": rendered.channel,
+            "locale": rendered.locale,
+            "subject": rendered.subject,
+            "body": rendered.body,
+            "length": rendered.length,
+            "segments": rendered.segments,
+            "encoding": rendered.encoding,
+            "truncated": rendered.truncated,
+            "link": rendered.link,
+        }
     horizon = math.isfinite(scores.expected_days)
-    return Decision(
-        decision_id=decision_id or str(uuid.uuid4()),
-        customer_id=view.customer_id,
-        campaign_id=campaign.id,
-        decided_at=now,
-        snapshot_at=view.snapshot_at,
-        stage=stage,
-        tier=view.tier,
-        value_score=_round(view.value_score, 2),
-        scores=ScoresOut(
-            p_churn=_round(scores.p_churn),
-            p_buy_30d=_round(scores.p_buy_30d),
-            expected_days=_round(scores.expected_days, 1) if horizon else 0.0,
-            expected_next_order=expected_next.astimezone(log_zone).date()
-            if expected_next
+    return Decision.model_validate(
+        {
+            "decision_id": decision_id or str(uuid.uuid4()),
+            "customer_id": view.customer_id,
+            "campaign_id": campaign.id,
+            "decided_at": now,
+            "snapshot_at": view.snapshot_at,
+            "stage": stage,
+            "tier": view.tier,
+            "value_score": _round(view.value_score, 2),
+            "scores": {
+                "p_churn": _round(scores.p_churn),
+                "p_buy_30d": _round(scores.p_buy_30d),
+                "expected_days": _round(scores.expected_days, 1) if horizon else 0.0,
+                "expected_next_order": expected_next.astimezone(log_zone).date()
+                if expected_next
+                else None,
+                "predicted_value": _round(scores.predicted_value, 2),
+            },
+            "revive": revive,
+            "priority": _round(priority, 4),
+            "currency": settings.currency,
+            "economics": econ,
+            "why_asleep": why,
+            "intent": intent,
+            "offer": offer_out,
+            "channel": CHANNELS[c] if chosen is not None else None,
+            "channel_options": options,
+            "send_at": send_at if chosen is not None else None,
+            "send_at_local": _naive_local(send_at, zone).isoformat(timespec="minutes")
+            if chosen is not None
             else None,
-            predicted_value=_round(scores.predicted_value, 2),
-        ),
-        revive=revive,
-        priority=_round(priority, 4),
-        currency=settings.currency,
-        economics=econ,
-        why_asleep=why,
-        intent=intent,
-        offer=offer_out,
-        channel=CHANNELS[c] if chosen is not None else None,
-        channel_options=options,
-        send_at=send_at if chosen is not None else None,
-        send_at_local=_naive_local(send_at, zone).isoformat(timespec="minutes")
-        if chosen is not None
-        else None,
-        timezone=zone.key,
-        holdout=holdout,
-        contact=contact,
-        blocked_by=blocker.id if blocker is not None else None,
-        message=message,
-        reasons={k: v for k, v in reasons.items() if v},
-        model_versions=dict(model_versions or {}),
+            "timezone": zone.key,
+            "holdout": holdout,
+            "contact": contact,
+            "blocked_by": blocker.id if blocker is not None else None,
+            "message": message,
+            "reasons": {k: v for k, v in reasons.items() if v},
+            "model_versions": dict(model_versions or {}),
+        }
     )
