@@ -10,7 +10,7 @@ GSM-7 / UCS-2 rules, so cost (per segment) and fit are computed the way carriers
 from __future__ import annotations
 
 import string
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -240,27 +240,6 @@ def _clean(text: str | None) -> str:
     return " ".join(text.split()) if text else ""
 
 
-def _item_variants(
-    names: list[str], separator: str, capacity: int
-) -> Iterator[tuple[list[str], int | None]]:
-    """(items kept, width the single kept name is cut to), fullest first.
-
-    ``capacity`` (characters the channel could ever hold) skips variants that cannot fit.
-    """
-    fitting, used = 0, -len(separator)
-    for name in names:
-        used += len(separator) + len(name)
-        if used > capacity:
-            break
-        fitting += 1
-    for keep in range(fitting, 0, -1):
-        yield names[:keep], None
-    if names:
-        for width in range(min(len(names[0]) - 1, capacity), _MIN_ITEM_CHARS - 1, -1):
-            yield names[:1], width
-    yield [], None
-
-
 def _compose(
     template: ChannelTemplate,
     rules: LocaleRules,
@@ -295,35 +274,78 @@ class _Candidate:
     values: dict[str, str]
     items: tuple[str, ...]
     truncated: bool
+    measured: tuple[bool, int, int, str]  # _measure(body)
 
 
-def _candidates(
-    template: ChannelTemplate,
-    rules: LocaleRules,
-    channel: str,
-    base: dict[str, str],
-    names: list[str],
-    greetings: list[str],
-    capacity: int,
-    unsubscribe: str | None,
-) -> Iterator[_Candidate]:
-    """Renderings from most to least complete (see :func:`render_message` for the order)."""
-    for greeting in greetings:
-        for kept, width in _item_variants(names, rules.list_separator, capacity):
-            # In an otherwise GSM-7 SMS "..." keeps GSM-7, where "…" would force UCS-2.
-            for ellipsis in ("...", "…") if channel == "sms" and width else ("…",):
-                shown = list(kept)
-                if width is not None:
-                    shown[0] = shown[0][:width].rstrip() + ellipsis
-                listed = rules.list_separator.join(shown)
-                if shown and len(kept) < len(names):
-                    listed += rules.more_items
-                values = {**base, "name": greeting, "items": listed}
-                body = _compose(template, rules, channel, values, unsubscribe)
-                if ellipsis == "..." and not is_gsm7(body):
-                    continue  # UCS-2 anyway: the one-character ellipsis is shorter
-                truncated = len(kept) < len(names) or width is not None
-                yield _Candidate(body, values, tuple(shown), truncated)
+@dataclass
+class _Search:
+    """Renderings of one template from most to least complete; the first that fits wins.
+
+    The order (see :func:`render_message`): per greeting, all item names that could fit then
+    one fewer at a time, then the first name cut ever shorter (an ellipsis; in an otherwise
+    GSM-7 SMS "..." first, where "…" would force UCS-2), then no items. A shorter cut never
+    makes the text longer, nor its encoding wider, so the longest cut that fits is found by
+    bisection: a handful of renderings instead of one per character (a Chinese SMS with a
+    long English item name tried ~40).
+    """
+
+    template: ChannelTemplate
+    rules: LocaleRules
+    channel: str
+    policy: ChannelPolicy
+    base: dict[str, str]
+    names: list[str]
+    capacity: int
+    unsubscribe: str | None
+    shortest: tuple[int, str] = (0, "")
+
+    def first_fit(self, greetings: list[str]) -> _Candidate | None:
+        names, capacity = self.names, self.capacity
+        fitting, used = 0, -len(self.rules.list_separator)
+        for name in names:
+            used += len(self.rules.list_separator) + len(name)
+            if used > capacity:
+                break
+            fitting += 1
+        for greeting in greetings:
+            for keep in range(fitting, 0, -1):
+                if found := self._try(greeting, names[:keep], None):
+                    return found
+            if names:
+                best, lo, hi = None, _MIN_ITEM_CHARS, min(len(names[0]) - 1, capacity)
+                while lo <= hi:
+                    mid = (lo + hi) // 2
+                    if found := self._try(greeting, names[:1], mid):
+                        best, lo = found, mid + 1
+                    else:
+                        hi = mid - 1
+                if best is not None:
+                    return best
+            if found := self._try(greeting, [], None):
+                return found
+        return None
+
+    def _try(self, greeting: str, kept: list[str], width: int | None) -> _Candidate | None:
+        """The rendering with these items, if it fits (else remember it if the shortest)."""
+        rules = self.rules
+        for ellipsis in ("...", "…") if self.channel == "sms" and width else ("…",):
+            shown = list(kept)
+            if width is not None:
+                shown[0] = shown[0][:width].rstrip() + ellipsis
+            listed = rules.list_separator.join(shown)
+            if shown and len(kept) < len(self.names):
+                listed += rules.more_items
+            values = {**self.base, "name": greeting, "items": listed}
+            body = _compose(self.template, rules, self.channel, values, self.unsubscribe)
+            if ellipsis == "..." and not is_gsm7(body):
+                continue  # UCS-2 anyway: the one-character ellipsis is shorter
+            measured = _measure(body, self.channel, self.policy)
+            if measured[0]:
+                truncated = len(kept) < len(self.names) or width is not None
+                return _Candidate(body, values, tuple(shown), truncated, measured)
+            if not self.shortest[1] or measured[1] < self.shortest[0]:
+                self.shortest = (measured[1], body)
+        return None
 
 
 def render_message(
@@ -359,37 +381,37 @@ def render_message(
         if channel == "sms"
         else channel_policy.length_limit
     )
-    candidates = _candidates(
+    search = _Search(
         template,
         rules,
         channel,
+        channel_policy,
         base={"brand": brand_text, "offer": _clean(offer_text), "link": _clean(link)},
         names=[cleaned for cleaned in map(_clean, items) if cleaned],
-        greetings=list(dict.fromkeys([_clean(name) or rules.fallback_name, rules.fallback_name])),
         capacity=capacity,
         unsubscribe=unsubscribe,
     )
-    shortest: tuple[int, str] = (0, "")
-    for candidate in candidates:
-        fits, length, segments, encoding = _measure(candidate.body, channel, channel_policy)
-        if fits:
-            subject = template.subject.format_map(candidate.values) if template.subject else None
-            return RenderedMessage(
-                intent=intent,
-                channel=channel,
-                locale=locale,
-                subject=subject,
-                body=candidate.body,
-                length=length,
-                segments=segments,
-                encoding=encoding,
-                unsubscribe_text=unsubscribe,
-                items=candidate.items,
-                truncated=candidate.truncated,
-                link=_clean(link) or None,
-            )
-        if not shortest[1] or length < shortest[0]:
-            shortest = (length, candidate.body)
+    found = search.first_fit(
+        list(dict.fromkeys([_clean(name) or rules.fallback_name, rules.fallback_name]))
+    )
+    if found is not None:
+        _, length, segments, encoding = found.measured
+        subject = template.subject.format_map(found.values) if template.subject else None
+        return RenderedMessage(
+            intent=intent,
+            channel=channel,
+            locale=locale,
+            subject=subject,
+            body=found.body,
+            length=length,
+            segments=segments,
+            encoding=encoding,
+            unsubscribe_text=unsubscribe,
+            items=found.items,
+            truncated=found.truncated,
+            link=_clean(link) or None,
+        )
+    shortest = search.shortest
     unit = "SMS units" if channel == "sms" else "characters"
     raise MessageTooLong(
         f"{intent}/{channel}/{locale}: even the shortest rendering needs {shortest[0]} {unit}, "
