@@ -1003,6 +1003,99 @@ def _consent_statement(with_as_of: bool) -> sa.CompoundSelect:
     return sa.union_all(qc, qe)
 
 
+@functools.cache
+def _history_statement() -> sa.CompoundSelect:
+    """What a decision reads about a customer as one statement (one round trip, not three):
+    the rows of :func:`_contact_statement` (``part`` 0), :func:`_consent_statement`
+    (``part`` 1) and the customer's :func:`_engagement_statement` (``part`` 2), each under
+    the union of their column names (NULL where a part has no such column); binds
+    customer_id and lo."""
+    columns: dict[str, sa.types.TypeEngine] = {
+        "source": sa.String(16),
+        "decision_id": _Id,
+        "campaign_id": _Id,
+        "channel": sa.String(32),
+        "ts": UtcDateTime(),
+        "holdout": sa.Boolean(),
+        "event_id": _BigId,
+        "kind": sa.Integer(),
+        "id": _BigId,
+        "granted": sa.Boolean(),
+        "event": sa.String(32),
+    }
+    parts = (
+        _contact_statement(False, False),
+        _consent_statement(False),
+        _engagement_statement(True, False).order_by(None),
+    )
+    selects = []
+    for number, part in enumerate(parts):
+        sub = part.subquery()
+        selects.append(
+            sa.select(
+                sa.literal_column(str(number), sa.Integer).label("part"),
+                *(
+                    sa.type_coerce(sub.c[name], type_).label(name)
+                    if name in sub.c
+                    else sa.cast(sa.null(), type_).label(name)
+                    for name, type_ in columns.items()
+                ),
+            )
+        )
+    return sa.union_all(*selects)
+
+
+def _contact_records(
+    customer_id: str, rows: Iterable[Any]
+) -> tuple[list[ContactRecord], list[ContactRecord]]:
+    """(contacts, shadow contacts) from :func:`_contact_statement` rows, in time order."""
+    out: list[ContactRecord] = []
+    shadows: list[ContactRecord] = []
+    for r in rows:
+        if r.source == "event":
+            out.append(
+                ContactRecord(
+                    customer_id,
+                    r.channel,
+                    r.ts,
+                    "event",
+                    r.decision_id,
+                    r.campaign_id,
+                    int(r.event_id),
+                )
+            )
+            continue
+        held = bool(r.holdout)
+        (shadows if held else out).append(
+            ContactRecord(
+                customer_id,
+                r.channel,
+                r.ts,
+                "decision",
+                r.decision_id,
+                r.campaign_id,
+                shadow=held,
+            )
+        )
+    out.sort(key=lambda c: (c.ts, c.source, c.decision_id or "", c.event_id or 0))
+    shadows.sort(key=lambda c: (c.ts, c.decision_id or ""))
+    return out, shadows
+
+
+def _consent_state(rows: Iterable[Any]) -> dict[str, bool]:
+    """Per channel the latest consent from :func:`_consent_statement` rows (a revocation
+    wins a tie; a row without a channel applies to every channel)."""
+    # (ts, revocation-last so it wins ties, insertion order) -> (channel, granted)
+    timeline = [((r.ts, int(r.kind), int(r.id)), r.channel, bool(r.granted)) for r in rows]
+    timeline.sort(key=lambda t: t[0])
+    universe = set(KNOWN_CHANNELS) | {ch for _, ch, _ in timeline if ch is not None}
+    state: dict[str, bool] = {}
+    for _, channel, granted in timeline:
+        for ch in [channel] if channel is not None else sorted(universe):
+            state[ch] = granted
+    return dict(sorted(state.items()))
+
+
 _SQLITE_MMAP_BYTES = 256 * 2**20
 
 
@@ -1552,37 +1645,7 @@ class SqlContactStore(ContactStore):
             params["hi"] = hi
         if channel is not None:
             params["channel"] = channel
-        out: list[ContactRecord] = []
-        shadows: list[ContactRecord] = []
-        for r in self._rows(conn, q, params):
-            if r.source == "event":
-                out.append(
-                    ContactRecord(
-                        customer_id,
-                        r.channel,
-                        r.ts,
-                        "event",
-                        r.decision_id,
-                        r.campaign_id,
-                        int(r.event_id),
-                    )
-                )
-                continue
-            held = bool(r.holdout)
-            (shadows if held else out).append(
-                ContactRecord(
-                    customer_id,
-                    r.channel,
-                    r.ts,
-                    "decision",
-                    r.decision_id,
-                    r.campaign_id,
-                    shadow=held,
-                )
-            )
-        out.sort(key=lambda c: (c.ts, c.source, c.decision_id or "", c.event_id or 0))
-        shadows.sort(key=lambda c: (c.ts, c.decision_id or ""))
-        return out, shadows
+        return _contact_records(customer_id, self._rows(conn, q, params))
 
     def recent_contacts(
         self,
@@ -1650,12 +1713,15 @@ class SqlContactStore(ContactStore):
     def _history(
         self, conn: Connection | sqlite3.Connection, customer_id: str, since: datetime
     ) -> CustomerHistory:
-        contacts, shadows = self._contacts(conn, customer_id, as_utc(since), None)
+        """Contacts since ``since``, consents and engagement: one statement, one round trip."""
+        parts: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
+        params = {"customer_id": customer_id, "lo": as_utc(since)}
+        for r in self._rows(conn, _history_statement(), params):
+            parts[r.part].append(r)
+        contacts, shadows = _contact_records(customer_id, parts[0])
+        engagement = sorted(parts[2], key=lambda r: (r.ts, r.event_id))
         return CustomerHistory(
-            contacts,
-            self._consents(conn, customer_id, None),
-            self._engagement(customer_id, None, conn),
-            shadows,
+            contacts, _consent_state(parts[1]), _summarise_engagement(engagement), shadows
         )
 
     def customer_history(self, customer_id: str, since: datetime) -> CustomerHistory:
@@ -1689,18 +1755,7 @@ class SqlContactStore(ContactStore):
         params: dict[str, Any] = {"customer_id": customer_id}
         if as_of is not None:
             params["as_of"] = as_utc(as_of)
-        # (ts, revocation-last so it wins ties, insertion order) -> (channel, granted)
-        timeline = [
-            ((r.ts, int(r.kind), int(r.id)), r.channel, bool(r.granted))
-            for r in self._rows(conn, q, params)
-        ]
-        timeline.sort(key=lambda t: t[0])
-        universe = set(KNOWN_CHANNELS) | {ch for _, ch, _ in timeline if ch is not None}
-        state: dict[str, bool] = {}
-        for _, channel, granted in timeline:
-            for ch in [channel] if channel is not None else sorted(universe):
-                state[ch] = granted
-        return dict(sorted(state.items()))
+        return _consent_state(self._rows(conn, q, params))
 
     def consents(self, customer_id: str, as_of: datetime | None = None) -> dict[str, bool]:
         with self._tx() as conn:

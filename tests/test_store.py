@@ -659,7 +659,7 @@ def test_dispatch_refusals_are_logged(store: SqlContactStore) -> None:
     assert store.dispatch_success("s") is None and store.counts()["dispatch_success"] == 0
 
 
-def test_customer_history_reads_contacts_consents_and_engagement_together(
+def test_customer_history_reads_contacts_consents_and_engagement_in_one_statement(
     store: SqlContactStore,
 ) -> None:
     store.record_decision(_decision("d1", send_at=NOW + timedelta(hours=3)))
@@ -672,7 +672,16 @@ def test_customer_history_reads_contacts_consents_and_engagement_together(
         ]
     )
     store.set_consent("c1", "app_push", True, NOW - timedelta(days=9), "signup")
+    selects: list[str] = []
+
+    @sa.event.listens_for(store.engine, "before_cursor_execute")
+    def _capture(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
     got = store.customer_history("c1", NOW - timedelta(days=8))
+    assert len(selects) == 1  # one round trip for all three
+    sa.event.remove(store.engine, "before_cursor_execute", _capture)
     assert got.contacts == store.recent_contacts("c1", NOW - timedelta(days=8))
     assert [c.source for c in got.contacts] == ["event", "decision"]
     assert got.consents == store.consents("c1") == {"app_push": True, "sms": False}
