@@ -679,7 +679,7 @@ class PreparedRow(NamedTuple):
     inputs: PriorityInputs  # one row
     cause_scores: list[list[float]]  # [without, with] message fatigue, each over CAUSES
     intent_by_cause: list[int]  # intent code when that cause is the primary one
-    reach: np.ndarray  # one row of :func:`_reach`
+    reach: float  # :func:`_reach` of the customer
 
 
 @dataclass(frozen=True)
@@ -713,7 +713,7 @@ class Prepared:
             self.inputs.take(slice(pos, pos + 1)),
             self.cause_scores[:, pos, :].tolist(),
             self.intent_by_cause[pos].tolist(),
-            self.reach[pos : pos + 1],
+            float(self.reach[pos]),
         )
 
 
@@ -888,22 +888,126 @@ def _matrix(
     }
 
 
+class RowEconomics(NamedTuple):
+    """:func:`_matrix` for one customer as plain lists ``[offer][channel]`` (one decision
+    reads single cells: indexing numpy scalars is slow)."""
+
+    priority: list[list[float]]
+    uplift: list[list[float]]
+    incentive: list[list[float]]
+    value: float  # margin x basket
+    contact: list[float]  # per channel, one segment
+    offer_ok: list[bool]
+    pref: list[float]
+    by_model: bool
+    tau: list[float] | None
+    net: list[float] | None
+
+    @classmethod
+    def of(cls, mat: dict[str, np.ndarray]) -> RowEconomics:
+        """Row 0 of a :func:`_matrix` result."""
+        tau, net = mat["tau"], mat["net"]
+        return cls(
+            mat["priority"][0].tolist(),
+            mat["uplift"][0].tolist(),
+            mat["incentive"][0].tolist(),
+            float(mat["value"][0, 0, 0]),
+            mat["contact"][0, 0].tolist(),
+            mat["offer_ok"][0].tolist(),
+            mat["pref"][0].tolist(),
+            bool(mat["by_model"][0]),
+            None if tau is None else tau[0].tolist(),
+            None if net is None else net[0].tolist(),
+        )
+
+
+def _nan_min(a: float, b: float) -> float:
+    """``np.minimum`` of two floats (NaN if either is)."""
+    if math.isnan(a) or math.isnan(b):
+        return math.nan
+    return b if b < a else a
+
+
+def _row_economics(
+    inp: PriorityInputs,
+    settings: Settings,
+    p: PolicyParams,
+    q: Sequence[float],
+    cause: int,
+    intent: int,
+    reach: float,
+) -> RowEconomics:
+    """:func:`_matrix` of one customer under the rules (no offer-uplift model), in floats.
+
+    The same operations in the same order as the vectorised formula, so the same IEEE
+    results to the last bit (a test checks every customer of the real log); ~20 numpy calls
+    on one-element arrays cost several times the arithmetic.
+    """
+    if inp.offer_uplift is not None or len(inp) != 1:
+        raise ValueError("_row_economics: one customer under the rules only")
+    allowed, rates, by_cause, costs, preference = _tables(settings, p)
+    m = by_cause[cause].tolist()
+    p0 = float(inp.p0[0])
+    basket = float(inp.basket[0])
+    scale = [p.uplift_prior * (qc / p.reference_engagement) for qc in q]
+    cap = 1.0 - p0
+    value = settings.value_tiers.gross_margin * basket
+    contact = costs.tolist()
+    uplift, incentive, priority = [], [], []
+    for o, rate in enumerate(rates.tolist()):
+        ups = [_nan_min(s * m[o] * cap * reach, cap) for s in scale]
+        inc = [rate * basket * (p0 + u) for u in ups]
+        uplift.append(ups)
+        incentive.append(inc)
+        priority.append([u * value - i - k for u, i, k in zip(ups, inc, contact, strict=True)])
+    return RowEconomics(
+        priority,
+        uplift,
+        incentive,
+        value,
+        contact,
+        allowed[intent].tolist(),
+        preference[intent].tolist(),
+        False,
+        None,
+        None,
+    )
+
+
+def _economics(
+    inp: PriorityInputs,
+    settings: Settings,
+    p: PolicyParams,
+    q: np.ndarray,
+    cause: int,
+    intent: int,
+    reach: float,
+) -> RowEconomics:
+    """One customer's economics: in floats under the rules, else via :func:`_matrix`."""
+    if inp.offer_uplift is None:
+        return _row_economics(inp, settings, p, q.tolist(), cause, intent, reach)
+    mat = _matrix(
+        inp, settings, p, q[None, :], np.array([cause]), np.array([intent]), np.array([reach])
+    )
+    return RowEconomics.of(mat)
+
+
 _NONE = OFFER_TYPES.index("none")
 
 
 def _offer_reason(
-    model: OfferModel | None, mat: dict[str, Any], o: int, intent: str, settings: Settings
+    model: OfferModel | None, econ: RowEconomics, o: int, intent: str, settings: Settings
 ) -> str:
     """The offer reason code: did the offer-uplift model or the rules choose offer ``o``?"""
     model = model or NO_OFFER_MODEL
     if not model.applies:
         return model.label
-    if not bool(mat["by_model"][0]):
+    if not econ.by_model or econ.tau is None or econ.net is None:
         return (
             f"offer_rules: {model.label} has no arm for intent {intent} "
             f"(covers {', '.join(model.arms)})"
         )
-    tau, net, cur = mat["tau"][0], mat["net"][0], settings.currency
+    tau, net, cur = econ.tau, econ.net, settings.currency
     if net[o] > 0:
         return f"{model.label}: {OFFER_TYPES[o]} uplift {tau[o]:+.3f} (net {net[o]:+.2f} {cur})"
     best = int(np.argmax(net))
@@ -1403,7 +1507,6 @@ def decide(
     if not forgotten:
         cause_row[CAUSES.index("forgotten")] = 0.0
     primary_i = cause_row.index(max(cause_row))  # ties: the order of CAUSES, like np.argmax
-    primary = np.array([primary_i])
     asleep = stage in ASLEEP_STAGES
     causes: list[dict[str, Any]] = []
     if asleep:
@@ -1418,7 +1521,7 @@ def decide(
     intent = INTENTS[
         prepared.intent_by_cause[primary_i]
         if prepared is not None
-        else int(_intents(inp, primary)[0])
+        else int(_intents(inp, np.array([primary_i]))[0])
     ]
 
     # ---- when (the same for every channel)
@@ -1476,12 +1579,10 @@ def decide(
 
     # ---- economics of every (offer, channel); walk them best first until a message fits
     # economics at the posterior mean; the ranking at a Thompson draw when exploring
-    intent_code = np.array([INTENTS.index(intent)])
-    reach = prepared.reach if prepared is not None else None
-    mat = _matrix(inp, settings, p, rates[None, :], primary, intent_code, reach=reach)
-    prio = mat["priority"][0].tolist()  # plain lists: indexing numpy scalars is slow
-    pref = mat["pref"][0].tolist()
-    offer_ok = mat["offer_ok"][0].tolist()
+    intent_i = INTENTS.index(intent)
+    reach = prepared.reach if prepared is not None else float(_reach(inp.recency, p)[0])
+    mat = _economics(inp, settings, p, rates, primary_i, intent_i, reach)
+    prio, pref, offer_ok = mat.priority, mat.pref, mat.offer_ok
     usable = ok.tolist()
     ranked = sorted(
         (
@@ -1499,12 +1600,11 @@ def decide(
         # is ranked by that offer's priority at the channel's draw.
         seed_key = decision_id or f"{view.customer_id}\x1f{campaign.id}\x1f{now.isoformat()}"
         draws = thompson_draws(posteriors, seed_key)
-        drawn = _matrix(inp, settings, p, draws[None, :], primary, intent_code, reach=reach)
-        sampled = drawn["priority"][0]
+        sampled = _economics(inp, settings, p, draws, primary_i, intent_i, reach).priority
         best_offer: dict[int, int] = {}
         for _, o, c in ranked:
             best_offer.setdefault(c, o)
-        score = {c: float(sampled[o, c]) for c, o in best_offer.items()}
+        score = {c: sampled[o][c] for c, o in best_offer.items()}
         ranked.sort(key=lambda t: (score[t[2]], t[0]), reverse=True)
     rule = "thompson" if thompson else "mean"
     origin = "setting channel_selection" if explore is None else f"request explore={explore}"
@@ -1554,10 +1654,10 @@ def decide(
     else:
         o, c = chosen
     segments = rendered.segments if rendered is not None else 1
-    contact_cost = float(mat["contact"][0, o, c]) * segments
-    uplift = float(mat["uplift"][0, o, c])
-    incentive = float(mat["incentive"][0, o, c])
-    value = float(mat["value"][0, o, c])
+    contact_cost = mat.contact[c] * segments
+    uplift = mat.uplift[o][c]
+    incentive = mat.incentive[o][c]
+    value = mat.value
     priority = uplift * value - incentive - contact_cost
     # who is judged at the best option at the posterior mean; an explored channel's shortfall
     # from it is the price of exploring (reported)

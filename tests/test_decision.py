@@ -14,12 +14,17 @@ import pytest
 
 from service.config import CHANNELS, OFFER_TYPES, Campaign, load_settings
 from service.decision import (
+    DEFAULT_PARAMS,
     HILLSTROM_UPLIFT,
     ContactHistory,
     CustomerView,
     ModelScores,
+    PriorityInputs,
     Profile,
+    RowEconomics,
     UnknownCampaign,
+    _matrix,
+    _row_economics,
     count_contacts,
     decide,
     holdout_draw,
@@ -119,6 +124,49 @@ def test_priority_is_the_documented_formula(settings):
     assert d.revive and d.contact and d.channel == "email"
     assert d.offer.type == "value_reminder"  # coupons pay their discount to the sure things
     assert d.currency == "GBP"
+
+
+def test_one_customer_economics_keep_the_vectorised_nan_and_edge_semantics(settings):
+    """Unknown purchase probability (NaN) stays NaN, a lost customer (reach 0) gains
+    nothing, and rows the offer-uplift model decides are refused by the float path."""
+    rows = PriorityInputs(
+        index=np.array(["nan", "lost", "plain"]),
+        stage=np.array([4, 4, 0], np.int8),
+        p0=np.array([np.nan, 0.2, 0.05]),
+        basket=np.array([50.0, 80.0, 120.0]),
+        recency=np.array([100.0, 2000.0, 10.0]),
+        purchase_days=np.array([3.0, 5.0, 1.0]),
+        price_index=np.array([1.0, 0.7, 1.2]),
+        top_family_share=np.array([0.2, 0.9, 0.4]),
+        return_rate_value=np.zeros(3),
+        days_since_return=np.full(3, np.nan),
+    )
+    q = np.array([[0.05, 0.2, 0.0, 1.0]] * 3)
+    reach = np.array([1.0, 0.0, 0.8])
+    mat = _matrix(
+        rows, settings, DEFAULT_PARAMS, q, np.array([1, 3, 0]), np.array([0, 2, 5]), reach=reach
+    )
+    for pos, (cause, intent) in enumerate([(1, 0), (3, 2), (0, 5)]):
+        fast = _row_economics(
+            rows.take(slice(pos, pos + 1)),
+            settings,
+            DEFAULT_PARAMS,
+            q[pos].tolist(),
+            cause,
+            intent,
+            reach[pos],
+        )
+        slow = RowEconomics.of({k: None if v is None else v[pos : pos + 1] for k, v in mat.items()})
+        for field in ("priority", "uplift", "incentive", "contact", "offer_ok", "pref"):
+            np.testing.assert_array_equal(getattr(fast, field), getattr(slow, field))
+        assert fast.value == slow.value
+    nan_row = _row_economics(rows.take(slice(0, 1)), settings, DEFAULT_PARAMS, [0.1] * 4, 1, 0, 1.0)
+    assert all(math.isnan(u) for per_offer in nan_row.uplift for u in per_offer)
+    lost = _row_economics(rows.take(slice(1, 2)), settings, DEFAULT_PARAMS, [0.1] * 4, 3, 2, 0.0)
+    assert all(u == 0.0 for per_offer in lost.uplift for u in per_offer)
+    modelled = replace(rows.take(slice(2, 3)), offer_uplift=np.zeros((1, len(OFFER_TYPES))))
+    with pytest.raises(ValueError, match="rules only"):
+        _row_economics(modelled, settings, DEFAULT_PARAMS, [0.1] * 4, 0, 5, 1.0)
 
 
 def test_coupon_wins_only_where_few_would_buy_anyway(settings):

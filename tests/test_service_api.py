@@ -647,6 +647,43 @@ def test_prepared_rows_decide_exactly_like_the_feature_rows_on_the_real_log(real
     assert len(seen_intents) >= 4
 
 
+@pytest.mark.integration
+def test_one_customer_economics_equal_the_vectorised_formula_to_the_last_bit(real_runtime):
+    """A decision's economics in floats (``_row_economics``) are the batch formula
+    (``_matrix``) to the last bit: every customer of the real log, every primary cause and
+    intent, engagement rates from zero to one."""
+    import numpy as np
+
+    from service.decision import CAUSES, INTENTS, RowEconomics, _matrix, _row_economics
+
+    runtime = real_runtime
+    inputs, settings, params = runtime.state.inputs, runtime.settings, runtime.params
+    reach = runtime.state.prepared.reach
+    n = len(inputs)
+    rng = np.random.default_rng(7)
+    compared = 0
+    for cause in range(len(CAUSES)):
+        for intent in range(len(INTENTS)):
+            q = rng.uniform(0.0, 1.0, (n, 4)) * rng.integers(0, 2, (n, 4))  # some zero rates
+            mat = _matrix(
+                inputs, settings, params, q, np.full(n, cause), np.full(n, intent), reach=reach
+            )
+            for pos in range(0, n, 3):
+                fast = _row_economics(
+                    inputs.take(slice(pos, pos + 1)),
+                    settings,
+                    params,
+                    q[pos].tolist(),
+                    cause,
+                    intent,
+                    float(reach[pos]),
+                )
+                row = {k: (v[pos : pos + 1] if v is not None else None) for k, v in mat.items()}
+                assert fast == RowEconomics.of(row), (pos, cause, intent)
+                compared += 1
+    assert compared > 50_000
+
+
 def test_reload_switches_to_the_current_champion_without_a_restart(api, champions):
     from mlflow.tracking import MlflowClient
 

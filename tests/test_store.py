@@ -264,6 +264,7 @@ def test_timezone_round_trip(store: SqlContactStore) -> None:
     assert sorted(decisions["decision_id"]) == ["naive", "tz"]
     assert str(decisions["send_at"].dt.tz) == "UTC"
 
+
 def test_sqlite_datetimes_are_stored_in_sqlalchemys_own_text_format(tmp_path: Path) -> None:
     """The fast SQLite bind writes exactly what SQLAlchemy's DATETIME would (files written
     before it stay comparable as strings), and the column is still declared DATETIME."""
