@@ -529,10 +529,23 @@ def in_holdout(customer_id: str, campaign_id: str, salt: str, share: float) -> b
     return holdout_draw(customer_id, campaign_id, salt) < share
 
 
+_CAPS: dict[int, tuple[Settings, dict[str, CapSpec]]] = {}
+
+
 def caps_for(settings: Settings, channel: str) -> CapSpec:
-    """The frequency caps that apply to one more contact on ``channel``."""
-    policy = settings.channel(channel)
-    return CapSpec(policy.per_day_cap, policy.per_week_cap, settings.global_weekly_cap)
+    """The frequency caps that apply to one more contact on ``channel`` (built once per
+    settings object, which is immutable; a decision asks for every channel)."""
+    hit = _CAPS.get(id(settings))
+    if hit is None or hit[0] is not settings:
+        if len(_CAPS) > 64:
+            _CAPS.clear()
+        hit = _CAPS[id(settings)] = (settings, {})
+    caps = hit[1].get(channel)
+    if caps is None:
+        policy = settings.channel(channel)
+        caps = CapSpec(policy.per_day_cap, policy.per_week_cap, settings.global_weekly_cap)
+        hit[1][channel] = caps
+    return caps
 
 
 def predicted_value(features: pd.DataFrame, p_churn: np.ndarray) -> np.ndarray:
