@@ -30,7 +30,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -135,6 +135,9 @@ class ModelsUnavailable(RuntimeError):
     """A champion is missing or cannot be loaded (start-up / reload failure)."""
 
 
+_NO_PROFILE = Profile()  # immutable: shared by every request without a profile
+
+
 def tracking_uri(settings: Settings) -> str:
     """The MLflow store to load champions from.
 
@@ -181,6 +184,30 @@ class Snapshot:
     item_names: dict[str, str]
     report: CleaningReport
     seconds: float
+    column_index: dict[str, int] = field(init=False)  # feature name -> column of ``values``
+
+    def __post_init__(self) -> None:
+        self.column_index = {name: i for i, name in enumerate(self.columns)}
+
+
+class FeatureRow(Mapping[str, float]):
+    """One customer's row of :attr:`Snapshot.values`, read by feature name. A decision reads
+    a handful of columns: building a dict of all of them cost more than the reads."""
+
+    __slots__ = ("_index", "_row")
+
+    def __init__(self, index: Mapping[str, int], row: np.ndarray) -> None:
+        self._index = index
+        self._row = row
+
+    def __getitem__(self, name: str) -> float:
+        return float(self._row[self._index[name]])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
 
 
 @dataclass
@@ -560,7 +587,7 @@ class Runtime:
     def view(self, customer_id: str, profile: ProfileIn | None, state: State) -> CustomerView:
         pos = self.position(customer_id, state)
         snap = state.snapshot
-        row = dict(zip(snap.columns, snap.values[pos].tolist(), strict=True))
+        row = FeatureRow(snap.column_index, snap.values[pos])
         bought = snap.bought.get(customer_id, {})
         ov = self._overlay.get(customer_id)
         if ov is not None and ov.items:
@@ -568,7 +595,7 @@ class Runtime:
             for item, ts in ov.items.items():
                 last, n = bought.get(item, (-math.inf, 0))
                 bought[item] = (max(last, ts), n + 1)
-        prof = Profile()
+        prof = _NO_PROFILE
         if profile is not None:
             prof = Profile(
                 locale=profile.locale,
