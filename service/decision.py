@@ -1244,22 +1244,41 @@ def _engagement_rates(
     """Per channel: the posterior mean engagement (array over CHANNELS) and the posterior."""
     rates = np.zeros(len(CHANNELS))
     detail: dict[str, Posterior] = {}
+    half_life = settings.engagement_half_life_days
     for i, ch in enumerate(CHANNELS):
         base = settings.channels[ch].base_engagement if ch in settings.channels else 0.0
-        post = engagement_posterior(
-            history.engagement.get(ch, _NO_ENGAGEMENT),
-            history.population.get(ch, _NO_ENGAGEMENT),
-            base,
-            now,
-            settings.engagement_half_life_days,
-            p,
-        )
+        own = history.engagement.get(ch)
+        population = history.population.get(ch, _NO_ENGAGEMENT)
+        if own is None:
+            post = _prior_posterior(population, base, half_life, p)
+        else:
+            post = engagement_posterior(own, population, base, now, half_life, p)
         rates[i] = post.mean
         detail[ch] = post
     return rates, detail
 
 
 _NO_ENGAGEMENT = Engagement()
+_PRIORS: dict[tuple[int, float, float, int], tuple[Engagement, PolicyParams, Posterior]] = {}
+
+
+def _prior_posterior(
+    population: Engagement, base: float, half_life_days: float, p: PolicyParams
+) -> Posterior:
+    """:func:`engagement_posterior` of a customer with no messages on the channel: the prior
+    alone, the same for every such customer (cached per population aggregate, which the
+    runtime keeps for a while; both objects are immutable)."""
+    key = (id(population), base, half_life_days, id(p))
+    hit = _PRIORS.get(key)
+    if hit is None or hit[0] is not population or hit[1] is not p:
+        post = engagement_posterior(_NO_ENGAGEMENT, population, base, _EPOCH, half_life_days, p)
+        if len(_PRIORS) > 256:
+            _PRIORS.clear()
+        hit = _PRIORS[key] = (population, p, post)
+    return hit[2]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # unused by a posterior without messages
 
 
 def thompson_draws(posteriors: Mapping[str, Posterior], seed_key: str) -> np.ndarray:

@@ -185,6 +185,8 @@ class NotDispatchable(StoreError):
 
 def as_utc(value: datetime) -> datetime:
     """Return ``value`` as an aware UTC datetime; naive values are taken to be UTC."""
+    if value.__class__ is datetime and value.tzinfo is UTC:
+        return value  # the common case, first
     if not isinstance(value, datetime):
         raise InvalidRecord(f"expected a datetime, got {type(value).__name__}: {value!r}")
     if type(value) is not datetime and hasattr(value, "to_pydatetime"):  # pandas.Timestamp
