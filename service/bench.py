@@ -322,9 +322,10 @@ def _decide_parts(runtime, now) -> list[Row]:
     history = {c: runtime.history(c, now) for c in ids}
 
     def engine(c: str) -> None:
+        pos = runtime.position(c, state)
         decide(
             runtime.view(c, None, state),
-            runtime.model_scores(runtime.position(c, state), state),
+            runtime.model_scores(pos, state),
             runtime.candidates(c, runtime.params.candidate_items, state),
             history[c],
             runtime.settings,
@@ -332,6 +333,7 @@ def _decide_parts(runtime, now) -> list[Row]:
             item_names=state.models.item_names or state.snapshot.item_names,
             model_versions=state.models.versions,
             params=runtime.params,
+            prepared=state.prepared.row(pos),  # as a served decision runs it
         )
 
     later = now + timedelta(days=40)  # recorded decisions on days no earlier pass touched

@@ -1124,8 +1124,8 @@ def _db_errors() -> Iterator[None]:
 class _Fast:
     """One statement compiled once for SQLite and run on the raw DBAPI connection.
 
-    A recorded decision runs four statements (contacts, consents, engagement, insert)
-    between BEGIN and COMMIT; SQLAlchemy's per-execution work (execution context,
+    A recorded decision runs two statements (its history, the insert) between BEGIN and
+    COMMIT; SQLAlchemy's per-execution work (execution context,
     cache-key lookup, result set-up) costs several times SQLite's own. Same SQL, same
     bind/result type processing (taken from the compiled statement), same connection and
     therefore the same transaction; driver errors are mapped by ``_db_errors``.
