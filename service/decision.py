@@ -99,10 +99,10 @@ from __future__ import annotations
 import hashlib
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -529,23 +529,33 @@ def in_holdout(customer_id: str, campaign_id: str, salt: str, share: float) -> b
     return holdout_draw(customer_id, campaign_id, salt) < share
 
 
-_CAPS: dict[int, tuple[Settings, dict[str, CapSpec]]] = {}
+_T = TypeVar("_T")
+_MEMO: dict[tuple, tuple[tuple, Any]] = {}
+
+
+def _memo(owners: tuple, extra: tuple, build: Callable[[], _T]) -> _T:
+    """``build()`` once per identity of the immutable ``owners`` (settings, params, a
+    population aggregate) and the hashable ``extra``: per-decision work that only changes
+    when they do. Keyed by ``id`` and checked by identity, so a new object never meets a
+    stale entry; bounded by clearing (misses only recompute)."""
+    key = (build.__qualname__, *map(id, owners), *extra)
+    hit = _MEMO.get(key)
+    if hit is None or any(a is not b for a, b in zip(hit[0], owners, strict=True)):
+        if len(_MEMO) > 1024:
+            _MEMO.clear()
+        hit = _MEMO[key] = (owners, build())
+    return hit[1]
 
 
 def caps_for(settings: Settings, channel: str) -> CapSpec:
     """The frequency caps that apply to one more contact on ``channel`` (built once per
-    settings object, which is immutable; a decision asks for every channel)."""
-    hit = _CAPS.get(id(settings))
-    if hit is None or hit[0] is not settings:
-        if len(_CAPS) > 64:
-            _CAPS.clear()
-        hit = _CAPS[id(settings)] = (settings, {})
-    caps = hit[1].get(channel)
-    if caps is None:
+    settings object; a decision asks for every channel)."""
+
+    def build() -> CapSpec:
         policy = settings.channel(channel)
-        caps = CapSpec(policy.per_day_cap, policy.per_week_cap, settings.global_weekly_cap)
-        hit[1][channel] = caps
-    return caps
+        return CapSpec(policy.per_day_cap, policy.per_week_cap, settings.global_weekly_cap)
+
+    return _memo((settings,), (channel,), build)
 
 
 def predicted_value(features: pd.DataFrame, p_churn: np.ndarray) -> np.ndarray:
@@ -793,14 +803,10 @@ def _intents(inp: PriorityInputs, cause: np.ndarray) -> np.ndarray:
     return np.where(asleep, by_cause[cause], awake)
 
 
-_TABLES: dict[tuple[int, int], tuple[Settings, PolicyParams, tuple]] = {}
-
-
 def _tables(settings: Settings, p: PolicyParams) -> tuple:
     """Per (settings, params) constants of the formula, computed once (both are immutable)."""
-    key = (id(settings), id(p))
-    hit = _TABLES.get(key)
-    if hit is None or hit[0] is not settings or hit[1] is not p:
+
+    def build() -> tuple:
         allowed, rates, response = _offer_tables(settings, p)
         costs = np.array(
             [settings.channels[c].cost if c in settings.channels else 0.0 for c in CHANNELS]
@@ -811,11 +817,9 @@ def _tables(settings: Settings, p: PolicyParams) -> tuple:
         by_cause = response[None, :] + np.where(
             monetary[None, :], (response[None, :] - 1.0) * (boost[:, None] - 1.0), 0.0
         )
-        hit = (settings, p, (allowed, rates, by_cause, costs, _preference(settings)))
-        if len(_TABLES) > 64:
-            _TABLES.clear()
-        _TABLES[key] = hit
-    return hit[2]
+        return allowed, rates, by_cause, costs, _preference(settings)
+
+    return _memo((settings, p), (), build)
 
 
 def _offer_tables(settings: Settings, p: PolicyParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -953,7 +957,7 @@ def _row_economics(
     """:func:`_matrix` of one customer under the rules (no offer-uplift model), in floats.
 
     The same operations in the same order as the vectorised formula, so the same IEEE
-    results to the last bit (a test checks every customer of the real log); ~20 numpy calls
+    results to the last bit (a test checks the real log's customers); ~20 numpy calls
     on one-element arrays cost several times the arithmetic.
     """
     if inp.offer_uplift is not None or len(inp) != 1:
@@ -1259,23 +1263,19 @@ def _engagement_rates(
 
 
 _NO_ENGAGEMENT = Engagement()
-_PRIORS: dict[tuple[int, float, float, int], tuple[Engagement, PolicyParams, Posterior]] = {}
 
 
 def _prior_posterior(
     population: Engagement, base: float, half_life_days: float, p: PolicyParams
 ) -> Posterior:
     """:func:`engagement_posterior` of a customer with no messages on the channel: the prior
-    alone, the same for every such customer (cached per population aggregate, which the
-    runtime keeps for a while; both objects are immutable)."""
-    key = (id(population), base, half_life_days, id(p))
-    hit = _PRIORS.get(key)
-    if hit is None or hit[0] is not population or hit[1] is not p:
-        post = engagement_posterior(_NO_ENGAGEMENT, population, base, _EPOCH, half_life_days, p)
-        if len(_PRIORS) > 256:
-            _PRIORS.clear()
-        hit = _PRIORS[key] = (population, p, post)
-    return hit[2]
+    alone, the same for every such customer (per population aggregate, which the runtime
+    keeps for a while)."""
+
+    def build() -> Posterior:
+        return engagement_posterior(_NO_ENGAGEMENT, population, base, _EPOCH, half_life_days, p)
+
+    return _memo((population, p), (base, half_life_days), build)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # unused by a posterior without messages
