@@ -530,32 +530,32 @@ def in_holdout(customer_id: str, campaign_id: str, salt: str, share: float) -> b
 
 
 _T = TypeVar("_T")
-_MEMO: dict[tuple, tuple[tuple, Any]] = {}
+_MEMO: dict[tuple, tuple[Any, Any, Any]] = {}
 
 
-def _memo(owners: tuple, extra: tuple, build: Callable[[], _T]) -> _T:
-    """``build()`` once per identity of the immutable ``owners`` (settings, params, a
-    population aggregate) and the hashable ``extra``: per-decision work that only changes
-    when they do. Keyed by ``id`` and checked by identity, so a new object never meets a
-    stale entry; bounded by clearing (misses only recompute)."""
-    key = (build.__qualname__, *map(id, owners), *extra)
+def _memo(build: Callable[..., _T], a: Any, b: Any, *extra: Any) -> _T:
+    """``build(a, b, *extra)`` once per identity of the immutable objects ``a`` and ``b``
+    (settings, params, a population aggregate) and the values ``extra``: per-decision work
+    that only changes when they do. The entry keeps ``a`` and ``b`` alive, so their ids
+    cannot be reused by other objects while it exists; bounded by clearing."""
+    key = (build, id(a), id(b), extra)
     hit = _MEMO.get(key)
-    if hit is None or any(a is not b for a, b in zip(hit[0], owners, strict=True)):
+    if hit is None:
         if len(_MEMO) > 1024:
             _MEMO.clear()
-        hit = _MEMO[key] = (owners, build())
-    return hit[1]
+        hit = _MEMO[key] = (a, b, build(a, b, *extra))
+    return hit[2]
 
 
 def caps_for(settings: Settings, channel: str) -> CapSpec:
     """The frequency caps that apply to one more contact on ``channel`` (built once per
     settings object; a decision asks for every channel)."""
+    return _memo(_caps, settings, None, channel)
 
-    def build() -> CapSpec:
-        policy = settings.channel(channel)
-        return CapSpec(policy.per_day_cap, policy.per_week_cap, settings.global_weekly_cap)
 
-    return _memo((settings,), (channel,), build)
+def _caps(settings: Settings, _: None, channel: str) -> CapSpec:
+    policy = settings.channel(channel)
+    return CapSpec(policy.per_day_cap, policy.per_week_cap, settings.global_weekly_cap)
 
 
 def predicted_value(features: pd.DataFrame, p_churn: np.ndarray) -> np.ndarray:
@@ -805,21 +805,21 @@ def _intents(inp: PriorityInputs, cause: np.ndarray) -> np.ndarray:
 
 def _tables(settings: Settings, p: PolicyParams) -> tuple:
     """Per (settings, params) constants of the formula, computed once (both are immutable)."""
+    return _memo(_build_tables, settings, p)
 
-    def build() -> tuple:
-        allowed, rates, response = _offer_tables(settings, p)
-        costs = np.array(
-            [settings.channels[c].cost if c in settings.channels else 0.0 for c in CHANNELS]
-        )
-        monetary = np.array([o in _MONETARY for o in OFFER_TYPES])
-        boost = np.array([p.cause_offer_boost.get(c, 1.0) for c in CAUSES])
-        # offer response when each cause is the primary one: monetary offers boosted (C x O)
-        by_cause = response[None, :] + np.where(
-            monetary[None, :], (response[None, :] - 1.0) * (boost[:, None] - 1.0), 0.0
-        )
-        return allowed, rates, by_cause, costs, _preference(settings)
 
-    return _memo((settings, p), (), build)
+def _build_tables(settings: Settings, p: PolicyParams) -> tuple:
+    allowed, rates, response = _offer_tables(settings, p)
+    costs = np.array(
+        [settings.channels[c].cost if c in settings.channels else 0.0 for c in CHANNELS]
+    )
+    monetary = np.array([o in _MONETARY for o in OFFER_TYPES])
+    boost = np.array([p.cause_offer_boost.get(c, 1.0) for c in CAUSES])
+    # offer response when each cause is the primary one: monetary offers boosted (C x O)
+    by_cause = response[None, :] + np.where(
+        monetary[None, :], (response[None, :] - 1.0) * (boost[:, None] - 1.0), 0.0
+    )
+    return allowed, rates, by_cause, costs, _preference(settings)
 
 
 def _offer_tables(settings: Settings, p: PolicyParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1271,11 +1271,13 @@ def _prior_posterior(
     """:func:`engagement_posterior` of a customer with no messages on the channel: the prior
     alone, the same for every such customer (per population aggregate, which the runtime
     keeps for a while)."""
+    return _memo(_build_prior, population, p, base, half_life_days)
 
-    def build() -> Posterior:
-        return engagement_posterior(_NO_ENGAGEMENT, population, base, _EPOCH, half_life_days, p)
 
-    return _memo((population, p), (base, half_life_days), build)
+def _build_prior(
+    population: Engagement, p: PolicyParams, base: float, half_life_days: float
+) -> Posterior:
+    return engagement_posterior(_NO_ENGAGEMENT, population, base, _EPOCH, half_life_days, p)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # unused by a posterior without messages
