@@ -51,7 +51,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -1012,38 +1012,30 @@ def _history_statement() -> sa.CompoundSelect:
     (``part`` 1) and the customer's :func:`_engagement_statement` (``part`` 2), each under
     the union of their column names (NULL where a part has no such column); binds
     customer_id and lo."""
-    columns: dict[str, sa.types.TypeEngine] = {
-        "source": sa.String(16),
-        "decision_id": _Id,
-        "campaign_id": _Id,
-        "channel": sa.String(32),
-        "ts": UtcDateTime(),
-        "holdout": sa.Boolean(),
-        "event_id": _BigId,
-        "kind": sa.Integer(),
-        "id": _BigId,
-        "granted": sa.Boolean(),
-        "event": sa.String(32),
-    }
-    parts = (
-        _contact_statement(False, False),
-        _consent_statement(False),
-        _engagement_statement(True, False).order_by(None),
-    )
-    selects = []
-    for number, part in enumerate(parts):
-        sub = part.subquery()
-        selects.append(
-            sa.select(
-                sa.literal_column(str(number), sa.Integer).label("part"),
-                *(
-                    sa.type_coerce(sub.c[name], type_).label(name)
-                    if name in sub.c
-                    else sa.cast(sa.null(), type_).label(name)
-                    for name, type_ in columns.items()
-                ),
-            )
+    subs = [
+        part.subquery()
+        for part in (
+            _contact_statement(False, False),
+            _consent_statement(False),
+            _engagement_statement(True, False).order_by(None),
         )
+    ]
+    columns: dict[str, sa.types.TypeEngine] = {}  # name -> type, first part that has it
+    for sub in subs:
+        for col in sub.c:
+            columns.setdefault(col.key, col.type)
+    selects = [
+        sa.select(
+            sa.literal_column(str(number), sa.Integer).label("part"),
+            *(
+                sa.type_coerce(sub.c[name], type_).label(name)
+                if name in sub.c
+                else sa.cast(sa.null(), type_).label(name)
+                for name, type_ in columns.items()
+            ),
+        )
+        for number, sub in enumerate(subs)
+    ]
     return sa.union_all(*selects)
 
 
@@ -1669,12 +1661,7 @@ class SqlContactStore(ContactStore):
 
     # ----------------------------------------------------------------- engagement
 
-    def _engagement(
-        self,
-        customer_id: str | None,
-        since: datetime | None,
-        conn: Connection | sqlite3.Connection | None = None,
-    ) -> dict[str, Engagement]:
+    def _engagement(self, customer_id: str | None, since: datetime | None) -> dict[str, Engagement]:
         """Per-channel engagement of one customer (``customer_id``) or of everybody (None)."""
         kinds = _ENGAGEMENT_KINDS
         q = _engagement_statement(customer_id is not None, since is not None)
@@ -1683,8 +1670,8 @@ class SqlContactStore(ContactStore):
             params["customer_id"] = customer_id
         if since is not None:
             params["since"] = as_utc(since)
-        with self._tx() if conn is None else nullcontext(conn) as c:
-            rows = self._rows(c, q, params)
+        with self._tx() as conn:
+            rows = self._rows(conn, q, params)
         if customer_id is not None:
             return _summarise_engagement(rows)
         acc: dict[str, dict[str, Any]] = {}
