@@ -710,9 +710,10 @@ class Prepared:
     """The parts of a decision that depend only on the snapshot, the models and the params.
 
     The cause scores (with and without message fatigue), the intent each primary cause
-    leads to and the reach of a message, for every customer at once when a snapshot loads, by the same vectorised
-    :func:`_causes` / :func:`_intents` the batch ranking uses. One decision then reads its
-    row instead of running them on a one-row array (numpy's per-call overhead, ~0.15 ms).
+    leads to and the reach of a message, for every customer at once when a snapshot loads,
+    by the same vectorised :func:`_causes` / :func:`_intents` the batch ranking uses. One
+    decision then reads its row instead of running them on a one-row array (numpy's
+    per-call overhead, ~0.15 ms).
     """
 
     inputs: PriorityInputs
@@ -921,20 +922,20 @@ class RowEconomics(NamedTuple):
     net: list[float] | None
 
     @classmethod
-    def of(cls, mat: dict[str, np.ndarray]) -> RowEconomics:
-        """Row 0 of a :func:`_matrix` result."""
+    def of(cls, mat: dict[str, np.ndarray], row: int = 0) -> RowEconomics:
+        """Customer ``row`` of a :func:`_matrix` result."""
         tau, net = mat["tau"], mat["net"]
         return cls(
-            mat["priority"][0].tolist(),
-            mat["uplift"][0].tolist(),
-            mat["incentive"][0].tolist(),
-            float(mat["value"][0, 0, 0]),
-            mat["contact"][0, 0].tolist(),
-            mat["offer_ok"][0].tolist(),
-            mat["pref"][0].tolist(),
-            bool(mat["by_model"][0]),
-            None if tau is None else tau[0].tolist(),
-            None if net is None else net[0].tolist(),
+            mat["priority"][row].tolist(),
+            mat["uplift"][row].tolist(),
+            mat["incentive"][row].tolist(),
+            float(mat["value"][row, 0, 0]),
+            mat["contact"][row, 0].tolist(),
+            mat["offer_ok"][row].tolist(),
+            mat["pref"][row].tolist(),
+            bool(mat["by_model"][row]),
+            None if tau is None else tau[row].tolist(),
+            None if net is None else net[row].tolist(),
         )
 
 
@@ -1552,11 +1553,12 @@ def decide(
         reasons["why"] += [f"{c['cause']}:{c['score']}" for c in causes]
     else:
         reasons["why"].append(f"{stage}: not asleep")
-    intent = INTENTS[
+    intent_i = (
         prepared.intent_by_cause[primary_i]
         if prepared is not None
         else int(_intents(inp, np.array([primary_i]))[0])
-    ]
+    )
+    intent = INTENTS[intent_i]
 
     # ---- when (the same for every channel)
     expected_next: datetime | None = None
@@ -1613,7 +1615,6 @@ def decide(
 
     # ---- economics of every (offer, channel); walk them best first until a message fits
     # economics at the posterior mean; the ranking at a Thompson draw when exploring
-    intent_i = INTENTS.index(intent)
     reach = prepared.reach if prepared is not None else float(_reach(inp.recency, p)[0])
     mat = _economics(inp, settings, p, rates, primary_i, intent_i, reach)
     prio, pref, offer_ok = mat.priority, mat.pref, mat.offer_ok

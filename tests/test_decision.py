@@ -156,7 +156,7 @@ def test_one_customer_economics_keep_the_vectorised_nan_and_edge_semantics(setti
             intent,
             reach[pos],
         )
-        slow = RowEconomics.of({k: None if v is None else v[pos : pos + 1] for k, v in mat.items()})
+        slow = RowEconomics.of(mat, pos)
         for field in ("priority", "uplift", "incentive", "contact", "offer_ok", "pref"):
             np.testing.assert_array_equal(getattr(fast, field), getattr(slow, field))
         assert fast.value == slow.value
