@@ -285,8 +285,7 @@ class _Search:
     one fewer at a time, then the first name cut ever shorter (an ellipsis; in an otherwise
     GSM-7 SMS "..." first, where "…" would force UCS-2), then no items. A shorter cut never
     makes the text longer, nor its encoding wider, so the longest cut that fits is found by
-    bisection: a handful of renderings instead of one per character (a Chinese SMS with a
-    long English item name tried ~40).
+    bisection: a handful of renderings instead of one per character of the name.
     """
 
     template: ChannelTemplate
