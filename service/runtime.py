@@ -62,7 +62,8 @@ from service.decision import (
     UnknownCampaign,
     campaign_by_id,
     caps_for,
-    decide,
+    decide_data,
+    encode_decision,
     holdout_draw,
     offer_model_status,
     predicted_value,
@@ -691,10 +692,10 @@ class Runtime:
         unavailable: dict[str, str],
         explore: bool | None,
         history: ContactHistory,
-    ) -> Decision:
+    ) -> dict[str, Any]:
         pos = self.position(customer_id, state)
         view = self.view(customer_id, profile, state)
-        return decide(
+        return decide_data(
             view,
             self.model_scores(pos, state),
             self.candidates(customer_id, self.params.candidate_items, state),
@@ -713,21 +714,23 @@ class Runtime:
         )
 
     @staticmethod
-    def _as_record(decision: Decision) -> DecisionRecord:
+    def _as_record(data: Mapping[str, Any], payload: str) -> DecisionRecord:
+        """The store's record of a decision (:func:`decide_data`) whose JSON is ``payload``."""
+        offer = data["offer"]
         return DecisionRecord(
-            decision_id=decision.decision_id,
-            customer_id=decision.customer_id,
-            campaign_id=decision.campaign_id,
-            ts=decision.decided_at,
-            channel=decision.channel,
-            send_at=decision.send_at,
-            intent=decision.intent,
-            offer_type=decision.offer.type if decision.offer else "none",
-            holdout=decision.holdout,
-            revive=decision.revive,
-            priority=decision.priority,
-            payload=decision.model_dump_json(),  # also the response body (decide_encoded)
-            model_versions=decision.model_versions,
+            decision_id=data["decision_id"],
+            customer_id=data["customer_id"],
+            campaign_id=data["campaign_id"],
+            ts=data["decided_at"],
+            channel=data["channel"],
+            send_at=data["send_at"],
+            intent=data["intent"],
+            offer_type=offer["type"] if offer else "none",
+            holdout=data["holdout"],
+            revive=data["revive"],
+            priority=data["priority"],
+            payload=payload,
+            model_versions=data["model_versions"],
         )
 
     def _decide_and_record(
@@ -741,8 +744,9 @@ class Runtime:
         decision_id: str | None,
         record: bool,
         explore: bool | None = None,
-    ) -> tuple[Decision, str | None]:
-        """The decision and, when recorded, its stored JSON."""
+    ) -> tuple[dict[str, Any], bytes | None]:
+        """The decision (plain data, :func:`decide_data`) and, when recorded, its JSON (the
+        stored payload)."""
         unavailable: dict[str, str] = {}
         once = functools.partial(
             self._decide_once,
@@ -758,13 +762,15 @@ class Runtime:
         )
         if not record:
             return once(self.history(customer_id, now)), None
-        made: list[Decision] = []
+        made: list[tuple[dict[str, Any], bytes]] = []
 
         def make(found: CustomerHistory) -> tuple[DecisionRecord, CapSpec | None]:
-            made.append(once(self._contact_history(found)))
-            d = made[-1]
-            caps = caps_for(self.settings, d.channel) if d.revive and d.channel else None
-            return self._as_record(d), caps
+            data = once(self._contact_history(found))
+            encoded = encode_decision(data)
+            made.append((data, encoded))
+            channel = data["channel"]
+            caps = caps_for(self.settings, channel) if data["revive"] and channel else None
+            return self._as_record(data, encoded.decode()), caps
 
         # History, decision and cap check run in one store transaction, so the caps are
         # counted on exactly what the engine saw; a refusal can only come from a store cap
@@ -772,23 +778,25 @@ class Runtime:
         for _ in range(len(CHANNELS) + 1):
             rec, reason = self.store.decide_and_reserve(customer_id, self.history_since(now), make)
             if reason is None:
-                return made[-1], str(rec.payload)
+                return made[-1]
             unavailable[str(rec.channel)] = f"{reason} (at reservation)"
         raise RuntimeError("could not reserve a contact after trying every channel")
 
     def decide(self, req: DecideRequest) -> Decision:
         """Decide for one customer; record it (unless ``dry_run``); dispatch if asked."""
-        return self.decide_encoded(req)[0]
+        return Decision.model_validate(self.decide_encoded(req)[0])
 
-    def decide_encoded(self, req: DecideRequest) -> tuple[Decision, str]:
-        """:meth:`decide` and the decision as JSON: a recorded decision's is its stored
-        payload, so the response costs no second encoding."""
+    def decide_encoded(self, req: DecideRequest) -> tuple[dict[str, Any], bytes]:
+        """:meth:`decide` as plain data (:func:`decide_data`) and its JSON, the response
+        body: a recorded decision's is its stored payload (encoded once, not validated
+        again); a replayed or dispatched one goes through the :class:`Decision` model."""
         state = self._state
         now = _aware(req.now, self.settings)
         self.position(req.customer_id, state)  # 404 before anything else
         campaign_by_id(self.settings, req.campaign_id)  # UnknownCampaign -> 422
         if req.dispatch and req.dry_run:
             raise Rejected("dispatch needs a recorded decision: drop dry_run to dispatch")
+        decision: Decision | None = None
         if req.decision_id is not None:
             existing = self.store.get_decision(req.decision_id)
             if existing is not None:
@@ -798,24 +806,24 @@ class Runtime:
                         f"{existing.customer_id!r}, not {req.customer_id!r}"
                     )
                 decision = Decision.model_validate(existing.payload)
-                if req.dispatch:
-                    decision.dispatch = self._dispatch(decision, req.profile, now)
-                return decision, decision.model_dump_json()
-        decision, encoded = self._decide_and_record(
-            req.customer_id,
-            now,
-            req.campaign_id,
-            req.channels,
-            req.profile,
-            state,
-            req.decision_id,
-            record=not req.dry_run,
-            explore=req.explore,
-        )
+        if decision is None:
+            data, encoded = self._decide_and_record(
+                req.customer_id,
+                now,
+                req.campaign_id,
+                req.channels,
+                req.profile,
+                state,
+                req.decision_id,
+                record=not req.dry_run,
+                explore=req.explore,
+            )
+            if not req.dispatch:
+                return data, encoded or encode_decision(data)
+            decision = Decision.model_validate(data)
         if req.dispatch:
             decision.dispatch = self._dispatch(decision, req.profile, now)
-            encoded = None
-        return decision, encoded or decision.model_dump_json()
+        return decision.model_dump(), decision.model_dump_json().encode()
 
     def _dispatch(
         self, decision: Decision, profile: ProfileIn | None, now: datetime

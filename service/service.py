@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -210,10 +210,13 @@ def _decision_counter() -> Any:
         return _metrics["decisions"]
 
 
-def _count(decision: Decision) -> None:
-    outcome = "holdout" if decision.holdout else ("contact" if decision.contact else "no_contact")
+def _count(decision: Mapping[str, Any]) -> None:
+    """Count a decision (:meth:`Runtime.decide_encoded`'s plain data) in the metrics."""
+    outcome = (
+        "holdout" if decision["holdout"] else ("contact" if decision["contact"] else "no_contact")
+    )
     try:
-        _decision_counter().labels(decision.stage, decision.channel or "none", outcome).inc()
+        _decision_counter().labels(decision["stage"], decision["channel"] or "none", outcome).inc()
     except Exception:  # metrics must never fail a request
         log.debug("metrics update failed", exc_info=True)
 

@@ -18,6 +18,7 @@ from service.decision import (
     HILLSTROM_UPLIFT,
     ContactHistory,
     CustomerView,
+    Decision,
     ModelScores,
     PriorityInputs,
     Profile,
@@ -26,7 +27,8 @@ from service.decision import (
     _matrix,
     _row_economics,
     count_contacts,
-    decide,
+    decide_data,
+    encode_decision,
     holdout_draw,
     in_holdout,
     priorities,
@@ -85,7 +87,9 @@ def scores(p_buy=0.1, days=20.0, p_churn=0.7) -> ModelScores:
 
 
 def run(settings, v=None, s=None, candidates=(), history=None, now=NOW, **kw):
-    return decide(
+    """decide(), checking on every scenario that the served encoding of the plain data
+    (``encode_decision(decide_data(...))``) is the validated Decision's JSON, byte for byte."""
+    data = decide_data(
         v or view(),
         s or scores(),
         list(candidates),
@@ -94,6 +98,9 @@ def run(settings, v=None, s=None, candidates=(), history=None, now=NOW, **kw):
         now,
         **kw,
     )
+    decision = Decision.model_validate(data)
+    assert encode_decision(data) == decision.model_dump_json().encode()
+    return decision
 
 
 def contact(channel: str, at: datetime) -> ContactRecord:

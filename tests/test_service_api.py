@@ -594,8 +594,9 @@ def test_no_returned_item_is_ever_offered_on_the_real_log(real_runtime):
 def test_prepared_rows_decide_exactly_like_the_feature_rows_on_the_real_log(real_runtime):
     """The per-snapshot precomputation (``Prepared``) is only a faster route to the same
     decision: over every customer of the real log, with and without message fatigue, with
-    and without a recent contact, and after a purchase that changes the stage."""
-    from service.decision import ContactHistory, decide
+    and without a recent contact, and after a purchase that changes the stage. The served
+    encoding of the engine's plain data is the validated Decision's JSON, byte for byte."""
+    from service.decision import ContactHistory, Decision, decide, decide_data, encode_decision
     from service.store import ContactRecord, Engagement
 
     runtime = real_runtime
@@ -635,7 +636,9 @@ def test_prepared_rows_decide_exactly_like_the_feature_rows_on_the_real_log(real
             params=runtime.params,
             decision_id=f"d{k}",
         )
-        fast = decide(*args, **kw, prepared=state.prepared.row(pos))
+        data = decide_data(*args, **kw, prepared=state.prepared.row(pos))
+        fast = Decision.model_validate(data)
+        assert encode_decision(data) == fast.model_dump_json().encode(), cid
         slow = decide(*args, **kw)
         assert fast == slow, cid
         overlaid += view.stage != fast.stage
