@@ -17,7 +17,8 @@ Endpoints (POST, JSON; OpenAPI at ``/docs.json``; health ``/livez``, ``/readyz``
 * ``/report``        a campaign's treated vs hold-out report with 95% intervals
   (:mod:`service.report`).
 * ``/noop``          does nothing: the framework's floor for the latency benchmark
-  (``/noop_sync`` the same in a worker thread).
+  (``/noop_sync`` the same in a worker thread; ``/noop_raw`` answers a pre-encoded body,
+  as ``/decide`` does, without BentoML's output handling).
 
 Errors are JSON ``{"error": <code>, "detail": <what and where>}`` with a 4xx status: 404
 unknown customer, 409 conflicting decision id, 413 body over ``value_tiers.max_body_bytes``,
@@ -304,6 +305,13 @@ class RevivalService:
     async def noop(self) -> dict[str, bool]:
         """Does nothing, the way ``decide`` runs (on the event loop): the framework's floor."""
         return {"ok": True}
+
+    @bentoml.api(route="/noop_raw")
+    async def noop_raw(self) -> dict[str, bool]:
+        """Does nothing and answers with a pre-encoded body, as ``decide`` does: the floor
+        without BentoML's output handling (for ``/noop``'s ``dict`` output BentoML 1.4
+        rebuilds the output model's JSON schema on every response to pick its media type)."""
+        return Response(content=b'{"ok":true}', media_type="application/json")
 
     @bentoml.api(route="/noop_sync")
     def noop_sync(self) -> dict[str, bool]:

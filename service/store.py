@@ -260,6 +260,13 @@ def _dump_json(name: str, value: Any) -> str:
         raise InvalidRecord(f"{name} is not JSON serialisable: {exc}") from None
 
 
+@functools.lru_cache(maxsize=256)
+def _versions_json(items: tuple[tuple[str, str], ...]) -> str:
+    """A record's ``model_versions`` (sorted items) as stored JSON; cached, because every
+    decision of a deployment carries one of a few such maps."""
+    return _dump_json("model_versions", dict(items))
+
+
 # --------------------------------------------------------------------------- records
 
 
@@ -1420,7 +1427,7 @@ class SqlContactStore(ContactStore):
             "payload": d.payload
             if isinstance(d.payload, str)
             else _dump_json("payload", dict(d.payload)),
-            "model_versions": _dump_json("model_versions", dict(d.model_versions)),
+            "model_versions": _versions_json(tuple(sorted(d.model_versions.items()))),
             "recorded_at": _utcnow(),
         }
 

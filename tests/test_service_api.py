@@ -444,7 +444,9 @@ def test_recommend_customer_reload_noop_and_openapi(api, customers):
     assert set(view["scores"]) == {"p_churn", "p_buy_30d", "expected_days", "predicted_value"}
     reload = api.client.post("/reload", json={}).json()
     assert reload["model_versions"] == reload["previous_versions"] and not reload["changed"]
-    assert api.client.post("/noop").json() == {"ok": True}
+    for noop in ("/noop", "/noop_raw", "/noop_sync"):
+        r = api.client.post(noop)
+        assert r.json() == {"ok": True} and r.headers["content-type"] == "application/json"
     assert api.client.get("/readyz").status_code == 200
     paths = api.client.get("/docs.json").json()["paths"]
     for p in ("/decide", "/decide_batch", "/recommend", "/customer", "/events", "/reload", "/noop"):
