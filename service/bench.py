@@ -314,10 +314,11 @@ def _in_process(env: dict[str, str]) -> list[Row]:
 
 def _decide_parts(runtime, now) -> list[Row]:
     """Where one ``decide`` spends its time, in-process over 1,000 customers: the whole call
-    (dry run and recorded), the store's history read and the engine alone."""
+    as the endpoint makes it (dry run and recorded, with the response's JSON), the store's
+    history read and the engine alone."""
     import functools
 
-    from service.decision import decide
+    from service.decision import decide_data
     from service.schemas import DecideRequest
 
     state = runtime.state
@@ -326,7 +327,7 @@ def _decide_parts(runtime, now) -> list[Row]:
 
     def engine(c: str) -> None:
         pos = runtime.position(c, state)
-        decide(
+        decide_data(
             runtime.view(c, None, state),
             runtime.model_scores(pos, state),
             runtime.candidates(c, runtime.params.candidate_items, state),
@@ -343,14 +344,14 @@ def _decide_parts(runtime, now) -> list[Row]:
     parts = (
         (
             "decide dry_run (in-process)",
-            lambda c: runtime.decide(DecideRequest(customer_id=c, now=now, dry_run=True)),
+            lambda c: runtime.decide_encoded(DecideRequest(customer_id=c, now=now, dry_run=True)),
         ),
         (
             "decide recorded (in-process)",
-            lambda c: runtime.decide(DecideRequest(customer_id=c, now=later)),
+            lambda c: runtime.decide_encoded(DecideRequest(customer_id=c, now=later)),
         ),
         ("  store: history read", functools.partial(runtime.history, now=now)),
-        ("  engine: decide() on a read history", engine),
+        ("  engine: decide_data() on a read history", engine),
     )
     out = []
     for name, fn in parts:
