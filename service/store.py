@@ -61,7 +61,6 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
@@ -667,37 +666,30 @@ class ContactStore(abc.ABC):
 # --------------------------------------------------------------------------- schema
 
 
-class _SqliteDateTime(sqlite.DATETIME):
-    """SQLite's ``DATETIME`` with a C-speed bind: ``isoformat(" ", "microseconds")`` of a
-    naive datetime is exactly SQLAlchemy's default storage format
-    (``YYYY-MM-DD HH:MM:SS.ffffff``), in C instead of its ``%``-formatting of a dict (a
-    recorded decision binds five datetimes). Reads are SQLAlchemy's own."""
-
-    def bind_processor(self, dialect: sa.Dialect) -> Callable[[Any], str | None]:
-        def process(value: Any) -> str | None:
-            if value is None:
-                return None
-            if type(value) is not datetime or value.tzinfo is not None:
-                raise TypeError(f"expected a naive UTC datetime, got {value!r}")
-            return value.isoformat(" ", "microseconds")
-
-        return process
-
-
 class UtcDateTime(TypeDecorator):
     """``DateTime(timezone=True)`` that always binds and returns aware UTC datetimes.
 
     Backends without a timezone-aware type (SQLite) store the UTC wall-clock time, so
-    string comparison there orders correctly.
+    string comparison there orders correctly. On SQLite the bind is one function:
+    ``isoformat(" ", "microseconds")`` of the naive UTC time is exactly SQLAlchemy's own
+    ``DATETIME`` storage text (``YYYY-MM-DD HH:MM:SS.ffffff``, a test pins it), in C instead
+    of its ``%``-formatting of a dict, and without the decorator's chain of calls (a recorded
+    decision binds five datetimes). Reads are SQLAlchemy's own.
     """
 
     impl = sa.DateTime(timezone=True)
     cache_ok = True
 
-    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine:
-        if dialect.name == "sqlite":
-            return dialect.type_descriptor(_SqliteDateTime())
-        return super().load_dialect_impl(dialect)
+    def bind_processor(self, dialect: sa.Dialect) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: Any) -> str | None:
+            if value is None:
+                return None
+            return as_utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+        return process
 
     def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
         if value is None:
