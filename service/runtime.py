@@ -1138,16 +1138,12 @@ class Runtime:
         not know (sends made elsewhere) are accepted. Returns the kept pairs and how many
         identical repeats were dropped.
         """
-        known: dict[str, DecisionRecord | None] = {}
+        known = self.store.get_decisions(r.decision_id for r in records if r.decision_id)
         first_sent: dict[str, datetime] = {}
         seen: set[tuple] = set()
         kept: list[tuple[int, EventIn, EventRecord]] = []
         for i, (e, r) in enumerate(zip(events, records, strict=True)):
-            d = None
-            if r.decision_id is not None:
-                if r.decision_id not in known:
-                    known[r.decision_id] = self.store.get_decision(r.decision_id)
-                d = known[r.decision_id]
+            d = known.get(r.decision_id) if r.decision_id is not None else None
             if r.campaign_id is not None and (d is None or d.campaign_id != r.campaign_id):
                 try:
                     campaign_by_id(self.settings, r.campaign_id)
@@ -1183,20 +1179,11 @@ class Runtime:
                 continue
             seen.add(key)
             kept.append((i, e, r))
-        stored: dict[str, datetime | None] = {}
-        for i, _, r in kept:
-            if r.decision_id is None or r.event not in _FUNNEL_EVENTS:
-                continue
-            if r.decision_id not in stored:
-                sent = self.store.events_between(
-                    datetime(1970, 1, 1, tzinfo=UTC),
-                    datetime(9999, 1, 1, tzinfo=UTC),
-                    customer_id=r.customer_id,
-                    event="sent",
-                )
-                ts = sent.loc[sent["decision_id"] == r.decision_id, "ts"]
-                stored[r.decision_id] = ts.min().to_pydatetime() if len(ts) else None
-            candidates = [t for t in (stored[r.decision_id], first_sent.get(r.decision_id)) if t]
+        funnel = [(i, r) for i, _, r in kept if r.decision_id and r.event in _FUNNEL_EVENTS]
+        stored = self.store.first_sends(r.decision_id for _, r in funnel) if funnel else {}
+        for i, r in funnel:
+            sends = (stored.get((r.customer_id, r.decision_id)), first_sent.get(r.decision_id))
+            candidates = [t for t in sends if t]
             if candidates and r.ts < min(candidates):
                 raise Rejected(
                     f"events[{i}].ts: {r.event} at {r.ts.isoformat()} is before decision "

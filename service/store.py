@@ -538,9 +538,18 @@ class ContactStore(abc.ABC):
         (nothing stored). ``since`` must reach a week before the contact time.
         """
 
-    @abc.abstractmethod
     def get_decision(self, decision_id: str) -> DecisionRecord | None:
         """The stored decision, or None."""
+        return self.get_decisions([decision_id]).get(decision_id)
+
+    @abc.abstractmethod
+    def get_decisions(self, decision_ids: Iterable[str]) -> dict[str, DecisionRecord]:
+        """The stored decisions among ``decision_ids``, by id (unknown ids are left out)."""
+
+    @abc.abstractmethod
+    def first_sends(self, decision_ids: Iterable[str]) -> dict[tuple[str, str], datetime]:
+        """The earliest stored ``sent`` event of each (customer, decision) among events that
+        reference ``decision_ids``, keyed by ``(customer_id, decision_id)``."""
 
     @abc.abstractmethod
     def latest_decision(
@@ -1159,6 +1168,12 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _chunks(values: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+    """``values`` in pieces small enough for one ``IN (...)`` list on every backend."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
 def _lock_id(key: str) -> int:
     """A stable signed 64-bit key for ``pg_advisory_xact_lock`` (``hash()`` is per-process)."""
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
@@ -1514,11 +1529,30 @@ class SqlContactStore(ContactStore):
             raise
         return decision, None
 
-    def get_decision(self, decision_id: str) -> DecisionRecord | None:
+    def get_decisions(self, decision_ids: Iterable[str]) -> dict[str, DecisionRecord]:
+        ids = sorted(set(decision_ids))
+        found: dict[str, DecisionRecord] = {}
         with self._tx() as conn:
-            q = sa.select(decisions).where(decisions.c.decision_id == decision_id)
-            row = conn.execute(q).mappings().first()
-        return None if row is None else self._decision_from(row)
+            for chunk in _chunks(ids):
+                q = sa.select(decisions).where(decisions.c.decision_id.in_(chunk))
+                for row in conn.execute(q).mappings():
+                    found[row["decision_id"]] = self._decision_from(row)
+        return found
+
+    def first_sends(self, decision_ids: Iterable[str]) -> dict[tuple[str, str], datetime]:
+        ids = sorted(set(decision_ids))
+        first: dict[tuple[str, str], datetime] = {}
+        key = (events.c.customer_id, events.c.decision_id)
+        with self._tx() as conn:
+            for chunk in _chunks(ids):
+                q = (
+                    sa.select(*key, sa.func.min(events.c.ts).label("ts"))
+                    .where(events.c.decision_id.in_(chunk), events.c.event == "sent")
+                    .group_by(*key)
+                )
+                for customer_id, decision_id, ts in conn.execute(q):
+                    first[(customer_id, decision_id)] = as_utc(ts)
+        return first
 
     def latest_decision(
         self, customer_id: str, before: datetime | None = None

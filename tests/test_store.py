@@ -193,6 +193,36 @@ def test_decision_round_trip(store: SqlContactStore) -> None:
     assert store.get_decision("nope") is None
 
 
+def test_batch_lookups_by_decision_id(store: SqlContactStore) -> None:
+    """``get_decisions`` and ``first_sends`` answer many ids at once (more than one ``IN``
+    list's worth), leave unknown ids out and key first sends by customer and decision."""
+    ids = [f"d{i:04d}" for i in range(1203)]
+    for i, d in enumerate(ids):
+        store.record_decision(_decision(d, customer_id=f"c{i % 7}", ts=NOW + i * H))
+    got = store.get_decisions([*ids, "nope", ids[0]])
+    assert sorted(got) == ids and got["d0042"] == store.get_decision("d0042")
+    assert got["d0042"].customer_id == "c0" and got["d0042"].ts == NOW + 42 * H
+    store.record_events(
+        [
+            _event("sent", NOW + 3 * D, decision_id="d0001", channel="sms"),
+            _event("sent", NOW + 2 * D, decision_id="d0001", channel="sms"),  # earlier
+            _event("sent", NOW + 5 * D, customer_id="other", decision_id="d0001"),
+            _event("opened", NOW + D, decision_id="d0001", channel="sms"),  # not a send
+            _event("sent", NOW + 4 * D, customer_id="c2", decision_id="d1200", channel="sms"),
+            _event("sent", NOW, customer_id="c2", decision_id="elsewhere", channel="sms"),
+        ]
+    )
+    first = store.first_sends([*ids, "elsewhere", "unsent"])
+    assert first == {
+        ("c1", "d0001"): NOW + 2 * D,
+        ("other", "d0001"): NOW + 5 * D,
+        ("c2", "d1200"): NOW + 4 * D,
+        ("c2", "elsewhere"): NOW,
+    }
+    assert all(t.tzinfo is UTC for t in first.values())
+    assert store.get_decisions([]) == {} and store.first_sends([]) == {}
+
+
 def test_duplicate_decision_rejected_and_store_unchanged(store: SqlContactStore) -> None:
     store.record_decision(_decision("d1", channel="sms"))
     store.record_event(_event("sent", NOW, channel="sms", decision_id="d1"))
