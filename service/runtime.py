@@ -12,7 +12,7 @@ to the current champions (and optionally a fresh snapshot) without a restart; re
 flight keep the state they started with (the state is swapped as one object).
 
 Per request it reads the customer's contact history, consents and engagement from the store
-(population engagement is cached for ``POPULATION_TTL_S``), calls the decision engine,
+(population engagement is cached: :meth:`Runtime.population`), calls the decision engine,
 records the decision (reserving the contact under the frequency caps atomically) and, if
 asked, dispatches the message through the channel's provider.
 
@@ -25,6 +25,7 @@ event log has no item column): after a restart the transaction log is the source
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 import os
@@ -103,6 +104,7 @@ from service.store import (
 __all__ = [
     "Conflict",
     "ModelsUnavailable",
+    "POPULATION_INLINE_S",
     "POPULATION_TTL_S",
     "Rejected",
     "Runtime",
@@ -113,6 +115,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 POPULATION_TTL_S = 30.0
+POPULATION_INLINE_S = 0.02  # a population refresh that took longer runs in the background
 ROLES = ("churn", "next_purchase", "cross_sell")
 _DEFAULT_TRACKING = resolve_sqlite_url("sqlite:///mlflow/mlflow.db")
 _SCHEDULE_SLACK = timedelta(seconds=60)
@@ -481,7 +484,12 @@ class Runtime:
         self._reload_lock = threading.Lock()
         self._overlay_lock = threading.Lock()
         self._overlay: dict[str, _Overlay] = {}
-        self._population: tuple[float, dict[str, Engagement]] = (-math.inf, {})
+        # population engagement: (computed at, value, events generation it saw); see population()
+        self._population: tuple[float, dict[str, Engagement] | None, int] = (-math.inf, None, 0)
+        self._events_batches = itertools.count(1)  # numbers every batch of recorded events
+        self._population_gen = 0  # the latest batch's number
+        self._population_seconds = 0.0  # how long the last refresh took
+        self._population_busy = threading.Lock()  # one refresh at a time
         self.providers = providers if providers is not None else self._providers()
         t0 = time.perf_counter()
         try:
@@ -490,6 +498,7 @@ class Runtime:
             models = load_models(settings)
             self._state = score_snapshot(snapshot, models, settings, params)
             self._load_live_purchases()
+            self.population()  # the first aggregate now, not on a request
         except BaseException:
             self.close()
             raise
@@ -652,11 +661,49 @@ class Runtime:
             state.candidates[f"{c}\x1f{k}"] = list(found.get(c, []))
 
     def population(self) -> dict[str, Engagement]:
-        stamp, value = self._population
-        if time.monotonic() - stamp > POPULATION_TTL_S:
-            value = self.store.population_engagement()
-            self._population = (time.monotonic(), value)
+        """Every channel's engagement over all customers (the priors of channel learning).
+
+        The aggregate reads every message event, so it is cached and refreshed when older
+        than ``POPULATION_TTL_S`` or when events were recorded since. A refresh that last
+        took at most ``POPULATION_INLINE_S`` runs inline (a small store sees new events at
+        once, deterministically); a slower one runs in a background thread while decisions
+        keep the previous value, so no decision (and on SQLite, no request on the event
+        loop) waits for a full scan of a large event log. Only the first value is always
+        computed inline. A customer's own engagement is read fresh on every decision.
+        """
+        stamp, value, gen = self._population
+        fresh = gen == self._population_gen and time.monotonic() - stamp <= POPULATION_TTL_S
+        if value is not None and fresh:
+            return value
+        if value is None or self._population_seconds <= POPULATION_INLINE_S:
+            with self._population_busy:
+                return self._refresh_population()
+        if self._population_busy.acquire(blocking=False):
+            threading.Thread(
+                target=self._refresh_population, args=(True,), name="population", daemon=True
+            ).start()
         return value
+
+    def _refresh_population(self, release: bool = False) -> dict[str, Engagement]:
+        """Recompute :meth:`population` (the caller holds ``_population_busy``). A background
+        refresh releases it, and on failure logs it and keeps serving the previous value for
+        another ``POPULATION_TTL_S`` before trying again."""
+        try:
+            gen, t0 = self._population_gen, time.perf_counter()
+            value = self.store.population_engagement()
+            self._population_seconds = time.perf_counter() - t0
+            self._population = (time.monotonic(), value, gen)
+            return value
+        except Exception:
+            if not release:
+                raise
+            log.warning("population engagement refresh failed", exc_info=True)
+            _, value, _ = self._population
+            self._population = (time.monotonic(), value, self._population_gen)
+            return value or {}
+        finally:
+            if release:
+                self._population_busy.release()
 
     def history_since(self, now: datetime) -> datetime:
         """How far back a decision reads contacts: the ``forgotten`` horizon, and at least
@@ -1120,7 +1167,7 @@ class Runtime:
             if e.event == "purchase":
                 self._note_purchase(e.customer_id, rec.ts, e.item_ids)
         if records:
-            self._population = (-math.inf, {})
+            self._population_gen = next(self._events_batches)  # population() refreshes
         return EventsResponse(
             inserted=inserted, duplicates=duplicates + repeated, consents=len(consent_rows)
         )

@@ -319,3 +319,82 @@ def test_simulated_customers_learn_their_best_channel(service_env, tmp_path):
     assert late < early / 2, res.regret  # cumulative regret grows sub-linearly
     first, last = sum(res.regret[:5]) / 5, sum(res.regret[-5:]) / 5
     assert last < 0.5 * first, res.regret
+
+
+def test_population_refresh_never_makes_a_decision_wait_for_a_slow_scan(
+    service_env, tmp_path, monkeypatch
+):
+    """Recorded events reach the population priors at once while the aggregate is cheap;
+    once a scan is slow it runs in one background thread and decisions keep the previous
+    value meanwhile; a failed background refresh keeps the old value and is tried again."""
+    import threading
+    import time
+
+    from service import runtime as runtime_mod
+    from service.runtime import Runtime
+    from service.schemas import DecideRequest, EventIn
+
+    for key, value in service_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    runtime = Runtime(load_settings())
+    try:
+        cid = str(runtime.state.inputs.index[0])
+        now = runtime.state.snapshot.at + timedelta(days=2)
+
+        def record(n: int) -> None:
+            events = [
+                EventIn(customer_id=cid, event=kind, channel="sms", ts=now + timedelta(hours=i))
+                for i in range(n)
+                for kind in ("sent", "opened")
+            ]
+            runtime.record(events, [])
+
+        assert "sms" not in runtime.population()
+        record(1)
+        first = runtime.population()  # cheap: refreshed inline, already counts the send
+        assert first["sms"].sends == 1 and first["sms"].engaged == 1
+
+        real = runtime.store.population_engagement
+        gate, calls, fail = threading.Event(), [], []
+
+        def slow(*args, **kwargs):
+            calls.append(threading.current_thread().name)
+            gate.wait(10)
+            if fail:
+                raise RuntimeError("store went away")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(runtime.store, "population_engagement", slow)
+        monkeypatch.setattr(runtime_mod, "POPULATION_INLINE_S", -1.0)  # every scan is slow
+        record(2)
+        t0 = time.perf_counter()
+        assert runtime.population() is first  # the previous value, at once
+        decision = runtime.decide(DecideRequest(customer_id=cid, now=now, dry_run=True))
+        assert runtime.population() is first and time.perf_counter() - t0 < 5
+        assert decision.customer_id == cid and calls == ["population"]  # one refresh thread
+        gate.set()
+        deadline = time.monotonic() + 10
+        while runtime.population()["sms"].sends != 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert runtime.population()["sms"].sends == 3 and len(calls) == 1
+
+        gate.clear()
+        fail.append(True)
+        record(1)
+        assert runtime.population()["sms"].sends == 3  # stale while the refresh runs
+        gate.set()
+        deadline = time.monotonic() + 10
+        while len(calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)  # the failure is logged and the lock released
+        for _ in range(20):  # the failed value is served for a TTL, not retried per call
+            assert runtime.population()["sms"].sends == 3
+        assert len(calls) == 2
+        fail.clear()
+        monkeypatch.setattr(runtime_mod, "POPULATION_TTL_S", 0.0)  # the TTL has passed
+        deadline = time.monotonic() + 10
+        while runtime.population()["sms"].sends != 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert runtime.population()["sms"].sends == 4 and len(calls) >= 3
+    finally:
+        runtime.close()
