@@ -2,9 +2,9 @@
 
 Plain Python (no BentoML), deterministic given its inputs, and the one module that holds the
 decision policy. The service perceives a customer (feature row, model scores, ALS candidates,
-item history, contact history and consents from the store) and calls :func:`decide`; batch
-ranking uses the vectorised :func:`priorities` on the whole snapshot and builds full decisions
-only for the rows it keeps.
+item history, contact history and consents from the store) and calls :func:`decide_data`
+(:func:`decide` is the same, validated); batch ranking uses the vectorised
+:func:`priorities` on the whole snapshot and builds full decisions only for the rows it keeps.
 
 Priority (currency) — expected incremental gross margin of contacting the customer now with
 offer ``o`` on channel ``c``, minus what the contact costs::

@@ -498,7 +498,7 @@ class Runtime:
             models = load_models(settings)
             self._state = score_snapshot(snapshot, models, settings, params)
             self._load_live_purchases()
-            self.population()  # the first aggregate now, not on a request
+            self._first_population()
         except BaseException:
             self.close()
             raise
@@ -526,6 +526,15 @@ class Runtime:
             else:
                 out[name] = fallback
         return out
+
+    def _first_population(self) -> None:
+        """The first population aggregate now rather than on a request; like the purchases
+        below, a store that cannot answer yet does not stop start-up (the first decision
+        tries again)."""
+        try:
+            self.population()
+        except Exception as exc:
+            log.warning("could not read the population engagement at start-up: %s", exc)
 
     def _load_live_purchases(self) -> None:
         snap = self._state.snapshot
