@@ -689,30 +689,29 @@ class Runtime:
                 return self._refresh_population()
         if self._population_busy.acquire(blocking=False):
             threading.Thread(
-                target=self._refresh_population, args=(True,), name="population", daemon=True
+                target=self._refresh_population_in_background, name="population", daemon=True
             ).start()
         return value
 
-    def _refresh_population(self, release: bool = False) -> dict[str, Engagement]:
-        """Recompute :meth:`population` (the caller holds ``_population_busy``). A background
-        refresh releases it, and on failure logs it and keeps serving the previous value for
-        another ``POPULATION_TTL_S`` before trying again."""
+    def _refresh_population(self) -> dict[str, Engagement]:
+        """Recompute :meth:`population` (the caller holds ``_population_busy``)."""
+        gen, t0 = self._population_gen, time.perf_counter()
+        value = self.store.population_engagement()
+        self._population_seconds = time.perf_counter() - t0
+        self._population = (time.monotonic(), value, gen)
+        return value
+
+    def _refresh_population_in_background(self) -> None:
+        """The background refresh: releases ``_population_busy`` when done; on failure logs
+        it and keeps serving the previous value for another ``POPULATION_TTL_S``."""
         try:
-            gen, t0 = self._population_gen, time.perf_counter()
-            value = self.store.population_engagement()
-            self._population_seconds = time.perf_counter() - t0
-            self._population = (time.monotonic(), value, gen)
-            return value
+            self._refresh_population()
         except Exception:
-            if not release:
-                raise
             log.warning("population engagement refresh failed", exc_info=True)
             _, value, _ = self._population
             self._population = (time.monotonic(), value, self._population_gen)
-            return value or {}
         finally:
-            if release:
-                self._population_busy.release()
+            self._population_busy.release()
 
     def history_since(self, now: datetime) -> datetime:
         """How far back a decision reads contacts: the ``forgotten`` horizon, and at least
