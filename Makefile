@@ -2,6 +2,11 @@
 #   make run    main job: train on the real data if no champion exists, then serve (PORT=3000)
 #   make test   the whole test-suite
 #   make bench  benchmarks (tables on stdout)
+# Read by the bentoml CLI before it imports our code, so they are set here, not on import.
+export OPENBLAS_NUM_THREADS ?= 1
+export BENTOML_DO_NOT_TRACK ?= true
+export BENTOML_HOME ?= $(CURDIR)/bentoml_home
+
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python

@@ -4,7 +4,6 @@ This package is shared by training and serving so that both compute features wit
 same code (no training/serving skew).
 """
 
-import features.runtime  # noqa: F401  (thread counts and homes before heavy imports)
 from features.contracts import (
     CUSTOMER_COLUMNS,
     EVENT_COLUMNS,

@@ -9,10 +9,10 @@ import time
 
 import pandas as pd
 
+from core.env import DEFAULT_DATA, configure_environment
 from features.contracts import DataContractError
 from features.lifecycle import STAGES, TIERS, assign_lifecycle
 from features.loaders import load_transactions
-from features.runtime import DEFAULT_DATA
 from features.snapshot import build_features
 
 
@@ -58,4 +58,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    configure_environment()
     sys.exit(main())

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import psutil
 
+from core.env import configure_environment
+
 __all__ = ["Measurement", "measure", "print_table", "main"]
 
 
@@ -94,7 +96,7 @@ def run(data: str, repeats: int = 3) -> list[Measurement]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from features.runtime import DEFAULT_DATA
+    from core.env import DEFAULT_DATA
 
     p = argparse.ArgumentParser(prog="python -m features.bench", description=__doc__)
     p.add_argument("--data", default=str(DEFAULT_DATA))
@@ -105,4 +107,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    configure_environment()
     raise SystemExit(main())

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import httpx
 
-from features.runtime import DEFAULT_DATA, PROJECT_ROOT, default_tracking_uri
+from core.env import DEFAULT_DATA, PROJECT_ROOT, configure_environment, default_tracking_uri
 
 __all__ = ["main"]
 
@@ -549,4 +549,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    configure_environment()
     sys.exit(main())

@@ -30,6 +30,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from core.env import configure_environment
+
 __all__ = ["Simulation", "decide_rounds", "post_outcomes", "simulate_campaign"]
 
 _EVENTS_PER_REQUEST = 2000  # ~0.5 MB per request, under the default 1 MB body limit
@@ -201,4 +203,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    configure_environment()
     sys.exit(main())

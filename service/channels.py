@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from service.store import (
+from core.store import (
     AlreadyDispatched,
     ContactStore,
     DispatchAttempt,
@@ -268,8 +268,8 @@ def dispatch(
       outcome logged as ``sent`` (plus a ``sent`` event) or ``failed`` with its reason.
       A failed decision can be dispatched again later.
 
-    Raises :class:`service.store.UnknownDecision` for a decision that was never recorded
-    and :class:`service.store.DispatchInProgress` while another worker's attempt is open
+    Raises :class:`core.store.UnknownDecision` for a decision that was never recorded
+    and :class:`core.store.DispatchInProgress` while another worker's attempt is open
     (younger than ``lease_s`` seconds; make it longer than the provider's worst case).
     """
     done = store.dispatch_success(message.decision_id)

@@ -110,6 +110,13 @@ import pandas as pd
 import pydantic_core
 from pydantic import BaseModel, ConfigDict
 
+from core.store import (
+    CapSpec,
+    ContactRecord,
+    Engagement,
+    cap_contacts,
+    count_contacts,
+)
 from features.lifecycle import STAGES
 from service.config import (
     CHANNELS,
@@ -119,13 +126,6 @@ from service.config import (
     Settings,
 )
 from service.messages import MessageTooLong, RenderedMessage, render_message
-from service.store import (
-    CapSpec,
-    ContactRecord,
-    Engagement,
-    cap_contacts,
-    count_contacts,
-)
 
 __all__ = [
     "ASLEEP_STAGES",

@@ -1,7 +1,7 @@
 """Campaign report: treated vs hold-out, overall and per segment, with 95% intervals.
 
 :func:`campaign_report` reads a campaign's decisions and the purchases attributed to them
-(:mod:`service.outcomes`: the latest decision within ``attribution_window_days`` gets the
+(:mod:`core.attribution`: the latest decision within ``attribution_window_days`` gets the
 purchase, treated and hold-out alike) and compares the two arms of the *eligible* decisions
 (``revive`` true): treated = not hold-out (contacted), hold-out = the control group drawn by
 the deterministic hash. Per arm: conversion (share of decisions followed by an order),
@@ -37,11 +37,12 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
+from core.attribution import attribute, load_purchases
+from core.env import configure_environment
+from core.store import ContactStore, open_store
 from service.config import Settings, load_settings
 from service.decision import UnknownCampaign
-from service.outcomes import attribute, load_purchases
 from service.stats import Interval, bootstrap_mean_diff, newcombe
-from service.store import ContactStore, open_store
 
 __all__ = [
     "WAKE_STAGES",
@@ -660,7 +661,6 @@ def _date(value: str) -> datetime:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m service.report``: write one campaign's report (see the module docstring)."""
-    import features.runtime  # noqa: F401  (environment defaults)
 
     parser = argparse.ArgumentParser(
         prog="python -m service.report", description=__doc__.split("\n")[0]
@@ -704,4 +704,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    configure_environment()
     sys.exit(main())

@@ -39,7 +39,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-import features.runtime as feature_runtime  # noqa: F401  (thread/env defaults first)
+from core.env import default_tracking_uri
+from core.store import (
+    CapSpec,
+    ContactStore,
+    CustomerHistory,
+    DecisionRecord,
+    DispatchInProgress,
+    Engagement,
+    EventRecord,
+    InvalidRecord,
+    UnknownDecision,
+    open_store,
+)
 from features.lifecycle import LifecycleRules, assign_lifecycle
 from features.loaders import CleaningReport, load_transactions
 from features.snapshot import build_features
@@ -88,18 +100,6 @@ from service.schemas import (
     ReloadResponse,
     ReportRequest,
 )
-from service.store import (
-    CapSpec,
-    ContactStore,
-    CustomerHistory,
-    DecisionRecord,
-    DispatchInProgress,
-    Engagement,
-    EventRecord,
-    InvalidRecord,
-    UnknownDecision,
-    open_store,
-)
 
 __all__ = [
     "Conflict",
@@ -146,14 +146,14 @@ def tracking_uri(settings: Settings) -> str:
     """The MLflow store to load champions from.
 
     ``REVIVAL_MLFLOW_TRACKING_URI`` or a non-default ``mlflow_tracking_uri`` in the policy
-    file wins; otherwise :func:`features.runtime.default_tracking_uri` (which honours
+    file wins; otherwise :func:`core.env.default_tracking_uri` (which honours
     ``MLFLOW_TRACKING_URI``, as training does).
     """
     if "REVIVAL_MLFLOW_TRACKING_URI" in os.environ:
         return settings.mlflow_tracking_uri
     if settings.mlflow_tracking_uri != _DEFAULT_TRACKING:
         return settings.mlflow_tracking_uri
-    return feature_runtime.default_tracking_uri()
+    return default_tracking_uri()
 
 
 def _aware(dt: datetime | None, settings: Settings, default: datetime | None = None) -> datetime:

@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from core.store import EVENT_TYPES
 from features.lifecycle import STAGES, TIERS
 from service.config import ChannelName, Identifier, Locale
 from service.decision import Decision
-from service.store import EVENT_TYPES
 
 __all__ = [
     "BatchRequest",

@@ -41,6 +41,8 @@ import bentoml
 from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 
+from core.env import configure_environment
+from core.store import DuplicateDecision, InvalidRecord, StoreUnavailable
 from service.config import load_settings
 from service.decision import Decision, UnknownCampaign
 from service.jobs import JobConflict, RetrainJobs, UnknownJob
@@ -70,9 +72,10 @@ from service.schemas import (
     RetrainRequest,
     RetrainStatusRequest,
 )
-from service.store import DuplicateDecision, InvalidRecord, StoreUnavailable
 
 __all__ = ["BodyLimit", "RevivalService"]
+
+configure_environment()  # this module is the entry point of `bentoml serve`
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from features.runtime import DEFAULT_DATA, PROJECT_ROOT, default_tracking_uri
+from core.env import DEFAULT_DATA, PROJECT_ROOT, configure_environment, default_tracking_uri
 from service.config import CHANNELS, Settings
 
 __all__ = [
@@ -421,4 +421,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    configure_environment()
     sys.exit(main())

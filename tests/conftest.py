@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
-import pandas as pd
-import pytest
+from core.env import configure_environment
 
-import features  # noqa: F401  (sets thread/env defaults before heavy imports)
-from features.contracts import validate_transactions
+configure_environment()  # thread counts and project-local homes before heavy imports
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from features.contracts import validate_transactions  # noqa: E402
 
 
 def synthetic_log(n_customers: int = 300, days: int = 540, seed: int = 0) -> pd.DataFrame:
@@ -68,7 +71,7 @@ def champions(tmp_path_factory):
     import zlib
 
     import mlflow
-    from features.runtime import DEFAULT_DATA
+    from core.env import DEFAULT_DATA
     from training.pipeline import TrainConfig, train
 
     root = tmp_path_factory.mktemp("champions")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from features.runtime import PROJECT_ROOT
+from core.env import PROJECT_ROOT
 
 __all__ = ["READY_TIMEOUT_S", "Server", "free_port"]
 

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from core.store import Engagement, EventRecord, SqlContactStore
 from service.config import CHANNELS, load_settings
 from service.decision import (
     DEFAULT_PARAMS,
@@ -22,7 +23,6 @@ from service.decision import (
     engagement_posterior,
     recency_weight,
 )
-from service.store import Engagement, EventRecord, SqlContactStore
 
 LONDON = ZoneInfo("Europe/London")
 SNAPSHOT = datetime(2011, 9, 1, tzinfo=LONDON).astimezone(UTC)

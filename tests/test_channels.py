@@ -20,6 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from core.store import (
+    DecisionRecord,
+    DispatchInProgress,
+    SqlContactStore,
+    UnknownDecision,
+)
 from service.channels import (
     ChannelProvider,
     LogProvider,
@@ -27,12 +33,6 @@ from service.channels import (
     SendResult,
     WebhookProvider,
     dispatch,
-)
-from service.store import (
-    DecisionRecord,
-    DispatchInProgress,
-    SqlContactStore,
-    UnknownDecision,
 )
 
 NOW = datetime(2024, 3, 10, 12, 0, tzinfo=UTC)

@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import features.runtime  # noqa: F401  (thread settings before implicit)
 import mlflow
 from training.crosssell import (
     ALSRecommender,

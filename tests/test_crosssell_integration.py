@@ -13,10 +13,9 @@ import time
 import pandas as pd
 import pytest
 
-import features.runtime  # noqa: F401  (thread settings before implicit)
+from core.env import DEFAULT_DATA
 from features.labels import backtest_cutoff
 from features.loaders import load_online_retail
-from features.runtime import DEFAULT_DATA
 from training.crosssell import fit_final, run_backtest
 
 pytestmark = pytest.mark.integration

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.store import ContactRecord, Engagement
 from service.config import CHANNELS, OFFER_TYPES, Campaign, load_settings
 from service.decision import (
     DEFAULT_PARAMS,
@@ -34,7 +35,6 @@ from service.decision import (
     priorities,
 )
 from service.messages import sms_length
-from service.store import ContactRecord, Engagement
 
 LONDON = ZoneInfo("Europe/London")
 SNAPSHOT = datetime(2011, 9, 1, tzinfo=LONDON).astimezone(UTC)

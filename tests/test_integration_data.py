@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.env import DEFAULT_DATA, HILLSTROM_DATA, PROJECT_ROOT
 from features.__main__ import stage_tier_table
 from features.labels import backtest_cutoff, build_training_frame, training_cutoffs
 from features.lifecycle import STAGES, TIERS, assign_lifecycle
@@ -25,7 +26,6 @@ from features.loaders import (
     load_hillstrom,
     load_online_retail,
 )
-from features.runtime import DEFAULT_DATA, HILLSTROM_DATA, PROJECT_ROOT
 from features.snapshot import FEATURE_COLUMNS, build_features
 
 pytestmark = pytest.mark.integration

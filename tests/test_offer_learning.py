@@ -43,7 +43,7 @@ def log() -> pd.DataFrame:
 
 
 def attributed() -> pd.DataFrame:
-    """Decisions as service.outcomes.attribute returns them (only the columns used)."""
+    """Decisions as core.attribution.attribute returns them (only the columns used)."""
     at = SNAP + pd.Timedelta(days=5)
     rows = [
         # id, customer, campaign, decided, holdout, revive, contact, offer, converted, revenue

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
+from core.attribution import ATTRIBUTION_COLUMNS, attribute, load_purchases, log_orders
+from core.store import DecisionRecord, EventRecord, SqlContactStore
 from service.config import load_settings
-from service.outcomes import ATTRIBUTION_COLUMNS, attribute, load_purchases, log_orders
-from service.store import DecisionRecord, EventRecord, SqlContactStore
 
 T0 = datetime(2011, 9, 1, 10, 0, tzinfo=UTC)
 FAR = datetime(2100, 1, 1, tzinfo=UTC)

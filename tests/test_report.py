@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.store import DecisionRecord, EventRecord, SqlContactStore
 from service.config import load_settings
 from service.decision import UnknownCampaign
 from service.report import (
@@ -23,7 +24,6 @@ from service.report import (
     write_report,
 )
 from service.stats import bootstrap_mean_diff, newcombe, wilson
-from service.store import DecisionRecord, EventRecord, SqlContactStore
 
 T0 = datetime(2011, 9, 6, 10, 0, tzinfo=UTC)
 

@@ -14,9 +14,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from starlette.testclient import TestClient
 
+from core.store import SqlContactStore
 from service.campaign_sim import simulate_campaign
 from service.stats import wilson
-from service.store import SqlContactStore
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from starlette.testclient import TestClient
 
-from service.store import SqlContactStore
+from core.store import SqlContactStore
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from starlette.testclient import TestClient
 
+from core.store import SqlContactStore
 from service.config import load_settings
-from service.store import SqlContactStore
 
 LONDON = ZoneInfo("Europe/London")
 NOW = datetime(2011, 9, 6, 10, 0, tzinfo=LONDON)  # a Tuesday, days after the snapshot
@@ -541,7 +541,7 @@ def test_a_decision_id_of_another_customer_is_a_conflict(api, customers):
 @pytest.fixture(scope="module")
 def real_runtime(champions, tmp_path_factory):
     """The runtime on the full real log (the champions were trained on a slice of it)."""
-    from features.runtime import DEFAULT_DATA
+    from core.env import DEFAULT_DATA
     from service.runtime import Runtime
 
     _, uri = champions
@@ -598,8 +598,8 @@ def test_prepared_rows_decide_exactly_like_the_feature_rows_on_the_real_log(real
     decision: over every customer of the real log, with and without message fatigue, with
     and without a recent contact, and after a purchase that changes the stage. The served
     encoding of the engine's plain data is the validated Decision's JSON, byte for byte."""
+    from core.store import ContactRecord, Engagement
     from service.decision import ContactHistory, Decision, decide, decide_data, encode_decision
-    from service.store import ContactRecord, Engagement
 
     runtime = real_runtime
     state = runtime.state

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from serving import Server
 
-from features.runtime import PROJECT_ROOT
+from core.env import PROJECT_ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -25,8 +25,8 @@ import pytest
 import sqlalchemy as sa
 from serving import Server
 
+from core.store import as_utc
 from service.config import load_settings
-from service.store import as_utc
 
 pytestmark = pytest.mark.e2e
 

@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from service import store as store_mod
-from service.store import (
+from core import store as store_mod
+from core.store import (
     KNOWN_CHANNELS,
     AlreadyDispatched,
     CapSpec,

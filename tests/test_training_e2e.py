@@ -8,8 +8,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import mlflow
+from core.env import DEFAULT_DATA
 from features.loaders import load_online_retail
-from features.runtime import DEFAULT_DATA
 from training.pipeline import TrainConfig, missing_champions, train
 from training.registry import CHAMPION
 

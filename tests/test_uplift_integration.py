@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.env import HILLSTROM_DATA
 from features.loaders import hillstrom_arm_summary, load_hillstrom
-from features.runtime import HILLSTROM_DATA
 from training.uplift import HILLSTROM_FEATURES, run_experiment, stratified_halves
 
 pytestmark = pytest.mark.integration

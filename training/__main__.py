@@ -7,8 +7,8 @@ import sys
 
 import pandas as pd
 
+from core.env import DEFAULT_DATA, configure_environment, default_tracking_uri
 from features.contracts import DataContractError
-from features.runtime import DEFAULT_DATA, default_tracking_uri
 from training.bgnbd import BGNBDFitError
 from training.pipeline import TrainConfig, missing_champions, summary_json, train
 
@@ -90,4 +90,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    configure_environment()
     sys.exit(main())

@@ -11,8 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from core.env import DEFAULT_DATA, configure_environment
 from features.bench import Measurement, print_table
-from features.runtime import DEFAULT_DATA
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,4 +40,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    configure_environment()
     raise SystemExit(main())

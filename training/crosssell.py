@@ -49,7 +49,6 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 from threadpoolctl import threadpool_limits
 
-import features.runtime  # noqa: F401  (sets OPENBLAS_NUM_THREADS=1 if BLAS is not loaded yet)
 import mlflow
 from training.metrics import hit_rate_at_k, ndcg_at_k, recall_at_k
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pandas as pd
 
 import mlflow
+from core.env import DEFAULT_DATA, configure_environment, default_tracking_uri
 from features.contracts import DataContractError
 from features.labels import backtest_cutoff
 from features.loaders import load_transactions
-from features.runtime import DEFAULT_DATA, default_tracking_uri
 from training.pipeline import backtest_markdown, evaluate_propensity
 from training.registry import CHAMPION, champion_version, load_champion, use_store
 
@@ -95,4 +95,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    configure_environment()
     sys.exit(main())

@@ -2,7 +2,7 @@
 decision service's own randomised hold-out (issue #5, item 4).
 
 **Campaign table** (:func:`campaign_table`), one row per decision of an eligible customer
-(attributed by :func:`service.outcomes.attribute`):
+(attributed by :func:`core.attribution.attribute`):
 
 * treated: decisions that contacted the customer (``contact``, not hold-out); the arm is the
   offer they were sent (``offer_type``);
@@ -183,7 +183,7 @@ def campaign_table(
 ) -> CampaignTable:
     """Treated and hold-out decisions with their snapshot features and outcomes.
 
-    ``attributed``: :func:`service.outcomes.attribute`'s frame; ``snapshot_at``: decision_id →
+    ``attributed``: :func:`core.attribution.attribute`'s frame; ``snapshot_at``: decision_id →
     snapshot time (:func:`decision_snapshots`); ``features``: snapshot time → feature frame
     (:func:`snapshot_features`). Rows that cannot be used are counted in ``dropped`` by reason.
     """

@@ -26,10 +26,10 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 import mlflow
+from core.env import DEFAULT_DATA, default_tracking_uri
 from features.bench import Measurement, measure
 from features.labels import backtest_cutoff, build_labels, build_training_frame, training_cutoffs
 from features.loaders import Loaded, load_transactions
-from features.runtime import DEFAULT_DATA, default_tracking_uri
 from features.snapshot import build_features
 from training import crosssell, plots
 from training.metrics import binary_report, mae

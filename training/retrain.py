@@ -3,7 +3,7 @@
 One command closes the agent loop (issue #5, item 6):
 
 1. read the contact store's decisions and purchase events, and the transaction log;
-2. attribute purchases to decisions (:func:`service.outcomes.attribute`, last touch within
+2. attribute purchases to decisions (:func:`core.attribution.attribute`, last touch within
    the attribution window) and summarise treated vs hold-out conversions;
 3. append the store's purchase events to the training log as orders (order ids
    ``event:<id>``, ``source = events``) so churn and next purchase see them;
@@ -41,11 +41,12 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 import mlflow
+from core.attribution import attribute, load_purchases
+from core.env import configure_environment
+from core.store import StoreError, open_store
 from features.contracts import DataContractError, validate_transactions
 from features.loaders import Loaded, load_transactions
 from service.config import load_settings
-from service.outcomes import attribute, load_purchases
-from service.store import StoreError, open_store
 from training.offer_learning import (
     BrandUplift,
     CampaignTable,
@@ -433,4 +434,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    configure_environment()
     raise SystemExit(main())

@@ -16,10 +16,10 @@ from pathlib import Path
 import pandas as pd
 
 import mlflow
+from core.env import DEFAULT_DATA, PROJECT_ROOT, configure_environment, default_tracking_uri
 from features.contracts import DataContractError
 from features.lifecycle import assign_lifecycle
 from features.loaders import load_transactions
-from features.runtime import DEFAULT_DATA, PROJECT_ROOT, default_tracking_uri
 from features.snapshot import build_features
 from training.registry import CHAMPION
 
@@ -108,4 +108,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    configure_environment()
     sys.exit(main())

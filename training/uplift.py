@@ -77,8 +77,8 @@ from mlflow.types import ColSpec, DataType, Schema
 from numpy.typing import ArrayLike
 
 import mlflow
+from core.env import HILLSTROM_DATA, configure_environment, default_tracking_uri
 from features.loaders import file_sha256, hillstrom_arm_summary, load_hillstrom
-from features.runtime import HILLSTROM_DATA, default_tracking_uri
 from training.metrics import binary_flags, finite_values
 from training.registry import GateDecision, champion_gate, metric_tag, use_store, write_json
 
@@ -1196,4 +1196,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    configure_environment()
     raise SystemExit(main())

@@ -13,8 +13,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from core.env import HILLSTROM_DATA, configure_environment
 from features.bench import Measurement, measure, print_table
-from features.runtime import HILLSTROM_DATA
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,4 +46,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    configure_environment()
     raise SystemExit(main())

@@ -1,8 +1,10 @@
-"""Project paths and process environment shared by every entry point.
+"""Project paths, the MLflow tracking-URI rule and the process environment of entry points.
 
-One place decides where the data, the MLflow store and BentoML's home live, and sets the
-environment variables that must be set before heavy libraries are imported
-(``OPENBLAS_NUM_THREADS=1`` makes implicit's ALS ~10x faster on small machines).
+One place decides where the data, the MLflow store and BentoML's home live.
+:func:`configure_environment` sets the variables that must be set before heavy libraries are
+imported (``OPENBLAS_NUM_THREADS=1`` makes implicit's ALS ~10x faster on small machines); every
+entry point (``python -m training``, the BentoML service module, the benchmarks, the tests'
+``conftest``) calls it first. Importing this module changes nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +43,3 @@ def configure_environment() -> None:
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-configure_environment()

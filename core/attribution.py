@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from service.store import ContactStore, as_utc
+from core.store import ContactStore, as_utc
 
 __all__ = [
     "ATTRIBUTION_COLUMNS",
@@ -236,7 +236,7 @@ def attribute(
 ) -> pd.DataFrame:
     """One row per decision with the purchases credited to it (see the module docstring).
 
-    ``decisions``: the store's :meth:`~service.store.ContactStore.decisions_between` frame
+    ``decisions``: the store's :meth:`~core.store.ContactStore.decisions_between` frame
     (pass every campaign's decisions: a later decision of another campaign ends a window);
     ``purchases``: :func:`load_purchases`. Columns :data:`ATTRIBUTION_COLUMNS`;
     ``incentive_cost``/``contact_cost`` are the decision's expected costs
