@@ -9,6 +9,7 @@ default. Problems surface as :class:`ConfigError` naming the key path and the fi
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import string
@@ -127,45 +128,16 @@ class ChannelPolicy(_Model):
     provider_max_retries: int = Field(default=2, ge=0, le=10)
 
 
-_CHANNEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sms": dict(
-        cost=0.04,
-        per_day_cap=1,
-        per_week_cap=2,
-        length_limit=70,
-        max_segments=1,
-        needs_unsubscribe=True,
-        identifier="phone",
-        base_engagement=0.06,
-    ),
-    "email": dict(
-        cost=0.002,
-        per_day_cap=1,
-        per_week_cap=3,
-        length_limit=2000,
-        needs_unsubscribe=True,
-        identifier="email",
-        base_engagement=0.12,
-    ),
-    "wechat": dict(
-        cost=0.01,
-        per_day_cap=1,
-        per_week_cap=2,
-        length_limit=600,
-        needs_unsubscribe=False,
-        identifier="wechat_openid",
-        base_engagement=0.10,
-    ),
-    "app_push": dict(
-        cost=0.001,
-        per_day_cap=2,
-        per_week_cap=5,
-        length_limit=120,
-        needs_unsubscribe=False,
-        identifier="member_id",
-        base_engagement=0.04,
-    ),
-}
+@functools.cache
+def channel_defaults() -> dict[str, dict[str, Any]]:
+    """Per-channel defaults: the ``channels`` block of the packaged ``policy.yaml``.
+
+    The one place they are written. A channel that another configuration file (or the
+    environment) leaves out, or gives only partly, keeps these values.
+    """
+    with open(DEFAULT_CONFIG_PATH, encoding="utf-8") as handle:
+        channels = yaml.load(handle, Loader=StrictYamlLoader)["channels"]
+    return {name: dict(channels[name]) for name in CHANNELS}
 
 
 class QuietHours(_Model):
@@ -482,12 +454,12 @@ class Settings(BaseSettings):
         # Channels left out (or partly given) keep their per-channel defaults.
         if not isinstance(value, dict):
             return value
-        if unknown := [name for name in value if name not in _CHANNEL_DEFAULTS]:
+        if unknown := [name for name in value if name not in CHANNELS]:
             expected = f"unknown channel; expected one of {', '.join(CHANNELS)}"
             raise ValidationError.from_exception_data(
                 "channels", [_error((str(name),), expected, name) for name in unknown]
             )
-        merged: dict[Any, Any] = {name: dict(spec) for name, spec in _CHANNEL_DEFAULTS.items()}
+        merged: dict[Any, Any] = {name: dict(spec) for name, spec in channel_defaults().items()}
         for name, given in value.items():
             merged[name] = {**merged[name], **given} if isinstance(given, dict) else given
         return merged
