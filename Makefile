@@ -37,7 +37,7 @@ bench: $(STAMP)
 	$(PY) -m features.bench
 	$(PY) -m training.bench
 	$(PY) -m service.bench
-	$(PY) -m service.simulate
+	$(PY) -m tools.simulate
 	$(PY) -m training.uplift_bench
 
 lint: $(STAMP)

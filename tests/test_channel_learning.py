@@ -288,7 +288,7 @@ def test_simulated_customers_learn_their_best_channel(service_env, tmp_path):
     """
     from starlette.testclient import TestClient
 
-    from service.simulate import (
+    from tools.simulate import (
         make_customers,
         pick_customers,
         simulate,

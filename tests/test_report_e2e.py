@@ -15,8 +15,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from core.store import SqlContactStore
-from service.campaign_sim import simulate_campaign
 from service.stats import wilson
+from tools.campaign_sim import simulate_campaign
 
 pytestmark = pytest.mark.integration
 

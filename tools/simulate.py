@@ -1,4 +1,4 @@
-"""``python -m service.simulate``: channel learning against simulated customers, over HTTP.
+"""``python -m tools.simulate``: channel learning against simulated customers, over HTTP.
 
 Simulated customers answer the live service. Each is a real customer of the snapshot (the
 engine needs features) that the engine wants to revive, given consent and an identifier on
@@ -351,7 +351,7 @@ def plot_regret(results: Sequence[SimResult], path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m service.simulate", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m tools.simulate", description=__doc__)
     p.add_argument("--data", default=os.environ.get("REVIVAL_DATA_PATH", str(DEFAULT_DATA)))
     p.add_argument(
         "--tracking-uri",
@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
                 _stop(proc)
     print(
         f"\nchannel learning: start {start.isoformat()}, {args.rounds} rounds of "
-        f"{args.step_days:g} days (python -m service.simulate)"
+        f"{args.step_days:g} days (python -m tools.simulate)"
     )
     print(report(results, customers, args.min_history))
     png = plot_regret(results, Path(args.out) / "channel_learning_regret.png")

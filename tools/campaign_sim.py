@@ -14,7 +14,7 @@ revenue per customer, which :mod:`service.report` must recover.
 All rounds are decided before any outcome is posted, so a simulated purchase never changes a
 later round's decision.
 
-CLI: ``python -m service.campaign_sim --url http://localhost:3000 --rounds 2011-09-06T10:00
+CLI: ``python -m tools.campaign_sim --url http://localhost:3000 --rounds 2011-09-06T10:00
 [--campaign lifecycle] [--p0 0.2] [--lift 0.1] [--mean-value 300] [--seed 0]``.
 """
 
@@ -170,8 +170,8 @@ def simulate_campaign(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m service.campaign_sim``: simulate a campaign against a served service."""
-    parser = argparse.ArgumentParser(prog="python -m service.campaign_sim")
+    """``python -m tools.campaign_sim``: simulate a campaign against a served service."""
+    parser = argparse.ArgumentParser(prog="python -m tools.campaign_sim")
     parser.add_argument("--url", default="http://localhost:3000")
     parser.add_argument("--campaign", default="lifecycle")
     parser.add_argument(
