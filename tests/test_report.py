@@ -20,9 +20,9 @@ from service.report import (
     CampaignReport,
     campaign_report,
     gain_curve,
-    main,
     write_report,
 )
+from service.report.cli import main
 from service.stats import bootstrap_mean_diff, newcombe, wilson
 
 T0 = datetime(2011, 9, 6, 10, 0, tzinfo=UTC)
