@@ -20,7 +20,7 @@ import gzip
 import hashlib
 import io
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -214,6 +214,16 @@ def _overlap_duplicates(keys: np.ndarray, ts: pd.Series) -> np.ndarray:
     return drop
 
 
+def _drop(reasons: Sequence[tuple[str, np.ndarray]], report: CleaningReport) -> np.ndarray:
+    """Rows to keep; each reason's newly dropped rows are counted in ``report`` in order."""
+    keep = np.ones(len(reasons[0][1]), dtype=bool)
+    for reason, mask in reasons:
+        hit = keep & mask
+        report.dropped[reason] = int(hit.sum())
+        keep &= ~hit
+    return keep
+
+
 def _finish(
     tx: pd.DataFrame, report: CleaningReport, names: pd.Series | None, source: str
 ) -> Loaded:
@@ -295,11 +305,7 @@ def load_online_retail(path: str | Path) -> Loaded:
             (invoice.str.startswith("C") & (qty > 0)).to_numpy(),
         ),
     ]
-    keep = np.ones(len(raw), dtype=bool)
-    for reason, mask in reasons:
-        hit = keep & mask
-        report.dropped[reason] = int(hit.sum())
-        keep &= ~hit
+    keep = _drop(reasons, report)
     _check_price(price, keep, source, "Price")
     tx = pd.DataFrame(
         {
@@ -315,6 +321,36 @@ def load_online_retail(path: str | Path) -> Loaded:
     )[keep]
     names = raw["Description"].str.strip()[keep] if "Description" in raw.columns else None
     return _finish(tx, report, names, source)
+
+
+def _check_mapping(mapping: Mapping[str, str]) -> None:
+    """A column mapping names known contract columns, the required ones and a way to value."""
+    allowed = set(_MAPPABLE) | {"item_name"}
+    unknown = set(mapping) - allowed
+    if unknown:
+        raise ValueError(
+            f"mapping: unknown contract column(s) {sorted(unknown)}; allowed {sorted(allowed)}"
+        )
+    for req in ("customer_id", "ts"):
+        if req not in mapping:
+            raise ValueError(f"mapping: '{req}' is required")
+    if "amount" not in mapping and not {"quantity", "unit_price"} <= set(mapping):
+        raise ValueError("mapping: give 'amount', or both 'quantity' and 'unit_price'")
+
+
+def _quantity_and_price(
+    raw: pd.DataFrame, mapping: Mapping[str, str], source: str
+) -> tuple[pd.Series, pd.Series]:
+    """Quantity and unit price per row; from an order ``amount`` when one is mapped."""
+    qty = _parse_num(raw, mapping["quantity"], source) if "quantity" in mapping else None
+    if "amount" not in mapping:
+        return qty, _parse_num(raw, mapping["unit_price"], source)
+    amount = _parse_num(raw, mapping["amount"], source)
+    if qty is None:
+        qty = pd.Series(np.where(amount < 0, -1.0, 1.0), index=raw.index)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        price = (amount / qty).where(qty != 0, 0.0).abs()
+    return qty, price
 
 
 def load_csv(
@@ -333,17 +369,7 @@ def load_csv(
     zero-value rows are dropped and counted; exact duplicates are dropped and counted.
     """
     source = str(path)
-    allowed = set(_MAPPABLE) | {"item_name"}
-    unknown = set(mapping) - allowed
-    if unknown:
-        raise ValueError(
-            f"mapping: unknown contract column(s) {sorted(unknown)}; allowed {sorted(allowed)}"
-        )
-    for req in ("customer_id", "ts"):
-        if req not in mapping:
-            raise ValueError(f"mapping: '{req}' is required")
-    if "amount" not in mapping and not {"quantity", "unit_price"} <= set(mapping):
-        raise ValueError("mapping: give 'amount', or both 'quantity' and 'unit_price'")
+    _check_mapping(mapping)
     str_cols = {
         mapping[c]: "str"
         for c in ("customer_id", "order_id", "item_id", "ts", "channel", "country", "item_name")
@@ -364,15 +390,7 @@ def load_csv(
     else:
         ts = _parse_ts(raw, mapping["ts"], source, date_format)
     cust = raw[mapping["customer_id"]].astype("str").str.strip()
-    qty = _parse_num(raw, mapping["quantity"], source) if "quantity" in mapping else None
-    if "amount" in mapping:
-        amount = _parse_num(raw, mapping["amount"], source)
-        if qty is None:
-            qty = pd.Series(np.where(amount < 0, -1.0, 1.0), index=raw.index)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            price = (amount / qty).where(qty != 0, 0.0).abs()
-    else:
-        price = _parse_num(raw, mapping["unit_price"], source)
+    qty, price = _quantity_and_price(raw, mapping, source)
     if "order_id" in mapping:
         order = raw[mapping["order_id"]].astype("str").str.strip()
     else:
@@ -383,11 +401,7 @@ def load_csv(
         ("no customer id", (cust.isna() | (cust == "")).to_numpy()),
         ("zero quantity or zero value", ((qty == 0) | (price == 0)).to_numpy()),
     ]
-    keep = np.ones(len(raw), dtype=bool)
-    for reason, mask in reasons:
-        hit = keep & mask
-        report.dropped[reason] = int(hit.sum())
-        keep &= ~hit
+    keep = _drop(reasons, report)
     if "amount" not in mapping:
         _check_price(price, keep, source, mapping["unit_price"])
     tx = pd.DataFrame(

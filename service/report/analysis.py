@@ -310,6 +310,32 @@ def _segment_key(stage: object, tier: object) -> tuple[int, int, str, str]:
     return si, ti, s, t
 
 
+def _check_stored(store: ContactStore, campaign_id: str, settings: Settings) -> None:
+    """Raise :class:`UnknownCampaign` unless some decision of ``campaign_id`` is stored."""
+    if store.decisions_between(_EPOCH, _FAR, campaign_id).empty:
+        known = ", ".join(c.id for c in settings.campaigns)
+        raise UnknownCampaign(
+            f"unknown campaign {campaign_id!r}: not configured and no decisions stored "
+            f"for it; configured campaigns: {known}"
+        )
+
+
+def _method_notes(days: float, confidence: float, resamples: int, seed: int) -> list[str]:
+    """The report's method section: attribution, arms, intervals and cost, in words."""
+    return [
+        f"attribution: a purchase counts for the customer's latest decision (any campaign) "
+        f"made at most {days:g} days before it, treated and hold-out alike",
+        "arms: eligible decisions (revive) split by the hold-out hash; "
+        "a customer decided for in several rounds counts once per decision",
+        "wake-up rate: conversion among customers in stage " + " or ".join(WAKE_STAGES),
+        f"intervals: {confidence:.0%}; conversion and wake-up lifts by Newcombe's hybrid "
+        f"score method, revenue per customer by a percentile bootstrap "
+        f"({resamples} resamples, seed {seed})",
+        "cost: expected incentive + contact cost of the treated decisions; "
+        "ROI = (incremental revenue - cost) / cost",
+    ]
+
+
 def campaign_report(
     store: ContactStore,
     campaign_id: str,
@@ -338,13 +364,7 @@ def campaign_report(
     window = timedelta(days=settings.attribution_window_days)
     decisions = store.decisions_between(lo, hi + window)
     if not configured and not (decisions["campaign_id"] == campaign_id).any():
-        stored = store.decisions_between(_EPOCH, _FAR, campaign_id)
-        if stored.empty:
-            known = ", ".join(c.id for c in settings.campaigns)
-            raise UnknownCampaign(
-                f"unknown campaign {campaign_id!r}: not configured and no decisions stored "
-                f"for it; configured campaigns: {known}"
-            )
+        _check_stored(store, campaign_id, settings)
     purchases = load_purchases(
         store, lo, hi + window, transactions, log_timezone=settings.default_timezone
     )
@@ -384,16 +404,5 @@ def campaign_report(
         overall=overall,
         segments=segments,
         gain=gain_curve(eligible),
-        notes=[
-            f"attribution: a purchase counts for the customer's latest decision (any campaign) "
-            f"made at most {days:g} days before it, treated and hold-out alike",
-            "arms: eligible decisions (revive) split by the hold-out hash; "
-            "a customer decided for in several rounds counts once per decision",
-            "wake-up rate: conversion among customers in stage " + " or ".join(WAKE_STAGES),
-            f"intervals: {confidence:.0%}; conversion and wake-up lifts by Newcombe's hybrid "
-            f"score method, revenue per customer by a percentile bootstrap "
-            f"({resamples} resamples, seed {seed})",
-            "cost: expected incentive + contact cost of the treated decisions; "
-            "ROI = (incremental revenue - cost) / cost",
-        ],
+        notes=_method_notes(days, confidence, resamples, seed),
     )
