@@ -36,7 +36,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m features.bench
 	$(PY) -m training.bench
-	$(PY) -m service.bench
+	$(PY) -m benchmarks.serving
 	$(PY) -m service.simulate
 	$(PY) -m training.uplift_bench
 
