@@ -70,9 +70,10 @@ def _served_model(loaded: PyFuncModel, uri: str, protocol: type[M]) -> tuple[M, 
     inner = loaded.unwrap_python_model()
     model = getattr(inner, "model", inner)
     if not isinstance(model, protocol):
+        missing = [m for m in vars(protocol) if not m.startswith("_") and not hasattr(model, m)]
         raise ModelsUnavailable(
-            f"{uri} serves a {type(model).__module__}.{type(model).__qualname__}, "
-            f"which is not a {protocol.__name__} ({(protocol.__doc__ or '').strip()})"
+            f"{uri} serves a {type(model).__module__}.{type(model).__qualname__}, which does "
+            f"not fit core.protocols.{protocol.__name__} (missing: {', '.join(missing)})"
         )
     return model, inner
 

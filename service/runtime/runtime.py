@@ -123,11 +123,6 @@ class Runtime:
         """The current snapshot × champions (swapped as one object by :meth:`reload`)."""
         return self._state
 
-    @property
-    def model_versions(self) -> dict[str, str]:
-        """The registry version of every loaded champion, by model name."""
-        return dict(self._state.models.versions)
-
     def reload(self, data: bool = False) -> ReloadResponse:
         """Switch to the current champions (and a fresh snapshot if ``data``)."""
         t0 = time.perf_counter()
@@ -166,17 +161,9 @@ class Runtime:
         """ALS items the customer has not bought or returned (cached per model state)."""
         return self.views.candidates(customer_id, k, state)
 
-    def prefetch_candidates(self, customer_ids: Sequence[str], k: int, state: State) -> None:
-        """Fill the ALS cache for many customers in one vectorised call."""
-        self.views.prefetch_candidates(customer_ids, k, state)
-
     def population(self) -> dict[str, Engagement]:
         """Every channel's engagement over all customers (:class:`PopulationCache`)."""
         return self._population.get()
-
-    def history_since(self, now: datetime) -> datetime:
-        """How far back a decision reads contacts."""
-        return self.histories.since(now)
 
     def history(self, customer_id: str, now: datetime) -> ContactHistory:
         """The customer's contacts, consents and engagement as one decision reads them."""
