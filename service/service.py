@@ -16,9 +16,6 @@ Endpoints (POST, JSON; OpenAPI at ``/docs.json``; health ``/livez``, ``/readyz``
   background job; ``/retrain_status`` polls it (:mod:`service.jobs`).
 * ``/report``        a campaign's treated vs hold-out report with 95% intervals
   (:mod:`service.report`).
-* ``/noop``          does nothing: the framework's floor for the latency benchmark
-  (``/noop_sync`` the same in a worker thread; ``/noop_raw`` answers a pre-encoded body,
-  as ``/decide`` does, without BentoML's output handling).
 
 Errors are JSON ``{"error": <code>, "detail": <what and where>}`` with a 4xx status: 404
 unknown customer, 409 conflicting decision id, 413 body over ``value_tiers.max_body_bytes``,
@@ -73,7 +70,7 @@ from service.schemas import (
     RetrainStatusRequest,
 )
 
-__all__ = ["BodyLimit", "RevivalService"]
+__all__ = ["SERVING", "BodyLimit", "RevivalService"]
 
 configure_environment()  # this module is the entry point of `bentoml serve`
 
@@ -225,12 +222,12 @@ def _count(decision: Mapping[str, Any]) -> None:
         log.debug("metrics update failed", exc_info=True)
 
 
-@bentoml.service(
-    name="revival",
-    workers=1,
-    threads=8,
-    traffic={"timeout": 120},
-)
+# Workers, threads and traffic of the served process; the benchmark's no-op service
+# (benchmarks.noop_service) runs with the same, so its latency is this service's floor.
+SERVING: dict[str, Any] = {"workers": 1, "threads": 8, "traffic": {"timeout": 120}}
+
+
+@bentoml.service(name="revival", **SERVING)
 class RevivalService:
     """Customer-revival decisions over HTTP (see the module docstring)."""
 
@@ -303,23 +300,6 @@ class RevivalService:
     def report(self, request: ReportRequest, /) -> CampaignReport:
         """A campaign's report: treated vs hold-out, overall and per stage × tier, 95% CIs."""
         return _guard(lambda: self.runtime.report(request))
-
-    @bentoml.api(route="/noop")
-    async def noop(self) -> dict[str, bool]:
-        """Does nothing, the way ``decide`` runs (on the event loop): the framework's floor."""
-        return {"ok": True}
-
-    @bentoml.api(route="/noop_raw")
-    async def noop_raw(self) -> dict[str, bool]:
-        """Does nothing and answers with a pre-encoded body, as ``decide`` does: the floor
-        without BentoML's output handling (for ``/noop``'s ``dict`` output BentoML 1.4
-        rebuilds the output model's JSON schema on every response to pick its media type)."""
-        return Response(content=b'{"ok":true}', media_type="application/json")
-
-    @bentoml.api(route="/noop_sync")
-    def noop_sync(self) -> dict[str, bool]:
-        """Does nothing in a worker thread (how the other endpoints run), for comparison."""
-        return {"ok": True}
 
 
 RevivalService.add_asgi_middleware(BodyLimit)

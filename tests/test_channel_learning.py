@@ -330,8 +330,8 @@ def test_population_refresh_never_makes_a_decision_wait_for_a_slow_scan(
     import threading
     import time
 
-    from service import runtime as runtime_mod
     from service.runtime import Runtime
+    from service.runtime import population as runtime_mod
     from service.schemas import DecideRequest, EventIn
 
     for key, value in service_env(tmp_path).items():

@@ -435,7 +435,7 @@ def test_decide_batch_records_only_when_asked(api):
 # --------------------------------------------------------------------------- other endpoints
 
 
-def test_recommend_customer_reload_noop_and_openapi(api, customers):
+def test_recommend_customer_reload_and_openapi(api, customers):
     cid = customers.pool[0]
     rec = api.client.post("/recommend", json={"customer_id": cid, "k": 5}).json()
     assert len(rec["items"]) == 5 and rec["model_version"] == "1"
@@ -444,13 +444,12 @@ def test_recommend_customer_reload_noop_and_openapi(api, customers):
     assert set(view["scores"]) == {"p_churn", "p_buy_30d", "expected_days", "predicted_value"}
     reload = api.client.post("/reload", json={}).json()
     assert reload["model_versions"] == reload["previous_versions"] and not reload["changed"]
-    for noop in ("/noop", "/noop_raw", "/noop_sync"):
-        r = api.client.post(noop)
-        assert r.json() == {"ok": True} and r.headers["content-type"] == "application/json"
     assert api.client.get("/readyz").status_code == 200
     paths = api.client.get("/docs.json").json()["paths"]
-    for p in ("/decide", "/decide_batch", "/recommend", "/customer", "/events", "/reload", "/noop"):
+    for p in ("/decide", "/decide_batch", "/recommend", "/customer", "/events", "/reload"):
         assert p in paths
+    for p in ("/noop", "/noop_raw", "/noop_sync"):  # the benchmark's own service has them
+        assert p not in paths
 
 
 # --------------------------------------------------------------------------- bad input

@@ -62,7 +62,7 @@ def ranked(srv: Server) -> list[dict]:
     return srv.post("/decide_batch", body).json()["rows"]
 
 
-def test_served_decide_noop_errors_health_and_metrics(server):
+def test_served_decide_errors_health_and_metrics(server):
     rows = ranked(server)
     assert rows and [r["rank"] for r in rows[:3]] == [1, 2, 3]
     cid = rows[0]["customer_id"]
@@ -71,7 +71,6 @@ def test_served_decide_noop_errors_health_and_metrics(server):
     d = r.json()
     assert d["customer_id"] == cid and d["revive"]
     assert set(d["model_versions"]) == {"churn", "next_purchase", "cross_sell"}
-    assert server.post("/noop").json() == {"ok": True}
     missing = server.post("/decide", {"customer_id": "no-such-customer"})
     assert missing.status_code == 404 and missing.json()["error"] == "unknown_customer"
     bad = httpx.post(

@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import httpx
 
-    from service.bench import _serve, _stop  # the benchmark's bentoml-serve helpers
+    from benchmarks.serving import _serve, _stop  # the benchmark's bentoml-serve helpers
     from service.config import load_settings
     from training.pipeline import champions_or_explain
 

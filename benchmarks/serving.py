@@ -1,16 +1,20 @@
-"""``python -m service.bench``: serving latency and throughput of the decision service.
+"""``python -m benchmarks.serving``: serving latency and throughput of the decision service.
 
-Starts ``bentoml serve`` (the real service, real transaction log, the current champions) on a
-free port with a throw-away contact store, then measures in the same run:
+Starts two ``bentoml serve`` processes on free ports: the real service (real transaction log,
+the current champions, a throw-away contact store) and the no-op service
+(:mod:`benchmarks.noop_service`, same workers, threads and traffic settings), then measures
+in the same run:
 
-* sequential latency p50/p99 over HTTP of ``/noop`` (the framework's floor, on the event loop
-  like ``/decide``), ``/noop_sync`` (the floor in a worker thread), ``/decide`` with
+* sequential latency p50/p99 over HTTP of the no-op service's ``/noop`` (the framework's
+  floor, on the event loop like ``/decide``) and ``/noop_sync`` (the floor in a worker
+  thread), and of the real service's ``/decide`` with
   ``dry_run`` (no write) and ``/decide`` recording the decision (the real call: store reads,
   engine, atomic cap reservation), each over many different customers;
 * the same sequentially from a minimal keep-alive HTTP/1.1 client (pre-encoded requests:
   almost no client time, so the server's own cost shows), first one endpoint after the
-  other, then in alternating blocks of 100 requests (the target's measure: the blocks share
-  the machine's drift, which back-to-back runs of several seconds do not), with
+  other, then in alternating blocks of 100 requests between the two servers (the target's
+  measure: the blocks share the machine's drift, which back-to-back runs of several seconds
+  do not), with
   ``/noop_raw`` among them: a no-op that answers a pre-encoded body as ``/decide`` does,
   without the JSON-schema work BentoML does for ``/noop``'s ``dict`` output (its ratios are
   printed too, as the stricter floor; the target is stated against ``/noop``);
@@ -47,6 +51,9 @@ import httpx
 
 from core.env import DEFAULT_DATA, PROJECT_ROOT, configure_environment, default_tracking_uri
 
+SERVICE = "service.service:RevivalService"
+NOOP_SERVICE = "benchmarks.noop_service:NoopService"
+
 __all__ = ["main"]
 
 
@@ -66,12 +73,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(env: dict[str, str], log: Path, timeout_s: float = 300) -> tuple[subprocess.Popen, str]:
+def _serve(
+    env: dict[str, str], log: Path, timeout_s: float = 300, target: str = SERVICE
+) -> tuple[subprocess.Popen, str]:
+    """``bentoml serve target`` on a free port (its own process group), once ready."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "service.service:RevivalService"]
+            [sys.executable, "-m", "bentoml", "serve", target]
             + ["--host", "127.0.0.1", "--port", str(port)],
             cwd=PROJECT_ROOT,
             env={**os.environ, **env},
@@ -204,28 +214,33 @@ async def _raw_load(
 
 
 async def _raw_alternating(
-    url: str, endpoints: list[tuple[str, str, list]], n: int, block: int = 100
+    endpoints: list[tuple[str, str, str, list]], n: int, block: int = 100
 ) -> list[Row]:
-    """Sequential latency of several endpoints from one keep-alive connection, in
-    alternating blocks of ``block`` requests (noop, decide, …, noop, decide, …) until each
-    has ``n``. A 2-core VM's speed drifts by tens of percent over seconds; blocks a fraction
-    of a second long share the drift, so their ratios hold where back-to-back runs of
-    several seconds each do not. Blocks, not single requests, so that each endpoint runs
-    with its own code and data warm in the caches, as in a run of its own."""
-    host, port = url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    encoded = [_raw_requests(url, path, bodies) for _, path, bodies in endpoints]
+    """Sequential latency of several endpoints ``(name, server url, path, bodies)``, one
+    keep-alive connection per server, in alternating blocks of ``block`` requests (noop,
+    decide, …, noop, decide, …) until each has ``n``; one request in flight at a time. A
+    2-core VM's speed drifts by tens of percent over seconds; blocks a fraction of a second
+    long share the drift, so their ratios hold where back-to-back runs of several seconds
+    each do not. Blocks, not single requests, so that each endpoint runs with its own code
+    and data warm in the caches, as in a run of its own."""
+    connections = {}
+    for url in dict.fromkeys(url for _, url, _, _ in endpoints):
+        host, port = url.removeprefix("http://").split(":")
+        connections[url] = await asyncio.open_connection(host, int(port))
+    encoded = [_raw_requests(url, path, bodies) for _, url, path, bodies in endpoints]
     latencies: list[list[float]] = [[] for _ in endpoints]
     errors = [0] * len(endpoints)
     sent = [0] * len(endpoints)
     try:
         for k, requests in enumerate(encoded):  # warm-up
+            reader, writer = connections[endpoints[k][1]]
             for i in range(min(30, len(requests))):
                 writer.write(requests[i])
                 await _read_response(reader)
             sent[k] = 30
         while any(len(lat) < n for lat in latencies):
             for k, requests in enumerate(encoded):
+                reader, writer = connections[endpoints[k][1]]
                 for _ in range(min(block, n - len(latencies[k]))):
                     t0 = time.perf_counter()
                     writer.write(requests[sent[k] % len(requests)])
@@ -234,9 +249,10 @@ async def _raw_alternating(
                     errors[k] += status != 200
                     sent[k] += 1
     finally:
-        writer.close()
+        for _, writer in connections.values():
+            writer.close()
     rows = []
-    for (name, _, _), lat, err in zip(endpoints, latencies, errors, strict=True):
+    for (name, _, _, _), lat, err in zip(endpoints, latencies, errors, strict=True):
         lat.sort()
         rows.append(
             Row(
@@ -431,8 +447,108 @@ def _print(rows: list[Row], header: str) -> None:
         print(f"{r.name:<46} {p50} {p99} {rate} {r.unit:<12} {r.note}")
 
 
+@dataclass
+class _Workload:
+    """Request bodies of the real service: the first 1,000 ranked customers."""
+
+    ready_note: str
+    dry: list[dict]  # dry-run decisions, one day
+    rec: list[dict]  # recorded decisions over 20 days from snapshot + 5 (httpx pass)
+    rec_raw: list[dict]  # the same from snapshot + 25 (the raw client's pass)
+    rec_alt: list[dict]  # the same from snapshot + 65 (the alternating pass)
+
+
+def _workload(c: httpx.Client, ready: float) -> _Workload:
+    """The bodies: recording is spread over days so the decisions stay real contacts; each
+    pass uses its own 20 days (no caps in common)."""
+    snap = c.post("/decide_batch", json={"decisions": False, "limit": 0}).json()
+    rows_all = c.post("/decide_batch", json={"decisions": False, "limit": 1000}).json()["rows"]
+    ids = [r["customer_id"] for r in rows_all]
+    now = c.post("/customer", json={"customer_id": ids[0]}).json()["snapshot_at"]
+    day = f"{now[:10]}T10:00:00+01:00"
+    start = date.fromisoformat(now[:10])
+
+    def recorded(offset: int) -> list[dict]:
+        return [
+            {"customer_id": i, "now": f"{start + timedelta(days=offset + k % 20)}T10:00:00+01:00"}
+            for k, i in enumerate(ids)
+        ]
+
+    return _Workload(
+        ready_note=f"{ready:.1f} s, {snap['candidates']:,} customers",
+        dry=[{"customer_id": i, "now": day, "dry_run": True} for i in ids],
+        rec=recorded(5),
+        rec_raw=recorded(25),
+        rec_alt=recorded(65),
+    )
+
+
+def _served(url: str, noop_url: str, ready: float, args: argparse.Namespace) -> list[Row]:
+    """Every over-HTTP row: httpx, then the raw client sequential, alternating, concurrent.
+    The first rows are the ones :func:`_print_ratios` compares (same order)."""
+    n = args.requests
+    with (
+        httpx.Client(base_url=url, timeout=60) as c,
+        httpx.Client(base_url=noop_url, timeout=60) as nc,
+    ):
+        w = _workload(c, ready)
+        served = [Row("bentoml serve: ready", note=w.ready_note)]
+        served.append(_sequential(nc, "/noop", [None], n))
+        served.append(_sequential(nc, "/noop_sync", [None], n))
+        dry_row = _sequential(c, "/decide", w.dry, n)
+        dry_row.name = "/decide dry_run sequential"
+        rec_row = _sequential(c, "/decide", w.rec, n)
+        rec_row.name = "/decide recorded sequential"
+        served += [dry_row, rec_row]
+    served.append(asyncio.run(_raw_load(noop_url, "/noop", [None], 1, 0, sequential_n=n)))
+    for label, bodies in (("dry_run", w.dry), ("recorded", w.rec_raw)):
+        row = asyncio.run(_raw_load(url, "/decide", bodies, 1, 0, sequential_n=n))
+        row.name = f"/decide {label} sequential (raw client)"
+        served.append(row)
+    served += asyncio.run(
+        _raw_alternating(
+            [
+                ("/noop", noop_url, "/noop", [None]),
+                ("/noop_raw", noop_url, "/noop_raw", [None]),
+                ("/decide dry_run", url, "/decide", w.dry),
+                ("/decide recorded", url, "/decide", w.rec_alt),
+            ],
+            n,
+        )
+    )
+    for label, server, path, bodies in (
+        ("/noop", noop_url, "/noop", [None]),
+        ("/decide dry_run", url, "/decide", w.dry),
+        ("/decide recorded", url, "/decide", w.rec),
+    ):
+        row = asyncio.run(_raw_load(server, path, bodies, args.clients, args.seconds))
+        row.name = f"{label} {args.clients} clients (raw client)"
+        served.append(row)
+    return served
+
+
+def _print_ratios(served: list[Row]) -> None:
+    """``/decide`` p50 over the no-op service's p50, for each way of measuring it."""
+    _, noop, _, dry_row, rec_row, raw_noop, raw_dry, raw_rec = served[:8]
+    alt_noop, alt_raw, alt_dry, alt_rec = served[8:12]
+    pairs = (
+        (dry_row, noop),
+        (rec_row, noop),
+        (raw_dry, raw_noop),
+        (raw_rec, raw_noop),
+        (alt_dry, alt_noop),
+        (alt_rec, alt_noop),
+    )
+    for r, base in pairs:
+        ratio = r.p50_ms / base.p50_ms
+        print(f"  {r.name}: p50 = {ratio:.2f} x {base.name} p50 (target <= 1.5)")
+    for r in (alt_noop, alt_dry, alt_rec):  # the stricter floor, for the record
+        ratio = r.p50_ms / alt_raw.p50_ms
+        print(f"  {r.name}: p50 = {ratio:.2f} x {alt_raw.name} p50 (no target)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m service.bench", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__)
     p.add_argument("--data", default=os.environ.get("REVIVAL_DATA_PATH", str(DEFAULT_DATA)))
     p.add_argument(
         "--tracking-uri",
@@ -443,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=8.0, help="per concurrent measurement")
     args = p.parse_args(argv)
 
+    from service.service import SERVING
     from training.pipeline import champions_or_explain
 
     if not champions_or_explain(args.tracking_uri):
@@ -454,95 +571,20 @@ def main(argv: list[str] | None = None) -> int:
             "REVIVAL_STORE_URL": f"sqlite:///{Path(tmp) / 'bench.db'}",
             "BENTOML_DO_NOT_TRACK": "true",
         }
-        t0 = time.perf_counter()
-        proc, url = _serve(env, Path(tmp) / "serve.log")
-        ready = time.perf_counter() - t0
+        noop_proc, noop_url = _serve(env, Path(tmp) / "noop.log", target=NOOP_SERVICE)
         try:
-            with httpx.Client(base_url=url, timeout=60) as c:
-                snap = c.post("/decide_batch", json={"decisions": False, "limit": 0}).json()
-                rows_all = c.post("/decide_batch", json={"decisions": False, "limit": 1000}).json()[
-                    "rows"
-                ]
-                ids = [r["customer_id"] for r in rows_all]
-                now = c.post("/customer", json={"customer_id": ids[0]}).json()["snapshot_at"]
-                day = [f"{now[:10]}T10:00:00+01:00"]
-                dry = [{"customer_id": i, "now": day[0], "dry_run": True} for i in ids]
-                # recording: spread over days so the decisions stay real contacts; the raw
-                # client's pass uses the 20 days after the httpx pass's (no caps in common)
-                start = date.fromisoformat(now[:10])
-
-                def recorded(offset: int) -> list[dict]:
-                    return [
-                        {
-                            "customer_id": i,
-                            "now": f"{start + timedelta(days=offset + k % 20)}T10:00:00+01:00",
-                        }
-                        for k, i in enumerate(ids)
-                    ]
-
-                rec, rec_raw = recorded(5), recorded(25)
-                served = [
-                    Row(
-                        "bentoml serve: ready",
-                        note=f"{ready:.1f} s, {snap['candidates']:,} customers",
-                    )
-                ]
-                n = args.requests
-                noop = _sequential(c, "/noop", [None], n)
-                served.append(noop)
-                served.append(_sequential(c, "/noop_sync", [None], n))
-                dry_row = _sequential(c, "/decide", dry, n)
-                dry_row.name = "/decide dry_run sequential"
-                served.append(dry_row)
-                rec_row = _sequential(c, "/decide", rec, n)
-                rec_row.name = "/decide recorded sequential"
-                served.append(rec_row)
-            raw_noop = asyncio.run(_raw_load(url, "/noop", [None], 1, 0, sequential_n=n))
-            served.append(raw_noop)
-            raw_dry = asyncio.run(_raw_load(url, "/decide", dry, 1, 0, sequential_n=n))
-            raw_dry.name = "/decide dry_run sequential (raw client)"
-            served.append(raw_dry)
-            raw_rec = asyncio.run(_raw_load(url, "/decide", rec_raw, 1, 0, sequential_n=n))
-            raw_rec.name = "/decide recorded sequential (raw client)"
-            served.append(raw_rec)
-            alt_noop, alt_raw, alt_dry, alt_rec = asyncio.run(
-                _raw_alternating(
-                    url,
-                    [
-                        ("/noop", "/noop", [None]),
-                        ("/noop_raw", "/noop_raw", [None]),
-                        ("/decide dry_run", "/decide", dry),
-                        ("/decide recorded", "/decide", recorded(65)),
-                    ],
-                    n,
-                )
-            )
-            served += [alt_noop, alt_raw, alt_dry, alt_rec]
-            for label, path, bodies in (
-                ("/noop", "/noop", [None]),
-                ("/decide dry_run", "/decide", dry),
-                ("/decide recorded", "/decide", rec),
-            ):
-                row = asyncio.run(_raw_load(url, path, bodies, args.clients, args.seconds))
-                row.name = f"{label} {args.clients} clients (raw client)"
-                served.append(row)
+            t0 = time.perf_counter()
+            proc, url = _serve(env, Path(tmp) / "serve.log")
+            ready = time.perf_counter() - t0
+            try:
+                served = _served(url, noop_url, ready, args)
+            finally:
+                _stop(proc)
         finally:
-            _stop(proc)
-        _print(served, f"served over HTTP ({url}, 1 worker)")
-        pairs = (
-            (dry_row, noop),
-            (rec_row, noop),
-            (raw_dry, raw_noop),
-            (raw_rec, raw_noop),
-            (alt_dry, alt_noop),
-            (alt_rec, alt_noop),
-        )
-        for r, base in pairs:
-            ratio = r.p50_ms / base.p50_ms
-            print(f"  {r.name}: p50 = {ratio:.2f} x {base.name} p50 (target <= 1.5)")
-        for r in (alt_noop, alt_dry, alt_rec):  # the stricter floor, for the record
-            ratio = r.p50_ms / alt_raw.p50_ms
-            print(f"  {r.name}: p50 = {ratio:.2f} x {alt_raw.name} p50 (no target)")
+            _stop(noop_proc)
+        workers = SERVING["workers"]
+        _print(served, f"served over HTTP ({url}; no-op service {noop_url}; {workers} worker each)")
+        _print_ratios(served)
         batch = _in_process(env)
         _print(batch, "in-process")
     return 0

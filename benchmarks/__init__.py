@@ -1,0 +1,1 @@
+"""Benchmarks that measure the service from outside (``python -m benchmarks.serving``)."""

@@ -1,0 +1,200 @@
+"""The served models: the champions from the MLflow registry and the offer-uplift scores.
+
+Each champion is loaded as ``models:/<name>@<alias>`` (by the version the alias points at),
+unwrapped from its pyfunc once (:func:`_served_model`) and checked against the protocol the
+service needs of it (:mod:`core.protocols`), so a model that does not fit stops start-up with
+its name rather than failing on the first request. The ``offer_uplift`` champion is optional:
+missing, unloadable or not applicable, the offer rules choose offers and serving goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from core.env import default_tracking_uri
+from core.protocols import ChurnScorer, CrossSellRecommender, NextPurchaseScorer, OfferUpliftScorer
+from service.config import OFFER_TYPES, Settings, resolve_sqlite_url
+from service.decision import NO_OFFER_MODEL, OfferModel, offer_model_status
+from service.runtime.errors import ModelsUnavailable
+from service.runtime.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from mlflow.pyfunc import PyFuncModel, PythonModel
+    from mlflow.tracking import MlflowClient
+
+__all__ = ["Models", "load_models", "offer_scores", "tracking_uri"]
+
+log = logging.getLogger(__name__)
+
+_DEFAULT_TRACKING = resolve_sqlite_url("sqlite:///mlflow/mlflow.db")
+M = TypeVar("M")
+
+
+def tracking_uri(settings: Settings) -> str:
+    """The MLflow store to load champions from.
+
+    ``REVIVAL_MLFLOW_TRACKING_URI`` or a non-default ``mlflow_tracking_uri`` in the policy
+    file wins; otherwise :func:`core.env.default_tracking_uri` (which honours
+    ``MLFLOW_TRACKING_URI``, as training does).
+    """
+    if "REVIVAL_MLFLOW_TRACKING_URI" in os.environ:
+        return settings.mlflow_tracking_uri
+    if settings.mlflow_tracking_uri != _DEFAULT_TRACKING:
+        return settings.mlflow_tracking_uri
+    return default_tracking_uri()
+
+
+@dataclass
+class Models:
+    """The champions and their registry versions."""
+
+    churn: ChurnScorer
+    next_purchase: NextPurchaseScorer
+    recommender: CrossSellRecommender
+    item_names: dict[str, str]
+    versions: dict[str, str]
+    uri: str
+    offer_uplift: OfferUpliftScorer | None = None  # the offer_uplift champion, when one loads
+    offer_meta: dict[str, Any] = field(default_factory=dict)  # version, arms, columns, …
+
+
+def _served_model(loaded: PyFuncModel, uri: str, protocol: type[M]) -> tuple[M, PythonModel]:
+    """The model a registered pyfunc serves, checked against ``protocol``, and its python
+    model. Training's pyfunc wrappers keep the model in their ``model`` attribute; a python
+    model without one is taken to be the model itself."""
+    inner = loaded.unwrap_python_model()
+    model = getattr(inner, "model", inner)
+    if not isinstance(model, protocol):
+        missing = [m for m in vars(protocol) if not m.startswith("_") and not hasattr(model, m)]
+        raise ModelsUnavailable(
+            f"{uri} serves a {type(model).__module__}.{type(model).__qualname__}, which does "
+            f"not fit core.protocols.{protocol.__name__} (missing: {', '.join(missing)})"
+        )
+    return model, inner
+
+
+def _load_champion(
+    client: MlflowClient, name: str, alias: str, uri: str, protocol: type[M]
+) -> tuple[M, PythonModel, str]:
+    """One required champion, its python model and its version; :class:`ModelsUnavailable`
+    naming the model when it is missing, cannot be loaded or does not fit ``protocol``."""
+    from mlflow.exceptions import MlflowException
+
+    import mlflow
+
+    try:
+        mv = client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        raise ModelsUnavailable(
+            f"no '{alias}' version of model {name!r} in {uri}: train first "
+            f"(python -m training --if-missing) [{str(exc).splitlines()[0][:200]}]"
+        ) from None
+    model_uri = f"models:/{name}/{mv.version}"
+    try:
+        loaded = mlflow.pyfunc.load_model(model_uri)
+    except Exception as exc:  # a broken artifact must stop start-up with its name
+        raise ModelsUnavailable(f"cannot load {model_uri}: {exc}") from exc
+    model, inner = _served_model(loaded, model_uri, protocol)
+    return model, inner, str(mv.version)
+
+
+def load_models(settings: Settings) -> Models:
+    """Load ``models:/<name>@<alias>`` for every role (by the version the alias points at)."""
+    from mlflow.tracking import MlflowClient
+
+    import mlflow
+
+    uri = tracking_uri(settings)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    alias, names = settings.model_alias, settings.model_names
+    churn, _, v_churn = _load_champion(client, names.churn, alias, uri, ChurnScorer)
+    nxt, _, v_next = _load_champion(client, names.next_purchase, alias, uri, NextPurchaseScorer)
+    rec, rec_inner, v_rec = _load_champion(
+        client, names.cross_sell, alias, uri, CrossSellRecommender
+    )
+    versions = {names.churn: v_churn, names.next_purchase: v_next, names.cross_sell: v_rec}
+    offer, meta = _load_offer_uplift(client, names.offer_uplift, alias)
+    if "version" in meta:
+        versions[names.offer_uplift] = meta["version"]
+    return Models(
+        churn=churn,
+        next_purchase=nxt,
+        recommender=rec,
+        item_names=dict(getattr(rec_inner, "names", {}) or {}),  # the wrapper's item names
+        versions=versions,
+        uri=uri,
+        offer_uplift=offer,
+        offer_meta=meta,
+    )
+
+
+def _load_offer_uplift(
+    client: MlflowClient, name: str, alias: str
+) -> tuple[OfferUpliftScorer | None, dict[str, Any]]:
+    """The optional ``offer_uplift`` champion and what it covers (arms, feature columns,
+    what it was trained on). Missing or unloadable: ``(None, {"error": why})`` and the
+    rules choose offers — an optional model never stops start-up."""
+    from mlflow.exceptions import MlflowException
+
+    import mlflow
+
+    try:
+        mv = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None, {"error": f"no '{alias}' version of model {name!r}"}
+    version = str(mv.version)
+    model_uri = f"models:/{name}/{version}"
+    try:
+        loaded = mlflow.pyfunc.load_model(model_uri)
+        model, _ = _served_model(loaded, model_uri, OfferUpliftScorer)
+        arms, columns = list(model.arms), list(model.input_columns)
+    except Exception as exc:  # optional model: report, serve with the rules
+        log.warning("cannot load %s (offer rules used): %s", model_uri, exc)
+        return None, {"version": version, "error": f"cannot load v{version}: {exc}"[:300]}
+    custom = (loaded.metadata.metadata or {}) if loaded.metadata is not None else {}
+    return model, {
+        "version": version,
+        "arms": arms,
+        "columns": columns,
+        "trained_on": str(custom.get("trained_on", "unknown")),
+    }
+
+
+def offer_scores(
+    snapshot: Snapshot, models: Models, settings: Settings
+) -> tuple[OfferModel, np.ndarray | None]:
+    """Whether the offer-uplift champion applies to this snapshot and, if so, its predicted
+    uplift per (customer, offer) — n × ``OFFER_TYPES``, NaN where it has no arm — computed
+    once per snapshot like the other scores."""
+    meta = models.offer_meta
+    if models.offer_uplift is None:
+        if "version" in meta:  # registered but did not load
+            return OfferModel(False, f"offer_rules: {meta['error']}", meta["version"]), None
+        return NO_OFFER_MODEL, None
+    status = offer_model_status(
+        meta["version"],
+        meta["arms"],
+        meta["columns"],
+        settings,
+        snapshot.columns,
+        meta.get("trained_on"),
+    )
+    if not status.applies:
+        return status, None
+    feats = snapshot.features
+    try:
+        pred = models.offer_uplift.predict(feats)
+        tau = np.full((len(feats), len(OFFER_TYPES)), np.nan)
+        for arm in status.arms:
+            tau[:, OFFER_TYPES.index(arm)] = pred[f"uplift_{arm}"].to_numpy(float)
+    except Exception as exc:  # a model that cannot score the snapshot must not stop serving
+        log.warning("offer_uplift v%s cannot score the snapshot: %s", status.version, exc)
+        label = f"offer_rules: offer_uplift champion v{status.version} failed on the snapshot"
+        return OfferModel(False, label, status.version, status.arms, status.columns), None
+    return status, tau

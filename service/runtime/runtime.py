@@ -1,0 +1,207 @@
+"""The serving runtime: the object every endpoint calls, delegating to named collaborators.
+
+At start-up :class:`Runtime` loads the champions (:mod:`.models`), builds the point-in-time
+snapshot of the configured log (:mod:`.snapshot`), scores every customer once (:mod:`.state`),
+re-reads live purchases since the snapshot (:mod:`.overlay`) and the population priors
+(:mod:`.population`). :meth:`Runtime.reload` switches to the current champions (and optionally
+a fresh snapshot) without a restart; requests in flight keep the state they started with (the
+state is swapped as one object). Requests go to :class:`.decisions.Decider` (``/decide``),
+:class:`.batch.BatchRanker` (``/decide_batch``), :class:`.recording.EventRecorder`
+(``/events``), :class:`.lookups.CustomerLookups` (``/recommend``, ``/customer``) and
+:func:`service.report.campaign_report` (``/report``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from core.store import ContactStore, Engagement, open_store
+from service.channels import ChannelProvider
+from service.config import Settings
+from service.decision import (
+    DEFAULT_PARAMS,
+    ContactHistory,
+    CustomerView,
+    Decision,
+    ModelScores,
+    PolicyParams,
+)
+from service.messages import load_templates
+from service.report import BadReportRequest, CampaignReport, campaign_report
+from service.runtime.batch import BatchRanker
+from service.runtime.decisions import Decider
+from service.runtime.dispatch import Dispatcher, channel_providers
+from service.runtime.errors import Rejected
+from service.runtime.history import ContactHistories
+from service.runtime.lookups import CustomerLookups
+from service.runtime.models import load_models
+from service.runtime.overlay import PurchaseOverlay
+from service.runtime.population import PopulationCache
+from service.runtime.recording import EventRecorder
+from service.runtime.snapshot import load_snapshot
+from service.runtime.state import State, score_snapshot
+from service.runtime.views import CustomerViews
+from service.schemas import (
+    BatchRequest,
+    BatchResponse,
+    ConsentIn,
+    CustomerResponse,
+    DecideRequest,
+    EventIn,
+    EventsResponse,
+    ProfileIn,
+    RecommendResponse,
+    ReloadResponse,
+    ReportRequest,
+)
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Models + snapshot + store + policy: the plain-Python core behind every endpoint."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ContactStore | None = None,
+        params: PolicyParams = DEFAULT_PARAMS,
+        providers: dict[str, ChannelProvider] | None = None,
+    ):
+        self.settings = settings
+        self.params = params
+        self.store = store if store is not None else open_store(settings.store_url)
+        self.providers = providers if providers is not None else channel_providers(settings)
+        self._reload_lock = threading.Lock()
+        self.overlay = PurchaseOverlay()
+        self._population = PopulationCache(self.store)
+        self.histories = ContactHistories(self.store, params, self._population)
+        self.views = CustomerViews(self.overlay)
+        self.dispatcher = Dispatcher(settings, self.store, self.providers)
+        self.decider = Decider(
+            settings, params, self.store, self.views, self.histories, self.dispatcher
+        )
+        self.batch = BatchRanker(settings, params, self.decider)
+        self.recorder = EventRecorder(settings, self.store, self.overlay, self._population)
+        self.lookups = CustomerLookups(settings, params, self.store, self.views, self.histories)
+        t0 = time.perf_counter()
+        try:
+            load_templates()  # parse and validate the message templates now, not on a request
+            snapshot = load_snapshot(settings)
+            models = load_models(settings)
+            self._state = score_snapshot(snapshot, models, settings, params)
+            self.overlay.load_since(self.store, snapshot.at)
+            self._population.warm()
+        except BaseException:
+            self.close()
+            raise
+        self.startup_seconds = time.perf_counter() - t0
+        log.info(
+            "runtime ready: %d customers at %s, models %s (%.1f s)",
+            len(snapshot.features),
+            snapshot.cutoff.date(),
+            models.versions,
+            self.startup_seconds,
+        )
+
+    def close(self) -> None:
+        """Release the store and provider connections."""
+        self.dispatcher.close()
+        self.store.close()
+
+    # ----------------------------------------------------------------- state
+
+    @property
+    def state(self) -> State:
+        """The current snapshot × champions (swapped as one object by :meth:`reload`)."""
+        return self._state
+
+    def reload(self, data: bool = False) -> ReloadResponse:
+        """Switch to the current champions (and a fresh snapshot if ``data``)."""
+        t0 = time.perf_counter()
+        with self._reload_lock:
+            old = self._state
+            models = load_models(self.settings)
+            snapshot = load_snapshot(self.settings) if data else old.snapshot
+            self._state = score_snapshot(snapshot, models, self.settings, self.params)
+        new = self._state
+        return ReloadResponse(
+            model_versions=new.models.versions,
+            previous_versions=old.models.versions,
+            changed=new.models.versions != old.models.versions or data,
+            snapshot_at=new.snapshot.at,
+            customers=len(new.snapshot.features),
+            seconds=round(time.perf_counter() - t0, 3),
+            offer_choice=new.offer_model.label,
+        )
+
+    # ----------------------------------------------------------------- what a decision reads
+
+    def position(self, customer_id: str, state: State | None = None) -> int:
+        """The customer's row in the snapshot (:class:`UnknownCustomer` if absent)."""
+        return self.views.position(customer_id, state or self._state)
+
+    def view(self, customer_id: str, profile: ProfileIn | None, state: State) -> CustomerView:
+        """The customer as the decision engine sees it (:meth:`CustomerViews.view`)."""
+        return self.views.view(customer_id, profile, state)
+
+    @staticmethod
+    def model_scores(pos: int, state: State) -> ModelScores:
+        """The champions' scores of the customer at ``pos``."""
+        return CustomerViews.model_scores(pos, state)
+
+    def candidates(self, customer_id: str, k: int, state: State) -> list[str]:
+        """ALS items the customer has not bought or returned (cached per model state)."""
+        return self.views.candidates(customer_id, k, state)
+
+    def population(self) -> dict[str, Engagement]:
+        """Every channel's engagement over all customers (:class:`PopulationCache`)."""
+        return self._population.get()
+
+    def history(self, customer_id: str, now: datetime) -> ContactHistory:
+        """The customer's contacts, consents and engagement as one decision reads them."""
+        return self.histories.read(customer_id, now)
+
+    # ----------------------------------------------------------------- endpoints
+
+    def decide(self, req: DecideRequest) -> Decision:
+        """Decide for one customer; record it (unless ``dry_run``); dispatch if asked."""
+        return Decision.model_validate(self.decide_encoded(req)[0])
+
+    def decide_encoded(self, req: DecideRequest) -> tuple[dict[str, Any], bytes]:
+        """:meth:`decide` as plain data and its JSON, the response body
+        (:meth:`Decider.decide_encoded`)."""
+        return self.decider.decide_encoded(req, self._state)
+
+    def decide_batch(self, req: BatchRequest) -> BatchResponse:
+        """Rank customers by priority (vectorised), cut at budget/count, decide the page."""
+        return self.batch.decide_batch(req, self._state)
+
+    def recommend(self, customer_id: str, k: int, now: datetime | None) -> RecommendResponse:
+        """Cross-sell items for the customer (returned or just-bought items excluded)."""
+        return self.lookups.recommend(customer_id, k, now, self._state)
+
+    def customer(self, customer_id: str, now: datetime | None) -> CustomerResponse:
+        """The 360° view of the customer."""
+        return self.lookups.customer(customer_id, now, self._state)
+
+    def record(self, events: Sequence[EventIn], consents: Sequence[ConsentIn]) -> EventsResponse:
+        """Validate everything first, then append events (one transaction) and consents."""
+        return self.recorder.record(events, consents)
+
+    def report(self, req: ReportRequest) -> CampaignReport:
+        """The campaign report (:func:`service.report.campaign_report`) on the store's
+        decisions and ``purchase`` events; an inconsistent request is :class:`Rejected`."""
+        try:
+            return campaign_report(
+                self.store, req.campaign_id, req.start, req.end, settings=self.settings
+            )
+        except BadReportRequest as exc:
+            raise Rejected(str(exc)) from None
