@@ -58,7 +58,7 @@ from features.snapshot import build_features
 from service.channels import ChannelProvider, LogProvider, OutboundMessage, WebhookProvider
 from service.channels import dispatch as dispatch_message
 from service.config import CHANNELS, OFFER_TYPES, Settings, resolve_sqlite_url
-from service.decision import (
+from service.engine import (
     ASLEEP_STAGES,
     DEFAULT_PARAMS,
     NO_OFFER_MODEL,
