@@ -105,6 +105,8 @@ def prior_posterior(
     """:func:`engagement_posterior` of a customer with no messages on the channel: the prior
     alone, the same for every such customer (per population aggregate, which the runtime
     keeps for a while)."""
+    # memo: engine row p50 +5 % without it (0.179 vs 0.171 ms); tests/test_channel_learning.py
+    # pins it (the same object per population aggregate)
     return memo(_build_prior, population, p, base, half_life_days)
 
 
