@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -116,7 +117,8 @@ def decide_data(
     )
     # choose: the best (offer, channel) whose message fits
     thompson = settings.channel_selection == "thompson" if explore is None else explore
-    call = _Call(view, scores, candidates, settings, p, now, item_names or {})
+    names = item_names or {}
+    call = _Call(view, scores, candidates, settings, p, now, names, decision_id, model_versions)
     seed = _seed_key(decision_id, view, campaign, now) if thompson else None
     pick = _choose(call, prepared, diag, rates, posteriors, why_not, seed)
     # who: revive? (campaign windows are judged at the moment the message would land)
@@ -128,17 +130,40 @@ def decide_data(
     if revive:
         share = f"share {settings.holdout_share:g}"
         reasons["holdout"].append(f"{'control' if holdout else 'treatment'} ({share})")
+    verdict = (revive, holdout, blocker)
+    return _output(
+        call, campaign, stage, expected_next, diag, pick, send_at, zone, verdict, reasons
+    )
+
+
+def _output(
+    call: _Call,
+    campaign: Campaign,
+    stage: str,
+    expected_next: datetime | None,
+    diag: Diagnosis,
+    pick: _Pick,
+    send_at: datetime,
+    zone: ZoneInfo,
+    verdict: tuple[bool, bool, Campaign | None],
+    reasons: dict[str, list[str]],
+) -> dict[str, Any]:
+    """The fields of :class:`Decision`, in its order (the served path encodes them as they
+    are)."""
+    view, settings = call.view, call.settings
+    revive, holdout, blocker = verdict
     chosen = pick.chosen is not None
+    local = naive_local(send_at, zone).isoformat(timespec="minutes") if chosen else None
     return {
-        "decision_id": decision_id or str(uuid.uuid4()),
+        "decision_id": call.decision_id or str(uuid.uuid4()),
         "customer_id": view.customer_id,
         "campaign_id": campaign.id,
-        "decided_at": now,
+        "decided_at": call.now,
         "snapshot_at": view.snapshot_at,
         "stage": stage,
         "tier": view.tier,
         "value_score": rounded(view.value_score, 2),
-        "scores": scores_out(scores, expected_next, settings.zone),
+        "scores": scores_out(call.scores, expected_next, settings.zone),
         "revive": revive,
         "priority": rounded(pick.priority, 4),
         "currency": settings.currency,
@@ -149,16 +174,14 @@ def decide_data(
         "channel": CHANNELS[pick.channel] if chosen else None,
         "channel_options": pick.options,
         "send_at": send_at if chosen else None,
-        "send_at_local": naive_local(send_at, zone).isoformat(timespec="minutes")
-        if chosen
-        else None,
+        "send_at_local": local,
         "timezone": zone.key,
         "holdout": holdout,
         "contact": revive and not holdout and chosen,
         "blocked_by": blocker.id if blocker is not None else None,
         "message": message_out(pick.rendered) if pick.rendered is not None else None,
         "reasons": {k: v for k, v in reasons.items() if v},
-        "model_versions": dict(model_versions or {}),
+        "model_versions": dict(call.model_versions or {}),
         "dispatch": None,
     }
 
@@ -236,6 +259,8 @@ class _Call(NamedTuple):
     params: PolicyParams
     now: datetime
     names: Mapping[str, str]  # item id -> display name
+    decision_id: str | None
+    model_versions: Mapping[str, str] | None
 
 
 def _choose(
