@@ -54,7 +54,7 @@ assert STAGE_CODES[FIRST_ASLEEP:] == ASLEEP_STAGES
 
 @dataclass(frozen=True)
 class PolicyParams:
-    """Decision-policy constants that are not part of the operator's YAML (see module doc)."""
+    """Decision-policy constants that are not part of the operator's YAML (docs/design.md)."""
 
     uplift_prior: float = HILLSTROM_UPLIFT
     reference_engagement: float = 0.12  # e-mail base rate: the channel Hillstrom measured
