@@ -271,7 +271,7 @@ def _in_process(env: dict[str, str]) -> list[Row]:
     import numpy as np
 
     from service.config import load_settings
-    from service.decision import rank_inputs
+    from service.engine import rank_inputs
     from service.runtime import Runtime
     from service.schemas import BatchRequest
 
@@ -335,7 +335,7 @@ def _decide_parts(runtime, now) -> list[Row]:
     history read and the engine alone."""
     import functools
 
-    from service.decision import decide_data
+    from service.engine import decide_data
     from service.schemas import DecideRequest
 
     state = runtime.state

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from core.store import EVENT_TYPES
 from features.lifecycle import STAGES, TIERS
 from service.config import ChannelName, Identifier, Locale
-from service.decision import Decision
+from service.engine import Decision
 
 __all__ = [
     "BatchRequest",

@@ -41,7 +41,7 @@ from starlette.responses import JSONResponse, Response
 from core.env import configure_environment
 from core.store import DuplicateDecision, InvalidRecord, StoreUnavailable
 from service.config import load_settings
-from service.decision import Decision, UnknownCampaign
+from service.engine import Decision, UnknownCampaign
 from service.jobs import JobConflict, RetrainJobs, UnknownJob
 from service.report import CampaignReport
 from service.runtime import (

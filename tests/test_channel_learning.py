@@ -12,7 +12,7 @@ import pytest
 
 from core.store import Engagement, EventRecord, SqlContactStore
 from service.config import CHANNELS, load_settings
-from service.decision import (
+from service.engine import (
     DEFAULT_PARAMS,
     ContactHistory,
     CustomerView,
@@ -115,16 +115,16 @@ def test_posterior_parameters_known_answer():
 def test_prior_only_posterior_is_the_posterior_without_messages():
     """The shortcut for customers without messages on a channel is the posterior without
     evidence, and a new population aggregate (the runtime refreshes it) is not served stale."""
-    from service.decision import _prior_posterior
+    from service.engine import prior_posterior
 
     k10 = PolicyParams(engagement_prior_weight=10.0, population_prior_weight=200.0)
     pop = Engagement(sends=100, engaged=30)
     expected = engagement_posterior(Engagement(), pop, 0.12, NOW, 90.0, k10)
-    assert _prior_posterior(pop, 0.12, 90.0, k10) == expected
-    assert _prior_posterior(pop, 0.12, 90.0, k10) is _prior_posterior(pop, 0.12, 90.0, k10)
+    assert prior_posterior(pop, 0.12, 90.0, k10) == expected
+    assert prior_posterior(pop, 0.12, 90.0, k10) is prior_posterior(pop, 0.12, 90.0, k10)
     later = Engagement(sends=100, engaged=60)
-    assert _prior_posterior(later, 0.12, 90.0, k10).prior == pytest.approx(84 / 300)
-    assert _prior_posterior(pop, 0.2, 90.0, k10) == engagement_posterior(
+    assert prior_posterior(later, 0.12, 90.0, k10).prior == pytest.approx(84 / 300)
+    assert prior_posterior(pop, 0.2, 90.0, k10) == engagement_posterior(
         Engagement(), pop, 0.2, NOW, 90.0, k10
     )
 

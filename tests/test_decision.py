@@ -14,7 +14,7 @@ import pytest
 
 from core.store import ContactRecord, Engagement
 from service.config import CHANNELS, OFFER_TYPES, Campaign, load_settings
-from service.decision import (
+from service.engine import (
     DEFAULT_PARAMS,
     HILLSTROM_UPLIFT,
     ContactHistory,
@@ -25,14 +25,14 @@ from service.decision import (
     Profile,
     RowEconomics,
     UnknownCampaign,
-    _matrix,
-    _row_economics,
     count_contacts,
     decide_data,
+    economics_matrix,
     encode_decision,
     holdout_draw,
     in_holdout,
     priorities,
+    row_economics,
 )
 from service.messages import sms_length
 
@@ -150,11 +150,11 @@ def test_one_customer_economics_keep_the_vectorised_nan_and_edge_semantics(setti
     )
     q = np.array([[0.05, 0.2, 0.0, 1.0]] * 3)
     reach = np.array([1.0, 0.0, 0.8])
-    mat = _matrix(
+    mat = economics_matrix(
         rows, settings, DEFAULT_PARAMS, q, np.array([1, 3, 0]), np.array([0, 2, 5]), reach=reach
     )
     for pos, (cause, intent) in enumerate([(1, 0), (3, 2), (0, 5)]):
-        fast = _row_economics(
+        fast = row_economics(
             rows.take(slice(pos, pos + 1)),
             settings,
             DEFAULT_PARAMS,
@@ -167,13 +167,13 @@ def test_one_customer_economics_keep_the_vectorised_nan_and_edge_semantics(setti
         for field in ("priority", "uplift", "incentive", "contact", "offer_ok", "pref"):
             np.testing.assert_array_equal(getattr(fast, field), getattr(slow, field))
         assert fast.value == slow.value
-    nan_row = _row_economics(rows.take(slice(0, 1)), settings, DEFAULT_PARAMS, [0.1] * 4, 1, 0, 1.0)
+    nan_row = row_economics(rows.take(slice(0, 1)), settings, DEFAULT_PARAMS, [0.1] * 4, 1, 0, 1.0)
     assert all(math.isnan(u) for per_offer in nan_row.uplift for u in per_offer)
-    lost = _row_economics(rows.take(slice(1, 2)), settings, DEFAULT_PARAMS, [0.1] * 4, 3, 2, 0.0)
+    lost = row_economics(rows.take(slice(1, 2)), settings, DEFAULT_PARAMS, [0.1] * 4, 3, 2, 0.0)
     assert all(u == 0.0 for per_offer in lost.uplift for u in per_offer)
     modelled = replace(rows.take(slice(2, 3)), offer_uplift=np.zeros((1, len(OFFER_TYPES))))
     with pytest.raises(ValueError, match="rules only"):
-        _row_economics(modelled, settings, DEFAULT_PARAMS, [0.1] * 4, 0, 5, 1.0)
+        row_economics(modelled, settings, DEFAULT_PARAMS, [0.1] * 4, 0, 5, 1.0)
 
 
 def test_coupon_wins_only_where_few_would_buy_anyway(settings):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from service.config import OFFER_TYPES, load_settings
-from service.decision import (
+from service.engine import (
     HILLSTROM_UPLIFT,
     NO_OFFER_MODEL,
     ContactHistory,

@@ -14,7 +14,7 @@ import pytest
 
 from core.store import DecisionRecord, EventRecord, SqlContactStore
 from service.config import load_settings
-from service.decision import UnknownCampaign
+from service.engine import UnknownCampaign
 from service.report import (
     BadReportRequest,
     CampaignReport,

@@ -598,7 +598,7 @@ def test_prepared_rows_decide_exactly_like_the_feature_rows_on_the_real_log(real
     and without a recent contact, and after a purchase that changes the stage. The served
     encoding of the engine's plain data is the validated Decision's JSON, byte for byte."""
     from core.store import ContactRecord, Engagement
-    from service.decision import ContactHistory, Decision, decide, decide_data, encode_decision
+    from service.engine import ContactHistory, Decision, decide, decide_data, encode_decision
 
     runtime = real_runtime
     state = runtime.state
@@ -653,12 +653,12 @@ def test_prepared_rows_decide_exactly_like_the_feature_rows_on_the_real_log(real
 
 @pytest.mark.integration
 def test_one_customer_economics_equal_the_vectorised_formula_to_the_last_bit(real_runtime):
-    """A decision's economics in floats (``_row_economics``) are the batch formula
-    (``_matrix``) to the last bit: every customer of the real log, every primary cause and
+    """A decision's economics in floats (``row_economics``) are the batch formula
+    (``economics_matrix``) to the last bit: every customer of the real log, every primary cause and
     intent, engagement rates from zero to one."""
     import numpy as np
 
-    from service.decision import CAUSES, INTENTS, RowEconomics, _matrix, _row_economics
+    from service.engine import CAUSES, INTENTS, RowEconomics, economics_matrix, row_economics
 
     runtime = real_runtime
     inputs, settings, params = runtime.state.inputs, runtime.settings, runtime.params
@@ -669,11 +669,11 @@ def test_one_customer_economics_equal_the_vectorised_formula_to_the_last_bit(rea
     for cause in range(len(CAUSES)):
         for intent in range(len(INTENTS)):
             q = rng.uniform(0.0, 1.0, (n, 4)) * rng.integers(0, 2, (n, 4))  # some zero rates
-            mat = _matrix(
+            mat = economics_matrix(
                 inputs, settings, params, q, np.full(n, cause), np.full(n, intent), reach=reach
             )
             for pos in range(0, n, 3):
-                fast = _row_economics(
+                fast = row_economics(
                     inputs.take(slice(pos, pos + 1)),
                     settings,
                     params,

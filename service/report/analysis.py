@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from core.attribution import attribute, load_purchases
 from core.store import ContactStore
 from service.config import Settings, load_settings
-from service.decision import UnknownCampaign
+from service.engine import UnknownCampaign
 from service.stats import Interval, bootstrap_mean_diff, newcombe
 
 __all__ = [
@@ -352,7 +352,7 @@ def campaign_report(
 
     Purchases: the store's ``purchase`` events plus, if given, the orders of
     ``transactions`` (naive times in ``default_timezone``). Raises
-    :class:`~service.decision.UnknownCampaign` for a campaign that is neither configured
+    :class:`~service.engine.UnknownCampaign` for a campaign that is neither configured
     nor has stored decisions, :class:`BadReportRequest` when ``end <= start``.
     """
     settings = settings if settings is not None else load_settings()

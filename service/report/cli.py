@@ -15,7 +15,7 @@ from pathlib import Path
 
 from core.store import open_store
 from service.config import load_settings
-from service.decision import UnknownCampaign
+from service.engine import UnknownCampaign
 from service.report.analysis import BadReportRequest, campaign_report
 from service.report.render import write_report
 

@@ -9,7 +9,7 @@ from datetime import datetime
 import numpy as np
 
 from service.config import CHANNELS, OFFER_TYPES, Settings
-from service.decision import PolicyParams, campaign_by_id, holdout_draw, rank_inputs
+from service.engine import PolicyParams, campaign_by_id, holdout_draw, rank_inputs
 from service.runtime.clock import aware
 from service.runtime.decisions import Decider
 from service.runtime.state import State

@@ -9,7 +9,7 @@ from typing import Any
 
 from core.store import CapSpec, ContactStore, CustomerHistory, DecisionRecord
 from service.config import CHANNELS, Settings
-from service.decision import (
+from service.engine import (
     ContactHistory,
     Decision,
     PolicyParams,

@@ -8,7 +8,7 @@ from core.store import ContactStore, DispatchInProgress, UnknownDecision
 from service.channels import ChannelProvider, LogProvider, OutboundMessage, WebhookProvider
 from service.channels import dispatch as dispatch_message
 from service.config import Settings
-from service.decision import Decision, DispatchOut
+from service.engine import Decision, DispatchOut
 from service.runtime.errors import Conflict, Rejected
 from service.schemas import ProfileIn
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from core.store import ContactStore, CustomerHistory
-from service.decision import ContactHistory, PolicyParams
+from service.engine import ContactHistory, PolicyParams
 from service.runtime.population import PopulationCache
 
 __all__ = ["ContactHistories"]

@@ -10,7 +10,7 @@ from typing import Any
 
 from core.store import ContactStore, DecisionRecord
 from service.config import Settings
-from service.decision import CustomerView, PolicyParams
+from service.engine import CustomerView, PolicyParams
 from service.runtime.clock import aware
 from service.runtime.history import ContactHistories
 from service.runtime.state import State

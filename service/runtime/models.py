@@ -19,7 +19,7 @@ import numpy as np
 from core.env import default_tracking_uri
 from core.protocols import ChurnScorer, CrossSellRecommender, NextPurchaseScorer, OfferUpliftScorer
 from service.config import OFFER_TYPES, Settings, resolve_sqlite_url
-from service.decision import NO_OFFER_MODEL, OfferModel, offer_model_status
+from service.engine import NO_OFFER_MODEL, OfferModel, offer_model_status
 from service.runtime.errors import ModelsUnavailable
 from service.runtime.snapshot import Snapshot
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from core.store import ContactStore, DecisionRecord, EventRecord, InvalidRecord
 from service.config import Settings
-from service.decision import UnknownCampaign, campaign_by_id
+from service.engine import UnknownCampaign, campaign_by_id
 from service.runtime.clock import aware
 from service.runtime.errors import Rejected
 from service.runtime.overlay import PurchaseOverlay

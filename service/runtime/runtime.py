@@ -23,7 +23,7 @@ from typing import Any
 from core.store import ContactStore, Engagement, open_store
 from service.channels import ChannelProvider
 from service.config import Settings
-from service.decision import (
+from service.engine import (
     DEFAULT_PARAMS,
     ContactHistory,
     CustomerView,

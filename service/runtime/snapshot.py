@@ -18,7 +18,7 @@ import pandas as pd
 from features.loaders import CleaningReport, load_transactions
 from features.snapshot import build_features
 from service.config import Settings
-from service.decision import regulars
+from service.engine import regulars
 
 __all__ = ["REGULARS_KEPT", "FeatureRow", "Snapshot", "load_snapshot"]
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from features.lifecycle import LifecycleRules, assign_lifecycle
 from service.config import Settings
-from service.decision import (
+from service.engine import (
     DEFAULT_PARAMS,
     NO_OFFER_MODEL,
     OfferModel,

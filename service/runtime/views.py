@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from service.decision import CustomerView, ModelScores, Profile
+from service.engine import CustomerView, ModelScores, Profile
 from service.runtime.errors import UnknownCustomer
 from service.runtime.overlay import PurchaseOverlay
 from service.runtime.snapshot import FeatureRow
