@@ -360,13 +360,6 @@ def population_summary(rows: Iterable[Any]) -> dict[str, Engagement]:
     return {ch: Engagement(**f) for ch, f in sorted(acc.items())}
 
 
-@functools.lru_cache(maxsize=256)
-def _versions_json(items: tuple[tuple[str, str], ...]) -> str:
-    """A record's ``model_versions`` (sorted items) as stored JSON; cached, because every
-    decision of a deployment carries one of a few such maps."""
-    return dump_json("model_versions", dict(items))
-
-
 def decision_row(d: DecisionRecord, recorded_at: datetime) -> dict[str, Any]:
     """The ``decisions`` row of ``d`` (its JSON validated here, before any transaction)."""
     return {
@@ -384,7 +377,7 @@ def decision_row(d: DecisionRecord, recorded_at: datetime) -> dict[str, Any]:
         "payload": d.payload
         if isinstance(d.payload, str)
         else dump_json("payload", dict(d.payload)),
-        "model_versions": _versions_json(tuple(sorted(d.model_versions.items()))),
+        "model_versions": dump_json("model_versions", dict(d.model_versions)),
         "recorded_at": recorded_at,
     }
 

@@ -10,7 +10,7 @@ naive datetimes passed in are taken to be UTC and every datetime handed back is 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,26 +37,12 @@ class UtcDateTime(TypeDecorator):
     """``DateTime(timezone=True)`` that always binds and returns aware UTC datetimes.
 
     Backends without a timezone-aware type (SQLite) store the UTC wall-clock time, so
-    string comparison there orders correctly. On SQLite the bind is one function:
-    ``isoformat(" ", "microseconds")`` of the naive UTC time is exactly SQLAlchemy's own
-    ``DATETIME`` storage text (``YYYY-MM-DD HH:MM:SS.ffffff``, a test pins it), in C instead
-    of its ``%``-formatting of a dict, and without the decorator's chain of calls (a recorded
-    decision binds five datetimes). Reads are SQLAlchemy's own.
+    string comparison there orders correctly (SQLAlchemy's own ``DATETIME`` text,
+    ``YYYY-MM-DD HH:MM:SS.ffffff``; a test pins it).
     """
 
     impl = sa.DateTime(timezone=True)
     cache_ok = True
-
-    def bind_processor(self, dialect: sa.Dialect) -> Callable[[Any], Any] | None:
-        if dialect.name != "sqlite":
-            return super().bind_processor(dialect)
-
-        def process(value: Any) -> str | None:
-            if value is None:
-                return None
-            return as_utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-        return process
 
     def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
         if value is None:
