@@ -28,7 +28,6 @@ import functools
 import itertools
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -39,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.env import default_tracking_uri
+from core.env import tracking_uri as env_tracking_uri
 from core.store import (
     CapSpec,
     ContactStore,
@@ -57,7 +56,7 @@ from features.loaders import CleaningReport, load_transactions
 from features.snapshot import build_features
 from service.channels import ChannelProvider, LogProvider, OutboundMessage, WebhookProvider
 from service.channels import dispatch as dispatch_message
-from service.config import CHANNELS, OFFER_TYPES, Settings, resolve_sqlite_url
+from service.config import CHANNELS, OFFER_TYPES, Settings
 from service.decision import (
     ASLEEP_STAGES,
     DEFAULT_PARAMS,
@@ -117,7 +116,6 @@ log = logging.getLogger(__name__)
 POPULATION_TTL_S = 30.0
 POPULATION_INLINE_S = 0.02  # a population refresh that took longer runs in the background
 ROLES = ("churn", "next_purchase", "cross_sell")
-_DEFAULT_TRACKING = resolve_sqlite_url("sqlite:///mlflow/mlflow.db")
 _SCHEDULE_SLACK = timedelta(seconds=60)
 REGULARS_KEPT = 50  # own items kept per customer, most bought first
 _FUNNEL_EVENTS = ("delivered", "opened", "clicked", "converted")  # follow a send
@@ -143,17 +141,8 @@ _NO_PROFILE = Profile()  # immutable: shared by every request without a profile
 
 
 def tracking_uri(settings: Settings) -> str:
-    """The MLflow store to load champions from.
-
-    ``REVIVAL_MLFLOW_TRACKING_URI`` or a non-default ``mlflow_tracking_uri`` in the policy
-    file wins; otherwise :func:`core.env.default_tracking_uri` (which honours
-    ``MLFLOW_TRACKING_URI``, as training does).
-    """
-    if "REVIVAL_MLFLOW_TRACKING_URI" in os.environ:
-        return settings.mlflow_tracking_uri
-    if settings.mlflow_tracking_uri != _DEFAULT_TRACKING:
-        return settings.mlflow_tracking_uri
-    return default_tracking_uri()
+    """The MLflow store to load champions from (:func:`core.env.tracking_uri`'s rule)."""
+    return env_tracking_uri(settings.mlflow_tracking_uri)
 
 
 def _aware(dt: datetime | None, settings: Settings, default: datetime | None = None) -> datetime:

@@ -38,11 +38,14 @@ from sqlalchemy.pool import StaticPool
 
 from core.store.records import StoreError, StoreIntegrityError, StoreUnavailable
 
-__all__ = ["Database", "db_errors"]
+__all__ = ["Conn", "Database", "db_errors"]
 
 log = logging.getLogger(__name__)
 
 _SQLITE_MMAP_BYTES = 256 * 2**20
+
+# a transaction's connection: SQLAlchemy's, or the raw SQLite one of Database.hot_tx
+Conn = Connection | sqlite3.Connection
 
 
 def _short(exc: BaseException) -> str:
@@ -225,9 +228,7 @@ class Database:
                 yield conn
 
     @contextmanager
-    def hot_tx(
-        self, write: bool = False, lock: str | None = None
-    ) -> Iterator[Connection | sqlite3.Connection]:
+    def hot_tx(self, write: bool = False, lock: str | None = None) -> Iterator[Conn]:
         """:meth:`tx` for the decision path (statements via :meth:`rows` / :meth:`insert_one`).
 
         On a SQLite file it is the thread's own DBAPI connection (:meth:`_pinned`) between
@@ -276,17 +277,13 @@ class Database:
             self._fast_cache[id(stmt)] = fast
         return fast[1]
 
-    def rows(
-        self, conn: Connection | sqlite3.Connection, stmt: sa.ClauseElement, params: Mapping
-    ) -> list:
+    def rows(self, conn: Conn, stmt: sa.ClauseElement, params: Mapping) -> list:
         """All rows of a SELECT, in a :meth:`tx` or :meth:`hot_tx` transaction."""
         if isinstance(conn, sqlite3.Connection):
             return self._fast(stmt).rows(conn, params)
         return list(conn.execute(stmt, params))
 
-    def insert_one(
-        self, conn: Connection | sqlite3.Connection, stmt: sa.ClauseElement, row: Mapping
-    ) -> None:
+    def insert_one(self, conn: Conn, stmt: sa.ClauseElement, row: Mapping) -> None:
         """Insert one full row, in a :meth:`tx` or :meth:`hot_tx` transaction."""
         if isinstance(conn, sqlite3.Connection):
             fast = self._fast(stmt, list(row))

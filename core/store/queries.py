@@ -72,10 +72,10 @@ def _one_of(column: sa.ColumnElement, values: Sequence[str]) -> sa.ColumnElement
 
 @functools.cache
 def contact_statement(with_hi: bool, with_channel: bool) -> sa.CompoundSelect:
-    """Planned decisions (incl. hold-out ones) and sent events as one statement for
-    ``_contacts`` (one round trip): ``source`` "decision" or "event", ``decision_id``,
-    ``campaign_id``, ``channel``, ``ts``, ``holdout`` (decisions) and ``event_id`` (events);
-    binds customer_id, lo, hi, channel."""
+    """Planned decisions (incl. hold-out ones) and sent events as one statement (one round
+    trip): ``source`` "decision" or "event", ``decision_id``, ``campaign_id``, ``channel``,
+    ``ts``, ``holdout`` (decisions) and ``event_id`` (events); binds customer_id, lo, hi,
+    channel. :func:`contact_records` turns its rows into contacts."""
     d, e, e2 = decisions, events, events.alias("e2")
     planned = sa.func.coalesce(d.c.send_at, d.c.ts)
     has_sent = (
@@ -221,8 +221,8 @@ def summarise_engagement(rows: Iterable[Any]) -> dict[str, Engagement]:
 @functools.cache
 def consent_statement(with_as_of: bool) -> sa.CompoundSelect:
     """Consent rows (``kind`` 0) and revoking events (``kind`` 1, not granted) as one
-    statement for ``_consents``: ``kind``, ``id``, ``channel``, ``granted``, ``ts``; binds
-    customer_id and as_of."""
+    statement: ``kind``, ``id``, ``channel``, ``granted``, ``ts``; binds customer_id and
+    as_of. :func:`consent_state` turns its rows into consents."""
     c, e = consents.c, events.c
     qc = sa.select(
         sa.literal_column("0", sa.Integer).label("kind"),

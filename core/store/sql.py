@@ -11,7 +11,6 @@ has the reads and writes that only tests and operators use (``record_decision``,
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,7 +30,7 @@ from core.store.caps import (
     cap_contacts,
     count_contacts,
 )
-from core.store.db import Database
+from core.store.db import Conn, Database
 from core.store.queries import (
     DECISION_EXISTS,
     INSERT_DECISION,
@@ -123,7 +122,7 @@ class SqlContactStore(ContactStore):
 
     # ----------------------------------------------------------------- decisions
 
-    def _decision_exists(self, conn: Connection | sqlite3.Connection, decision_id: str) -> bool:
+    def _decision_exists(self, conn: Conn, decision_id: str) -> bool:
         return bool(self._db.rows(conn, DECISION_EXISTS, {"decision_id": decision_id}))
 
     def record_decision(self, decision: DecisionRecord) -> None:
@@ -319,7 +318,7 @@ class SqlContactStore(ContactStore):
 
     def _contacts(
         self,
-        conn: Connection | sqlite3.Connection,
+        conn: Conn,
         customer_id: str,
         lo: datetime,
         hi: datetime | None,
@@ -375,9 +374,7 @@ class SqlContactStore(ContactStore):
     def population_engagement(self, since: datetime | None = None) -> dict[str, Engagement]:
         return self._engagement(None, since)
 
-    def _history(
-        self, conn: Connection | sqlite3.Connection, customer_id: str, since: datetime
-    ) -> CustomerHistory:
+    def _history(self, conn: Conn, customer_id: str, since: datetime) -> CustomerHistory:
         """Contacts since ``since``, consents and engagement: one statement, one round trip."""
         params = {"customer_id": customer_id, "lo": as_utc(since)}
         return history_from(customer_id, self._db.rows(conn, history_statement(), params))
@@ -406,9 +403,7 @@ class SqlContactStore(ContactStore):
         with self._db.tx(write=True) as conn:
             conn.execute(consents.insert().values(row))
 
-    def _consents(
-        self, conn: Connection | sqlite3.Connection, customer_id: str, as_of: datetime | None
-    ) -> dict[str, bool]:
+    def _consents(self, conn: Conn, customer_id: str, as_of: datetime | None) -> dict[str, bool]:
         q = consent_statement(as_of is not None)
         params: dict[str, Any] = {"customer_id": customer_id}
         if as_of is not None:
