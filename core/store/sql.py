@@ -166,7 +166,7 @@ class SqlContactStore(ContactStore):
         # lock) around read + decide + insert: half the round trips of a read followed by
         # a checked reservation, and no lost races to retry. The engine's ~0.5 ms runs
         # under the lock, which bounds one SQLite file to ~2,000 recorded decisions/s.
-        # Hold-outs are capped like their treated twins (shadow contacts, module docstring).
+        # Hold-outs are capped like their treated twins (shadow contacts, :mod:`core.store.caps`).
         since = as_utc(since)
         decision: DecisionRecord | None = None
         try:
@@ -244,8 +244,8 @@ class SqlContactStore(ContactStore):
     @staticmethod
     def _existing_keys(conn: Connection, keys: list[str]) -> set[str]:
         found: set[str] = set()
-        for i in range(0, len(keys), 500):
-            q = sa.select(events.c.dedup_key).where(events.c.dedup_key.in_(keys[i : i + 500]))
+        for chunk in _chunks(keys):
+            q = sa.select(events.c.dedup_key).where(events.c.dedup_key.in_(chunk))
             found.update(conn.execute(q).scalars())
         return found
 
@@ -324,7 +324,7 @@ class SqlContactStore(ContactStore):
         hi: datetime | None,
         channel: str | None = None,
     ) -> tuple[list[ContactRecord], list[ContactRecord]]:
-        """(contacts, shadow contacts) with ``lo <= time <= hi`` (see the module docstring)."""
+        """(contacts, shadow contacts) with ``lo <= time <= hi`` (see :mod:`core.store.caps`)."""
         q = contact_statement(hi is not None, channel is not None)
         params: dict[str, Any] = {"customer_id": customer_id, "lo": lo}
         if hi is not None:
