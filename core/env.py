@@ -17,7 +17,9 @@ __all__ = [
     "HILLSTROM_DATA",
     "PROJECT_ROOT",
     "configure_environment",
+    "LOCAL_TRACKING_URI",
     "default_tracking_uri",
+    "tracking_uri",
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -26,11 +28,31 @@ DEFAULT_DATA = SHARED_DATA / "online_retail_II.csv.gz"
 HILLSTROM_DATA = SHARED_DATA / "hillstrom.csv.gz"
 
 
+LOCAL_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow' / 'mlflow.db'}"
+_SERVICE_TRACKING_ENV = "REVIVAL_MLFLOW_TRACKING_URI"
+
+
 def default_tracking_uri() -> str:
     """The local SQLite MLflow store under ``mlflow/`` (env ``MLFLOW_TRACKING_URI`` wins)."""
-    return os.environ.get(
-        "MLFLOW_TRACKING_URI", f"sqlite:///{PROJECT_ROOT / 'mlflow' / 'mlflow.db'}"
-    )
+    return os.environ.get("MLFLOW_TRACKING_URI", LOCAL_TRACKING_URI)
+
+
+def tracking_uri(configured: str | None = None) -> str:
+    """The MLflow store the decision service loads champions from (and retrains into).
+
+    ``configured`` is the service's setting (``Settings.mlflow_tracking_uri``: env
+    ``REVIVAL_MLFLOW_TRACKING_URI``, else the policy file); None reads the env variable
+    itself. It wins when ``REVIVAL_MLFLOW_TRACKING_URI`` is set or it is not the default
+    local store; otherwise :func:`default_tracking_uri` (``MLFLOW_TRACKING_URI``, else the
+    local store), as training does.
+    """
+    if configured is None:
+        configured = os.environ.get(_SERVICE_TRACKING_ENV)
+    if configured is not None and (
+        _SERVICE_TRACKING_ENV in os.environ or configured != LOCAL_TRACKING_URI
+    ):
+        return configured
+    return default_tracking_uri()
 
 
 def configure_environment() -> None:

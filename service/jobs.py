@@ -60,7 +60,9 @@ class RetrainJobs:
         self._lock = threading.Lock()
 
     def command(self, req: RetrainRequest, summary: Path) -> list[str]:
-        """The child's command line: the service's data, store and MLflow store."""
+        """The child's command line: everything retrain reads from the service's settings
+        (data, store, MLflow store, attribution window, the log's time zone) passed
+        explicitly, so the child never reads ``service``."""
         s = self.settings
         cmd = [
             sys.executable,
@@ -74,6 +76,8 @@ class RetrainJobs:
             self.tracking_uri,
             "--window-days",
             f"{req.window_days if req.window_days is not None else s.attribution_window_days:g}",
+            "--timezone",
+            s.default_timezone,
             "--min-treated",
             str(req.min_treated),
             "--min-control",

@@ -41,6 +41,7 @@ from core.store import (
     UnknownDecision,
     open_store,
 )
+from core.store import db as store_db
 
 NOW = datetime(2024, 3, 10, 12, 0, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -795,7 +796,7 @@ def test_writer_queued_behind_a_held_lock_gives_up_unavailable(store_url: str) -
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             else:
                 conn.begin()
-                key = store_mod._lock_id("customer:c1")
+                key = store_db._lock_id("customer:c1")
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
             with pytest.raises(StoreUnavailable, match="locked|lock timeout"):
                 store.reserve_contact(_decision("d1"), caps)

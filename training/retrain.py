@@ -18,9 +18,10 @@ A running service switches to the new champions with ``POST /reload``; ``POST /r
 on the service starts this command as a background job. ``--attribution-only`` stops after
 step 2 (a quick preview; nothing is trained or registered).
 
-This is the one module of ``training`` that reads ``service``: the store and the
-attribution rule belong to the service, and retraining must count outcomes exactly as the
-service's reports do.
+It reads the contact store and the attribution rule from ``core`` (the service's reports
+count outcomes with the same code), never from ``service``: the service's job passes its
+settings as arguments, and run by hand the defaults are the ``REVIVAL_*`` variables the
+service reads (see ``--help``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -35,18 +37,18 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
 import mlflow
-from core.attribution import attribute, load_purchases
-from core.env import configure_environment
+from core.attribution import DEFAULT_WINDOW, attribute, load_purchases
+from core.env import DEFAULT_DATA, PROJECT_ROOT, configure_environment, tracking_uri
 from core.store import StoreError, open_store
 from features.contracts import DataContractError, validate_transactions
 from features.loaders import Loaded, load_transactions
-from service.config import load_settings
 from training.offer_learning import (
     BrandUplift,
     CampaignTable,
@@ -79,7 +81,7 @@ class RetrainConfig:
     train: TrainConfig
     store_url: str
     timezone: str = "Europe/London"  # the log's wall-clock zone (Settings.default_timezone)
-    window: timedelta = timedelta(days=14)
+    window: timedelta = DEFAULT_WINDOW
     since: datetime = EPOCH
     until: datetime | None = None  # default: now (windows still open then are left out)
     learning: OfferLearningConfig = field(default_factory=OfferLearningConfig)
@@ -336,21 +338,65 @@ def _when(text: str | None, option: str) -> datetime | None:
     return (ts.tz_localize(UTC) if ts.tzinfo is None else ts.tz_convert(UTC)).to_pydatetime()
 
 
+# Defaults when run by hand: the variables the decision service reads, else its defaults.
+# (The service's own policy file is not read here: the service passes its values.)
+_ENV_DEFAULTS = {
+    "data": ("REVIVAL_DATA_PATH", str(DEFAULT_DATA)),
+    "store_url": ("REVIVAL_STORE_URL", f"sqlite:///{PROJECT_ROOT / 'var' / 'revival.db'}"),
+    "window_days": ("REVIVAL_ATTRIBUTION_WINDOW_DAYS", f"{DEFAULT_WINDOW.days}"),
+    "timezone": ("REVIVAL_DEFAULT_TIMEZONE", RetrainConfig.timezone),
+}
+
+
+def _env_default(name: str) -> str:
+    variable, fallback = _ENV_DEFAULTS[name]
+    return os.environ.get(variable) or fallback
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m training.retrain",
         description="Retrain with the decision service's outcomes (attribution, purchase "
-        "events as orders, brand offer uplift) in one MLflow run.",
+        "events as orders, brand offer uplift) in one MLflow run. Where the service keeps its "
+        "data, store and MLflow store is passed by the service's /retrain job; run by hand, "
+        "the defaults are the REVIVAL_* variables the service reads (its policy file is not "
+        "read).",
     )
-    p.add_argument("--data", default="", help="transaction log (default: the service's)")
-    p.add_argument("--store-url", default="", help="contact store URL (default: the service's)")
-    p.add_argument("--tracking-uri", default="", help="MLflow tracking URI (default: service's)")
+    p.add_argument(
+        "--data",
+        default="",
+        help="transaction log (default: env REVIVAL_DATA_PATH, else the "
+        "shared online_retail_II.csv.gz)",
+    )
+    p.add_argument(
+        "--store-url",
+        default="",
+        help="contact store URL (default: env REVIVAL_STORE_URL, "
+        "else sqlite:///var/revival.db under the project)",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        default="",
+        help="MLflow tracking URI (default: env "
+        "REVIVAL_MLFLOW_TRACKING_URI, else MLFLOW_TRACKING_URI, else mlflow/mlflow.db)",
+    )
     p.add_argument("--experiment", default="revival")
     p.add_argument("--force", action="store_true", help="promote even if a gate says no")
     p.add_argument("--horizon", type=int, default=90)
     p.add_argument("--max-cutoffs", type=int, default=12)
     p.add_argument("--als-grid", choices=["default", "small"], default="default")
-    p.add_argument("--window-days", type=float, default=None, help="attribution window")
+    p.add_argument(
+        "--window-days",
+        type=float,
+        default=None,
+        help="attribution window in days (default: env REVIVAL_ATTRIBUTION_WINDOW_DAYS, else 14)",
+    )
+    p.add_argument(
+        "--timezone",
+        default="",
+        help="wall-clock zone of the transaction log (default: env "
+        "REVIVAL_DEFAULT_TIMEZONE, else Europe/London)",
+    )
     p.add_argument("--since", default=None, help="first decision time (UTC if no zone)")
     p.add_argument("--until", default=None, help="end of the outcome period (default: now)")
     p.add_argument("--min-treated", type=int, default=OfferLearningConfig.min_treated)
@@ -370,38 +416,50 @@ def parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> RetrainConfig:
-    """A :class:`RetrainConfig` from CLI arguments; defaults come from the service settings
-    (``service/policy.yaml`` + ``REVIVAL_*``). Raises ValueError naming a bad option."""
-    from service.runtime import tracking_uri  # the service's own rule for its MLflow store
-
-    settings = load_settings()
+    """A :class:`RetrainConfig` from CLI arguments; unset ones from the ``REVIVAL_*``
+    variables (see :func:`parser`). Raises ValueError naming a bad option."""
     for name in ("horizon", "max_cutoffs", "min_treated", "min_control", "min_leaf", "splits"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
-    window = args.window_days if args.window_days is not None else settings.attribution_window_days
+    window = args.window_days
+    if window is None:
+        try:
+            window = float(_env_default("window_days"))
+        except ValueError:
+            raise ValueError(
+                f"REVIVAL_ATTRIBUTION_WINDOW_DAYS is not a number: {_env_default('window_days')!r}"
+            ) from None
     if not 0 < window <= 365:
         raise ValueError(f"--window-days must be in (0, 365], got {window}")
-    data = Path(args.data or settings.data_path)
+    # REVIVAL_DATA_PATH is relative to the project, as the service resolves it
+    data = Path(
+        args.data or os.path.normpath(PROJECT_ROOT / Path(_env_default("data")).expanduser())
+    )
     if not data.exists():
         raise ValueError(f"--data: no such file {data}")
-    store_url = args.store_url or settings.store_url
+    store_url = args.store_url or _env_default("store_url")
     db = store_url.split("///", 1)[1].split("?")[0] if store_url.startswith("sqlite") else ""
     if db and db != ":memory:" and not Path(db).exists():  # do not create an empty store
         raise ValueError(f"--store-url: no such SQLite file {db}")
+    timezone = args.timezone or _env_default("timezone")
+    try:
+        ZoneInfo(timezone)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise ValueError(f"--timezone: unknown time zone {timezone!r}") from None
     params = OfferLearningConfig().params
     params.min_data_in_leaf = args.min_leaf
     return RetrainConfig(
         train=TrainConfig(
             data=data,
             horizon=args.horizon,
-            tracking_uri=args.tracking_uri or tracking_uri(settings),
+            tracking_uri=args.tracking_uri or tracking_uri(),
             experiment=args.experiment,
             force=args.force,
             max_cutoffs=args.max_cutoffs,
             als_grid=args.als_grid,
         ),
         store_url=store_url,
-        timezone=settings.default_timezone,
+        timezone=timezone,
         window=timedelta(days=window),
         since=_when(args.since, "--since") or EPOCH,
         until=_when(args.until, "--until"),

@@ -10,15 +10,14 @@ missing, unloadable or not applicable, the offer rules choose offers and serving
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from core.env import default_tracking_uri
+from core.env import tracking_uri as env_tracking_uri
 from core.protocols import ChurnScorer, CrossSellRecommender, NextPurchaseScorer, OfferUpliftScorer
-from service.config import OFFER_TYPES, Settings, resolve_sqlite_url
+from service.config import OFFER_TYPES, Settings
 from service.engine import NO_OFFER_MODEL, OfferModel, offer_model_status
 from service.runtime.errors import ModelsUnavailable
 from service.runtime.snapshot import Snapshot
@@ -31,22 +30,12 @@ __all__ = ["Models", "load_models", "offer_scores", "tracking_uri"]
 
 log = logging.getLogger(__name__)
 
-_DEFAULT_TRACKING = resolve_sqlite_url("sqlite:///mlflow/mlflow.db")
 M = TypeVar("M")
 
 
 def tracking_uri(settings: Settings) -> str:
-    """The MLflow store to load champions from.
-
-    ``REVIVAL_MLFLOW_TRACKING_URI`` or a non-default ``mlflow_tracking_uri`` in the policy
-    file wins; otherwise :func:`core.env.default_tracking_uri` (which honours
-    ``MLFLOW_TRACKING_URI``, as training does).
-    """
-    if "REVIVAL_MLFLOW_TRACKING_URI" in os.environ:
-        return settings.mlflow_tracking_uri
-    if settings.mlflow_tracking_uri != _DEFAULT_TRACKING:
-        return settings.mlflow_tracking_uri
-    return default_tracking_uri()
+    """The MLflow store to load champions from (:func:`core.env.tracking_uri`'s rule)."""
+    return env_tracking_uri(settings.mlflow_tracking_uri)
 
 
 @dataclass

@@ -1,0 +1,161 @@
+"""The store's SQL schema: append-only tables on SQLAlchemy Core, UTC timestamps.
+
+Every table is an append-only log: rows are inserted, never updated or deleted, so the
+history can always be audited and replayed. "Current" state (consent, whether a decision
+was sent) is derived by reading the log.
+
+Time: every timestamp is stored as UTC (``DateTime(timezone=True)``, :class:`UtcDateTime`);
+naive datetimes passed in are taken to be UTC and every datetime handed back is aware UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+
+from core.store.records import DISPATCH_STATUSES, EVENT_TYPES, ID_MAX, as_utc
+
+__all__ = [
+    "DECISION_COLUMNS",
+    "EVENT_COLUMNS",
+    "TABLES",
+    "BigId",
+    "UtcDateTime",
+    "consents",
+    "decisions",
+    "dispatch_success",
+    "dispatches",
+    "events",
+    "metadata",
+]
+
+
+class UtcDateTime(TypeDecorator):
+    """``DateTime(timezone=True)`` that always binds and returns aware UTC datetimes.
+
+    Backends without a timezone-aware type (SQLite) store the UTC wall-clock time, so
+    string comparison there orders correctly (SQLAlchemy's own ``DATETIME`` text,
+    ``YYYY-MM-DD HH:MM:SS.ffffff``; a test pins it).
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        if value is None:
+            return None
+        value = as_utc(value)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> Any:
+        return None if value is None else as_utc(value)
+
+
+_Id = sa.String(ID_MAX)
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite rowid alias
+
+
+def _in(column: str, values: Sequence[str]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("decision_id", _Id, primary_key=True),
+    sa.Column("customer_id", _Id, nullable=False),
+    sa.Column("campaign_id", _Id, nullable=False),
+    sa.Column("ts", UtcDateTime, nullable=False),
+    sa.Column("channel", sa.String(32)),
+    sa.Column("send_at", UtcDateTime),
+    sa.Column("intent", sa.String(64), nullable=False),
+    sa.Column("offer_type", sa.String(64), nullable=False),
+    sa.Column("holdout", sa.Boolean, nullable=False),
+    sa.Column("revive", sa.Boolean, nullable=False),
+    sa.Column("priority", sa.Float, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("model_versions", sa.Text, nullable=False),
+    sa.Column("recorded_at", UtcDateTime, nullable=False),
+    sa.Index(None, "customer_id", "ts"),
+    sa.Index(None, "campaign_id", "ts"),
+    sa.Index(None, "ts"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("event_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("customer_id", _Id, nullable=False),
+    sa.Column("ts", UtcDateTime, nullable=False),
+    sa.Column("channel", sa.String(32)),
+    sa.Column("campaign_id", _Id),
+    sa.Column("decision_id", _Id),  # no FK: events come from outside and may reference anything
+    sa.Column("event", sa.String(16), nullable=False),
+    sa.Column("value", sa.Float),
+    sa.Column("dedup_key", sa.String(255), unique=True),
+    sa.Column("recorded_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint(_in("event", EVENT_TYPES), name="event_type"),
+    sa.Index(None, "customer_id", "ts"),
+    sa.Index(None, "decision_id", "event"),
+    sa.Index(None, "ts"),
+)
+
+consents = sa.Table(
+    "consents",
+    metadata,
+    sa.Column("consent_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("customer_id", _Id, nullable=False),
+    sa.Column("channel", sa.String(32), nullable=False),
+    sa.Column("granted", sa.Boolean, nullable=False),
+    sa.Column("ts", UtcDateTime, nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("recorded_at", UtcDateTime, nullable=False),
+    sa.Index(None, "customer_id", "channel", "ts"),
+)
+
+dispatches = sa.Table(
+    "dispatches",
+    metadata,
+    sa.Column("dispatch_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "decision_id", _Id, sa.ForeignKey("decisions.decision_id"), nullable=False, index=True
+    ),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("ts", UtcDateTime, nullable=False),
+    sa.Column("status", sa.String(8), nullable=False),
+    sa.Column("provider_status_code", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("provider_message_id", sa.String(255)),
+    sa.Column("tries", sa.Integer),
+    sa.CheckConstraint(_in("status", DISPATCH_STATUSES), name="status"),
+    sa.UniqueConstraint("decision_id", "attempt", "status"),
+)
+
+# At most one success per decision: the primary key turns a second success into an
+# IntegrityError inside the transaction that logs it.
+dispatch_success = sa.Table(
+    "dispatch_success",
+    metadata,
+    sa.Column("decision_id", _Id, sa.ForeignKey("decisions.decision_id"), primary_key=True),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("ts", UtcDateTime, nullable=False),
+    sa.Column("provider_status_code", sa.Integer),
+    sa.Column("provider_message_id", sa.String(255)),
+)
+
+TABLES = (decisions, events, consents, dispatches, dispatch_success)
+DECISION_COLUMNS = [c.name for c in decisions.columns]
+EVENT_COLUMNS = [c.name for c in events.columns]
