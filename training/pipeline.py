@@ -13,7 +13,6 @@ model; the champion gate (:mod:`training.registry`) decides whether aliases move
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import tempfile
 from collections.abc import Callable
@@ -76,16 +75,6 @@ class TrainResult:
     stages: list[Measurement]
     cutoff: pd.Timestamp
     fingerprint: dict[str, Any]
-
-
-class _QuietCloudPickle(logging.Filter):
-    """Drop MLflow's per-model CloudPickle notice (our pyfuncs are our own code)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "CloudPickle" not in record.getMessage()
-
-
-logging.getLogger("mlflow.pyfunc").addFilter(_QuietCloudPickle())
 
 
 def _log(msg: str) -> None:
