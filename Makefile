@@ -34,11 +34,11 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not integration and not e2e" $(ARGS)
 
 bench: $(STAMP)
-	$(PY) -m features.bench
-	$(PY) -m training.bench
+	$(PY) -m benchmarks.features
+	$(PY) -m benchmarks.training
 	$(PY) -m service.bench
 	$(PY) -m service.simulate
-	$(PY) -m training.uplift_bench
+	$(PY) -m benchmarks.uplift
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -66,7 +66,7 @@ class CrossSellResult:
 
 def run_backtest(
     transactions: pd.DataFrame,
-    cutoff: pd.Timestamp | str | None = None,
+    cutoff: pd.Timestamp | None = None,
     horizon: int = 90,
     *,
     grid: str | Grid | None = "default",
@@ -90,7 +90,7 @@ def run_backtest(
     """
     from features.labels import backtest_cutoff
 
-    t = backtest_cutoff(transactions) if cutoff is None else pd.Timestamp(cutoff)
+    t = backtest_cutoff(transactions) if cutoff is None else cutoff
     val = t - pd.Timedelta(days=horizon)
     chosen = grids(grid, knn_grid, popularity_grid)
     before = transactions[transactions["ts"] < t]
@@ -124,23 +124,9 @@ def run_backtest(
         models[name] = timed(f"fit_{name}_s", lambda k=klass, p=params: k(**p).fit(transactions, t))
 
     start = time.perf_counter()
-    rows = []
-    all_targets: dict[str, dict[str, set[str]]] = {}
-    for population, days in POPULATIONS.items():
-        targets = cross_sell_targets(
-            transactions, t, horizon, customers_before(transactions, t, days)
-        )
-        all_targets[population] = targets
-        for name, model in models.items():
-            rows.append({"model": name, "population": population, **evaluate(model, targets, k)})
+    backtest, all_targets = _score_populations(models, transactions, t, horizon, k)
     timings["backtest_eval_s"] = time.perf_counter() - start
     timings["total_s"] = sum(timings.values())
-    backtest = pd.DataFrame(rows)
-    recall = f"recall@{k}"
-    ref = backtest.pivot(index="population", columns="model", values=recall)
-    for base_model, column in (("knn", "recall_vs_knn"), ("popularity", "recall_vs_popularity")):
-        backtest[column] = backtest[recall] / backtest["population"].map(ref[base_model])
-    backtest["n_customers"] = backtest["n_customers"].astype(int)
     return CrossSellResult(
         als=models["als"],  # type: ignore[arg-type]
         knn=models["knn"],  # type: ignore[arg-type]
@@ -157,9 +143,35 @@ def run_backtest(
     )
 
 
+def _score_populations(
+    models: dict[str, Recommender],
+    transactions: pd.DataFrame,
+    t: pd.Timestamp,
+    horizon: int,
+    k: int,
+) -> tuple[pd.DataFrame, dict[str, dict[str, set[str]]]]:
+    """Model × population metrics at ``t`` with recall ratios to the baselines, and targets."""
+    rows = []
+    all_targets: dict[str, dict[str, set[str]]] = {}
+    for population, days in POPULATIONS.items():
+        targets = cross_sell_targets(
+            transactions, t, horizon, customers_before(transactions, t, days)
+        )
+        all_targets[population] = targets
+        for name, model in models.items():
+            rows.append({"model": name, "population": population, **evaluate(model, targets, k)})
+    backtest = pd.DataFrame(rows)
+    recall = f"recall@{k}"
+    ref = backtest.pivot(index="population", columns="model", values=recall)
+    for base_model, column in (("knn", "recall_vs_knn"), ("popularity", "recall_vs_popularity")):
+        backtest[column] = backtest[recall] / backtest["population"].map(ref[base_model])
+    backtest["n_customers"] = backtest["n_customers"].astype(int)
+    return backtest, all_targets
+
+
 def backtest_table(
     transactions: pd.DataFrame,
-    cutoff: pd.Timestamp | str | None = None,
+    cutoff: pd.Timestamp | None = None,
     horizon: int = 90,
     **kwargs: Any,
 ) -> pd.DataFrame:

@@ -50,12 +50,12 @@ def _ids(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 def build_interactions(
     transactions: pd.DataFrame,
-    cutoff: pd.Timestamp | str,
+    cutoff: pd.Timestamp,
     half_life_days: float | None = None,
     popularity_days: int = 90,
     active_days: int | None = None,
 ) -> Interactions:
-    t = pd.Timestamp(cutoff)
+    t = cutoff
     ts = transactions["ts"]
     keep = (ts < t) & transactions["item_id"].notna()
     tx = transactions.loc[keep, ["customer_id", "order_id", "ts", "item_id", "quantity"]]
@@ -160,7 +160,7 @@ class Recommender(ABC):
 
     # -- fitting -----------------------------------------------------------------------------
 
-    def fit(self, transactions: pd.DataFrame, cutoff: pd.Timestamp | str) -> Recommender:
+    def fit(self, transactions: pd.DataFrame, cutoff: pd.Timestamp) -> Recommender:
         """Learn from the rows of ``transactions`` strictly before ``cutoff``."""
         data = build_interactions(
             transactions, cutoff, self.half_life_days, self.popularity_days, self.active_days

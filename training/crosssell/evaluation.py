@@ -13,10 +13,10 @@ __all__ = ["cross_sell_targets", "customers_before", "evaluate"]
 
 
 def customers_before(
-    transactions: pd.DataFrame, cutoff: pd.Timestamp | str, active_days: int | None = None
+    transactions: pd.DataFrame, cutoff: pd.Timestamp, active_days: int | None = None
 ) -> list[str]:
     """Customers with any row before ``cutoff`` (or a purchase in the ``active_days`` before it)."""
-    t = pd.Timestamp(cutoff)
+    t = cutoff
     ts = transactions["ts"]
     if active_days is None:
         mask = ts < t
@@ -28,7 +28,7 @@ def customers_before(
 
 def cross_sell_targets(
     transactions: pd.DataFrame,
-    cutoff: pd.Timestamp | str,
+    cutoff: pd.Timestamp,
     horizon_days: int,
     customers: Iterable[str] | None = None,
 ) -> dict[str, set[str]]:
@@ -37,7 +37,7 @@ def cross_sell_targets(
     Only customers with at least one such item appear; ``customers`` restricts the result.
     A "buy" is a row with quantity > 0 (a return is not a purchase).
     """
-    t0 = pd.Timestamp(cutoff)
+    t0 = cutoff
     t1 = t0 + pd.Timedelta(days=horizon_days)
     ts = transactions["ts"]
     buys = (transactions["quantity"] > 0) & transactions["item_id"].notna()

@@ -26,7 +26,7 @@ __all__ = ["CrossSellPyfunc", "fit_final", "log_pyfunc"]
 
 def fit_final(
     transactions: pd.DataFrame,
-    cutoff: pd.Timestamp | str | None = None,
+    cutoff: pd.Timestamp | None = None,
     params: Mapping[str, Any] | None = None,
 ) -> ALSRecommender:
     """Refit ALS with the chosen ``params`` on every row before ``cutoff`` (for serving).

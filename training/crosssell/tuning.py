@@ -58,7 +58,7 @@ def _combinations(grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]]) ->
 def _tune(
     klass: type[Recommender],
     transactions: pd.DataFrame,
-    val_cutoff: pd.Timestamp | str,
+    val_cutoff: pd.Timestamp,
     horizon_days: int,
     grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]],
     base: Mapping[str, Any] | None,
@@ -69,7 +69,7 @@ def _tune(
     Rows at or after ``val_cutoff + H`` are dropped first, so nothing here can read the
     backtest window when the caller passes ``val_cutoff = backtest_cutoff − H``.
     """
-    t = pd.Timestamp(val_cutoff)
+    t = val_cutoff
     tx = transactions[transactions["ts"] < t + pd.Timedelta(days=horizon_days)]
     targets = cross_sell_targets(tx, t, horizon_days, customers_before(tx, t))
     base = dict(base or {})
@@ -121,7 +121,7 @@ def _plain(value: Any) -> Any:
 
 def tune_als(
     transactions: pd.DataFrame,
-    val_cutoff: pd.Timestamp | str,
+    val_cutoff: pd.Timestamp,
     horizon_days: int,
     grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]] | None = None,
     *,
@@ -143,7 +143,7 @@ def tune_als(
 
 def tune_knn(
     transactions: pd.DataFrame,
-    val_cutoff: pd.Timestamp | str,
+    val_cutoff: pd.Timestamp,
     horizon_days: int,
     grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]] | None = None,
     *,
@@ -164,7 +164,7 @@ def tune_knn(
 
 def tune_popularity(
     transactions: pd.DataFrame,
-    val_cutoff: pd.Timestamp | str,
+    val_cutoff: pd.Timestamp,
     horizon_days: int,
     grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]] | None = None,
     *,

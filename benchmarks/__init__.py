@@ -1,0 +1,1 @@
+"""Benchmarks: each module prints tables; run with python -m benchmarks.<name>."""
