@@ -29,8 +29,14 @@ from features.cutoff import parse_cutoff
 from features.labels import backtest_cutoff, build_labels, build_training_frame, training_cutoffs
 from features.loaders import Loaded, load_transactions
 from features.snapshot import build_features
-from training import crosssell, plots
-from training.crosssell import ALSRecommender, CrossSellResult
+from training import plots
+from training.crosssell import (
+    ALSRecommender,
+    CrossSellResult,
+    fit_final,
+    log_pyfunc,
+    run_backtest,
+)
 from training.metrics import binary_report, mae
 from training.propensity import ChurnModel, NextPurchaseModel, bgnbd_inputs, fit_bgnbd
 from training.registry import (
@@ -309,7 +315,7 @@ def _backtest(
     )
     xs = stages.run(
         "cross-sell: tune + backtest vs baselines",
-        lambda: crosssell.run_backtest(tx, cutoff, cfg.horizon, grid=cfg.als_grid),
+        lambda: run_backtest(tx, cutoff, cfg.horizon, grid=cfg.als_grid),
     )
     return pd.concat([table, xs.table], ignore_index=True), arrays, xs
 
@@ -351,7 +357,7 @@ def _refit(
         lambda: NextPurchaseModel(horizon=cfg.horizon).fit(final_frame, bgnbd=churn.bgnbd),
     )
     recommender = stages.run(
-        "cross-sell: refit ALS on the whole log", lambda: crosssell.fit_final(tx, end, xs.params)
+        "cross-sell: refit ALS on the whole log", lambda: fit_final(tx, end, xs.params)
     )
     example = build_features(tx, end).head(5)
     return _Fitted(table, arrays, xs, churn, nextp, recommender, example)
@@ -449,7 +455,7 @@ def _log_cross_sell(
         if xs.tuning is not None:
             xs.tuning.to_csv(out / "als_tuning.csv", index=False)
             mlflow.log_artifact(str(out / "als_tuning.csv"))
-        info = crosssell.log_pyfunc(
+        info = log_pyfunc(
             fitted.recommender,
             name="cross_sell",
             item_names=loaded.items,

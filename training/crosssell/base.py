@@ -22,7 +22,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-__all__ = ["Interactions", "Recommender", "build_interactions", "positions_frame"]
+__all__ = [
+    "DAY",
+    "Interactions",
+    "Recommender",
+    "build_interactions",
+    "csr_arrays",
+    "csr_from",
+    "positions_frame",
+]
 
 DAY = pd.Timedelta(days=1)
 _FORMAT_VERSION = 1
@@ -55,6 +63,12 @@ def build_interactions(
     popularity_days: int = 90,
     active_days: int | None = None,
 ) -> Interactions:
+    """The matrices of :class:`Interactions` from the rows strictly before ``cutoff``.
+
+    ``counts`` weighs each order by ``0.5 ** (age / half_life_days)`` (1 without a half-life);
+    ``popularity`` counts buyers in the ``popularity_days`` before the cutoff; an item is
+    ``active`` if sold in the ``active_days`` before it (ever, when ``None``).
+    """
     t = cutoff
     ts = transactions["ts"]
     keep = (ts < t) & transactions["item_id"].notna()
@@ -100,6 +114,7 @@ def build_interactions(
 
 
 def csr_arrays(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
+    """A CSR matrix as named arrays for ``np.savez`` (read back by :func:`csr_from`)."""
     return {
         f"{prefix}_data": m.data,
         f"{prefix}_indices": m.indices,
@@ -109,6 +124,7 @@ def csr_arrays(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
 
 
 def csr_from(prefix: str, arrays: Mapping[str, np.ndarray]) -> sp.csr_matrix:
+    """The CSR matrix that :func:`csr_arrays` stored under ``prefix``."""
     return sp.csr_matrix(
         (arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"], arrays[f"{prefix}_indptr"]),
         shape=tuple(int(x) for x in arrays[f"{prefix}_shape"]),
@@ -430,6 +446,8 @@ def positions_frame(
     positions: list[tuple[np.ndarray, np.ndarray, int]],
     item_ids: np.ndarray,
 ) -> pd.DataFrame:
+    """Ranked positions as rows ``key, rank, item_id, score, source`` (``"model"`` for the
+    model's own picks, ``"popular"`` for the fallback)."""
     lengths = [len(p) for p, _, _ in positions]
     if sum(lengths) == 0:
         return pd.DataFrame(
