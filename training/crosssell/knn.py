@@ -6,7 +6,6 @@ import warnings
 from collections.abc import Mapping
 
 import numpy as np
-import scipy.sparse as sp
 
 from training.crosssell.base import Interactions, Recommender, csr_arrays, csr_from
 
@@ -52,15 +51,10 @@ class ItemKNNRecommender(Recommender):
         self.similarity = model.similarity.tocsr().astype(np.float64)
 
     def _score(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
-        s = np.asarray((self.counts[rows] @ self._similarity_cols(items)).todense())
+        cols = self.similarity.tocsc()[:, items].tocsr()
+        s = np.asarray((self.counts[rows] @ cols).todense())
         s[s <= 0] = -np.inf
         return s
-
-    def _similarity_cols(self, items: np.ndarray) -> sp.csr_matrix:
-        if getattr(self, "_cols_key", None) is not items:
-            self._cols = self.similarity.tocsc()[:, items].tocsr()
-            self._cols_key = items
-        return self._cols
 
     def _similar(self, item: int, items: np.ndarray) -> np.ndarray:
         s = np.asarray(self.similarity[item].todense()).ravel()[items]
