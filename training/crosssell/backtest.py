@@ -18,6 +18,7 @@ from training.crosssell.tuning import Grid, grids, tune_als, tune_knn, tune_popu
 
 __all__ = ["POPULATIONS", "CrossSellResult", "backtest_table", "run_backtest"]
 
+#: evaluation populations: customers seen before the cutoff, and those buying in the year before
 POPULATIONS: dict[str, int | None] = {"all": None, "active_365d": 365}
 
 

@@ -31,6 +31,9 @@ __all__ = [
     "tune_popularity",
 ]
 
+#: a grid: parameter name -> candidate values (their product is searched), or a list of points
+Grid = Mapping[str, Sequence] | Sequence[Mapping[str, Any]]
+
 #: popularity window (days); the winner is also every model's fallback and ALS's blend prior
 DEFAULT_POPULARITY_GRID: dict[str, tuple] = {"popularity_days": (3, 7, 14, 30, 90)}
 #: implicit item-kNN BM25: neighbours per item, recency decay of the customer's history
@@ -46,7 +49,7 @@ DEFAULT_ALS_GRID: dict[str, tuple] = {
 }
 
 
-def _combinations(grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]]) -> list[dict]:
+def _combinations(grid: Grid) -> list[dict]:
     if isinstance(grid, Mapping):
         names = list(grid)
         return [
@@ -60,7 +63,7 @@ def _tune(
     transactions: pd.DataFrame,
     val_cutoff: pd.Timestamp,
     horizon_days: int,
-    grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]],
+    grid: Grid,
     base: Mapping[str, Any] | None,
     k: int,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -123,7 +126,7 @@ def tune_als(
     transactions: pd.DataFrame,
     val_cutoff: pd.Timestamp,
     horizon_days: int,
-    grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]] | None = None,
+    grid: Grid | None = None,
     *,
     base: Mapping[str, Any] | None = None,
     k: int = 10,
@@ -145,7 +148,7 @@ def tune_knn(
     transactions: pd.DataFrame,
     val_cutoff: pd.Timestamp,
     horizon_days: int,
-    grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]] | None = None,
+    grid: Grid | None = None,
     *,
     base: Mapping[str, Any] | None = None,
     k: int = 10,
@@ -166,7 +169,7 @@ def tune_popularity(
     transactions: pd.DataFrame,
     val_cutoff: pd.Timestamp,
     horizon_days: int,
-    grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]] | None = None,
+    grid: Grid | None = None,
     *,
     base: Mapping[str, Any] | None = None,
     k: int = 10,
@@ -200,12 +203,13 @@ DEFAULT_GRIDS: dict[str, dict[str, tuple]] = {
     "knn": DEFAULT_KNN_GRID,
     "als": DEFAULT_ALS_GRID,
 }
-#: evaluation populations: customers seen before the cutoff, and those buying in the year before
-
-Grid = Mapping[str, Sequence] | Sequence[Mapping[str, Any]]
 
 
-def grids(grid: str | Grid | None, knn_grid: Grid | None, popularity_grid: Grid | None) -> dict:
+def grids(
+    grid: str | Grid | None, knn_grid: Grid | None, popularity_grid: Grid | None
+) -> dict[str, Grid]:
+    """The grid of each model: a preset (``"default"``, ``"small"``) or an ALS grid, with
+    optional item-kNN and popularity grids overriding the defaults."""
     if grid is None or isinstance(grid, str):
         presets = {"default": DEFAULT_GRIDS, "small": SMALL_GRIDS}
         if (grid or "default") not in presets:
