@@ -28,7 +28,7 @@ package, not implicit.
 """
 
 from training.crosssell.als import ALSRecommender
-from training.crosssell.backtest import POPULATIONS, CrossSellResult, backtest_table, run_backtest
+from training.crosssell.backtest import POPULATIONS, CrossSellResult, run_backtest
 from training.crosssell.base import Interactions, Recommender, build_interactions
 from training.crosssell.evaluation import cross_sell_targets, customers_before, evaluate
 from training.crosssell.knn import ItemKNNRecommender
@@ -59,7 +59,6 @@ __all__ = [
     "ItemKNNRecommender",
     "PopularityRecommender",
     "Recommender",
-    "backtest_table",
     "build_interactions",
     "cross_sell_targets",
     "customers_before",

@@ -16,7 +16,7 @@ from training.crosssell.knn import ItemKNNRecommender
 from training.crosssell.popularity import PopularityRecommender
 from training.crosssell.tuning import Grid, grids, tune_als, tune_knn, tune_popularity
 
-__all__ = ["POPULATIONS", "CrossSellResult", "backtest_table", "run_backtest"]
+__all__ = ["POPULATIONS", "CrossSellResult", "run_backtest"]
 
 #: evaluation populations: customers seen before the cutoff, and those buying in the year before
 POPULATIONS: dict[str, int | None] = {"all": None, "active_365d": 365}
@@ -168,16 +168,3 @@ def _score_populations(
         backtest[column] = backtest[recall] / backtest["population"].map(ref[base_model])
     backtest["n_customers"] = backtest["n_customers"].astype(int)
     return backtest, all_targets
-
-
-def backtest_table(
-    transactions: pd.DataFrame,
-    cutoff: pd.Timestamp | None = None,
-    horizon: int = 90,
-    **kwargs: Any,
-) -> pd.DataFrame:
-    """Rows model × population: recall@10, ndcg@10, hit_rate@10, n_customers, recall ratios.
-
-    Shorthand for ``run_backtest(transactions, cutoff, horizon, **kwargs).backtest``.
-    """
-    return run_backtest(transactions, cutoff, horizon, **kwargs).backtest
