@@ -1,1 +1,1 @@
-"""Benchmarks that measure the service from outside (``python -m benchmarks.serving``)."""
+"""Benchmarks, outside the shipped packages: each prints tables (``python -m benchmarks.<name>``)."""

@@ -13,6 +13,7 @@ from features.contracts import (
     validate_events,
     validate_transactions,
 )
+from features.cutoff import parse_cutoff
 from features.labels import (
     backtest_cutoff,
     build_labels,
@@ -47,6 +48,7 @@ __all__ = [
     "load_hillstrom",
     "load_online_retail",
     "load_transactions",
+    "parse_cutoff",
     "training_cutoffs",
     "validate_customers",
     "validate_events",

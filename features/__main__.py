@@ -11,6 +11,7 @@ import pandas as pd
 
 from core.env import DEFAULT_DATA, configure_environment
 from features.contracts import DataContractError
+from features.cutoff import parse_cutoff
 from features.lifecycle import STAGES, TIERS, assign_lifecycle
 from features.loaders import load_transactions
 from features.snapshot import build_features
@@ -33,21 +34,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     try:
+        given = parse_cutoff(args.cutoff) if args.cutoff else None
+    except ValueError as exc:
+        print(f"error: --cutoff: {exc}", file=sys.stderr)
+        return 2
+    try:
         loaded = load_transactions(args.data)
     except (DataContractError, FileNotFoundError, UnicodeDecodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(loaded.report.to_text())
     tx = loaded.transactions
-    try:
-        cutoff = (
-            pd.Timestamp(args.cutoff)
-            if args.cutoff
-            else tx["ts"].max().normalize() + pd.Timedelta(days=1)
-        )
-    except ValueError:
-        print(f"error: --cutoff: cannot parse {args.cutoff!r} as a date", file=sys.stderr)
-        return 2
+    cutoff = given if given is not None else tx["ts"].max().normalize() + pd.Timedelta(days=1)
     t0 = time.perf_counter()
     feats = build_features(tx, cutoff)
     took = time.perf_counter() - t0

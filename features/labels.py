@@ -42,7 +42,7 @@ def training_cutoffs(
     """Cutoffs ``label_end − H − k·step`` (newest first) with ≥ ``min_history_days`` before them."""
     start = transactions["ts"].min().normalize() + pd.Timedelta(days=min_history_days)
     out = []
-    t = pd.Timestamp(label_end) - pd.Timedelta(days=horizon)
+    t = label_end - pd.Timedelta(days=horizon)
     while t >= start and len(out) < max_cutoffs:
         out.append(t)
         t -= pd.Timedelta(days=step_days)
@@ -56,7 +56,7 @@ def training_cutoffs(
 
 def build_labels(
     transactions: pd.DataFrame,
-    cutoff: pd.Timestamp | str,
+    cutoff: pd.Timestamp,
     customers: pd.Index,
     horizon: int = 90,
     observed_until: pd.Timestamp | None = None,
@@ -66,13 +66,13 @@ def build_labels(
     Orders are seen up to the end of the log, or strictly before ``observed_until`` when
     given; an unseen next order is censored at that bound.
     """
-    t = pd.Timestamp(cutoff).to_datetime64().astype("datetime64[ns]")
+    t = cutoff.to_datetime64().astype("datetime64[ns]")
     ts = transactions["ts"].to_numpy()
     if observed_until is None:  # the whole log, its last row included
         end = transactions["ts"].max().to_datetime64()
         seen = ts <= end
     else:  # observed_until is the first instant *not* observed (e.g. the backtest cutoff)
-        end = pd.Timestamp(observed_until).to_datetime64()
+        end = observed_until.to_datetime64()
         seen = ts < end
     fut = transactions[(ts >= t) & seen & (transactions["quantity"].to_numpy() > 0)]
     first_next = fut.groupby("customer_id")["ts"].min()
@@ -101,7 +101,7 @@ def build_training_frame(
     """
     tx = transactions
     if observed_until is not None:
-        tx = transactions[transactions["ts"] < pd.Timestamp(observed_until)]
+        tx = transactions[transactions["ts"] < observed_until]
     frames = []
     for t in cutoffs:
         if observed_until is not None and t + pd.Timedelta(days=horizon) > observed_until:
@@ -109,6 +109,6 @@ def build_training_frame(
         feats = build_features(tx, t)
         labels = build_labels(tx, t, feats.index, horizon, observed_until=observed_until)
         frame = feats.join(labels)
-        frame.insert(0, "cutoff", pd.Timestamp(t))
+        frame.insert(0, "cutoff", t)
         frames.append(frame.reset_index())
     return pd.concat(frames, ignore_index=True)

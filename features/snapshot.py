@@ -42,6 +42,8 @@ Definitions (days are fractional; ``t`` is the cutoff):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -115,7 +117,7 @@ def _days(delta: np.ndarray) -> np.ndarray:
 
 def build_features(
     transactions: pd.DataFrame,
-    cutoff: pd.Timestamp | str,
+    cutoff: pd.Timestamp,
     events: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Feature snapshot at ``cutoff`` for every customer with an order before it.
@@ -123,12 +125,47 @@ def build_features(
     ``transactions`` follows the transactions contract (see :mod:`features.contracts`).
     Returns a frame indexed by ``customer_id`` (sorted) with :data:`FEATURE_COLUMNS`.
     """
-    t = pd.Timestamp(cutoff).to_datetime64().astype("datetime64[ns]")
+    t = cutoff.to_datetime64().astype("datetime64[ns]")
     tx = transactions[transactions["ts"].to_numpy() < t]
     buy = tx[tx["quantity"].to_numpy() > 0]
     if buy.empty:
         return pd.DataFrame(columns=FEATURE_COLUMNS, index=pd.Index([], name="customer_id"))
+    o = _orders(buy, t)
+    f = pd.DataFrame(index=o.customers)
+    _add_windows(f, o)
+    _add_cycle(f, o)
+    _add_returns(f, tx, o, t)
+    f["basket_value"] = f["monetary_all"] / f["orders_all"]
+    f["basket_lines"] = o.per_customer(o.n_lines.astype(float)) / f["orders_all"]
+    _add_items(f, buy, o)
+    f["orders_same_season_ly"] = o.per_customer(((o.age > 275) & (o.age <= 365)).astype(float))
+    f["usual_hour"] = _usual_hour(o)
+    f = f[FEATURE_COLUMNS].astype("float64")
+    if events is not None and len(events):
+        f = f.join(_engagement(events, t, o.customers))
+    return f
 
+
+@dataclass
+class _Orders:
+    """The orders before the cutoff as arrays, each order tagged with its customer's code."""
+
+    customers: pd.Index  # sorted customer ids; a code is a position in it
+    code: np.ndarray
+    ts: np.ndarray  # the order's earliest line
+    value: np.ndarray  # gross purchase value
+    n_lines: np.ndarray
+    age: np.ndarray  # days before the cutoff, > 0
+
+    @property
+    def n(self) -> int:
+        return len(self.customers)
+
+    def per_customer(self, weights: np.ndarray) -> np.ndarray:
+        return np.bincount(self.code, weights=weights, minlength=self.n)
+
+
+def _orders(buy: pd.DataFrame, t: np.datetime64) -> _Orders:
     value = buy["quantity"].to_numpy() * buy["unit_price"].to_numpy()
     lines = pd.DataFrame(
         {
@@ -144,32 +181,38 @@ def build_features(
         .reset_index()
     )
     customers = pd.Index(np.sort(orders["customer_id"].unique()), name="customer_id")
-    code = customers.get_indexer(orders["customer_id"])
-    n = len(customers)
     o_ts = orders["ts"].to_numpy()
-    o_val = orders["value"].to_numpy()
-    age = _days(t - o_ts)  # days before cutoff, > 0
+    return _Orders(
+        customers=customers,
+        code=customers.get_indexer(orders["customer_id"]),
+        ts=o_ts,
+        value=orders["value"].to_numpy(),
+        n_lines=orders["n_lines"].to_numpy(),
+        age=_days(t - o_ts),
+    )
 
-    def per_customer(weights: np.ndarray) -> np.ndarray:
-        return np.bincount(code, weights=weights, minlength=n)
 
-    f = pd.DataFrame(index=customers)
-    last = np.full(n, np.inf)
-    np.minimum.at(last, code, age)
-    first = np.full(n, -np.inf)
-    np.maximum.at(first, code, age)
+def _add_windows(f: pd.DataFrame, o: _Orders) -> None:
+    """Recency, tenure, and orders / spend per window and all-time."""
+    last = np.full(o.n, np.inf)
+    np.minimum.at(last, o.code, o.age)
+    first = np.full(o.n, -np.inf)
+    np.maximum.at(first, o.code, o.age)
     f["recency_days"] = last
     f["tenure_days"] = first
     for w in WINDOWS:
-        m = age <= w
-        f[f"orders_{w}d"] = per_customer(m.astype(float))
-    f["orders_all"] = per_customer(np.ones_like(age))
+        m = o.age <= w
+        f[f"orders_{w}d"] = o.per_customer(m.astype(float))
+    f["orders_all"] = o.per_customer(np.ones_like(o.age))
     for w in WINDOWS:
-        f[f"monetary_{w}d"] = per_customer(np.where(age <= w, o_val, 0.0))
-    f["monetary_all"] = per_customer(o_val)
+        f[f"monetary_{w}d"] = o.per_customer(np.where(o.age <= w, o.value, 0.0))
+    f["monetary_all"] = o.per_customer(o.value)
 
-    # inter-purchase gaps over distinct purchase days
-    day = pd.DataFrame({"c": code, "d": o_ts.astype("datetime64[D]")}).drop_duplicates()
+
+def _add_cycle(f: pd.DataFrame, o: _Orders) -> None:
+    """Purchase days, rates per year of tenure, inter-purchase gaps (own and shrunk), trend."""
+    n = o.n
+    day = pd.DataFrame({"c": o.code, "d": o.ts.astype("datetime64[D]")}).drop_duplicates()
     day = day.sort_values(["c", "d"], kind="stable")
     dc = day["c"].to_numpy()
     dd = day["d"].to_numpy()
@@ -201,15 +244,18 @@ def build_features(
     k = GAP_PRIOR_WEIGHT
     f["gap_shrunk"] = np.exp((sum_log + k * pop_mean_log) / (n_gaps + k))
     f["recency_ratio"] = f["recency_days"] / f["gap_shrunk"]
-    m_prev = per_customer(np.where((age > 90) & (age <= 180), o_val, 0.0))
+    m_prev = o.per_customer(np.where((o.age > 90) & (o.age <= 180), o.value, 0.0))
     m_recent = f["monetary_90d"].to_numpy()
     denom = m_recent + m_prev
     with np.errstate(invalid="ignore", divide="ignore"):
         f["trend_90d"] = np.where(denom > 0, (m_recent - m_prev) / denom, 0.0)
 
-    # returns
+
+def _add_returns(f: pd.DataFrame, tx: pd.DataFrame, o: _Orders, t: np.datetime64) -> None:
+    """Return orders, returned share of value and of orders, days since the last return."""
+    n = o.n
     ret = tx[tx["quantity"].to_numpy() < 0]
-    rc = customers.get_indexer(ret["customer_id"])
+    rc = o.customers.get_indexer(ret["customer_id"])
     ok = rc >= 0
     rc = rc[ok]
     r_val = np.abs(ret["quantity"].to_numpy() * ret["unit_price"].to_numpy())[ok]
@@ -230,60 +276,56 @@ def build_features(
     np.minimum.at(since_ret, rc, r_age)
     f["days_since_return"] = np.where(np.isfinite(since_ret), since_ret, np.nan)
 
-    f["basket_value"] = f["monetary_all"] / f["orders_all"]
-    f["basket_lines"] = per_customer(orders["n_lines"].to_numpy().astype(float)) / f["orders_all"]
 
-    # items
-    has_items = "item_id" in buy.columns and buy["item_id"].notna().any()
-    if has_items:
-        items = buy["item_id"].to_numpy()
-        lc = customers.get_indexer(buy["customer_id"])
-        f["distinct_items"] = (
-            pd.DataFrame({"c": lc, "i": items})
-            .dropna()
-            .drop_duplicates()
-            .groupby("c")
-            .size()
-            .reindex(range(n), fill_value=0)
-            .to_numpy()
-            .astype(float)
-        )
-        fam_src = (
-            buy["category"]
-            if "category" in buy.columns
-            else (
-                buy["item_id"]
-                .astype("str")
-                .str.replace(r"(?<=\d)[A-Z]+\d?$", "", regex=True)
-                .where(buy["item_id"].notna())  # lines without an item have no family
-            )
-        )
-        fam = pd.DataFrame({"c": lc, "fam": fam_src.to_numpy()}).dropna()
-        fam_counts = fam.groupby(["c", "fam"]).size()
-        top = fam_counts.groupby(level=0).max().reindex(range(n)).to_numpy()
-        tot = fam_counts.groupby(level=0).sum().reindex(range(n)).to_numpy()
-        f["top_family_share"] = top / tot
-        price = buy["unit_price"].to_numpy()
-        item_median = pd.Series(price).groupby(items).transform("median").to_numpy()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rel = np.where(item_median > 0, price / item_median, np.nan)
-        f["price_index"] = pd.Series(rel).groupby(lc).mean().reindex(range(n)).to_numpy()
-    else:
+def _add_items(f: pd.DataFrame, buy: pd.DataFrame, o: _Orders) -> None:
+    """Distinct items, top product family share, price index (NaN when lines have no item)."""
+    n = o.n
+    if not ("item_id" in buy.columns and buy["item_id"].notna().any()):
         f["distinct_items"] = np.nan
         f["top_family_share"] = np.nan
         f["price_index"] = np.nan
+        return
+    items = buy["item_id"].to_numpy()
+    lc = o.customers.get_indexer(buy["customer_id"])
+    f["distinct_items"] = (
+        pd.DataFrame({"c": lc, "i": items})
+        .dropna()
+        .drop_duplicates()
+        .groupby("c")
+        .size()
+        .reindex(range(n), fill_value=0)
+        .to_numpy()
+        .astype(float)
+    )
+    fam_src = (
+        buy["category"]
+        if "category" in buy.columns
+        else (
+            buy["item_id"]
+            .astype("str")
+            .str.replace(r"(?<=\d)[A-Z]+\d?$", "", regex=True)
+            .where(buy["item_id"].notna())  # lines without an item have no family
+        )
+    )
+    fam = pd.DataFrame({"c": lc, "fam": fam_src.to_numpy()}).dropna()
+    fam_counts = fam.groupby(["c", "fam"]).size()
+    top = fam_counts.groupby(level=0).max().reindex(range(n)).to_numpy()
+    tot = fam_counts.groupby(level=0).sum().reindex(range(n)).to_numpy()
+    f["top_family_share"] = top / tot
+    price = buy["unit_price"].to_numpy()
+    item_median = pd.Series(price).groupby(items).transform("median").to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.where(item_median > 0, price / item_median, np.nan)
+    f["price_index"] = pd.Series(rel).groupby(lc).mean().reindex(range(n)).to_numpy()
 
-    f["orders_same_season_ly"] = per_customer(((age > 275) & (age <= 365)).astype(float))
-    hours = pd.DataFrame({"c": code, "h": pd.DatetimeIndex(o_ts).hour})
+
+def _usual_hour(o: _Orders) -> np.ndarray:
+    """The hour of day of most of the customer's orders (the earliest such hour on a tie)."""
+    hours = pd.DataFrame({"c": o.code, "h": pd.DatetimeIndex(o.ts).hour})
     hour_counts = hours.groupby(["c", "h"]).size().reset_index(name="n")
     hour_counts = hour_counts.sort_values(["c", "n", "h"], ascending=[True, False, True])
     usual = hour_counts.drop_duplicates("c").set_index("c")["h"]
-    f["usual_hour"] = usual.reindex(range(n)).to_numpy().astype(float)
-
-    f = f[FEATURE_COLUMNS].astype("float64")
-    if events is not None and len(events):
-        f = f.join(_engagement(events, t, customers))
-    return f
+    return usual.reindex(range(o.n)).to_numpy().astype(float)
 
 
 def _engagement(events: pd.DataFrame, t: np.datetime64, customers: pd.Index) -> pd.DataFrame:

@@ -22,7 +22,7 @@ from training.crosssell import (
     ItemKNNRecommender,
     PopularityRecommender,
     Recommender,
-    _interactions,
+    build_interactions,
     cross_sell_targets,
     customers_before,
     evaluate,
@@ -278,13 +278,13 @@ def test_recency_decay_halves_the_weight_every_half_life():
     _rows(rows, "a", ["P"], cutoff_minus(200))
     _rows(rows, "a", ["Q"], cutoff_minus(50))
     _rows(rows, "a", ["R"], cutoff_minus(10), qty=-1.0)  # a return: seen, no weight
-    data = _interactions(_frame(rows), CUTOFF, half_life_days=100)
+    data = build_interactions(_frame(rows), CUTOFF, half_life_days=100)
     counts = dict(zip(data.item_ids, data.counts.toarray()[0], strict=True))
     assert counts["P"] == pytest.approx(0.5 + 0.25)
     assert counts["Q"] == pytest.approx(2**-0.5)
     assert counts["R"] == 0
     assert data.seen.toarray()[0].tolist() == [1, 1, 1]
-    flat = _interactions(_frame(rows), CUTOFF, half_life_days=None)
+    flat = build_interactions(_frame(rows), CUTOFF, half_life_days=None)
     assert dict(zip(flat.item_ids, flat.counts.toarray()[0], strict=True))["P"] == 2
 
 

@@ -304,7 +304,7 @@ def test_generic_csv_cd_shop(tmp_path):
     assert tx["item_id"].isna().all()
     assert loaded.items.empty
 
-    feats = build_features(tx, "1997-05-01")
+    feats = build_features(tx, pd.Timestamp("1997-05-01"))
     assert list(feats.index) == ["00001", "00002", "00003"]
     assert feats.loc["00002", "orders_all"] == 1
     assert feats.loc["00002", "basket_lines"] == 2

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from features.contracts import validate_events, validate_transactions
+from features.cutoff import parse_cutoff
 from features.snapshot import (
     DEFAULT_GAP_DAYS,
     FEATURE_COLUMNS,
@@ -86,7 +87,9 @@ def test_shape_index_and_dtypes(windows):
 
 def test_cutoff_as_string_is_the_same(windows):
     pd.testing.assert_frame_equal(
-        build_features(make_tx(window_rows()), "2021-01-01"), windows, check_exact=True
+        build_features(make_tx(window_rows()), parse_cutoff("2021-01-01")),
+        windows,
+        check_exact=True,
     )
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-import pandas as pd
-
 from core.env import DEFAULT_DATA, configure_environment, default_tracking_uri
 from features.contracts import DataContractError
+from features.cutoff import parse_cutoff
 from training.bgnbd import BGNBDFitError
 from training.pipeline import TrainConfig, missing_champions, summary_json, train
 
@@ -58,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --horizon must be at least 7 days", file=sys.stderr)
         return 2
     try:
-        cutoff = pd.Timestamp(args.cutoff) if args.cutoff else None
-    except ValueError:
-        print(f"error: --cutoff: cannot parse {args.cutoff!r} as a date", file=sys.stderr)
+        cutoff = parse_cutoff(args.cutoff) if args.cutoff else None
+    except ValueError as exc:
+        print(f"error: --cutoff: {exc}", file=sys.stderr)
         return 2
     if args.if_missing:
         missing = missing_champions(args.tracking_uri)

@@ -64,7 +64,6 @@ def rfm_summary(
         raise ValueError(f"rfm_summary: transactions lack column(s) {missing}")
     if not (np.isfinite(time_unit_days) and time_unit_days > 0):
         raise ValueError(f"rfm_summary: time_unit_days must be > 0, got {time_unit_days!r}")
-    cutoff = pd.Timestamp(cutoff)
     ts = pd.to_datetime(transactions["ts"])
     keep = (ts < cutoff) & (transactions["quantity"] > 0) & transactions["customer_id"].notna()
     purchases = pd.DataFrame(

@@ -19,6 +19,7 @@ import pandas as pd
 import mlflow
 from core.env import DEFAULT_DATA, configure_environment, default_tracking_uri
 from features.contracts import DataContractError
+from features.cutoff import parse_cutoff
 from features.labels import backtest_cutoff
 from features.loaders import load_transactions
 from training.pipeline import backtest_markdown, evaluate_propensity
@@ -34,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--experiment", default="revival")
     args = p.parse_args(argv)
     args.data = args.data or str(DEFAULT_DATA)  # "" (e.g. from MLproject) means the default
+    try:
+        given = parse_cutoff(args.cutoff) if args.cutoff else None
+    except ValueError as exc:
+        print(f"error: --cutoff: {exc}", file=sys.stderr)
+        return 2
     use_store(args.tracking_uri, args.experiment)
     client = mlflow.tracking.MlflowClient()
     versions = {n: champion_version(client, n) for n in ("churn", "next_purchase")}
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     except (DataContractError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    cutoff = pd.Timestamp(args.cutoff) if args.cutoff else backtest_cutoff(tx, args.horizon)
+    cutoff = given if given is not None else backtest_cutoff(tx, args.horizon)
     trained_until = min(
         pd.Timestamp(v.tags.get("data.last_ts", "1970-01-01"))
         if "data.last_ts" in v.tags

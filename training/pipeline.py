@@ -13,10 +13,8 @@ model; the champion gate (:mod:`training.registry`) decides whether aliases move
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,11 +25,18 @@ from mlflow.tracking import MlflowClient
 
 import mlflow
 from core.env import DEFAULT_DATA, default_tracking_uri
-from features.bench import Measurement, measure
+from features.cutoff import parse_cutoff
 from features.labels import backtest_cutoff, build_labels, build_training_frame, training_cutoffs
 from features.loaders import Loaded, load_transactions
 from features.snapshot import build_features
-from training import crosssell, plots
+from training import plots
+from training.crosssell import (
+    ALSRecommender,
+    CrossSellResult,
+    fit_final,
+    log_pyfunc,
+    run_backtest,
+)
 from training.metrics import binary_report, mae
 from training.propensity import ChurnModel, NextPurchaseModel, bgnbd_inputs, fit_bgnbd
 from training.registry import (
@@ -42,6 +47,7 @@ from training.registry import (
     use_store,
     write_json,
 )
+from training.stages import Measurement, StageLog
 
 __all__ = ["TrainConfig", "TrainResult", "champions_or_explain", "missing_champions", "train"]
 
@@ -65,6 +71,10 @@ class TrainConfig:
     als_grid: str = "default"  # "small" for quick runs (tests)
     register: bool = True
 
+    def __post_init__(self) -> None:
+        if self.cutoff is not None:  # a date string from MLproject or a caller: parsed once
+            self.cutoff = parse_cutoff(self.cutoff)
+
 
 @dataclass
 class TrainResult:
@@ -78,33 +88,8 @@ class TrainResult:
     fingerprint: dict[str, Any]
 
 
-class _QuietCloudPickle(logging.Filter):
-    """Drop MLflow's per-model CloudPickle notice (our pyfuncs are our own code)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "CloudPickle" not in record.getMessage()
-
-
-logging.getLogger("mlflow.pyfunc").addFilter(_QuietCloudPickle())
-
-
 def _log(msg: str) -> None:
     print(msg, flush=True)
-
-
-class _Stages:
-    """Prints progress per stage with wall time and peak RSS, and keeps the measurements."""
-
-    def __init__(self) -> None:
-        self.done: list[Measurement] = []
-
-    def run(self, name: str, fn: Callable[[], Any]) -> Any:
-        _log(f"[{len(self.done) + 1}] {name} ...")
-        with measure(name) as m:
-            out = fn()
-        self.done.append(m)
-        _log(f"    done in {m.seconds:.1f} s (peak RSS {m.peak_rss_mib:.0f} MiB)")
-        return out
 
 
 def _populations(feats: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -267,7 +252,7 @@ def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
     ``loaded``: an already loaded (e.g. outcome-augmented, :mod:`training.retrain`) log to
     train on instead of reading ``cfg.data``.
     """
-    stages = _Stages()
+    stages = StageLog()
     use_store(cfg.tracking_uri, cfg.experiment)
     client = MlflowClient()
 
@@ -275,19 +260,44 @@ def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
         loaded = stages.run("load + clean log", lambda: load_transactions(cfg.data))
     tx = loaded.transactions
     _log(loaded.report.to_text())
-    cutoff = (
-        pd.Timestamp(cfg.cutoff) if cfg.cutoff is not None else backtest_cutoff(tx, cfg.horizon)
+    cutoff = cfg.cutoff if cfg.cutoff is not None else backtest_cutoff(tx, cfg.horizon)
+    bt_cutoffs = training_cutoffs(tx, cutoff, **_cutoff_kw(cfg))
+    fp = _fingerprint(loaded, cutoff, bt_cutoffs, cfg.horizon)
+    table, arrays, xs = _backtest(stages, cfg, tx, cutoff, bt_cutoffs)
+    _log(
+        f"\nbacktest (cutoff {cutoff.date()}, horizon {cfg.horizon} d)\n"
+        f"{backtest_markdown(table)}\n"
     )
-    end = tx["ts"].max().normalize() + pd.Timedelta(days=1)
-    cut_kw = {
+    fitted = _refit(stages, cfg, tx, table, arrays, xs)
+    run_id, decisions = stages.run(
+        "mlflow: log, register, champion gate",
+        lambda: _log_to_mlflow(cfg, client, fp, loaded, fitted),
+    )
+    for d in decisions:
+        _log(
+            f"gate {d.model} v{d.version}: {'PROMOTED' if d.promoted else 'kept champion'}"
+            f" — {d.reason}"
+        )
+    return TrainResult(run_id, table, decisions, stages.done, cutoff, fp)
+
+
+def _cutoff_kw(cfg: TrainConfig) -> dict[str, int]:
+    return {
         "horizon": cfg.horizon,
         "step_days": cfg.step_days,
         "max_cutoffs": cfg.max_cutoffs,
         "min_history_days": cfg.min_history_days,
     }
-    bt_cutoffs = training_cutoffs(tx, cutoff, **cut_kw)
-    fp = _fingerprint(loaded, cutoff, bt_cutoffs, cfg.horizon)
 
+
+def _backtest(
+    stages: StageLog,
+    cfg: TrainConfig,
+    tx: pd.DataFrame,
+    cutoff: pd.Timestamp,
+    bt_cutoffs: list[pd.Timestamp],
+) -> tuple[pd.DataFrame, dict[str, Any], CrossSellResult]:
+    """Fit on the backtest cutoffs, score every model and baseline at ``cutoff``."""
     frame = stages.run(
         f"features: backtest frame ({len(bt_cutoffs)} cutoffs)",
         lambda: build_training_frame(tx, bt_cutoffs, cfg.horizon, observed_until=cutoff),
@@ -305,15 +315,35 @@ def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
     )
     xs = stages.run(
         "cross-sell: tune + backtest vs baselines",
-        lambda: crosssell.run_backtest(tx, cutoff, cfg.horizon, grid=cfg.als_grid),
+        lambda: run_backtest(tx, cutoff, cfg.horizon, grid=cfg.als_grid),
     )
-    table = pd.concat([table, xs.table], ignore_index=True)
-    _log(
-        f"\nbacktest (cutoff {cutoff.date()}, horizon {cfg.horizon} d)\n"
-        f"{backtest_markdown(table)}\n"
-    )
+    return pd.concat([table, xs.table], ignore_index=True), arrays, xs
 
-    final_cutoffs = training_cutoffs(tx, end, **cut_kw)
+
+@dataclass
+class _Fitted:
+    """What a run logs and registers: the backtest and the models refitted for serving."""
+
+    table: pd.DataFrame  # long backtest metrics of every task
+    arrays: dict[str, Any]  # labels and scores of the propensity backtest (plots)
+    xs: CrossSellResult  # the cross-sell backtest (tuned params, tuning table)
+    churn: ChurnModel
+    nextp: NextPurchaseModel
+    recommender: ALSRecommender
+    example: pd.DataFrame  # five snapshot rows: the input example of the snapshot models
+
+
+def _refit(
+    stages: StageLog,
+    cfg: TrainConfig,
+    tx: pd.DataFrame,
+    table: pd.DataFrame,
+    arrays: dict[str, Any],
+    xs: CrossSellResult,
+) -> _Fitted:
+    """Refit the backtested recipes on the newest cutoffs (labels end at the log's end)."""
+    end = tx["ts"].max().normalize() + pd.Timedelta(days=1)
+    final_cutoffs = training_cutoffs(tx, end, **_cutoff_kw(cfg))
     final_frame = stages.run(
         f"features: serving frame ({len(final_cutoffs)} cutoffs)",
         lambda: build_training_frame(tx, final_cutoffs, cfg.horizon),
@@ -327,40 +357,17 @@ def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
         lambda: NextPurchaseModel(horizon=cfg.horizon).fit(final_frame, bgnbd=churn.bgnbd),
     )
     recommender = stages.run(
-        "cross-sell: refit ALS on the whole log", lambda: crosssell.fit_final(tx, end, xs.params)
+        "cross-sell: refit ALS on the whole log", lambda: fit_final(tx, end, xs.params)
     )
     example = build_features(tx, end).head(5)
-
-    def register() -> tuple[str, list[GateDecision]]:
-        return _log_to_mlflow(
-            cfg,
-            client,
-            fp,
-            loaded,
-            table,
-            arrays,
-            xs,
-            churn,
-            nextp,
-            recommender,
-            example,
-            churn_bt,
-            cutoff,
-        )
-
-    run_id, decisions = stages.run("mlflow: log, register, champion gate", register)
-    for d in decisions:
-        _log(
-            f"gate {d.model} v{d.version}: {'PROMOTED' if d.promoted else 'kept champion'}"
-            f" — {d.reason}"
-        )
-    return TrainResult(run_id, table, decisions, stages.done, cutoff, fp)
+    return _Fitted(table, arrays, xs, churn, nextp, recommender, example)
 
 
 def _log_to_mlflow(
-    cfg, client, fp, loaded, table, arrays, xs, churn, nextp, recommender, example, churn_bt, cutoff
+    cfg: TrainConfig, client: MlflowClient, fp: dict[str, Any], loaded: Loaded, fitted: _Fitted
 ) -> tuple[str, list[GateDecision]]:
-    decisions: list[GateDecision] = []
+    """One parent run (data, backtest) with a child run per model; returns the gate decisions."""
+    table = fitted.table
     with (
         mlflow.start_run(run_name=f"train-{fp['data.last_ts'][:10]}") as parent,
         tempfile.TemporaryDirectory() as tmp,
@@ -377,64 +384,8 @@ def _log_to_mlflow(
             mlflow.log_artifact(str(out / f))
         for _, r in table.iterrows():
             mlflow.log_metric(_key(r), r["value"])
-
-        children = {
-            "churn": (
-                churn,
-                "churn",
-                {
-                    "bgnbd": _metric(table, "churn", "bgnbd", "auc"),
-                    "recency": _metric(table, "churn", "recency", "auc"),
-                },
-            ),
-            "next_purchase": (
-                nextp,
-                "next_purchase",
-                {
-                    "bgnbd": _metric(table, "next_purchase", "bgnbd", "auc"),
-                    "recency": _metric(table, "next_purchase", "recency", "auc"),
-                },
-            ),
-        }
-        for name, (model, task, baselines) in children.items():
-            with mlflow.start_run(run_name=name, nested=True):
-                mlflow.log_params({f"gbm.{k}": v for k, v in model.params.__dict__.items()})
-                mlflow.log_params({f"fit.{k}": v for k, v in model.info.items()})
-                mlflow.log_params(
-                    {f"bgnbd.{k}": round(v, 6) for k, v in model.bgnbd.params_.items()}
-                )
-                sub = table[table.task == task]
-                for _, r in sub.iterrows():
-                    mlflow.log_metric(_key(r), r["value"])
-                _plots(out / name, task, arrays, model)
-                mlflow.log_artifacts(str(out / name), artifact_path="plots")
-                info = log_snapshot_model(
-                    model, name, example, registered_model_name=name if cfg.register else None
-                )
-                if cfg.register:
-                    value = _metric(table, task, "model", GATE_METRICS[name])
-                    decisions.append(_gate(client, name, info, value, baselines, cfg, fp))
-        with mlflow.start_run(run_name="cross_sell", nested=True):
-            mlflow.log_params({f"als.{k}": v for k, v in xs.params.items()})
-            for _, r in xs.table.iterrows():
-                mlflow.log_metric(_key(r), r["value"])
-            if xs.tuning is not None:
-                xs.tuning.to_csv(out / "als_tuning.csv", index=False)
-                mlflow.log_artifact(str(out / "als_tuning.csv"))
-            info = crosssell.log_pyfunc(
-                recommender,
-                name="cross_sell",
-                item_names=loaded.items,
-                registered_model_name="cross_sell" if cfg.register else None,
-            )
-            if cfg.register:
-                value = _metric(xs.table, "cross_sell", "als", "recall@10")
-                baselines = {
-                    m: _metric(xs.table, "cross_sell", m, "recall@10")
-                    for m in xs.table["model"].unique()
-                    if m != "als"
-                }
-                decisions.append(_gate(client, "cross_sell", info, value, baselines, cfg, fp))
+        decisions = _log_snapshot_models(out, cfg, client, fp, fitted)
+        decisions += _log_cross_sell(out, cfg, client, fp, loaded, fitted)
         write_json(out / "gate.json", [d.to_dict() for d in decisions])
         mlflow.log_artifact(str(out / "gate.json"))
         for d in decisions:
@@ -442,6 +393,83 @@ def _log_to_mlflow(
                 f"gate.{d.model}", f"{'promoted' if d.promoted else 'kept'}: {d.reason}"[:5000]
             )
         return parent.info.run_id, decisions
+
+
+def _log_snapshot_models(
+    out: Path, cfg: TrainConfig, client: MlflowClient, fp: dict[str, Any], fitted: _Fitted
+) -> list[GateDecision]:
+    """Child runs of the churn and next-purchase models: params, metrics, plots, registration."""
+    table = fitted.table
+    children = {
+        "churn": (
+            fitted.churn,
+            "churn",
+            {
+                "bgnbd": _metric(table, "churn", "bgnbd", "auc"),
+                "recency": _metric(table, "churn", "recency", "auc"),
+            },
+        ),
+        "next_purchase": (
+            fitted.nextp,
+            "next_purchase",
+            {
+                "bgnbd": _metric(table, "next_purchase", "bgnbd", "auc"),
+                "recency": _metric(table, "next_purchase", "recency", "auc"),
+            },
+        ),
+    }
+    decisions = []
+    for name, (model, task, baselines) in children.items():
+        with mlflow.start_run(run_name=name, nested=True):
+            mlflow.log_params({f"gbm.{k}": v for k, v in model.params.__dict__.items()})
+            mlflow.log_params({f"fit.{k}": v for k, v in model.info.items()})
+            mlflow.log_params({f"bgnbd.{k}": round(v, 6) for k, v in model.bgnbd.params_.items()})
+            sub = table[table.task == task]
+            for _, r in sub.iterrows():
+                mlflow.log_metric(_key(r), r["value"])
+            _plots(out / name, task, fitted.arrays, model)
+            mlflow.log_artifacts(str(out / name), artifact_path="plots")
+            info = log_snapshot_model(
+                model, name, fitted.example, registered_model_name=name if cfg.register else None
+            )
+            if cfg.register:
+                value = _metric(table, task, "model", GATE_METRICS[name])
+                decisions.append(_gate(client, name, info, value, baselines, cfg, fp))
+    return decisions
+
+
+def _log_cross_sell(
+    out: Path,
+    cfg: TrainConfig,
+    client: MlflowClient,
+    fp: dict[str, Any],
+    loaded: Loaded,
+    fitted: _Fitted,
+) -> list[GateDecision]:
+    """Child run of the cross-sell model: tuned params, metrics, tuning table, registration."""
+    xs = fitted.xs
+    with mlflow.start_run(run_name="cross_sell", nested=True):
+        mlflow.log_params({f"als.{k}": v for k, v in xs.params.items()})
+        for _, r in xs.table.iterrows():
+            mlflow.log_metric(_key(r), r["value"])
+        if xs.tuning is not None:
+            xs.tuning.to_csv(out / "als_tuning.csv", index=False)
+            mlflow.log_artifact(str(out / "als_tuning.csv"))
+        info = log_pyfunc(
+            fitted.recommender,
+            name="cross_sell",
+            item_names=loaded.items,
+            registered_model_name="cross_sell" if cfg.register else None,
+        )
+        if not cfg.register:
+            return []
+        value = _metric(xs.table, "cross_sell", "als", "recall@10")
+        baselines = {
+            m: _metric(xs.table, "cross_sell", m, "recall@10")
+            for m in xs.table["model"].unique()
+            if m != "als"
+        }
+        return [_gate(client, "cross_sell", info, value, baselines, cfg, fp)]
 
 
 def _key(r: pd.Series) -> str:

@@ -15,6 +15,7 @@ logged by the caller.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -42,6 +43,16 @@ __all__ = [
 ]
 
 CHAMPION = "champion"
+
+
+class _QuietCloudPickle(logging.Filter):
+    """Drop MLflow's per-model CloudPickle notice (our pyfuncs are our own code)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "CloudPickle" not in record.getMessage()
+
+
+logging.getLogger("mlflow.pyfunc").addFilter(_QuietCloudPickle())
 
 
 class SnapshotPyfunc(mlflow.pyfunc.PythonModel):

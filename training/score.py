@@ -18,6 +18,7 @@ import pandas as pd
 import mlflow
 from core.env import DEFAULT_DATA, PROJECT_ROOT, configure_environment, default_tracking_uri
 from features.contracts import DataContractError
+from features.cutoff import parse_cutoff
 from features.lifecycle import assign_lifecycle
 from features.loaders import load_transactions
 from features.snapshot import build_features
@@ -48,9 +49,7 @@ def score(
     nxt = nextp.predict(_inputs(nextp, feats))
     out["p_buy_30d"] = nxt["p_buy_30d"].to_numpy()
     out["expected_next_order"] = (
-        (pd.Timestamp(cutoff) + pd.to_timedelta(nxt["expected_days"].to_numpy(), unit="D"))
-        .normalize()
-        .date
+        (cutoff + pd.to_timedelta(nxt["expected_days"].to_numpy(), unit="D")).normalize().date
     )
     recs = xsell.predict(pd.DataFrame({"customer_id": out["customer_id"]}), params={"k": k})
     top = recs.sort_values(["customer_id", "rank"]).groupby("customer_id")["item_id"].agg(" ".join)
@@ -74,17 +73,19 @@ def main(argv: list[str] | None = None) -> int:
     if out.suffix not in {".parquet", ".csv"}:
         print(f"error: --out {out}: use a .parquet or .csv file name", file=sys.stderr)
         return 2
+    try:
+        cutoff = parse_cutoff(args.cutoff) if args.cutoff else None
+    except ValueError as exc:
+        print(f"error: --cutoff: {exc}", file=sys.stderr)
+        return 2
     mlflow.set_tracking_uri(args.tracking_uri)
     try:
         tx = load_transactions(args.data).transactions
     except (DataContractError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    cutoff = (
-        pd.Timestamp(args.cutoff)
-        if args.cutoff
-        else tx["ts"].max().normalize() + pd.Timedelta(days=1)
-    )
+    if cutoff is None:
+        cutoff = tx["ts"].max().normalize() + pd.Timedelta(days=1)
     t0 = time.perf_counter()
     try:
         scores = score(tx, cutoff, k=args.k)

@@ -1,4 +1,4 @@
-"""``python -m training.bench``: the full training run on the real log, wall time and peak
+"""``python -m benchmarks.training``: the full training run on the real log, wall time and peak
 RSS per stage (targets from issue #3: under 90 s and 3 GB in total on 2 cores).
 
 Runs against a throw-away SQLite MLflow store so benchmarking never moves a real champion.
@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 from core.env import DEFAULT_DATA, configure_environment
-from features.bench import Measurement, print_table
+from training.stages import Measurement, print_table
 
 
 def main(argv: list[str] | None = None) -> int:
     from training.pipeline import TrainConfig, train
 
-    p = argparse.ArgumentParser(prog="python -m training.bench", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.training", description=__doc__)
     p.add_argument("--data", default=str(DEFAULT_DATA))
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,4 +1,4 @@
-"""``python -m training.uplift_bench``: wall time and peak RSS of the Hillstrom offer-uplift
+"""``python -m benchmarks.uplift``: wall time and peak RSS of the Hillstrom offer-uplift
 run (issue #5 target: the whole experiment under 60 s on 2 cores).
 
 Steps: load the file; the experiment (2 arms x 3 outcomes x 4 models x 5 splits); the
@@ -14,14 +14,14 @@ import tempfile
 from pathlib import Path
 
 from core.env import HILLSTROM_DATA, configure_environment
-from features.bench import Measurement, measure, print_table
+from training.stages import Measurement, measure, print_table
 
 
 def main(argv: list[str] | None = None) -> int:
     from features.loaders import load_hillstrom
     from training.uplift import fit_offer_uplift, run_experiment, train_and_register
 
-    p = argparse.ArgumentParser(prog="python -m training.uplift_bench", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.uplift", description=__doc__)
     p.add_argument("--data", default=str(HILLSTROM_DATA))
     args = p.parse_args(argv)
     rows: list[Measurement] = []

@@ -1,0 +1,72 @@
+"""Cross-sell: which items a customer has not bought yet is likely to buy, and "bought together".
+
+Three recommenders share one interface (:class:`Recommender`, :mod:`.base`, in the style of
+implicit's ``RecommenderBase`` but keyed by the contract's string ids):
+
+* :class:`ALSRecommender` (:mod:`.als`) — implicit's ALS (Hu, Koren & Volinsky 2008) on the
+  customer × item matrix of purchase orders, with recency decay (half-life) and BM25 or log
+  confidence weighting;
+* :class:`ItemKNNRecommender` (:mod:`.knn`) — implicit's item-item BM25 nearest neighbours
+  (baseline);
+* :class:`PopularityRecommender` (:mod:`.popularity`) — most-bought items by distinct
+  customers in a recent window (baseline).
+
+All of them see only rows strictly before the cutoff; purchases (quantity > 0) are the
+positive signal, returned items count as "seen" (never recommended with ``exclude_seen``) but
+not as positive signal. Every model obeys the same catalogue rule (``active_days``: only items
+sold in that many days before the cutoff are recommended) and the same fallback (popular unseen
+items fill the list, so every customer — known or not — gets ``k`` items).
+
+Evaluation (:mod:`.evaluation`, :mod:`.backtest`) follows the project's backtest protocol:
+targets are items bought in ``[cutoff, cutoff + H)`` that the customer never bought before the
+cutoff; hyper-parameters are chosen on a validation split whose label window ends at the
+backtest cutoff (:mod:`.tuning`), never on the backtest window.
+
+:mod:`.model`: :func:`fit_final` (the ALS refit that is served) and :class:`CrossSellPyfunc` /
+:func:`log_pyfunc`, the MLflow pyfunc. Loading it needs numpy, pandas, scipy and this
+package, not implicit.
+"""
+
+from training.crosssell.als import ALSRecommender
+from training.crosssell.backtest import POPULATIONS, CrossSellResult, run_backtest
+from training.crosssell.base import Interactions, Recommender, build_interactions
+from training.crosssell.evaluation import cross_sell_targets, customers_before, evaluate
+from training.crosssell.knn import ItemKNNRecommender
+from training.crosssell.model import CrossSellPyfunc, fit_final, log_pyfunc
+from training.crosssell.popularity import PopularityRecommender
+from training.crosssell.tuning import (
+    DEFAULT_ALS_GRID,
+    DEFAULT_GRIDS,
+    DEFAULT_KNN_GRID,
+    DEFAULT_POPULARITY_GRID,
+    SMALL_GRIDS,
+    tune_als,
+    tune_knn,
+    tune_popularity,
+)
+
+__all__ = [
+    "DEFAULT_ALS_GRID",
+    "DEFAULT_GRIDS",
+    "DEFAULT_KNN_GRID",
+    "DEFAULT_POPULARITY_GRID",
+    "POPULATIONS",
+    "SMALL_GRIDS",
+    "ALSRecommender",
+    "CrossSellPyfunc",
+    "CrossSellResult",
+    "Interactions",
+    "ItemKNNRecommender",
+    "PopularityRecommender",
+    "Recommender",
+    "build_interactions",
+    "cross_sell_targets",
+    "customers_before",
+    "evaluate",
+    "fit_final",
+    "log_pyfunc",
+    "run_backtest",
+    "tune_als",
+    "tune_knn",
+    "tune_popularity",
+]

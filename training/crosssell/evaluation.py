@@ -1,0 +1,76 @@
+"""Cross-sell targets (new items bought in the label window) and top-k metrics of a model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import pandas as pd
+
+from training.crosssell.base import Recommender
+from training.metrics import hit_rate_at_k, ndcg_at_k, recall_at_k
+
+__all__ = ["cross_sell_targets", "customers_before", "evaluate"]
+
+
+def customers_before(
+    transactions: pd.DataFrame, cutoff: pd.Timestamp, active_days: int | None = None
+) -> list[str]:
+    """Customers with any row before ``cutoff`` (or a purchase in the ``active_days`` before it)."""
+    t = cutoff
+    ts = transactions["ts"]
+    if active_days is None:
+        mask = ts < t
+    else:
+        mask = (ts < t) & (ts >= t - pd.Timedelta(days=active_days))
+        mask &= transactions["quantity"] > 0
+    return sorted(transactions.loc[mask, "customer_id"].unique().tolist())
+
+
+def cross_sell_targets(
+    transactions: pd.DataFrame,
+    cutoff: pd.Timestamp,
+    horizon_days: int,
+    customers: Iterable[str] | None = None,
+) -> dict[str, set[str]]:
+    """Items each customer bought in ``[cutoff, cutoff + H)`` and never bought before ``cutoff``.
+
+    Only customers with at least one such item appear; ``customers`` restricts the result.
+    A "buy" is a row with quantity > 0 (a return is not a purchase).
+    """
+    t0 = cutoff
+    t1 = t0 + pd.Timedelta(days=horizon_days)
+    ts = transactions["ts"]
+    buys = (transactions["quantity"] > 0) & transactions["item_id"].notna()
+    cols = ["customer_id", "item_id"]
+    before = transactions.loc[buys & (ts < t0), cols].drop_duplicates()
+    window = transactions.loc[buys & (ts >= t0) & (ts < t1), cols].drop_duplicates()
+    if customers is not None:
+        window = window[window["customer_id"].isin(list(customers))]
+    new = window.merge(before, on=cols, how="left", indicator=True)
+    new = new[new["_merge"] == "left_only"]
+    return {c: set(g.tolist()) for c, g in new.groupby("customer_id", sort=True)["item_id"]}
+
+
+def evaluate(
+    recommender: Recommender,
+    targets: Mapping[str, set[str]],
+    k: int = 10,
+    customers: Iterable[str] | None = None,
+) -> dict[str, float]:
+    """recall@k, ndcg@k and hit_rate@k averaged over customers with targets (+ n_customers).
+
+    ``customers`` restricts the population (customers without targets are skipped).
+    """
+    ids = sorted(targets) if customers is None else sorted(set(customers) & set(targets))
+    ids = [c for c in ids if targets[c]]
+    if not ids:
+        raise ValueError("no customer with cross-sell targets to evaluate")
+    recs = recommender.recommend(ids, k=k, exclude_seen=True)
+    recommended = [recs[c] for c in ids]
+    relevant = [targets[c] for c in ids]
+    return {
+        f"recall@{k}": recall_at_k(recommended, relevant, k),
+        f"ndcg@{k}": ndcg_at_k(recommended, relevant, k),
+        f"hit_rate@{k}": hit_rate_at_k(recommended, relevant, k),
+        "n_customers": float(len(ids)),
+    }
