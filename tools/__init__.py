@@ -1,0 +1,1 @@
+"""Developer tools outside the shipped packages: simulators and the decision dump."""

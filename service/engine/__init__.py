@@ -7,7 +7,7 @@ vectorised :func:`priorities` on the whole snapshot and builds full decisions on
 rows it keeps.
 """
 
-from core.store import count_contacts
+from core.store.caps import count_contacts
 from service.engine.campaigns import (
     UnknownCampaign,
     blocking_campaign,

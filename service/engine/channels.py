@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from core.store import CapSpec, ContactCounts, Engagement
+from core.store.caps import CapSpec, ContactCounts, Engagement
 from service.config import CHANNELS, Settings
 from service.engine.inputs import ContactHistory, Profile
 from service.engine.memo import memo

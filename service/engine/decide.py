@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from core.store import cap_contacts, count_contacts
+from core.store.caps import cap_contacts, count_contacts
 from service.config import CHANNELS, OFFER_TYPES, Campaign, Settings
 from service.engine.campaigns import blocking_campaign, campaign_by_id, in_holdout
 from service.engine.channels import (

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from core.store import ContactRecord
+from core.store.records import ContactRecord
 from service.engine.channels import Posterior
 from service.engine.inputs import ContactHistory, CustomerView, PriorityInputs, feature, finite_or
 from service.engine.output import rounded

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from core.store import ContactRecord, Engagement
+from core.store.caps import Engagement
+from core.store.records import ContactRecord
 from service.engine.policy import STAGE_CODES
 
 if TYPE_CHECKING:

@@ -35,13 +35,13 @@ class _Ranking:
     keep: int  # how many ranked rows are selected (count and budget)
 
 
+@dataclass
 class BatchRanker:
     """Ranks the snapshot for a campaign and decides one page of it."""
 
-    def __init__(self, settings: Settings, params: PolicyParams, decider: Decider):
-        self.settings = settings
-        self.params = params
-        self.decider = decider
+    settings: Settings
+    params: PolicyParams
+    decider: Decider
 
     def _holdout_draws(self, state: State, campaign_id: str) -> np.ndarray:
         """Every customer's hold-out draw for the campaign (cached per state)."""

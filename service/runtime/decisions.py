@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -49,24 +50,16 @@ def _as_record(data: Mapping[str, Any], payload: str) -> DecisionRecord:
     )
 
 
+@dataclass
 class Decider:
     """Makes, records and dispatches single decisions (``/decide`` and the batch pages)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        params: PolicyParams,
-        store: ContactStore,
-        views: CustomerViews,
-        histories: ContactHistories,
-        dispatcher: Dispatcher,
-    ):
-        self.settings = settings
-        self.params = params
-        self.store = store
-        self.views = views
-        self.histories = histories
-        self.dispatcher = dispatcher
+    settings: Settings
+    params: PolicyParams
+    store: ContactStore
+    views: CustomerViews
+    histories: ContactHistories
+    dispatcher: Dispatcher
 
     def _decide_once(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from core.store import ContactStore, DispatchInProgress, UnknownDecision
@@ -34,15 +35,13 @@ def channel_providers(settings: Settings) -> dict[str, ChannelProvider]:
     return out
 
 
+@dataclass
 class Dispatcher:
     """Dispatches decisions (at most once per decision, :func:`service.channels.dispatch`)."""
 
-    def __init__(
-        self, settings: Settings, store: ContactStore, providers: dict[str, ChannelProvider]
-    ):
-        self.settings = settings
-        self.store = store
-        self.providers = providers
+    settings: Settings
+    store: ContactStore
+    providers: dict[str, ChannelProvider]
 
     def dispatch(self, decision: Decision, profile: ProfileIn | None, now: datetime) -> DispatchOut:
         """Send the decision's message now, or say why not (hold-out, no contact, not due)."""

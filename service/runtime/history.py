@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from core.store import ContactStore, CustomerHistory
@@ -11,13 +12,13 @@ from service.runtime.population import PopulationCache
 __all__ = ["ContactHistories"]
 
 
+@dataclass
 class ContactHistories:
     """Reads contact histories from the store, with the cached population priors."""
 
-    def __init__(self, store: ContactStore, params: PolicyParams, population: PopulationCache):
-        self.store = store
-        self.params = params
-        self.population = population
+    store: ContactStore
+    params: PolicyParams
+    population: PopulationCache
 
     def since(self, now: datetime) -> datetime:
         """How far back a decision reads contacts: the ``forgotten`` horizon, and at least

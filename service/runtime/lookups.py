@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,22 +38,15 @@ def _latest(latest: DecisionRecord | None) -> dict[str, Any] | None:
     }
 
 
+@dataclass
 class CustomerLookups:
     """Answers ``/recommend`` and ``/customer`` from a state, the overlay and the store."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        params: PolicyParams,
-        store: ContactStore,
-        views: CustomerViews,
-        histories: ContactHistories,
-    ):
-        self.settings = settings
-        self.params = params
-        self.store = store
-        self.views = views
-        self.histories = histories
+    settings: Settings
+    params: PolicyParams
+    store: ContactStore
+    views: CustomerViews
+    histories: ContactHistories
 
     def _filtered_items(
         self, view: CustomerView, items: Sequence[str], now: datetime, k: int

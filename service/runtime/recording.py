@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from core.store import ContactStore, DecisionRecord, EventRecord, InvalidRecord
@@ -19,21 +20,15 @@ __all__ = ["EventRecorder"]
 _FUNNEL_EVENTS = ("delivered", "opened", "clicked", "converted")  # follow a send
 
 
+@dataclass
 class EventRecorder:
     """Validates and stores events and consents; purchases reach the overlay, any event
     makes the population priors refresh."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        store: ContactStore,
-        overlay: PurchaseOverlay,
-        population: PopulationCache,
-    ):
-        self.settings = settings
-        self.store = store
-        self.overlay = overlay
-        self.population = population
+    settings: Settings
+    store: ContactStore
+    overlay: PurchaseOverlay
+    population: PopulationCache
 
     def record(self, events: Sequence[EventIn], consents: Sequence[ConsentIn]) -> EventsResponse:
         """Validate everything first, then append events (one transaction) and consents."""

@@ -3,6 +3,7 @@ backtest cutoff (so tuning never reads the backtest window)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import time
@@ -26,6 +27,7 @@ __all__ = [
     "SMALL_GRIDS",
     "Grid",
     "grids",
+    "tune",
     "tune_als",
     "tune_knn",
     "tune_popularity",
@@ -58,16 +60,26 @@ def _combinations(grid: Grid) -> list[dict]:
     return [dict(g) for g in grid]
 
 
-def _tune(
+def tune(
     klass: type[Recommender],
     transactions: pd.DataFrame,
     val_cutoff: pd.Timestamp,
     horizon_days: int,
-    grid: Grid,
-    base: Mapping[str, Any] | None,
-    k: int,
+    grid: Grid | None = None,
+    *,
+    base: Mapping[str, Any] | None = None,
+    k: int = 10,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Fit every grid point before ``val_cutoff``; score recall@k on ``[val_cutoff, +H)``.
+    """Grid-search one recommender class on the validation split; best by recall@k.
+
+    ``grid`` maps parameter names to candidate values (their product is searched) or is a list
+    of parameter dicts; default the class's entry of :data:`DEFAULT_GRIDS`. ``base`` holds
+    fixed parameters (e.g. the shared ``active_days`` / ``popularity_days``). The caller passes
+    ``val_cutoff = backtest_cutoff − horizon_days`` so the validation labels end where the
+    backtest starts. Returns ``(best_params, table)``; the table has one row per grid point,
+    best first.
+
+    Every grid point is fitted before ``val_cutoff`` and scored on ``[val_cutoff, +H)``.
 
     Rows at or after ``val_cutoff + H`` are dropped first, so nothing here can read the
     backtest window when the caller passes ``val_cutoff = backtest_cutoff − H``.
@@ -75,6 +87,7 @@ def _tune(
     t = val_cutoff
     tx = transactions[transactions["ts"] < t + pd.Timedelta(days=horizon_days)]
     targets = cross_sell_targets(tx, t, horizon_days, customers_before(tx, t))
+    grid = grid or DEFAULT_GRIDS[klass.kind]
     base = dict(base or {})
     fit_points: dict[str, dict] = {}
     for combo in _combinations(grid):
@@ -122,68 +135,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def tune_als(
-    transactions: pd.DataFrame,
-    val_cutoff: pd.Timestamp,
-    horizon_days: int,
-    grid: Grid | None = None,
-    *,
-    base: Mapping[str, Any] | None = None,
-    k: int = 10,
-) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Grid-search :class:`ALSRecommender` on the validation split; best by recall@k.
-
-    ``grid`` maps parameter names to candidate values (their product is searched) or is a list
-    of parameter dicts; default :data:`DEFAULT_ALS_GRID`. ``base`` holds fixed parameters
-    (e.g. the shared ``active_days`` / ``popularity_days``). The caller passes ``val_cutoff =
-    backtest_cutoff − horizon_days`` so the validation labels end where the backtest starts.
-    Returns ``(best_params, table)``; the table has one row per grid point, best first.
-    """
-    return _tune(
-        ALSRecommender, transactions, val_cutoff, horizon_days, grid or DEFAULT_ALS_GRID, base, k
-    )
-
-
-def tune_knn(
-    transactions: pd.DataFrame,
-    val_cutoff: pd.Timestamp,
-    horizon_days: int,
-    grid: Grid | None = None,
-    *,
-    base: Mapping[str, Any] | None = None,
-    k: int = 10,
-) -> tuple[dict[str, Any], pd.DataFrame]:
-    """:func:`tune_als` for :class:`ItemKNNRecommender` (default :data:`DEFAULT_KNN_GRID`)."""
-    return _tune(
-        ItemKNNRecommender,
-        transactions,
-        val_cutoff,
-        horizon_days,
-        grid or DEFAULT_KNN_GRID,
-        base,
-        k,
-    )
-
-
-def tune_popularity(
-    transactions: pd.DataFrame,
-    val_cutoff: pd.Timestamp,
-    horizon_days: int,
-    grid: Grid | None = None,
-    *,
-    base: Mapping[str, Any] | None = None,
-    k: int = 10,
-) -> tuple[dict[str, Any], pd.DataFrame]:
-    """:func:`tune_als` for :class:`PopularityRecommender` (default: the window length)."""
-    return _tune(
-        PopularityRecommender,
-        transactions,
-        val_cutoff,
-        horizon_days,
-        grid or DEFAULT_POPULARITY_GRID,
-        base,
-        k,
-    )
+# the three searches the backtest runs, each with its class's default grid
+tune_als = functools.partial(tune, ALSRecommender)
+tune_knn = functools.partial(tune, ItemKNNRecommender)
+tune_popularity = functools.partial(tune, PopularityRecommender)
 
 
 #: quick grids for tests and smoke runs (``grid="small"``)
