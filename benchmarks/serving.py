@@ -36,10 +36,7 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,9 +46,9 @@ from pathlib import Path
 
 import httpx
 
-from core.env import DEFAULT_DATA, PROJECT_ROOT, configure_environment, default_tracking_uri
+from core.env import DEFAULT_DATA, configure_environment, default_tracking_uri
+from tools.serve import Server
 
-SERVICE = "service.service:RevivalService"
 NOOP_SERVICE = "benchmarks.noop_service:NoopService"
 
 __all__ = ["main"]
@@ -65,51 +62,6 @@ class Row:
     rate: float | None = None
     unit: str = ""
     note: str = ""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(
-    env: dict[str, str], log: Path, timeout_s: float = 300, target: str = SERVICE
-) -> tuple[subprocess.Popen, str]:
-    """``bentoml serve target`` on a free port (its own process group), once ready."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", target]
-            + ["--host", "127.0.0.1", "--port", str(port)],
-            cwd=PROJECT_ROOT,
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    _stop(proc)
-    raise SystemExit(f"server not ready in {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _sequential(client: httpx.Client, path: str, bodies: list, n: int) -> Row:
@@ -571,19 +523,22 @@ def main(argv: list[str] | None = None) -> int:
             "REVIVAL_STORE_URL": f"sqlite:///{Path(tmp) / 'bench.db'}",
             "BENTOML_DO_NOT_TRACK": "true",
         }
-        noop_proc, noop_url = _serve(env, Path(tmp) / "noop.log", target=NOOP_SERVICE)
+        noop = Server(env, Path(tmp) / "noop.log", target=NOOP_SERVICE).start()
         try:
             t0 = time.perf_counter()
-            proc, url = _serve(env, Path(tmp) / "serve.log")
+            server = Server(env, Path(tmp) / "serve.log").start()
             ready = time.perf_counter() - t0
             try:
-                served = _served(url, noop_url, ready, args)
+                served = _served(server.url, noop.url, ready, args)
             finally:
-                _stop(proc)
+                server.stop()
         finally:
-            _stop(noop_proc)
+            noop.stop()
         workers = SERVING["workers"]
-        _print(served, f"served over HTTP ({url}; no-op service {noop_url}; {workers} worker each)")
+        _print(
+            served,
+            f"served over HTTP ({server.url}; no-op service {noop.url}; {workers} worker each)",
+        )
         _print_ratios(served)
         batch = _in_process(env)
         _print(batch, "in-process")

@@ -20,8 +20,9 @@ import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
-from serving import free_port
 from sqlalchemy.engine import URL, make_url
+
+from tools.serve import free_port
 
 __all__ = ["ENV_URL", "INSTALL_HINT", "PgServer", "find_pg_bin", "start_pg"]
 

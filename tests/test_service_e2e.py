@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from serving import Server
 
 from core.env import PROJECT_ROOT
+from tools.serve import Server
 
 pytestmark = pytest.mark.e2e
 

@@ -23,10 +23,10 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 import sqlalchemy as sa
-from serving import Server
 
 from core.store import as_utc
 from service.config import load_settings
+from tools.serve import Server
 
 pytestmark = pytest.mark.e2e
 

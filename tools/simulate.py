@@ -367,8 +367,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import httpx
 
-    from benchmarks.serving import _serve, _stop  # the benchmark's bentoml-serve helpers
     from service.config import load_settings
+    from tools.serve import Server
     from training.pipeline import champions_or_explain
 
     if not champions_or_explain(args.tracking_uri):
@@ -388,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
                 "REVIVAL_CHANNEL_SELECTION": rule,
                 "BENTOML_DO_NOT_TRACK": "true",
             }
-            proc, url = _serve(env, Path(tmp) / f"{rule}.log")
+            server = Server(env, Path(tmp) / f"{rule}.log").start()
+            url = server.url
             try:
                 with httpx.Client(base_url=url, timeout=120) as client:
                     if not customers:
@@ -409,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(res)
                     print(f"{rule}: {res.seconds:.1f} s", file=sys.stderr)
             finally:
-                _stop(proc)
+                server.stop()
     print(
         f"\nchannel learning: start {start.isoformat()}, {args.rounds} rounds of "
         f"{args.step_days:g} days (python -m tools.simulate)"

@@ -1,4 +1,4 @@
-"""A ``bentoml serve`` process for end-to-end tests (shared by the e2e test modules)."""
+"""A ``bentoml serve`` process on a free local port: end-to-end tests, benchmarks, simulators."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import httpx
 
 from core.env import PROJECT_ROOT
 
-__all__ = ["READY_TIMEOUT_S", "Server", "free_port"]
+__all__ = ["READY_TIMEOUT_S", "SERVICE", "Server", "free_port"]
 
 READY_TIMEOUT_S = 180
+SERVICE = "service.service:RevivalService"
 
 
 def free_port() -> int:
@@ -28,9 +29,17 @@ def free_port() -> int:
 class Server:
     """One ``bentoml serve`` process (its own process group, so stop() ends its workers)."""
 
-    def __init__(self, env: dict[str, str], log: Path):
+    def __init__(
+        self,
+        env: dict[str, str],
+        log: Path,
+        target: str = SERVICE,
+        timeout_s: float = READY_TIMEOUT_S,
+    ):
         self.env = {**os.environ, **env}
         self.log = log
+        self.target = target
+        self.timeout_s = timeout_s
         self.proc: subprocess.Popen | None = None
         self.url = ""
 
@@ -44,7 +53,7 @@ class Server:
                     "-m",
                     "bentoml",
                     "serve",
-                    "service.service:RevivalService",
+                    self.target,
                     "--host",
                     "127.0.0.1",
                     "--port",
@@ -56,10 +65,10 @@ class Server:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + READY_TIMEOUT_S
+        deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"server exited: {self.log.read_text()[-3000:]}")
+                raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
                     return self
@@ -67,7 +76,7 @@ class Server:
                 pass
             time.sleep(0.3)
         self.stop()
-        raise AssertionError(f"not ready in {READY_TIMEOUT_S} s: {self.log.read_text()[-3000:]}")
+        raise RuntimeError(f"not ready in {self.timeout_s:.0f} s: {self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
