@@ -256,11 +256,6 @@ class DecisionRecord:
             raise InvalidRecord(f"model_versions must map str to str, got {self.model_versions!r}")
 
     @property
-    def is_contact(self) -> bool:
-        """True if this decision commits to contacting the customer (see :mod:`core.store.caps`)."""
-        return self.revive and not self.holdout and self.channel is not None
-
-    @property
     def contact_time(self) -> datetime:
         """When the contact happens: ``send_at``, or the decision time if sent at once."""
         return self.send_at or self.ts
