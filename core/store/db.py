@@ -12,7 +12,7 @@ timeout. Driver and SQLAlchemy errors surface as the store's own (:func:`db_erro
 
 The decision path has a second way in, on SQLite files only (:meth:`Database.hot_tx`): the
 thread's own DBAPI connection and statements compiled once (:class:`_Fast`). It stays
-because it pays (``service.bench`` in-process rows, measured against SQLAlchemy alone):
+because it pays (``benchmarks.serving`` in-process rows, measured against SQLAlchemy alone):
 without it "decide recorded" takes 1.5x, "decide dry_run" 1.8x and "store: history read"
 4.3x as long.
 """

@@ -18,10 +18,10 @@ from service.engine.offers import model_offers, offer_preference, offer_tables
 from service.engine.policy import CAUSES, MONETARY, PolicyParams
 
 # The formula's terms are written once (uplift_scale, rule_uplift, order_value, incentive_cost,
-# net_priority) and evaluated on numpy
-# arrays by the batch path and on floats by one decision (the same IEEE operations in the same
-# order, so the same results to the last bit). One decision on one-element arrays instead:
-# engine row +24 %, dry-run row +22 % (p50, /tmp timing of service/bench.py's rows).
+# net_priority) and evaluated on numpy arrays by the batch path and on floats by one decision
+# (the same IEEE operations in the same order, so the same results to the last bit). One
+# decision on one-element arrays instead: engine row +24 %, dry-run row +22 % (p50,
+# in-process rows of benchmarks/serving.py).
 _X = TypeVar("_X", float, np.ndarray)
 
 
@@ -72,7 +72,7 @@ def reach_of(recency: np.ndarray, p: PolicyParams) -> np.ndarray:
 
 def formula_tables(settings: Settings, p: PolicyParams) -> tuple:
     """Per (settings, params) constants of the formula, computed once (both are immutable)."""
-    # memo: engine row p50 +29 % without it (0.221 vs 0.171 ms; service/bench.py rows)
+    # memo: engine row p50 +29 % without it (0.221 vs 0.171 ms; benchmarks/serving.py in-process rows)
     return memo(_build_tables, settings, p)
 
 
