@@ -10,6 +10,7 @@ entry point (``python -m training``, the BentoML service module, the benchmarks,
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "configure_environment",
     "LOCAL_TRACKING_URI",
     "default_tracking_uri",
+    "resolve_sqlite_url",
     "tracking_uri",
 ]
 
@@ -29,7 +31,17 @@ HILLSTROM_DATA = SHARED_DATA / "hillstrom.csv.gz"
 
 
 LOCAL_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow' / 'mlflow.db'}"
+_RELATIVE_SQLITE = re.compile(r"^(sqlite(?:\+\w+)?:///)(?!/)(?!:memory:)([^?]+)(\?.*)?$", re.I)
 _SERVICE_TRACKING_ENV = "REVIVAL_MLFLOW_TRACKING_URI"
+
+
+def resolve_sqlite_url(url: str, root: Path = PROJECT_ROOT) -> str:
+    """Make a relative ``sqlite:///path`` absolute against ``root``; keep other URLs as they are."""
+    match = _RELATIVE_SQLITE.match(url.strip())
+    if match is None:
+        return url
+    prefix, path, query = match.groups()
+    return f"{prefix}{os.path.normpath(root / path)}{query or ''}"
 
 
 def default_tracking_uri() -> str:
@@ -46,8 +58,8 @@ def tracking_uri(configured: str | None = None) -> str:
     local store; otherwise :func:`default_tracking_uri` (``MLFLOW_TRACKING_URI``, else the
     local store), as training does.
     """
-    if configured is None:
-        configured = os.environ.get(_SERVICE_TRACKING_ENV)
+    if configured is None and _SERVICE_TRACKING_ENV in os.environ:
+        configured = resolve_sqlite_url(os.environ[_SERVICE_TRACKING_ENV])
     if configured is not None and (
         _SERVICE_TRACKING_ENV in os.environ or configured != LOCAL_TRACKING_URI
     ):

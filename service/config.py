@@ -39,6 +39,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from core.env import PROJECT_ROOT, resolve_sqlite_url
+
 __all__ = [
     "CHANNELS",
     "DEFAULT_CONFIG_PATH",
@@ -64,7 +66,6 @@ __all__ = [
     "resolve_sqlite_url",
 ]
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().with_name("policy.yaml")
 CONFIG_ENV = "REVIVAL_CONFIG"
 ENV_PREFIX = "REVIVAL_"
@@ -90,7 +91,6 @@ _MONETARY_OFFERS = frozenset({"low_threshold_coupon", "exclusive_discount"})
 _OFFER_PLACEHOLDERS = frozenset({"discount_pct", "min_spend", "currency"})
 _CURRENCY_SYMBOLS = {"GBP": "£", "EUR": "€", "USD": "$", "CNY": "¥", "JPY": "¥"}
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
-_RELATIVE_SQLITE = re.compile(r"^(sqlite(?:\+\w+)?:///)(?!/)(?!:memory:)([^?]+)(\?.*)?$", re.I)
 
 # Where load_settings() points the YAML source for the duration of one Settings() build.
 _active_config: ContextVar[Path | None] = ContextVar("revival_active_config", default=None)
@@ -314,15 +314,6 @@ def _default_offers() -> list[dict[str, Any]]:
         }
         for kind, (zh, en) in zh_en.items()
     ]
-
-
-def resolve_sqlite_url(url: str, root: Path = PROJECT_ROOT) -> str:
-    """Make a relative ``sqlite:///path`` absolute against ``root``; keep other URLs as they are."""
-    match = _RELATIVE_SQLITE.match(url.strip())
-    if match is None:
-        return url
-    prefix, path, query = match.groups()
-    return f"{prefix}{os.path.normpath(root / path)}{query or ''}"
 
 
 class StrictYamlLoader(yaml.SafeLoader):

@@ -45,7 +45,13 @@ from mlflow.tracking import MlflowClient
 
 import mlflow
 from core.attribution import DEFAULT_WINDOW, attribute, load_purchases
-from core.env import DEFAULT_DATA, PROJECT_ROOT, configure_environment, tracking_uri
+from core.env import (
+    DEFAULT_DATA,
+    PROJECT_ROOT,
+    configure_environment,
+    resolve_sqlite_url,
+    tracking_uri,
+)
 from core.store import StoreError, open_store
 from features.contracts import DataContractError, validate_transactions
 from features.loaders import Loaded, load_transactions
@@ -437,7 +443,8 @@ def config_from_args(args: argparse.Namespace) -> RetrainConfig:
     )
     if not data.exists():
         raise ValueError(f"--data: no such file {data}")
-    store_url = args.store_url or _env_default("store_url")
+    # a relative sqlite:/// URL is relative to the project, as the service resolves it
+    store_url = resolve_sqlite_url(args.store_url or _env_default("store_url"))
     db = store_url.split("///", 1)[1].split("?")[0] if store_url.startswith("sqlite") else ""
     if db and db != ":memory:" and not Path(db).exists():  # do not create an empty store
         raise ValueError(f"--store-url: no such SQLite file {db}")
