@@ -3,7 +3,7 @@
 One place decides where the data, the MLflow store and BentoML's home live.
 :func:`configure_environment` sets the variables that must be set before heavy libraries are
 imported (``OPENBLAS_NUM_THREADS=1`` makes implicit's ALS ~10x faster on small machines); every
-entry point (``python -m training``, the BentoML service module, the benchmarks, the tests'
+entry point (``python -m training``, the BentoML service when it starts, the benchmarks, the tests'
 ``conftest``) calls it first. Importing this module changes nothing.
 """
 
@@ -20,6 +20,7 @@ __all__ = [
     "configure_environment",
     "LOCAL_TRACKING_URI",
     "default_tracking_uri",
+    "project_path",
     "resolve_sqlite_url",
     "tracking_uri",
 ]
@@ -33,6 +34,11 @@ HILLSTROM_DATA = SHARED_DATA / "hillstrom.csv.gz"
 LOCAL_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow' / 'mlflow.db'}"
 _RELATIVE_SQLITE = re.compile(r"^(sqlite(?:\+\w+)?:///)(?!/)(?!:memory:)([^?]+)(\?.*)?$", re.I)
 _SERVICE_TRACKING_ENV = "REVIVAL_MLFLOW_TRACKING_URI"
+
+
+def project_path(path: str | Path) -> Path:
+    """``path`` with ``~`` expanded, relative paths taken from the project root, normalised."""
+    return Path(os.path.normpath(PROJECT_ROOT / Path(path).expanduser()))
 
 
 def resolve_sqlite_url(url: str, root: Path = PROJECT_ROOT) -> str:

@@ -39,7 +39,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from core.env import PROJECT_ROOT, resolve_sqlite_url
+from core.env import PROJECT_ROOT, project_path, resolve_sqlite_url
 
 __all__ = [
     "CHANNELS",
@@ -428,7 +428,7 @@ class Settings(BaseSettings):
     @field_validator("data_path")
     @classmethod
     def _absolute_path(cls, value: Path) -> Path:
-        return Path(os.path.normpath(PROJECT_ROOT / value.expanduser()))
+        return project_path(value)
 
     @field_validator("default_timezone")
     @classmethod

@@ -72,8 +72,6 @@ from service.schemas import (
 
 __all__ = ["SERVING", "BodyLimit", "RevivalService"]
 
-configure_environment()  # this module is the entry point of `bentoml serve`
-
 log = logging.getLogger(__name__)
 
 
@@ -232,6 +230,7 @@ class RevivalService:
     """Customer-revival decisions over HTTP (see the module docstring)."""
 
     def __init__(self) -> None:
+        configure_environment()  # the service is an entry point (`bentoml serve`)
         self.settings = load_settings()
         self.runtime = Runtime(self.settings)
         self._local_store = self.settings.store_url.startswith("sqlite")

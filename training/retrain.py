@@ -49,6 +49,7 @@ from core.env import (
     DEFAULT_DATA,
     PROJECT_ROOT,
     configure_environment,
+    project_path,
     resolve_sqlite_url,
     tracking_uri,
 )
@@ -438,9 +439,7 @@ def config_from_args(args: argparse.Namespace) -> RetrainConfig:
     if not 0 < window <= 365:
         raise ValueError(f"--window-days must be in (0, 365], got {window}")
     # REVIVAL_DATA_PATH is relative to the project, as the service resolves it
-    data = Path(
-        args.data or os.path.normpath(PROJECT_ROOT / Path(_env_default("data")).expanduser())
-    )
+    data = Path(args.data) if args.data else project_path(_env_default("data"))
     if not data.exists():
         raise ValueError(f"--data: no such file {data}")
     # a relative sqlite:/// URL is relative to the project, as the service resolves it

@@ -82,13 +82,8 @@ class CustomerViews:
     @staticmethod
     def candidates(customer_id: str, k: int, state: State) -> list[str]:
         """ALS items the customer has not bought or returned (cached per model state)."""
-        key = candidate_key(customer_id, k)
-        hit = state.candidates.get(key)
-        if hit is None:
-            rec = state.models.recommender
-            hit = list(rec.recommend([customer_id], k=k, exclude_seen=True).get(customer_id, []))
-            state.candidates[key] = hit
-        return hit
+        CustomerViews.prefetch_candidates([customer_id], k, state)
+        return state.candidates[candidate_key(customer_id, k)]
 
     @staticmethod
     def prefetch_candidates(customer_ids: Sequence[str], k: int, state: State) -> None:
