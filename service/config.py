@@ -40,6 +40,7 @@ from pydantic_settings import (
 )
 
 from core.env import PROJECT_ROOT, project_path, resolve_sqlite_url
+from service.api_config import ApiSettings
 
 __all__ = [
     "CHANNELS",
@@ -260,14 +261,13 @@ class ModelNames(_Model):
 
 
 class ValueTiers(_Model):
-    """Value-tier cut-offs plus the economics and request limits used when deciding."""
+    """Value-tier cut-offs plus the economics used when deciding."""
 
     high_quantile: float = Field(default=0.8, gt=0, lt=1)
     low_quantile: float = Field(default=0.4, gt=0, lt=1)
     max_items: int = Field(default=3, ge=1, description="items named in one offer")
     min_priority: float = Field(default=0.0, description="revive only above this (currency)")
     gross_margin: float = Field(default=0.3, ge=0, le=1, description="value = revenue x margin")
-    max_body_bytes: int = Field(default=1_000_000, ge=1, description="HTTP request size limit")
 
     @model_validator(mode="after")
     def _ordered(self) -> ValueTiers:
@@ -404,6 +404,7 @@ class Settings(BaseSettings):
     campaigns: list[Campaign] = Field(default_factory=_default_campaigns)
     offers: list[Offer] = Field(default_factory=_default_offers)
     value_tiers: ValueTiers = ValueTiers()
+    api: ApiSettings = ApiSettings()
 
     @classmethod
     def settings_customise_sources(

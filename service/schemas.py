@@ -1,20 +1,30 @@
 """Request and response types of the decision API (pydantic; shared by runtime and service).
 
-Every request model forbids unknown keys, so a misspelt field is a 400 naming it rather
-than a silently ignored option. Time stamps without a zone are read in the configured
-``default_timezone``.
+Request models are strict: unknown keys are refused (a misspelt field is named, not
+silently ignored), nothing is coerced (``"yes"`` is not a boolean, ``"9"`` not a number, an
+integer not a date), every number has bounds and every time stamp lies in
+:data:`MOMENT_RANGE`. Time stamps without a zone are read in the configured
+``default_timezone``. Response models are plain (built by the service, not the caller).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
-from core.store import EVENT_TYPES
+from core.store import EVENT_TYPES, ApiKey
 from features.lifecycle import STAGES, TIERS
+from service.api_config import Scope
 from service.config import ChannelName, Identifier, Locale
 from service.engine import Decision
 
@@ -29,6 +39,14 @@ __all__ = [
     "EventIn",
     "EventsRequest",
     "EventsResponse",
+    "MOMENT_RANGE",
+    "Moment",
+    "KeyCreateRequest",
+    "KeyCreated",
+    "KeyList",
+    "KeyListRequest",
+    "KeyOut",
+    "KeyRevokeRequest",
     "ProfileIn",
     "RecommendRequest",
     "RecommendResponse",
@@ -49,7 +67,31 @@ Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_l
 ItemId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 
 
+# Time stamps a request may carry: wide enough for any real log, narrow enough that date
+# arithmetic (windows, time zones, half-lives) can never overflow.
+MOMENT_RANGE = (datetime(1970, 1, 1), datetime(2100, 1, 1))
+
+
+def _in_range(value: datetime) -> datetime:
+    lo, hi = MOMENT_RANGE
+    # a day's margin on each side leaves room for any time zone offset
+    if not lo + timedelta(days=1) <= value.replace(tzinfo=None) < hi - timedelta(days=1):
+        raise ValueError(f"must lie between {lo:%Y-%m-%d} and {hi:%Y-%m-%d}")
+    return value
+
+
+Moment = Annotated[datetime, AfterValidator(_in_range)]
+
+
 class _In(BaseModel):
+    """A request: strict, closed, finite."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+
+class _Out(BaseModel):
+    """A response (built by the service)."""
+
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
@@ -88,7 +130,7 @@ class DecideRequest(_In):
 
     customer_id: Id
     campaign_id: Id = "lifecycle"
-    now: datetime | None = None
+    now: Moment | None = None
     channels: list[ChannelName] | None = Field(default=None, max_length=8)
     profile: ProfileIn | None = None
     dispatch: bool = False
@@ -104,17 +146,21 @@ class BatchRequest(_In):
     stages: list[Stage] | None = None
     tiers: list[Tier] | None = None
     campaign_id: Id = "lifecycle"
-    now: datetime | None = None
+    now: Moment | None = None
     channels: list[ChannelName] | None = Field(default=None, max_length=8)
-    budget: float | None = Field(default=None, ge=0, description="currency; cut the ranking")
-    max_customers: int | None = Field(default=None, ge=0, description="cut the ranking")
-    offset: int = Field(default=0, ge=0)
+    budget: float | None = Field(
+        default=None, ge=0, le=1e12, description="currency; cut the ranking"
+    )
+    max_customers: int | None = Field(
+        default=None, ge=0, le=100_000_000, description="cut the ranking"
+    )
+    offset: int = Field(default=0, ge=0, le=100_000_000)
     limit: int = Field(default=100, ge=0, le=1000)
     decisions: bool = Field(default=True, description="full decisions for the page rows")
     record: bool = Field(default=False, description="record the page's decisions in the store")
 
 
-class BatchRow(_In):
+class BatchRow(_Out):
     rank: int
     customer_id: str
     stage: str
@@ -128,7 +174,7 @@ class BatchRow(_In):
     decision: Decision | None = None
 
 
-class BatchResponse(_In):
+class BatchResponse(_Out):
     campaign_id: str
     currency: str
     candidates: int = Field(description="customers considered")
@@ -147,16 +193,16 @@ class BatchResponse(_In):
 class RecommendRequest(_In):
     customer_id: Id
     k: int = Field(default=10, ge=1, le=100)
-    now: datetime | None = None
+    now: Moment | None = None
 
 
-class RecommendedItem(_In):
+class RecommendedItem(_Out):
     item_id: str
     name: str | None
     rank: int
 
 
-class RecommendResponse(_In):
+class RecommendResponse(_Out):
     customer_id: str
     items: list[RecommendedItem]
     excluded_returned: int
@@ -166,10 +212,10 @@ class RecommendResponse(_In):
 
 class CustomerRequest(_In):
     customer_id: Id
-    now: datetime | None = None
+    now: Moment | None = None
 
 
-class CustomerResponse(_In):
+class CustomerResponse(_Out):
     customer_id: str
     snapshot_at: datetime
     stage: str
@@ -214,7 +260,7 @@ class EventsRequest(_In):
     consents: list[ConsentIn] = Field(default_factory=list, max_length=10_000)
 
 
-class EventsResponse(_In):
+class EventsResponse(_Out):
     inserted: int
     duplicates: int
     consents: int
@@ -224,7 +270,7 @@ class ReloadRequest(_In):
     data: bool = Field(default=False, description="also rebuild the snapshot from the log")
 
 
-class ReloadResponse(_In):
+class ReloadResponse(_Out):
     model_versions: dict[str, str]
     previous_versions: dict[str, str]
     changed: bool
@@ -244,8 +290,8 @@ class ReportRequest(_In):
     """
 
     campaign_id: Id
-    start: datetime | None = None
-    end: datetime | None = None
+    start: Moment | None = None
+    end: Moment | None = None
 
 
 class RetrainRequest(_In):
@@ -255,12 +301,16 @@ class RetrainRequest(_In):
     attribution_only: bool = Field(
         default=False, description="only attribute outcomes and summarise; train nothing"
     )
-    since: datetime | None = Field(default=None, description="first decision time considered")
+    since: Moment | None = Field(default=None, description="first decision time considered")
     window_days: float | None = Field(
         default=None, gt=0, le=365, description="attribution window (default: the setting)"
     )
-    min_treated: int = Field(default=200, ge=1, description="treated rows an offer arm needs")
-    min_control: int = Field(default=200, ge=1, description="hold-out rows an offer arm needs")
+    min_treated: int = Field(
+        default=200, ge=1, le=10_000_000, description="treated rows an offer arm needs"
+    )
+    min_control: int = Field(
+        default=200, ge=1, le=10_000_000, description="hold-out rows an offer arm needs"
+    )
     max_cutoffs: int = Field(default=12, ge=1, le=60, description="training cutoffs")
 
 
@@ -268,7 +318,7 @@ class RetrainStatusRequest(_In):
     job_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 
 
-class RetrainJobOut(_In):
+class RetrainJobOut(_Out):
     job_id: str
     status: Literal["running", "succeeded", "failed"]
     returncode: int | None
@@ -281,3 +331,42 @@ class RetrainJobOut(_In):
     result: dict[str, Any] | None = Field(
         default=None, description="the run's JSON summary (attribution, gates, versions)"
     )
+
+
+class KeyCreateRequest(_In):
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+    scopes: list[Scope] = Field(min_length=1, max_length=8)
+
+
+class KeyListRequest(_In):
+    revoked: bool = Field(default=True, description="include revoked keys")
+
+
+class KeyRevokeRequest(_In):
+    key_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
+
+
+class KeyOut(_Out):
+    key_id: str
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyOut:
+        return cls(
+            key_id=key.key_id,
+            name=key.name,
+            scopes=list(key.scopes),
+            created_at=key.created_at,
+            revoked_at=key.revoked_at,
+        )
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="the key itself: shown once, store it in a secret manager")
+
+
+class KeyList(_Out):
+    keys: list[KeyOut]

@@ -16,18 +16,21 @@ Endpoints (POST, JSON; OpenAPI at ``/docs.json``; health ``/livez``, ``/readyz``
   background job; ``/retrain_status`` polls it (:mod:`service.jobs`).
 * ``/report``        a campaign's treated vs hold-out report with 95% intervals
   (:mod:`service.report`).
+* ``/keys/create``, ``/keys/list``, ``/keys/revoke``  API keys (also ``python -m
+  service.auth``).
 
-Errors are JSON ``{"error": <code>, "detail": <what and where>}`` with a 4xx status: 404
-unknown customer, 409 conflicting decision id, 413 body over ``value_tiers.max_body_bytes``,
-422 unknown campaign or an input the policy rejects; malformed JSON and wrong types get
-BentoML's 400 with the offending field in ``detail[].loc``. Nothing is written to the store
-before a request has been validated. API methods never call each other (that deadlocks a
-served BentoML service); they share the runtime's plain methods.
+Every endpoint but the health probes, ``/metrics`` and ``/docs.json`` needs an API key
+with the endpoint's scope; :class:`service.web.gate.Gate` checks it, the rate limit, the
+media type and the body before a request reaches the methods below. Errors are RFC 9457
+problems (:mod:`service.web.problems`): 404 unknown customer/job/key, 409 conflicting
+decision id or running job, 422 invalid input, unknown campaign or an input the policy
+rejects, 503 store or models unavailable. Nothing is written to the store before a request
+has been validated. API methods never call each other (that deadlocks a served BentoML
+service); they share the runtime's plain methods.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -36,10 +39,11 @@ from typing import Any
 import anyio
 import bentoml
 from pydantic import BaseModel
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from core.env import configure_environment
 from core.store import DuplicateDecision, InvalidRecord, StoreUnavailable
+from service.api_config import SCOPES
 from service.config import load_settings
 from service.engine import Decision, UnknownCampaign
 from service.jobs import JobConflict, RetrainJobs, UnknownJob
@@ -60,6 +64,12 @@ from service.schemas import (
     DecideRequest,
     EventsRequest,
     EventsResponse,
+    KeyCreated,
+    KeyCreateRequest,
+    KeyList,
+    KeyListRequest,
+    KeyOut,
+    KeyRevokeRequest,
     RecommendRequest,
     RecommendResponse,
     ReloadRequest,
@@ -69,15 +79,15 @@ from service.schemas import (
     RetrainRequest,
     RetrainStatusRequest,
 )
+from service.web import Gate, complete_spec, problem_response
 
-__all__ = ["SERVING", "BodyLimit", "RevivalService"]
+__all__ = ["SERVING", "RevivalService", "UnknownKey"]
 
 log = logging.getLogger(__name__)
 
 
-def error_response(status: int, code: str, detail: str) -> JSONResponse:
-    """The service's error body: ``{"error": code, "detail": detail}``."""
-    return JSONResponse({"error": code, "detail": detail}, status_code=status)
+class UnknownKey(LookupError):
+    """No API key with that id (HTTP 404)."""
 
 
 def _json(result: Any) -> Any:
@@ -92,103 +102,33 @@ def _message(exc: BaseException) -> str:
     return str(exc.args[0]) if exc.args else type(exc).__name__
 
 
+# Domain errors -> problem codes (service.web.problems gives each its status); 503s are
+# logged at WARNING, since they say something about the deployment, not the caller.
+_ERRORS: dict[type[BaseException], str] = {
+    UnknownCustomer: "unknown_customer",
+    UnknownCampaign: "unknown_campaign",
+    Rejected: "rejected",
+    InvalidRecord: "rejected",
+    UnknownJob: "unknown_job",
+    UnknownKey: "unknown_key",
+    Conflict: "conflict",
+    DuplicateDecision: "conflict",
+    JobConflict: "conflict",
+    StoreUnavailable: "unavailable",
+    ModelsUnavailable: "unavailable",
+}
+_DOMAIN_ERRORS = tuple(_ERRORS)
+
+
 def _guard(fn: Callable[[], Any]) -> Any:
-    """Run an endpoint body, turning domain errors into JSON 4xx/503 responses."""
+    """Run an endpoint body, turning domain errors into problem responses (one log line)."""
     try:
         return _json(fn())
-    except UnknownCustomer as exc:
-        return error_response(404, "unknown_customer", _message(exc))
-    except UnknownCampaign as exc:
-        return error_response(422, "unknown_campaign", _message(exc))
-    except (Rejected, InvalidRecord) as exc:
-        return error_response(422, "rejected", _message(exc))
-    except UnknownJob as exc:
-        return error_response(404, "unknown_job", _message(exc))
-    except (Conflict, DuplicateDecision, JobConflict) as exc:
-        return error_response(409, "conflict", _message(exc))
-    except (StoreUnavailable, ModelsUnavailable) as exc:
-        log.warning("unavailable: %s", exc)
-        return error_response(503, "unavailable", _message(exc))
-
-
-class BodyLimit:
-    """ASGI middleware: a request body over the limit gets a 413 JSON error, unread.
-
-    With ``Content-Length`` the check is immediate; a chunked body is buffered up to the limit
-    and refused as soon as it passes it. The limit is read from the settings on first use
-    (``value_tiers.max_body_bytes``) unless given.
-    """
-
-    def __init__(self, app: Any, max_bytes: int | None = None):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    def _limit(self) -> int:
-        if self.max_bytes is None:
-            self.max_bytes = load_settings().value_tiers.max_body_bytes
-        return self.max_bytes
-
-    async def _refuse(self, send: Any, limit: int) -> None:
-        body = json.dumps(
-            {
-                "error": "payload_too_large",
-                "detail": f"request body exceeds {limit:,} bytes (value_tiers.max_body_bytes)",
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
-            await self.app(scope, receive, send)
-            return
-        limit = self._limit()
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        if length is not None:
-            try:
-                too_big = int(length) > limit
-            except ValueError:
-                too_big = False
-            if too_big:
-                await self._refuse(send, limit)
-                return
-            await self.app(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await self._refuse(send, limit)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+    except _DOMAIN_ERRORS as exc:
+        code = next(c for cls, c in _ERRORS.items() if isinstance(exc, cls))
+        level = logging.WARNING if code == "unavailable" else logging.INFO
+        log.log(level, "%s: %s", code, _message(exc)[:300])
+        return problem_response(code, _message(exc))
 
 
 _metrics_lock = threading.Lock()
@@ -235,6 +175,24 @@ class RevivalService:
         self.runtime = Runtime(self.settings)
         self._local_store = self.settings.store_url.startswith("sqlite")
         self.jobs = RetrainJobs(self.settings, tracking_uri(self.settings))
+        self._first_key()
+
+    def _first_key(self) -> None:
+        """On a first start (no active key in the store) create an admin key and print it
+        once, as Jupyter prints its token; ``api.bootstrap_key`` fixes its value instead."""
+        given = self.settings.api.bootstrap_key
+        token = given.get_secret_value() if given is not None else None
+        created = self.runtime.store.keys.create_first("admin (first start)", SCOPES, token)
+        if created is None:
+            return
+        key, secret = created
+        shown = "(the value of api.bootstrap_key)" if given is not None else secret
+        print(
+            f"\n  No API key existed: created admin key {key.key_id}. It is shown only once:\n"
+            f"\n      {shown}\n\n  export REVIVAL_KEY=<that key>; curl -H "
+            f'"Authorization: Bearer $REVIVAL_KEY" ...  (python -m service.auth --help)\n',
+            flush=True,
+        )
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
@@ -300,5 +258,37 @@ class RevivalService:
         """A campaign's report: treated vs hold-out, overall and per stage × tier, 95% CIs."""
         return _guard(lambda: self.runtime.report(request))
 
+    @bentoml.api(route="/keys/create")
+    def keys_create(self, request: KeyCreateRequest, /) -> KeyCreated:
+        """Create an API key; the response is the only time its secret is shown."""
 
-RevivalService.add_asgi_middleware(BodyLimit)
+        def run() -> KeyCreated:
+            key, token = self.runtime.store.keys.create(request.name, request.scopes)
+            return KeyCreated(**KeyOut.of(key).model_dump(), key=token)
+
+        return _guard(run)
+
+    @bentoml.api(route="/keys/list")
+    def keys_list(self, request: KeyListRequest, /) -> KeyList:
+        """Every API key (ids, names, scopes, dates; never the secrets)."""
+        keys = self.runtime.store.keys
+        return _guard(lambda: KeyList(keys=[KeyOut.of(k) for k in keys.list(request.revoked)]))
+
+    @bentoml.api(route="/keys/revoke")
+    def keys_revoke(self, request: KeyRevokeRequest, /) -> KeyOut:
+        """Revoke a key: refused by every replica within ``api.key_cache_seconds``."""
+
+        def run() -> KeyOut:
+            try:
+                return KeyOut.of(self.runtime.store.keys.revoke(request.key_id))
+            except LookupError as exc:
+                raise UnknownKey(_message(exc)) from None
+
+        return _guard(run)
+
+
+RevivalService.add_asgi_middleware(
+    Gate,
+    models={api.route: api.input_spec for api in RevivalService.apis.values()},
+    spec=lambda: complete_spec(RevivalService.openapi_spec.asdict()),
+)

@@ -12,6 +12,7 @@ enforce frequency caps, consent and fatigue, and to learn which channel works fo
 * :mod:`core.store.base` — the :class:`ContactStore` interface;
 * :mod:`core.store.schema` — the append-only SQL tables and the UTC timestamp type;
 * :mod:`core.store.queries` — the composed SQL statements and row <-> record helpers;
+* :mod:`core.store.keys` — API keys (hashed) in the same database;
 * :mod:`core.store.sql` — :class:`SqlContactStore` and :func:`open_store`.
 """
 
@@ -28,6 +29,7 @@ from core.store.caps import (
     cap_contacts,
     count_contacts,
 )
+from core.store.keys import ApiKey, KeyStore, hash_key
 from core.store.records import (
     DISPATCH_STATUSES,
     EVENT_TYPES,
@@ -57,6 +59,7 @@ __all__ = [
     "KNOWN_CHANNELS",
     "WEEK",
     "AlreadyDispatched",
+    "ApiKey",
     "CapSpec",
     "ContactCounts",
     "ContactRecord",
@@ -69,6 +72,7 @@ __all__ = [
     "Engagement",
     "EventRecord",
     "InvalidRecord",
+    "KeyStore",
     "NotDispatchable",
     "SqlContactStore",
     "StoreError",
@@ -77,6 +81,7 @@ __all__ = [
     "UnknownDecision",
     "as_utc",
     "cap_contacts",
+    "hash_key",
     "count_contacts",
     "metadata",
     "open_store",

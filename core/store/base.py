@@ -15,6 +15,7 @@ from datetime import datetime
 import pandas as pd
 
 from core.store.caps import CapSpec, CustomerHistory, Engagement
+from core.store.keys import KeyStore
 from core.store.records import DecisionRecord, DispatchAttempt, EventRecord
 
 __all__ = ["ContactStore"]
@@ -22,6 +23,11 @@ __all__ = ["ContactStore"]
 
 class ContactStore(abc.ABC):
     """The contact history the decision service reads and appends to."""
+
+    @property
+    @abc.abstractmethod
+    def keys(self) -> KeyStore:
+        """The API keys kept in this store (shared by every service replica using it)."""
 
     @abc.abstractmethod
     def decide_and_reserve(

@@ -1,7 +1,7 @@
 """The store's SQL schema: append-only tables on SQLAlchemy Core, UTC timestamps.
 
-Every table is an append-only log: rows are inserted, never updated or deleted, so the
-history can always be audited and replayed. "Current" state (consent, whether a decision
+Every table but ``api_keys`` is an append-only log: rows are inserted, never updated or
+deleted, so the history can always be audited and replayed. "Current" state (consent, whether a decision
 was sent) is derived by reading the log.
 
 Time: every timestamp is stored as UTC (``DateTime(timezone=True)``, :class:`UtcDateTime`);
@@ -23,6 +23,7 @@ __all__ = [
     "EVENT_COLUMNS",
     "TABLES",
     "BigId",
+    "api_keys",
     "UtcDateTime",
     "consents",
     "decisions",
@@ -156,6 +157,19 @@ dispatch_success = sa.Table(
     sa.Column("provider_message_id", sa.String(255)),
 )
 
-TABLES = (decisions, events, consents, dispatches, dispatch_success)
+# API keys (:mod:`core.store.keys`): only a SHA-256 of each key is stored. The one update
+# this store makes is setting ``revoked_at`` once; a key row is never deleted (audit).
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("scopes", sa.String(256), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("revoked_at", UtcDateTime),
+)
+
+TABLES = (decisions, events, consents, dispatches, dispatch_success, api_keys)
 DECISION_COLUMNS = [c.name for c in decisions.columns]
 EVENT_COLUMNS = [c.name for c in events.columns]

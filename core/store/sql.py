@@ -31,6 +31,7 @@ from core.store.caps import (
     count_contacts,
 )
 from core.store.db import Conn, Database
+from core.store.keys import KeyStore
 from core.store.queries import (
     DECISION_EXISTS,
     INSERT_DECISION,
@@ -114,6 +115,11 @@ class SqlContactStore(ContactStore):
     def engine(self) -> Engine:
         """The SQLAlchemy engine (for event listeners in tests and for reports)."""
         return self._db.engine
+
+    @property
+    def keys(self) -> KeyStore:
+        """The API keys kept in this store (shared by every replica using it)."""
+        return KeyStore(self._db)
 
     def _create_schema(self) -> None:
         # Serialised so that several workers starting at once do not race on CREATE TABLE.

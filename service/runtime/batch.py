@@ -10,7 +10,7 @@ import numpy as np
 
 from service.config import CHANNELS, OFFER_TYPES, Settings
 from service.engine import PolicyParams, campaign_by_id, holdout_draw, rank_inputs
-from service.runtime.clock import aware
+from service.runtime.clock import request_now
 from service.runtime.decisions import Decider
 from service.runtime.state import State
 from service.schemas import BatchRequest, BatchResponse, BatchRow
@@ -165,7 +165,7 @@ class BatchRanker:
     def decide_batch(self, req: BatchRequest, state: State) -> BatchResponse:
         """Rank customers by priority (vectorised), cut at budget/count, decide the page."""
         t0 = time.perf_counter()
-        now = aware(req.now, self.settings)
+        now = request_now(req.now, self.settings, state.snapshot.at)
         campaign = campaign_by_id(self.settings, req.campaign_id)
         r = self._rank(req, state, campaign.id)
         rows = self._page(req, r, state, now, campaign.id)

@@ -19,7 +19,7 @@ from service.engine import (
     decide_data,
     encode_decision,
 )
-from service.runtime.clock import aware
+from service.runtime.clock import request_now
 from service.runtime.dispatch import Dispatcher
 from service.runtime.errors import Conflict, Rejected
 from service.runtime.history import ContactHistories
@@ -149,7 +149,7 @@ class Decider:
         """The decision as plain data (:func:`decide_data`) and its JSON, the response body:
         a recorded decision's is its stored payload (encoded once, not validated again); a
         replayed or dispatched one goes through the :class:`Decision` model."""
-        now = aware(req.now, self.settings)
+        now = request_now(req.now, self.settings, state.snapshot.at)
         self.views.position(req.customer_id, state)  # 404 before anything else
         campaign_by_id(self.settings, req.campaign_id)  # UnknownCampaign -> 422
         if req.dispatch and req.dry_run:

@@ -12,7 +12,7 @@ from typing import Any
 from core.store import ContactStore, DecisionRecord
 from service.config import Settings
 from service.engine import CustomerView, PolicyParams
-from service.runtime.clock import aware
+from service.runtime.clock import request_now
 from service.runtime.history import ContactHistories
 from service.runtime.state import State
 from service.runtime.views import CustomerViews
@@ -75,7 +75,9 @@ class CustomerLookups:
         self, customer_id: str, k: int, now: datetime | None, state: State
     ) -> RecommendResponse:
         """Cross-sell items for the customer (returned or just-bought items excluded)."""
-        at = aware(now, self.settings, default=max(datetime.now(UTC), state.snapshot.at))
+        at = request_now(
+            now, self.settings, state.snapshot.at, default=max(datetime.now(UTC), state.snapshot.at)
+        )
         view = self.views.view(customer_id, None, state)
         pool = self.views.candidates(customer_id, k + self.params.candidate_items, state)
         items, n_ret, n_rec = self._filtered_items(view, pool, at, k)
@@ -93,7 +95,7 @@ class CustomerLookups:
 
     def customer(self, customer_id: str, now: datetime | None, state: State) -> CustomerResponse:
         """The 360° view: features, stage, scores, contacts, consents, items."""
-        at = aware(now, self.settings, default=datetime.now(UTC))
+        at = request_now(now, self.settings, state.snapshot.at)
         pos = self.views.position(customer_id, state)
         view = self.views.view(customer_id, None, state)
         hist = self.histories.read(customer_id, at)

@@ -1,0 +1,3 @@
+from service.auth.cli import main
+
+raise SystemExit(main())
