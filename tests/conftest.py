@@ -88,7 +88,10 @@ def champions(tmp_path_factory):
 @pytest.fixture(scope="session")
 def service_env(champions):
     """A function: folder -> the REVIVAL_* variables pointing the service at the slice, its
-    champions and a new store in ``folder`` (hold-out off unless a test sets it)."""
+    champions and a new store in ``folder`` (hold-out off unless a test sets it), whose
+    first-start admin key is ``auth.TEST_KEY``, rate limits lifted (``auth.API_ENV``)."""
+    from auth import API_ENV
+
     data, uri = champions
 
     def env(folder) -> dict[str, str]:
@@ -97,6 +100,7 @@ def service_env(champions):
             "REVIVAL_MLFLOW_TRACKING_URI": uri,
             "REVIVAL_STORE_URL": f"sqlite:///{folder / 'store.db'}",
             "REVIVAL_HOLDOUT_SHARE": "0",
+            **API_ENV,
         }
 
     return env

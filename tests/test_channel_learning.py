@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from auth import AUTH
 
 from core.store import Engagement, EventRecord, SqlContactStore
 from service.config import CHANNELS, load_settings
@@ -302,7 +303,7 @@ def test_simulated_customers_learn_their_best_channel(service_env, tmp_path):
             mp.setenv(key, value)
         from service.service import RevivalService
 
-        with TestClient(RevivalService.to_asgi()) as client:
+        with TestClient(RevivalService.to_asgi(), headers=AUTH) as client:
             s = load_settings()
             start = start_after_blackouts(
                 s, snapshot_at(client) + 5 * DAY, timedelta(days=step * (rounds + 1))

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
+from auth import AUTH
 from starlette.testclient import TestClient
 
 from core.store import SqlContactStore
@@ -37,7 +38,7 @@ def live(service_env, tmp_path_factory):
             mp.setenv(key, value)
         from service.service import RevivalService
 
-        with TestClient(RevivalService.to_asgi()) as client:
+        with TestClient(RevivalService.to_asgi(), headers=AUTH) as client:
             store = SqlContactStore(env["REVIVAL_STORE_URL"])
             common = {"p0": P0, "mean_value": MEAN_VALUE, "window_days": 14.0}
             lift = simulate_campaign(client, "lifecycle", LIFT_ROUNDS, lift=LIFT, seed=1, **common)
@@ -99,7 +100,7 @@ def _rejected(live, path: str, body: dict, status: int, *named: str) -> dict:
     r = live.client.post(path, json=body)
     assert r.status_code == status, (body, r.text[:400])
     payload = r.json()
-    assert "error" in payload and "Traceback" not in r.text
+    assert payload["status"] == status and "Traceback" not in r.text
     text = json.dumps(payload, ensure_ascii=False).lower()
     for word in named:
         assert word.lower() in text, (word, r.text[:400])
@@ -111,11 +112,11 @@ def test_bad_report_requests_are_named_4xx(live):
     p = _rejected(
         live, "/report", {"campaign_id": "black-friday"}, 422, "black-friday", "lifecycle"
     )
-    assert p["error"] == "unknown_campaign"
+    assert p["type"] == "urn:revival:problem:unknown_campaign"
     body = {"campaign_id": "lifecycle", "start": "2011-10-01", "end": "2011-09-01"}
     _rejected(live, "/report", body, 422, "end", "after start")
-    _rejected(live, "/report", {"campaign_id": "lifecycle", "start": "yesterday"}, 400, "start")
-    _rejected(live, "/report", {"campaign": "lifecycle"}, 400, "campaign")
+    _rejected(live, "/report", {"campaign_id": "lifecycle", "start": "yesterday"}, 422, "start")
+    _rejected(live, "/report", {"campaign": "lifecycle"}, 422, "campaign")
 
 
 def _stored_decisions(live):

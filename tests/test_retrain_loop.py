@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 import pytest
+from auth import AUTH
 from starlette.testclient import TestClient
 
 from core.store import SqlContactStore
@@ -39,7 +40,7 @@ def loop(service_env, champions, tmp_path_factory):
             mp.setenv(key, value)
         from service.service import RevivalService
 
-        with TestClient(RevivalService.to_asgi()) as client:
+        with TestClient(RevivalService.to_asgi(), headers=AUTH) as client:
             yield client, env, folder
     import mlflow
 
@@ -193,6 +194,6 @@ def test_retrain_endpoint_runs_a_background_job(loop):
     assert status["result"]["run_id"] is None  # attribution only: nothing trained
 
     missing = client.post("/retrain_status", json={"job_id": "nope"})
-    assert missing.status_code == 404 and missing.json()["error"] == "unknown_job"
+    assert missing.status_code == 404 and missing.json()["type"].endswith(":unknown_job")
     bad = client.post("/retrain", json={"min_treated": 0})
     assert bad.status_code == 400 and "min_treated" in bad.text

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
+from auth import AUTH
 from starlette.testclient import TestClient
 
 from core.store import SqlContactStore
@@ -102,7 +103,7 @@ def api(service_env, provider, tmp_path_factory):
             mp.setenv(key, value)
         from service.service import RevivalService
 
-        with TestClient(RevivalService.to_asgi()) as client:
+        with TestClient(RevivalService.to_asgi(), headers=AUTH) as client:
             store = SqlContactStore(env["REVIVAL_STORE_URL"])
             ranked = client.post(
                 "/decide_batch",
@@ -459,23 +460,23 @@ def _bad_cases(cid: str) -> list[tuple[str, object, int, str]]:
     ten_mb = b'{"customer_id": "' + b"x" * (10 * 1024 * 1024) + b'"}'
     return [
         ("/decide", {"customer_id": "no-such-customer"}, 404, "no-such-customer"),
-        ("/decide", {"customer_id": 12345}, 400, "customer_id"),
-        ("/decide", {"customer_id": cid, "channels": ["fax"]}, 400, "channels"),
+        ("/decide", {"customer_id": 12345}, 422, "customer_id"),
+        ("/decide", {"customer_id": cid, "channels": ["fax"]}, 422, "channels"),
         ("/decide", {"customer_id": cid, "campaign_id": "black-friday"}, 422, "black-friday"),
-        ("/decide", {"customer_id": cid, "now": "yesterday"}, 400, "now"),
-        ("/decide", {"customer_id": cid, "colour": "red"}, 400, "colour"),
-        ("/decide", {"customer_id": cid, "profile": {"timezone": "Mars/Base"}}, 400, "timezone"),
+        ("/decide", {"customer_id": cid, "now": "yesterday"}, 422, "now"),
+        ("/decide", {"customer_id": cid, "colour": "red"}, 422, "colour"),
+        ("/decide", {"customer_id": cid, "profile": {"timezone": "Mars/Base"}}, 422, "timezone"),
         ("/decide", {"customer_id": cid, "dispatch": True, "dry_run": True}, 422, "dry_run"),
         ("/decide", b'{"customer_id": "13085",', 400, "json"),
         ("/decide", ten_mb, 413, "bytes"),
-        ("/decide_batch", {"budget": -5}, 400, "budget"),
-        ("/decide_batch", {"limit": "many"}, 400, "limit"),
-        ("/decide_batch", {"channels": ["pigeon"]}, 400, "channels"),
-        ("/decide_batch", {"stages": ["asleep"]}, 400, "stages"),
+        ("/decide_batch", {"budget": -5}, 422, "budget"),
+        ("/decide_batch", {"limit": "many"}, 422, "limit"),
+        ("/decide_batch", {"channels": ["pigeon"]}, 422, "channels"),
+        ("/decide_batch", {"stages": ["asleep"]}, 422, "stages"),
         ("/recommend", {"customer_id": "no-such-customer"}, 404, "no-such-customer"),
-        ("/recommend", {"customer_id": cid, "k": 0}, 400, "k"),
+        ("/recommend", {"customer_id": cid, "k": 0}, 422, "k"),
         ("/customer", {"customer_id": "no-such-customer"}, 404, "no-such-customer"),
-        ("/events", {"events": [{"customer_id": cid, "event": "exploded"}]}, 400, "event"),
+        ("/events", {"events": [{"customer_id": cid, "event": "exploded"}]}, 422, "event"),
         (
             "/events",
             {
@@ -490,13 +491,13 @@ def _bad_cases(cid: str) -> list[tuple[str, object, int, str]]:
         (
             "/events",
             {"events": [{"customer_id": cid, "event": "purchase", "value": "NaN"}]},
-            400,
+            422,
             "value",
         ),
         (
             "/events",
             {"consents": [{"customer_id": cid, "channel": "fax", "granted": True}]},
-            400,
+            422,
             "channel",
         ),
     ]
@@ -517,7 +518,8 @@ def test_bad_input_gets_a_json_4xx_naming_the_problem_and_changes_nothing(api, c
             r.text[:300],
         )
         payload = r.json()
-        assert "error" in payload, r.text[:300]
+        assert r.headers["content-type"] == "application/problem+json", r.text[:300]
+        assert payload["status"] == status and payload["title"] and payload["detail"]
         assert named.lower() in json.dumps(payload).lower(), (named, r.text[:300])
         assert "Traceback" not in r.text
         assert api.store.counts() == before, path
@@ -530,7 +532,7 @@ def test_a_decision_id_of_another_customer_is_a_conflict(api, customers):
     r = api.client.post(
         "/decide", json={"customer_id": b, "now": NOW.isoformat(), "decision_id": d["decision_id"]}
     )
-    assert r.status_code == 409 and r.json()["error"] == "conflict"
+    assert r.status_code == 409 and r.json()["type"] == "urn:revival:problem:conflict"
     assert api.store.counts() == before
 
 

@@ -72,14 +72,18 @@ def test_served_decide_errors_health_and_metrics(server):
     assert d["customer_id"] == cid and d["revive"]
     assert set(d["model_versions"]) == {"churn", "next_purchase", "cross_sell"}
     missing = server.post("/decide", {"customer_id": "no-such-customer"})
-    assert missing.status_code == 404 and missing.json()["error"] == "unknown_customer"
+    assert missing.status_code == 404
+    assert missing.json()["type"] == "urn:revival:problem:unknown_customer"
     bad = httpx.post(
         f"{server.url}/decide",
         content=b"{oops",
-        headers={"content-type": "application/json"},
+        headers={"content-type": "application/json", **server.auth},
         timeout=30,
     )
     assert bad.status_code == 400 and "json" in bad.text.lower()
+    assert bad.headers["content-type"] == "application/problem+json"
+    anonymous = httpx.post(f"{server.url}/decide", json={"customer_id": cid}, timeout=30)
+    assert anonymous.status_code == 401
     assert httpx.get(f"{server.url}/livez", timeout=10).status_code == 200
     metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
     assert "revival_decisions_total" in metrics

@@ -110,7 +110,7 @@ def _hammer(servers: list[Server], customers: list[str]) -> list[tuple[str, int,
                 cid, now = rng.choice(jobs)
                 srv = servers[(k + j) % len(servers)]
                 body = {"customer_id": cid, "now": now.isoformat(), "profile": PROFILE}
-                r = http.post(f"{srv.url}/decide", json=body)
+                r = http.post(f"{srv.url}/decide", json=body, headers=srv.auth)
                 out.append((cid, r.status_code, r.json()))
         return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -14,7 +15,9 @@ import httpx
 
 from core.env import PROJECT_ROOT
 
-__all__ = ["READY_TIMEOUT_S", "SERVICE", "Server", "free_port"]
+__all__ = ["BOOTSTRAP_ENV", "READY_TIMEOUT_S", "SERVICE", "Server", "free_port"]
+
+BOOTSTRAP_ENV = "REVIVAL_API__BOOTSTRAP_KEY"
 
 READY_TIMEOUT_S = 180
 SERVICE = "service.service:RevivalService"
@@ -27,7 +30,12 @@ def free_port() -> int:
 
 
 class Server:
-    """One ``bentoml serve`` process (its own process group, so stop() ends its workers)."""
+    """One ``bentoml serve`` process (its own process group, so stop() ends its workers).
+
+    ``key``: the admin key the service creates on a first start (``api.bootstrap_key``):
+    taken from ``env`` if set there, else a new random one; :meth:`post` and :attr:`auth`
+    use it. On a store that already has keys, pass one of them in ``env`` instead.
+    """
 
     def __init__(
         self,
@@ -37,6 +45,7 @@ class Server:
         timeout_s: float = READY_TIMEOUT_S,
     ):
         self.env = {**os.environ, **env}
+        self.key = self.env.setdefault(BOOTSTRAP_ENV, f"rvk_{secrets.token_urlsafe(32)}")
         self.log = log
         self.target = target
         self.timeout_s = timeout_s
@@ -88,5 +97,10 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """The ``Authorization`` header with :attr:`key`."""
+        return {"Authorization": f"Bearer {self.key}"}
+
     def post(self, path: str, body: object = None) -> httpx.Response:
-        return httpx.post(f"{self.url}{path}", json=body, timeout=60)
+        return httpx.post(f"{self.url}{path}", json=body, headers=self.auth, timeout=60)
