@@ -9,6 +9,7 @@ integer not a date), every number has bounds and every time stamp lies in
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -16,8 +17,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
     field_validator,
 )
@@ -80,7 +83,19 @@ def _in_range(value: datetime) -> datetime:
     return value
 
 
-Moment = Annotated[datetime, AfterValidator(_in_range)]
+def _iso_text(value: Any) -> Any:
+    """Only ISO 8601 text (or a datetime from Python) is a time: no unix numbers, as numbers
+    or as digit strings (lax parsing would read both as seconds since 1970)."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or _NUMBER.fullmatch(value.strip()):
+        raise ValueError("must be an ISO 8601 date-time string, e.g. 2011-09-06T10:00:00+01:00")
+    return value
+
+
+_NUMBER = re.compile(r"[+-]?\d+(\.\d*)?([eE][+-]?\d+)?")
+# Strict(False): ISO text is parsed as usual (a bare date is its midnight), see _iso_text.
+Moment = Annotated[datetime, Strict(False), BeforeValidator(_iso_text), AfterValidator(_in_range)]
 
 
 class _In(BaseModel):

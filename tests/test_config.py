@@ -84,7 +84,14 @@ def test_packaged_policy_loads_with_documented_defaults() -> None:
     assert {offer.type for offer in settings.offers} == set(OFFER_TYPES)
     tiers = settings.value_tiers
     assert (tiers.high_quantile, tiers.low_quantile, tiers.max_items) == (0.8, 0.4, 3)
-    assert (tiers.min_priority, tiers.gross_margin, tiers.max_body_bytes) == (0.0, 0.3, 1_000_000)
+    assert (tiers.min_priority, tiers.gross_margin) == (0.0, 0.3)
+    api = settings.api
+    assert (api.max_body_bytes, api.body_timeout_seconds, api.now_window_days) == (
+        1_000_000,
+        10.0,
+        730,
+    )
+    assert api.rate_limits.decide.per_second == 500 and api.bootstrap_key is None
 
 
 def test_policy_yaml_and_code_defaults_agree(tmp_path: Path) -> None:

@@ -196,4 +196,4 @@ def test_retrain_endpoint_runs_a_background_job(loop):
     missing = client.post("/retrain_status", json={"job_id": "nope"})
     assert missing.status_code == 404 and missing.json()["type"].endswith(":unknown_job")
     bad = client.post("/retrain", json={"min_treated": 0})
-    assert bad.status_code == 400 and "min_treated" in bad.text
+    assert bad.status_code == 422 and "min_treated" in bad.text

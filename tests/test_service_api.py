@@ -400,7 +400,7 @@ def test_decide_batch_ranks_cuts_and_pages(api):
     assert prios == sorted(prios, reverse=True) and full["eligible"] == full["selected"]
     assert [r["rank"] for r in full["rows"]] == list(range(1, len(prios) + 1))
     page1 = c.post("/decide_batch", json={"now": now, "limit": 5, "dry_run": None} | {}).status_code
-    assert page1 == 400  # unknown key
+    assert page1 == 422  # unknown key
     p1 = c.post("/decide_batch", json={"now": now, "limit": 5}).json()
     p2 = c.post("/decide_batch", json={"now": now, "limit": 5, "offset": p1["next_offset"]}).json()
     assert [r["customer_id"] for r in p1["rows"] + p2["rows"]] == [
