@@ -5,7 +5,8 @@ handful of fixed times spread over a week; e-mail and SMS are both consented and
 so the per-channel day/week caps and the global weekly cap all bind. The assertions read the
 store's tables with plain SQL, independently of the store's own counting: no rolling 24 h /
 7 day window holds more contacts than the caps allow, every refused request names a cap, and
-every customer was contacted at least once. Runs on PostgreSQL (the shared store for
+every customer was contacted at least once. A key revoked on one server stops working on the
+other within ``api.key_cache_seconds``. Runs on PostgreSQL (the shared store for
 replicas) and on one SQLite file.
 """
 
@@ -37,6 +38,7 @@ REQUESTS_PER_CLIENT = 24
 N_CUSTOMERS = 4
 PROFILE = {"identifiers": {"phone": "+440000000000"}, "consents": {"sms": True, "email": True}}
 DAY, WEEK = timedelta(days=1), timedelta(days=7)
+KEY_CACHE_S = 2.0
 
 
 def _caps() -> tuple[dict[str, tuple[int, int]], int]:
@@ -118,8 +120,27 @@ def _hammer(servers: list[Server], customers: list[str]) -> list[tuple[str, int,
         return [row for rows in pool.map(client, range(CLIENTS)) for row in rows]
 
 
-def _run_shared_store(store_url: str, service_env, folder) -> dict[str, int]:
-    env = service_env(folder) | {"REVIVAL_STORE_URL": store_url}
+def _revocation_reaches(servers: list[Server], customer: str) -> float:
+    """Create a key on one server, use it on the other, revoke it on the first: seconds until
+    the second refuses it (its verified-key cache expires after api.key_cache_seconds)."""
+    a, b = servers
+    created = a.post("/keys/create", {"name": "crm", "scopes": ["read"]}).json()
+    key = {"Authorization": f"Bearer {created['key']}"}
+    body = {"customer_id": customer}
+    assert httpx.post(f"{b.url}/customer", json=body, headers=key, timeout=60).status_code == 200
+    assert a.post("/keys/revoke", {"key_id": created["key_id"]}).json()["revoked_at"]
+    revoked = time.monotonic()
+    while httpx.post(f"{b.url}/customer", json=body, headers=key, timeout=60).status_code == 200:
+        assert time.monotonic() - revoked < 30, "the revoked key still works after 30 s"
+        time.sleep(0.05)
+    return time.monotonic() - revoked
+
+
+def _run_shared_store(store_url: str, service_env, folder) -> dict[str, float]:
+    env = service_env(folder) | {
+        "REVIVAL_STORE_URL": store_url,
+        "REVIVAL_API__KEY_CACHE_SECONDS": str(KEY_CACHE_S),
+    }
     servers = [Server(env, folder / f"serve{i}.log") for i in range(2)]
     try:
         with ThreadPoolExecutor(2) as pool:  # both load their models at the same time
@@ -128,6 +149,7 @@ def _run_shared_store(store_url: str, service_env, folder) -> dict[str, int]:
         started = time.perf_counter()
         responses = _hammer(servers, customers)
         seconds = time.perf_counter() - started  # reported, not asserted
+        revocation_s = _revocation_reaches(servers, customers[0])
     finally:
         for srv in servers:
             srv.stop()
@@ -157,7 +179,10 @@ def _run_shared_store(store_url: str, service_env, folder) -> dict[str, int]:
         total = _most_in_window([t for _, t in rows], WEEK)
         assert total <= global_week, (cid, sorted(rows))
         worst["global_week"] = max(worst["global_week"], total)
+    # a key revoked on one replica stops working on the other within the cache time
+    assert revocation_s <= KEY_CACHE_S + 1.0, revocation_s
     stats = {
+        "revocation_seconds": round(revocation_s, 2),
         "requests": len(responses),
         "contacts": len(contacts),
         "refused": len(refused),
