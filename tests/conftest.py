@@ -133,15 +133,13 @@ def pg_url(pg_server):
     pg_server.drop_database(url)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fresh_bentoml_metrics():
+def forget_bentoml_metrics() -> None:
     """Unregister BentoML's HTTP metrics from the process-wide Prometheus registry.
 
-    BentoML's metrics middleware registers its collectors once per ASGI app, so the second
-    ``RevivalService.to_asgi()`` in one session (each test module serving the API builds its
-    own) fails with ``DuplicateTimeseries`` unless the previous module's collectors are gone.
+    BentoML's metrics middleware registers its collectors once per ASGI app, so a second
+    ``RevivalService.to_asgi()`` in one process fails with ``DuplicateTimeseries`` unless
+    the previous app's collectors are gone.
     """
-    yield
     if "bentoml" not in sys.modules:
         return
     from bentoml._internal.configuration.containers import BentoMLContainer
@@ -150,3 +148,23 @@ def _fresh_bentoml_metrics():
     for collector, names in list(registry._collector_to_names.items()):
         if any(n.startswith("bentoml_") for n in names):
             registry.unregister(collector)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_bentoml_metrics():
+    """Each test module serving the API builds its own app (:func:`forget_bentoml_metrics`)."""
+    yield
+    forget_bentoml_metrics()
+
+
+@pytest.fixture
+def fresh_app():
+    """Builds ``RevivalService.to_asgi()`` again within a module (a restart)."""
+
+    def build():
+        forget_bentoml_metrics()
+        from service.service import RevivalService
+
+        return RevivalService.to_asgi()
+
+    return build
