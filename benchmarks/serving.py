@@ -5,7 +5,8 @@ the current champions, a throw-away contact store) and the no-op service
 (:mod:`benchmarks.noop_service`, same workers, threads and traffic settings), then measures
 in the same run:
 
-* sequential latency p50/p99 over HTTP of the no-op service's ``/noop`` (the framework's
+* sequential latency p50/p99 over HTTP (the real service with its API key checked and its
+  rate limit counted on every request, as deployed) of the no-op service's ``/noop`` (the framework's
   floor, on the event loop like ``/decide``) and ``/noop_sync`` (the floor in a worker
   thread), and of the real service's ``/decide`` with
   ``dry_run`` (no write) and ``/decide`` recording the decision (the real call: store reads,
@@ -102,14 +103,19 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
+# The Authorization header line each server wants (the real one's key; the no-op: none).
+_BEARER: dict[str, str] = {}
+
+
 def _raw_requests(url: str, path: str, bodies: list) -> list[bytes]:
     host = url.removeprefix("http://")
     out = []
+    auth = _BEARER.get(url, "")
     for body in bodies:
         data = b"" if body is None else json.dumps(body).encode()
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\n\r\n"
+            f"{auth}Content-Length: {len(data)}\r\n\r\n"
         )
         out.append(head.encode() + data)
     return out
@@ -435,12 +441,14 @@ def _workload(c: httpx.Client, ready: float) -> _Workload:
     )
 
 
-def _served(url: str, noop_url: str, ready: float, args: argparse.Namespace) -> list[Row]:
+def _served(server: Server, noop_url: str, ready: float, args: argparse.Namespace) -> list[Row]:
     """Every over-HTTP row: httpx, then the raw client sequential, alternating, concurrent.
     The first rows are the ones :func:`_print_ratios` compares (same order)."""
     n = args.requests
+    url = server.url
+    _BEARER[url] = f"Authorization: Bearer {server.key}\r\n"
     with (
-        httpx.Client(base_url=url, timeout=60) as c,
+        httpx.Client(base_url=url, headers=server.auth, timeout=60) as c,
         httpx.Client(base_url=noop_url, timeout=60) as nc,
     ):
         w = _workload(c, ready)
@@ -522,6 +530,10 @@ def main(argv: list[str] | None = None) -> int:
             "REVIVAL_MLFLOW_TRACKING_URI": args.tracking_uri,
             "REVIVAL_STORE_URL": f"sqlite:///{Path(tmp) / 'bench.db'}",
             "BENTOML_DO_NOT_TRACK": "true",
+            # authentication and rate limiting run on every request, at a rate that never
+            # binds (what is measured is their cost, not a throttle)
+            "REVIVAL_API__RATE_LIMITS__DECIDE__PER_SECOND": "1000000",
+            "REVIVAL_API__RATE_LIMITS__DECIDE__BURST": "1000000",
         }
         noop = Server(env, Path(tmp) / "noop.log", target=NOOP_SERVICE).start()
         try:
@@ -529,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
             server = Server(env, Path(tmp) / "serve.log").start()
             ready = time.perf_counter() - t0
             try:
-                served = _served(server.url, noop.url, ready, args)
+                served = _served(server, noop.url, ready, args)
             finally:
                 server.stop()
         finally:

@@ -21,6 +21,7 @@ CLI: ``python -m tools.campaign_sim --url http://localhost:3000 --rounds 2011-09
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -173,6 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tools.campaign_sim``: simulate a campaign against a served service."""
     parser = argparse.ArgumentParser(prog="python -m tools.campaign_sim")
     parser.add_argument("--url", default="http://localhost:3000")
+    parser.add_argument(
+        "--key",
+        default=os.environ.get("REVIVAL_KEY"),
+        help="API key with the decide, read and events scopes (default: $REVIVAL_KEY)",
+    )
     parser.add_argument("--campaign", default="lifecycle")
     parser.add_argument(
         "--rounds", required=True, help="comma-separated ISO times, >= the window apart"
@@ -187,7 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         rounds = [datetime.fromisoformat(r) for r in args.rounds.split(",")]
     except ValueError as exc:
         parser.error(f"--rounds: {exc}")
-    with httpx.Client(base_url=args.url, timeout=600) as client:
+    if not args.key:
+        parser.error("--key (or REVIVAL_KEY) is required: the API needs a key")
+    auth = {"Authorization": f"Bearer {args.key}"}
+    with httpx.Client(base_url=args.url, headers=auth, timeout=600) as client:
         sim = simulate_campaign(
             client,
             args.campaign,

@@ -387,11 +387,13 @@ def main(argv: list[str] | None = None) -> int:
                 "REVIVAL_HOLDOUT_SHARE": "0",
                 "REVIVAL_CHANNEL_SELECTION": rule,
                 "BENTOML_DO_NOT_TRACK": "true",
+                "REVIVAL_API__RATE_LIMITS__DECIDE__PER_SECOND": "1000000",
+                "REVIVAL_API__RATE_LIMITS__DECIDE__BURST": "1000000",
             }
             server = Server(env, Path(tmp) / f"{rule}.log").start()
             url = server.url
             try:
-                with httpx.Client(base_url=url, timeout=120) as client:
+                with httpx.Client(base_url=url, headers=server.auth, timeout=120) as client:
                     if not customers:
                         span = timedelta(days=args.step_days * (args.rounds + 1))
                         earliest = snapshot_at(client) + timedelta(days=5)
