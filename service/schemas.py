@@ -158,8 +158,8 @@ class BatchRequest(_In):
     """Who to revive: customer ids, or every customer of the given stages/tiers."""
 
     customer_ids: list[Id] | None = Field(default=None, max_length=200_000)
-    stages: list[Stage] | None = None
-    tiers: list[Tier] | None = None
+    stages: list[Stage] | None = Field(default=None, max_length=len(STAGES))
+    tiers: list[Tier] | None = Field(default=None, max_length=len(TIERS))
     campaign_id: Id = "lifecycle"
     now: Moment | None = None
     channels: list[ChannelName] | None = Field(default=None, max_length=8)

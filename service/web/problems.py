@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import Response
@@ -24,6 +23,7 @@ __all__ = [
     "field_errors",
     "problem_body",
     "problem_response",
+    "problem_status",
     "problem_type",
 ]
 
@@ -122,29 +122,12 @@ def problem_response(
     code: str,
     detail: str,
     errors: list[dict[str, str]] | None = None,
-    headers: dict[str, str] | None = None,
 ) -> Response:
     """A problem as a Starlette response."""
     return Response(
-        problem_body(code, detail, errors),
-        status_code=PROBLEMS[code][0],
-        media_type=MEDIA_TYPE,
-        headers=headers,
+        problem_body(code, detail, errors), status_code=problem_status(code), media_type=MEDIA_TYPE
     )
 
 
 def problem_status(code: str) -> int:
     return PROBLEMS[code][0]
-
-
-def problem_headers(body: bytes, extra: Sequence[tuple[bytes, bytes]] = ()) -> list:
-    """Raw ASGI headers of a problem response (for middleware that speaks ASGI)."""
-    return [
-        (b"content-type", MEDIA_TYPE.encode()),
-        (b"content-length", str(len(body)).encode()),
-        *extra,
-    ]
-
-
-def is_problem(value: Any) -> bool:
-    return isinstance(value, Response) and value.media_type == MEDIA_TYPE
