@@ -186,11 +186,12 @@ class RevivalService:
         if created is None:
             return
         key, secret = created
-        shown = "(the value of api.bootstrap_key)" if given is not None else secret
+        shown = "<the value of api.bootstrap_key>" if given is not None else secret
         print(
-            f"\n  No API key existed: created admin key {key.key_id}. It is shown only once:\n"
-            f"\n      {shown}\n\n  export REVIVAL_KEY=<that key>; curl -H "
-            f'"Authorization: Bearer $REVIVAL_KEY" ...  (python -m service.auth --help)\n',
+            f"\n  No API key existed, so admin key {key.key_id} was created. It is shown only"
+            f" this once:\n\n      export REVIVAL_KEY={shown}\n\n  Call the API with"
+            ' -H "Authorization: Bearer $REVIVAL_KEY"; make narrower keys with'
+            " python -m service.auth create NAME --scopes decide,read\n",
             flush=True,
         )
 

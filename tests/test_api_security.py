@@ -5,6 +5,7 @@ rejected request stores anything (row counts of every table before and after).""
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
@@ -175,7 +176,7 @@ def test_first_start_creates_an_admin_key_and_prints_it_once(
         mp.delenv("REVIVAL_API__BOOTSTRAP_KEY", raising=False)
         with TestClient(fresh_app()) as client:
             printed = capfd.readouterr().out
-            (token,) = [w for w in printed.split() if w.startswith("rvk_")]
+            (token,) = re.findall(r"rvk_\S+", printed)
             auth = {"Authorization": f"Bearer {token}"}
             assert client.post("/keys/list", json={}, headers=auth).status_code == 200
             assert client.post("/keys/list", json={}, headers=AUTH).status_code == 401
