@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from service.auth.access import KeyCache, bearer_token
 from service.auth.ratelimit import Allowance, RateLimiter
-from service.auth.scopes import ENDPOINT_SCOPES, OPEN_PATHS, SCOPES, Scope, allows
+from service.auth.scopes import ENDPOINT_SCOPES, SCOPES, Scope, allows
 
 __all__ = [
     "ENDPOINT_SCOPES",
-    "OPEN_PATHS",
     "SCOPES",
     "Allowance",
     "KeyCache",

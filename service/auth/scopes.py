@@ -6,10 +6,11 @@ from collections.abc import Iterable
 
 from service.api_config import SCOPES, Scope
 
-__all__ = ["ENDPOINT_SCOPES", "OPEN_PATHS", "SCOPES", "Scope", "allows"]
+__all__ = ["ENDPOINT_SCOPES", "SCOPES", "Scope", "allows"]
 
-# POST endpoints and the scope a key needs for each. Anything not listed here or in
-# OPEN_PATHS is BentoML's (404/405).
+# POST endpoints and the scope a key needs for each. Every other path (health probes,
+# /metrics unless api.protect_metrics, /docs.json) needs no key; BentoML answers 404/405
+# for paths and methods it does not have.
 ENDPOINT_SCOPES: dict[str, Scope] = {
     "/decide": "decide",
     "/decide_batch": "decide",
@@ -24,11 +25,6 @@ ENDPOINT_SCOPES: dict[str, Scope] = {
     "/keys/list": "admin",
     "/keys/revoke": "admin",
 }
-
-# Health probes and the API description answer without a key (orchestrators and API tools
-# call them); /metrics too unless api.protect_metrics.
-OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/docs.json", "/", "/metrics"})
-
 
 def allows(granted: Iterable[str], needed: Scope) -> bool:
     """True if a key with scopes ``granted`` may call an endpoint needing ``needed``
