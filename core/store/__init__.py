@@ -31,6 +31,8 @@ from core.store.caps import (
 from core.store.records import (
     DISPATCH_STATUSES,
     EVENT_TYPES,
+    FRAME_MAX,
+    FRAME_MIN,
     KNOWN_CHANNELS,
     AlreadyDispatched,
     ContactRecord,
@@ -54,6 +56,8 @@ __all__ = [
     "DAY",
     "DISPATCH_STATUSES",
     "EVENT_TYPES",
+    "FRAME_MAX",
+    "FRAME_MIN",
     "KNOWN_CHANNELS",
     "WEEK",
     "AlreadyDispatched",
