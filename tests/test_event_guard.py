@@ -1,0 +1,104 @@
+"""Retraining's check of the store's purchase events (training.event_guard), on hand-made
+frames with known answers (#14 finding 2: purchase events poisoned retraining)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from training.event_guard import (
+    EventPurchasesRefused,
+    check_event_purchases,
+    weekly_event_orders,
+)
+
+# The log (UTC wall clock): weeks starting Mon 3, 10, 17 (no orders), 24 January 2011 with
+# 4, 2, 0 and 6 orders; its median weekly orders are 3.
+WEEKS = {"2011-01-03": 4, "2011-01-10": 2, "2011-01-17": 0, "2011-01-24": 6}
+UNTIL = datetime(2011, 2, 20, tzinfo=UTC)
+
+
+def _log() -> pd.DataFrame:
+    rows = []
+    for week, n in WEEKS.items():
+        for k in range(n):
+            ts = pd.Timestamp(week) + pd.Timedelta(days=k % 5, hours=10)
+            for line in range(2):  # two lines per order: counted once
+                rows.append((f"L{k}", f"{week}-{k}", ts, 1.0, 2.0))
+    rows.append(("L0", "C-return", pd.Timestamp("2011-01-05 10:00"), -1.0, 2.0))  # a return
+    return pd.DataFrame(rows, columns=["customer_id", "order_id", "ts", "quantity", "unit_price"])
+
+
+def _events(day: str, n: int, customer: str = "E", start: int = 0) -> pd.DataFrame:
+    ts = pd.Timestamp(day, tz="UTC") + pd.Timedelta(hours=12)
+    return pd.DataFrame(
+        {
+            "customer_id": [f"{customer}{i % 3}" for i in range(n)],
+            "ts": [ts] * n,
+            "order_id": [f"o-{customer}-{start + i}" for i in range(n)],
+        }
+    )
+
+
+def _check(events: pd.DataFrame, ratio: float = 3.0) -> None:
+    check_event_purchases(
+        events,
+        _log(),
+        until=UNTIL,
+        tolerance=timedelta(seconds=300),
+        max_ratio=ratio,
+        timezone="UTC",
+    )
+
+
+def test_weekly_references_are_the_log_week_or_after_its_end_its_median():
+    ev = pd.concat([_events("2011-01-05", 2), _events("2011-01-19", 1), _events("2011-02-02", 5)])
+    weeks = weekly_event_orders(ev, _log(), "UTC")
+    got = [(f"{w:%Y-%m-%d}", n, r, b) for w, n, r, b in weeks.itertuples(index=False)]
+    assert got == [
+        ("2011-01-03", 2, 4.0, "log week"),
+        ("2011-01-17", 1, 1.0, "log week"),  # an empty log week: reference at least 1
+        ("2011-01-31", 5, 3.0, "log median"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("day", "allowed"),
+    [("2011-01-05", 12), ("2011-01-12", 6), ("2011-01-19", 3), ("2011-02-02", 9)],
+)
+def test_a_week_may_hold_up_to_ratio_times_its_reference(day, allowed):
+    _check(_events(day, allowed))  # exactly at the limit: accepted
+    with pytest.raises(EventPurchasesRefused) as info:
+        _check(_events(day, allowed + 1))
+    msg = str(info.value)
+    monday = (pd.Timestamp(day) - pd.Timedelta(days=pd.Timestamp(day).weekday())).date()
+    assert f"week of {monday}: {allowed + 1} event orders vs reference {allowed // 3}" in msg
+    assert "customers E0 (" in msg and "o-E-0" in msg
+    assert f"SELECT * FROM events WHERE event = 'purchase' AND ts >= '{monday} 00:00:00'" in msg
+    assert "Nothing was trained or registered" in msg
+
+
+def test_a_ratio_near_one_after_the_log_is_the_normal_case():
+    """Live events replacing an exported log: ~ the median weekly orders each week."""
+    weekly = [_events(f"2011-02-{d:02d}", 3, start=d) for d in (1, 8, 15)]
+    _check(pd.concat(weekly, ignore_index=True), ratio=1.0)
+
+
+def test_a_purchase_later_than_the_wall_clock_is_refused():
+    ok = _events("2011-01-05", 1).assign(ts=pd.Timestamp(UNTIL + timedelta(seconds=299)))
+    _check(ok)
+    late = _events("2011-01-05", 2, customer="F").assign(
+        ts=[pd.Timestamp(UNTIL + timedelta(seconds=301)), pd.Timestamp("2026-12-04", tz="UTC")]
+    )
+    with pytest.raises(EventPurchasesRefused) as info:
+        _check(pd.concat([ok, late], ignore_index=True))
+    msg = str(info.value)
+    assert msg.startswith("2 purchase event(s) are later than the wall clock 2011-02-20 00:00")
+    assert "up to 2026-12-04 00:00 UTC" in msg and "F0 (1), F1 (1)" in msg
+    assert "ts >= '2011-02-20 00:05:00'" in msg
+
+
+def test_no_events_pass():
+    _check(_events("2011-01-05", 0))
