@@ -93,7 +93,7 @@ def test_outcomes_retrain_and_reload_switch_offers_to_the_uplift_model(loop):
                     "event": "purchase",
                     "ts": (d.ts + timedelta(days=2)).isoformat(),
                     "value": 25.0,
-                    "dedup_key": f"order-{d.decision_id}",
+                    "order_id": f"order-{d.decision_id}",
                 }
             )
     posted = client.post("/events", json={"events": events}).json()
