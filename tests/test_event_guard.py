@@ -25,7 +25,7 @@ def _log() -> pd.DataFrame:
     for week, n in WEEKS.items():
         for k in range(n):
             ts = pd.Timestamp(week) + pd.Timedelta(days=k % 5, hours=10)
-            for line in range(2):  # two lines per order: counted once
+            for _line in range(2):  # two lines per order: counted once
                 rows.append((f"L{k}", f"{week}-{k}", ts, 1.0, 2.0))
     rows.append(("L0", "C-return", pd.Timestamp("2011-01-05 10:00"), -1.0, 2.0))  # a return
     return pd.DataFrame(rows, columns=["customer_id", "order_id", "ts", "quantity", "unit_price"])
