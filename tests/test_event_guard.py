@@ -42,11 +42,11 @@ def _events(day: str, n: int, customer: str = "E", start: int = 0) -> pd.DataFra
     )
 
 
-def _check(events: pd.DataFrame, ratio: float = 3.0) -> None:
+def _check(events: pd.DataFrame, ratio: float = 3.0, until: datetime = UNTIL) -> None:
     check_event_purchases(
         events,
         _log(),
-        until=UNTIL,
+        until=until,
         tolerance=timedelta(seconds=300),
         max_ratio=ratio,
         timezone="UTC",
@@ -98,6 +98,38 @@ def test_a_purchase_later_than_the_wall_clock_is_refused():
     assert msg.startswith("2 purchase event(s) are later than the wall clock 2011-02-20 00:00")
     assert "up to 2026-12-04 00:00 UTC" in msg and "F0 (1), F1 (1)" in msg
     assert "ts >= '2011-02-20 00:05:00'" in msg
+
+
+def test_event_orders_after_the_log_must_continue_it():
+    """At most 4 empty weeks between the log's last week (24 Jan) and event orders, and
+    between event weeks: the incident's server-clock stamps years later are refused."""
+
+    def _check_late(events: pd.DataFrame) -> None:
+        _check(events, until=datetime(2011, 6, 30, tzinfo=UTC))
+
+    _check_late(_events("2011-03-02", 1))  # weeks of 31 Jan .. 21 Feb empty: 4
+    chained = pd.concat([_events("2011-03-02", 1), _events("2011-04-06", 1, start=5)])
+    _check_late(chained)  # 7, 14, 21, 28 March empty: 4
+    with pytest.raises(EventPurchasesRefused) as info:
+        _check_late(_events("2011-03-09", 2, customer="S"))
+    msg = str(info.value)
+    assert msg.startswith(
+        "purchase events do not continue the log: the week of 2011-03-07 (2 event orders, "
+        "weeks in UTC) follows 5 weeks without any order after the week of 2011-01-24"
+    )
+    assert "S0 (1), S1 (1)" in msg and "ts >= '2011-03-07 00:00:00'" in msg
+    with pytest.raises(
+        EventPurchasesRefused, match="week of 2011-04-18 .* after the week of 2011-03-07"
+    ):
+        _check_late(
+            pd.concat(
+                [
+                    _events("2011-03-02", 1),
+                    _events("2011-03-09", 1, start=3),
+                    _events("2011-04-20", 1, start=9),
+                ]
+            )
+        )
 
 
 def test_no_events_pass():

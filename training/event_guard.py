@@ -7,7 +7,11 @@ refuses (:class:`EventPurchasesRefused`, nothing trained or registered) when
 
 (a) a purchase event is later than the wall clock (the run's ``until``) plus a tolerance: the
     feed's clock or time zone is wrong, and the merged log's end would move past now; or
-(b) the event-sourced orders of a calendar week exceed ``max_ratio`` x that week's reference
+(b) event-sourced orders after the log's end do not continue it: a week with such orders
+    follows more than :data:`MAX_GAP_WEEKS` weeks without any order (log or events) — the
+    incident's case, where a handful of server-clock stamps years after the log moved every
+    training cutoff into the empty years between; or
+(c) the event-sourced orders of a calendar week exceed ``max_ratio`` x that week's reference
     orders: the log's own orders in that week, or — for weeks after the log's end, where live
     events replace the log and a ratio near 1 is the normal case — the log's median weekly
     orders over its last 52 weeks. A reference is at least 1 order.
@@ -24,8 +28,14 @@ import pandas as pd
 
 from core.store import as_utc
 
-__all__ = ["EventPurchasesRefused", "check_event_purchases", "weekly_event_orders"]
+__all__ = [
+    "MAX_GAP_WEEKS",
+    "EventPurchasesRefused",
+    "check_event_purchases",
+    "weekly_event_orders",
+]
 
+MAX_GAP_WEEKS = 4  # empty weeks allowed between the log's end and event orders (and between those)
 _TOP = 5
 
 
@@ -84,6 +94,31 @@ def _filter(lo: datetime, hi: datetime | None) -> str:
     return f"SELECT * FROM events WHERE event = 'purchase' AND {cond} (UTC)"
 
 
+def _check_continues_log(
+    events: pd.DataFrame, weeks: pd.DataFrame, log: pd.Series, timezone: str
+) -> None:
+    """Refuse event weeks after the log's end that follow more than :data:`MAX_GAP_WEEKS`
+    empty weeks (rule (b) of the module docstring)."""
+    if log.empty:
+        return
+    previous = log.index.max()
+    for week in sorted(w for w in weeks["week"] if w > log.index.max()):
+        empty = (week - previous).days // 7 - 1
+        if empty > MAX_GAP_WEEKS:
+            n = int(weeks.loc[weeks["week"] == week, "events"].iloc[0])
+            flagged = events.loc[_week(events["ts"], timezone) >= week]
+            lo = pd.Timestamp(week).tz_localize(timezone).tz_convert("UTC").to_pydatetime()
+            raise EventPurchasesRefused(
+                f"purchase events do not continue the log: the week of {week:%Y-%m-%d} "
+                f"({n} event orders, weeks in {timezone}) follows {empty} weeks without any "
+                f"order after the week of {previous:%Y-%m-%d} (at most {MAX_GAP_WEEKS}; the "
+                f"log ends in the week of {log.index.max():%Y-%m-%d}): server-clock stamps or "
+                f"wrong dates? Look at {_who(flagged)}; inspect: {_filter(lo, None)}. "
+                "Nothing was trained or registered."
+            )
+        previous = week
+
+
 def check_event_purchases(
     events: pd.DataFrame,
     transactions: pd.DataFrame,
@@ -110,6 +145,7 @@ def check_event_purchases(
             "Nothing was trained or registered."
         )
     weeks = weekly_event_orders(events, transactions, timezone)
+    _check_continues_log(events, weeks, _log_weeks(transactions), timezone)
     bad = weeks.loc[weeks["events"] > max_ratio * weeks["reference"]]
     if bad.empty:
         return
