@@ -12,7 +12,8 @@ enforce frequency caps, consent and fatigue, and to learn which channel works fo
 * :mod:`core.store.base` — the :class:`ContactStore` interface;
 * :mod:`core.store.schema` — the append-only SQL tables and the UTC timestamp type;
 * :mod:`core.store.queries` — the composed SQL statements and row <-> record helpers;
-* :mod:`core.store.sql` — :class:`SqlContactStore` and :func:`open_store`.
+* :mod:`core.store.sql` — :class:`SqlContactStore` and :func:`open_store`;
+* :mod:`core.store.upgrade` — in-place upgrades of a store made by an earlier version.
 """
 
 from __future__ import annotations
