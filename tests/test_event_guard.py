@@ -134,3 +134,36 @@ def test_event_orders_after_the_log_must_continue_it():
 
 def test_no_events_pass():
     _check(_events("2011-01-05", 0))
+
+
+def test_the_retrain_job_passes_the_events_settings_and_retrain_reads_them(tmp_path, monkeypatch):
+    """``/retrain`` hands the service's ``events:`` settings to the child; run by hand,
+    retrain reads the same ``REVIVAL_EVENTS__*`` variables; out of range is named."""
+    from core.store import SqlContactStore
+    from service.config import load_settings
+    from service.jobs import RetrainJobs
+    from service.schemas import RetrainRequest
+    from training.retrain import config_from_args, parser
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    SqlContactStore(url).close()
+    monkeypatch.setenv("REVIVAL_STORE_URL", url)
+    monkeypatch.setenv("REVIVAL_EVENTS__MAX_EVENT_ORDER_RATIO", "2.5")
+    monkeypatch.setenv("REVIVAL_EVENTS__FUTURE_TOLERANCE_SECONDS", "60")
+    monkeypatch.setenv("REVIVAL_EVENTS__MAX_PURCHASE_VALUE", "5000")
+    jobs = RetrainJobs(load_settings(), "sqlite:///unused.db", root=tmp_path)
+    cmd = jobs.command(RetrainRequest(), tmp_path / "summary.json")
+    cfg = config_from_args(parser().parse_args(cmd[3:]))
+    assert (cfg.max_event_order_ratio, cfg.future_tolerance, cfg.max_purchase_value) == (
+        2.5,
+        timedelta(seconds=60),
+        5000.0,
+    )
+    for key in ("MAX_EVENT_ORDER_RATIO", "FUTURE_TOLERANCE_SECONDS", "MAX_PURCHASE_VALUE"):
+        monkeypatch.delenv(f"REVIVAL_EVENTS__{key}")
+    by_hand = config_from_args(parser().parse_args([]))  # the same variables, unset: defaults
+    assert (by_hand.max_event_order_ratio, by_hand.max_purchase_value) == (3.0, 1_000_000.0)
+    monkeypatch.setenv("REVIVAL_EVENTS__MAX_EVENT_ORDER_RATIO", "4")
+    assert config_from_args(parser().parse_args([])).max_event_order_ratio == 4.0
+    with pytest.raises(ValueError, match=r"--max-event-order-ratio must be in \(0, 1000\], got 0"):
+        config_from_args(parser().parse_args(["--max-event-order-ratio", "0"]))
