@@ -26,7 +26,10 @@ from core.store import ContactStore, as_utc
 
 __all__ = [
     "ATTRIBUTION_COLUMNS",
+    "DEFAULT_FUTURE_TOLERANCE_SECONDS",
+    "DEFAULT_MAX_EVENT_ORDER_RATIO",
     "DEFAULT_WINDOW",
+    "MAX_PURCHASE_VALUE",
     "PURCHASE_COLUMNS",
     "attribute",
     "load_purchases",
@@ -34,6 +37,10 @@ __all__ = [
 ]
 
 DEFAULT_WINDOW = timedelta(days=14)
+# Defaults shared by the service's ``events:`` settings and ``training.retrain``'s options.
+MAX_PURCHASE_VALUE = 1_000_000.0  # a purchase event's largest credible value (currency)
+DEFAULT_FUTURE_TOLERANCE_SECONDS = 300.0  # clock skew allowed for event times
+DEFAULT_MAX_EVENT_ORDER_RATIO = 3.0  # event orders in a week vs the log's reference orders
 PURCHASE_COLUMNS = ["customer_id", "ts", "value", "order_id", "source"]
 ATTRIBUTION_COLUMNS = [
     "decision_id",
@@ -130,16 +137,20 @@ def load_purchases(
     transactions: pd.DataFrame | None = None,
     *,
     log_timezone: str = "UTC",
+    max_value: float = MAX_PURCHASE_VALUE,
 ) -> pd.DataFrame:
     """Purchases with ``start <= ts < end``: the store's ``purchase`` events plus, if given,
     the orders of a transaction log (:func:`log_orders`).
 
     Columns ``customer_id, ts (UTC), value, order_id, source ('events'|'log')``. A purchase
-    event's ``dedup_key`` is its order id (post the shop's order id there) and a missing
-    ``value`` counts as 0. A purchase in both sources — same customer and order id, or same
-    customer, time and value (to the cent) — is kept once, as the log's row.
+    event's ``dedup_key`` is its order id (``/events`` stores the ``order_id`` there) and a
+    missing ``value`` counts as 0; an event whose value is not in ``[0, max_value]`` (stored
+    before ``/events`` bounded it) is left out, so one absurd row cannot make revenue
+    infinite. A purchase in both sources — same customer and order id, or same customer,
+    time and value (to the cent) — is kept once, as the log's row.
     """
     ev = store.events_between(start, end, event="purchase")
+    ev = ev.loc[ev["value"].isna() | ev["value"].between(0.0, max_value)]
     events = pd.DataFrame(
         {
             "customer_id": ev["customer_id"].astype(str).astype(object),

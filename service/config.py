@@ -39,6 +39,11 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from core.attribution import (
+    DEFAULT_FUTURE_TOLERANCE_SECONDS,
+    DEFAULT_MAX_EVENT_ORDER_RATIO,
+    MAX_PURCHASE_VALUE,
+)
 from core.env import PROJECT_ROOT, project_path, resolve_sqlite_url
 from service.api_config import ApiSettings
 
@@ -53,6 +58,7 @@ __all__ = [
     "ChannelName",
     "ChannelPolicy",
     "ConfigError",
+    "EventLimits",
     "Identifier",
     "Locale",
     "ModelNames",
@@ -276,6 +282,26 @@ class ValueTiers(_Model):
         return self
 
 
+class EventLimits(_Model):
+    """What ``/events`` accepts and what retraining trusts of the events it stored."""
+
+    future_tolerance_seconds: float = Field(
+        default=DEFAULT_FUTURE_TOLERANCE_SECONDS,
+        ge=0,
+        le=86_400,
+        description="an event/consent ts may be this far ahead",
+    )
+    max_purchase_value: float = Field(
+        default=MAX_PURCHASE_VALUE, gt=0, le=1e12, description="largest purchase value accepted"
+    )
+    max_event_order_ratio: float = Field(
+        default=DEFAULT_MAX_EVENT_ORDER_RATIO,
+        gt=0,
+        le=1000,
+        description="retraining refuses a week whose event orders exceed this x its reference",
+    )
+
+
 def _default_campaigns() -> list[dict[str, Any]]:
     return [
         {"id": "lifecycle", "kind": "lifecycle", "priority": 10},
@@ -405,6 +431,7 @@ class Settings(BaseSettings):
     offers: list[Offer] = Field(default_factory=_default_offers)
     value_tiers: ValueTiers = ValueTiers()
     api: ApiSettings = ApiSettings()
+    events: EventLimits = EventLimits()
 
     @classmethod
     def settings_customise_sources(

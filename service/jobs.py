@@ -61,7 +61,8 @@ class RetrainJobs:
 
     def command(self, req: RetrainRequest, summary: Path) -> list[str]:
         """The child's command line: everything retrain reads from the service's settings
-        (data, store, MLflow store, attribution window, the log's time zone) passed
+        (data, store, MLflow store, attribution window, the log's time zone, the
+        ``events:`` limits its purchase-event checks use) passed
         explicitly, so the child never reads ``service``."""
         s = self.settings
         cmd = [
@@ -84,6 +85,12 @@ class RetrainJobs:
             str(req.min_control),
             "--max-cutoffs",
             str(req.max_cutoffs),
+            "--max-purchase-value",
+            repr(s.events.max_purchase_value),
+            "--future-tolerance-seconds",
+            repr(s.events.future_tolerance_seconds),
+            "--max-event-order-ratio",
+            repr(s.events.max_event_order_ratio),
             "--summary-out",
             str(summary),
         ]

@@ -249,24 +249,40 @@ class CustomerResponse(_Out):
 
 
 class EventIn(_In):
-    """A message event or a purchase; ``ts`` defaults to the time of the request."""
+    """A message event or a purchase.
+
+    A ``purchase`` needs ``order_id`` (the shop's order id: it is the event's dedup key, so a
+    re-posted order is stored once) and ``ts`` (when the order was placed; never stamped
+    with the server clock), and no ``dedup_key``; its ``value`` must be in
+    ``[0, events.max_purchase_value]``. Other events may leave ``ts`` out (the request
+    time) and carry ``dedup_key``; without one, the key is derived from the event's
+    content, so a re-delivered batch is stored once. No ``ts`` may be later than the
+    server clock plus ``events.future_tolerance_seconds``.
+    """
 
     customer_id: Id
     event: EventType
-    ts: datetime | None = None
+    ts: Moment | None = None
     channel: ChannelName | None = None
     campaign_id: Id | None = None
     decision_id: Id | None = None
     value: float | None = None
     dedup_key: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    order_id: Id | None = Field(
+        default=None, description="purchase only (required there): the shop's order id"
+    )
     item_ids: list[ItemId] = Field(default_factory=list, max_length=500)
 
 
 class ConsentIn(_In):
+    """A consent change. Re-delivered consents are stored once: with ``ts``, the same
+    (customer, channel, granted, ts, source) is a duplicate; without ``ts``, a consent equal
+    to the customer's current stored state for the channel is."""
+
     customer_id: Id
     channel: ChannelName
     granted: bool
-    ts: datetime | None = None
+    ts: Moment | None = None
     source: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "api"
 
 
@@ -276,9 +292,13 @@ class EventsRequest(_In):
 
 
 class EventsResponse(_Out):
+    """``inserted``/``duplicates``: events stored / ignored as already stored (or repeated
+    in the batch); ``consents``/``consent_duplicates``: the same for consents."""
+
     inserted: int
     duplicates: int
     consents: int
+    consent_duplicates: int = 0
 
 
 class ReloadRequest(_In):

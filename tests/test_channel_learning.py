@@ -342,12 +342,20 @@ def test_population_refresh_never_makes_a_decision_wait_for_a_slow_scan(
         cid = str(runtime.state.inputs.index[0])
         now = runtime.state.snapshot.at + timedelta(days=2)
 
+        hours = [0]  # every call reports new messages (a repeat at the same time is a duplicate)
+
         def record(n: int) -> None:
             events = [
-                EventIn(customer_id=cid, event=kind, channel="sms", ts=now + timedelta(hours=i))
+                EventIn(
+                    customer_id=cid,
+                    event=kind,
+                    channel="sms",
+                    ts=now + timedelta(hours=hours[0] + i),
+                )
                 for i in range(n)
                 for kind in ("sent", "opened")
             ]
+            hours[0] += n
             runtime.record(events, [])
 
         assert "sms" not in runtime.population()

@@ -252,3 +252,54 @@ def test_cli_writes_the_report_and_counts_log_orders(store, tmp_path, capsys):
     assert main(["--campaign", "nope", "--store-url", url, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "'nope'" in err and "lifecycle, double11" in err
+
+
+# --------------------------------------------------------------------------- robustness (#14)
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime(3000, 1, 1, tzinfo=UTC),
+        datetime(2262, 4, 12, tzinfo=UTC),  # just past what pandas can hold
+        datetime(1900, 1, 1, tzinfo=UTC),
+        datetime(1, 1, 2, tzinfo=UTC),
+        datetime(9999, 12, 30, tzinfo=UTC),
+    ],
+)
+def test_rows_at_any_storable_time_never_break_the_report(store, when):
+    """#14 finding 3: one decision (and purchase) dated in year 3000 made every un-windowed
+    report fail; rows the frames cannot hold are left out, the rest is reported as before."""
+    before = campaign_report(store, "lifecycle", settings=load_settings())
+    store.record_decision(_decision("odd", "T0", ts=when))
+    store.record_events(
+        [EventRecord(customer_id="T0", ts=when, event="purchase", value=5.0, dedup_key="o-odd")]
+    )
+    for start, end in [(None, None), (None, datetime(9999, 12, 31)), (datetime(1, 1, 1), None)]:
+        r = campaign_report(store, "lifecycle", start, end, settings=load_settings())
+        json.loads(r.model_dump_json())
+        # from year 1 on, a decision in 1900 is in the period (and credited its purchase)
+        extra = int(start is not None and when.year == 1900)
+        assert (r.decisions, r.attributed_orders, r.attributed_revenue) == (
+            before.decisions + extra,
+            before.attributed_orders + extra,
+            before.attributed_revenue + 5.0 * extra,
+        )
+
+
+def test_an_absurd_stored_purchase_value_cannot_make_revenue_infinite(store):
+    """#14 finding 2: a stored value of 1e308 (twice: the sum overflows) made attributed
+    revenue Infinity; values outside [0, events.max_purchase_value] are left out."""
+    before = campaign_report(store, "lifecycle", settings=load_settings())
+    store.record_events(
+        [
+            EventRecord(customer_id="T3", ts=at(2), event="purchase", value=1e308),
+            EventRecord(customer_id="T3", ts=at(3), event="purchase", value=1e308),
+            EventRecord(customer_id="T4", ts=at(3), event="purchase", value=-50.0),
+        ]
+    )
+    r = campaign_report(store, "lifecycle", settings=load_settings())
+    assert r.attributed_revenue == before.attributed_revenue == 370.0
+    assert r.overall.treated.revenue == 240.0
+    assert np.isfinite(r.overall.revenue_per_customer_lift.high)
+    assert any("valued outside [0, 1e+06]" in n for n in r.notes)

@@ -140,7 +140,13 @@ def test_bad_events_are_rejected_with_the_event_and_field_and_store_nothing(live
 
     iso = lambda x: x.isoformat()  # noqa: E731
     after = iso(send_at + timedelta(hours=1))
-    purchase = {"customer_id": cid, "event": "purchase", "value": 9.5, "ts": after}
+    purchase = {
+        "customer_id": cid,
+        "event": "purchase",
+        "order_id": "o-e2e-1",
+        "value": 9.5,
+        "ts": after,
+    }
     cases = [
         ([ev(campaign_id="black-friday", ts=after)], "events[0].campaign_id", "black-friday"),
         (
@@ -191,7 +197,7 @@ def test_repeated_events_are_deduplicated_and_counted(live):
         "decision_id": did,
         "ts": ts,
     }
-    order = {"customer_id": cid, "event": "purchase", "value": 12.0, "ts": ts, "dedup_key": "o-77"}
+    order = {"customer_id": cid, "event": "purchase", "value": 12.0, "ts": ts, "order_id": "o-77"}
     before = live.store.counts()["events"]
     r = live.client.post(
         "/events", json={"events": [opened, opened, order, {**order, "value": 13.0}, opened]}

@@ -278,6 +278,7 @@ def test_a_purchase_event_changes_the_next_decision(api, customers):
             {
                 "customer_id": cid,
                 "event": "purchase",
+                "order_id": f"o-{cid}-1",
                 "ts": (NOW - timedelta(days=1)).isoformat(),
                 "value": 42.0,
                 "item_ids": [item],

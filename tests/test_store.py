@@ -396,6 +396,81 @@ def test_consent_latest_wins_and_revocations(store: SqlContactStore) -> None:
     assert store.consents("c2") == {"wechat": False}
 
 
+def test_consent_dedup_by_key_and_by_no_change(store: SqlContactStore) -> None:
+    """#14 finding 5: re-delivered consents were stored again. A keyed consent is stored
+    once; an ``if_changed`` one only when it changes the channel's current state, so a
+    grant -> revoke -> grant sequence still takes effect."""
+    assert store.set_consent("c1", "sms", True, NOW, "api", dedup_key="k1") is True
+    assert store.set_consent("c1", "sms", True, NOW, "api", dedup_key="k1") is False
+    assert store.counts()["consents"] == 1
+    # no key: stored only when it changes the current state (as of its ts)
+    assert store.set_consent("c1", "sms", True, NOW + H, "api", if_changed=True) is False
+    assert store.set_consent("c1", "sms", False, NOW + H, "api", if_changed=True) is True
+    assert store.set_consent("c1", "sms", False, NOW + 2 * H, "api", if_changed=True) is False
+    assert store.set_consent("c1", "sms", True, NOW + 3 * H, "api", if_changed=True) is True
+    assert store.consents("c1") == {"sms": True}
+    # no history for the channel yet: the first consent is stored
+    assert store.set_consent("c1", "email", True, NOW, "api", if_changed=True) is True
+    assert store.counts()["consents"] == 4
+    with pytest.raises(InvalidRecord, match="dedup_key"):
+        store.set_consent("c1", "sms", True, NOW, "api", dedup_key="x" * 256)
+
+
+def test_a_store_made_before_consent_dedup_is_upgraded_at_open(store_url: str) -> None:
+    """An existing database whose consents table has no ``dedup_key`` (the previous schema)
+    keeps its rows and gains the column and its unique index when the store opens."""
+    old = sa.MetaData()
+    old_consents = sa.Table(
+        "consents",
+        old,
+        sa.Column("consent_id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("customer_id", sa.String(128), nullable=False),
+        sa.Column("channel", sa.String(32), nullable=False),
+        sa.Column("granted", sa.Boolean, nullable=False),
+        sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("source", sa.String(64), nullable=False),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    if store_url.startswith("sqlite"):
+        Path(store_url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(store_url)
+    naive = NOW.replace(tzinfo=None) if store_url.startswith("sqlite") else NOW
+    with engine.begin() as conn:
+        old.create_all(conn)
+        conn.execute(
+            old_consents.insert(),
+            [
+                {
+                    "customer_id": "c1",
+                    "channel": "sms",
+                    "granted": True,
+                    "ts": naive,
+                    "source": "signup",
+                    "recorded_at": naive,
+                },
+                {
+                    "customer_id": "c1",
+                    "channel": "email",
+                    "granted": False,
+                    "ts": naive,
+                    "source": "support",
+                    "recorded_at": naive,
+                },
+            ],
+        )
+    engine.dispose()
+    with SqlContactStore(store_url) as s:
+        assert s.consents("c1") == {"email": False, "sms": True}
+        assert s.set_consent("c1", "sms", False, NOW + H, "api", dedup_key="k") is True
+        assert s.set_consent("c1", "sms", False, NOW + H, "api", dedup_key="k") is False
+        assert s.consents("c1") == {"email": False, "sms": False}
+        assert s.counts()["consents"] == 3
+        indexes = {ix["name"]: ix for ix in sa.inspect(s.engine).get_indexes("consents")}
+        assert indexes["ix_consents_dedup_key"]["unique"]
+    with SqlContactStore(store_url) as s:  # opening again changes nothing
+        assert s.counts()["consents"] == 3
+
+
 # --------------------------------------------------------------------------- contacts
 
 

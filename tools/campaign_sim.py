@@ -126,7 +126,7 @@ def post_outcomes(
                     "event": "purchase",
                     "ts": at.isoformat(),
                     "value": round(value, 2),
-                    "dedup_key": f"sim-order:{did}",
+                    "order_id": f"sim-order:{did}",
                 }
             )
             purchases += 1

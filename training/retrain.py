@@ -27,13 +27,12 @@ service reads (see ``--help``).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,14 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 import mlflow
-from core.attribution import DEFAULT_WINDOW, attribute, load_purchases
+from core.attribution import (
+    DEFAULT_FUTURE_TOLERANCE_SECONDS,
+    DEFAULT_MAX_EVENT_ORDER_RATIO,
+    DEFAULT_WINDOW,
+    MAX_PURCHASE_VALUE,
+    attribute,
+    load_purchases,
+)
 from core.env import (
     DEFAULT_DATA,
     PROJECT_ROOT,
@@ -53,9 +59,10 @@ from core.env import (
     resolve_sqlite_url,
     tracking_uri,
 )
-from core.store import StoreError, open_store
-from features.contracts import DataContractError, validate_transactions
+from core.store import FRAME_MAX, StoreError, open_store
+from features.contracts import DataContractError
 from features.loaders import Loaded, load_transactions
+from training.event_guard import EventPurchasesRefused, check_event_purchases
 from training.offer_learning import (
     BrandUplift,
     CampaignTable,
@@ -66,19 +73,23 @@ from training.offer_learning import (
     register_brand_uplift,
     snapshot_features,
 )
+from training.outcomes import attribution_summary, with_event_orders
 from training.pipeline import TrainConfig, TrainResult, train
 from training.registry import GateDecision, write_json
 
 __all__ = [
+    "Outcomes",
     "RetrainConfig",
     "RetrainResult",
     "attribution_summary",
     "main",
+    "read_outcomes",
     "retrain",
     "with_event_orders",
 ]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+REFUSED = 3  # exit code: the purchase events would poison training (training.event_guard)
 
 
 @dataclass
@@ -93,6 +104,10 @@ class RetrainConfig:
     until: datetime | None = None  # default: now (windows still open then are left out)
     learning: OfferLearningConfig = field(default_factory=OfferLearningConfig)
     attribution_only: bool = False
+    # what the store's purchase events must satisfy (the service's ``events:`` settings)
+    max_purchase_value: float = MAX_PURCHASE_VALUE
+    future_tolerance: timedelta = timedelta(seconds=DEFAULT_FUTURE_TOLERANCE_SECONDS)
+    max_event_order_ratio: float = DEFAULT_MAX_EVENT_ORDER_RATIO
 
 
 @dataclass
@@ -135,98 +150,76 @@ class RetrainResult:
         }
 
 
-def attribution_summary(attributed: pd.DataFrame, purchases: pd.DataFrame) -> dict[str, Any]:
-    """Counts and conversion rates of treated (contacted) vs hold-out decisions."""
-    a = attributed
-    holdout = a["holdout"].astype(bool)
-    treated = a["contact"].astype(bool) & ~holdout
-    conv = a["converted"].astype(bool)
-
-    def rate(mask: pd.Series) -> float | None:
-        return round(float(conv[mask].mean()), 6) if mask.any() else None
-
-    out: dict[str, Any] = {
-        "decisions": len(a),
-        "eligible": int(a["revive"].astype(bool).sum()),
-        "treated": int(treated.sum()),
-        "holdout": int(holdout.sum()),
-        "treated_conversions": int(conv[treated].sum()),
-        "holdout_conversions": int(conv[holdout].sum()),
-        "treated_conversion_rate": rate(treated),
-        "holdout_conversion_rate": rate(holdout),
-        "treated_revenue": round(float(a.loc[treated, "revenue"].sum()), 2),
-        "holdout_revenue": round(float(a.loc[holdout, "revenue"].sum()), 2),
-        "purchases_from_events": int((purchases["source"] == "events").sum()),
-        "purchases_from_log": int((purchases["source"] == "log").sum()),
-    }
-    if out["treated_conversion_rate"] is not None and out["holdout_conversion_rate"] is not None:
-        out["observed_uplift"] = round(
-            out["treated_conversion_rate"] - out["holdout_conversion_rate"], 6
-        )
-    return out
-
-
-def with_event_orders(loaded: Loaded, purchases: pd.DataFrame, timezone: str) -> Loaded:
-    """The log plus the store's purchase events as orders (one line each: quantity 1 at the
-    event's value, no item), marked ``source = events`` and order id ``event:<id>``.
-
-    Times become the log's wall clock in ``timezone``. The data fingerprint (sha256) covers
-    the appended rows, so the run's fingerprint says what was really trained on.
-    """
-    ev = purchases.loc[purchases["source"] == "events"]
-    tx = loaded.transactions.assign(source="log")
-    if ev.empty:
-        return replace(loaded, transactions=tx)
-    ts = pd.to_datetime(ev["ts"], utc=True).dt.tz_convert(timezone).dt.tz_localize(None)
-    fallback = ev["customer_id"].astype(str) + "@" + ts.dt.strftime("%Y-%m-%dT%H:%M:%S")
-    order = ev["order_id"].astype(object).where(ev["order_id"].notna(), fallback)
-    rows = validate_transactions(
-        pd.DataFrame(
-            {
-                "customer_id": ev["customer_id"].astype(str).to_numpy(),
-                "order_id": ("event:" + order.astype(str)).to_numpy(),
-                "ts": ts.to_numpy(),
-                "quantity": 1.0,
-                "unit_price": ev["value"].astype(float).clip(lower=0.0).to_numpy(),
-            }
-        ),
-        "store purchase events",
-    ).assign(source="events")
-    out = pd.concat([tx, rows], ignore_index=True).sort_values("ts", kind="stable")
-    out = out.reset_index(drop=True)
-    digest = hashlib.sha256((loaded.report.sha256 or "").encode())
-    digest.update(rows.to_csv(index=False).encode())
-    report = replace(
-        loaded.report,
-        source=f"{loaded.report.source} + {len(rows):,} store purchase events",
-        rows_kept=len(out),
-        customers=int(out["customer_id"].nunique()),
-        orders=int(out.loc[out["quantity"] > 0, "order_id"].nunique()),
-        last_ts=str(out["ts"].max()),
-        sha256=digest.hexdigest(),
-    )
-    return Loaded(out, report, loaded.items)
-
-
 def _print(msg: str) -> None:
     print(msg, flush=True)
 
 
-def retrain(cfg: RetrainConfig) -> RetrainResult:
-    """Attribute, train with the outcomes, fit the brand offer uplift (module docstring)."""
-    t0 = time.perf_counter()
+@dataclass
+class Outcomes:
+    """What a retraining run reads: the log, the store's decisions and purchases (checked by
+    :func:`training.event_guard.check_event_purchases` unless attribution only), and the
+    attribution of those purchases."""
+
+    loaded: Loaded
+    decisions: pd.DataFrame
+    purchases: pd.DataFrame
+    attributed: pd.DataFrame
+    summary: dict[str, Any]
+    until: datetime
+
+
+def read_outcomes(cfg: RetrainConfig) -> Outcomes:
+    """Read and attribute the outcomes; raise :class:`EventPurchasesRefused` (before any
+    training) when the purchase events would poison it (:mod:`training.event_guard`)."""
     until = cfg.until or datetime.now(UTC)
     loaded = load_transactions(cfg.train.data)
     store = open_store(cfg.store_url)
     try:
         decisions = store.decisions_between(cfg.since, until)
         purchases = load_purchases(
-            store, cfg.since, until, loaded.transactions, log_timezone=cfg.timezone
+            store,
+            cfg.since,
+            until,
+            loaded.transactions,
+            log_timezone=cfg.timezone,
+            max_value=cfg.max_purchase_value,
         )
+        later = store.events_between(until, FRAME_MAX, event="purchase")
     finally:
         store.close()
+    if not cfg.attribution_only:
+        events = pd.concat(
+            [
+                purchases.loc[purchases["source"] == "events", ["customer_id", "ts", "order_id"]],
+                later[["customer_id", "ts"]].assign(order_id=later["dedup_key"]),
+            ],
+            ignore_index=True,
+        )
+        check_event_purchases(
+            events,
+            loaded.transactions,
+            until=until,
+            tolerance=cfg.future_tolerance,
+            max_ratio=cfg.max_event_order_ratio,
+            timezone=cfg.timezone,
+        )
     attributed = attribute(decisions, purchases, cfg.window)
     summary = attribution_summary(attributed, purchases)
+    return Outcomes(loaded, decisions, purchases, attributed, summary, until)
+
+
+def retrain(cfg: RetrainConfig) -> RetrainResult:
+    """Attribute, train with the outcomes, fit the brand offer uplift (module docstring)."""
+    t0 = time.perf_counter()
+    o = read_outcomes(cfg)
+    loaded, decisions, purchases, attributed, summary, until = (
+        o.loaded,
+        o.decisions,
+        o.purchases,
+        o.attributed,
+        o.summary,
+        o.until,
+    )
     snaps = decision_snapshots(decisions)
     feats = snapshot_features(loaded.transactions, snaps.dropna().unique(), cfg.timezone)
     table = campaign_table(attributed, snaps, feats, window=cfg.window, observed_until=until)
@@ -352,6 +345,15 @@ _ENV_DEFAULTS = {
     "store_url": ("REVIVAL_STORE_URL", f"sqlite:///{PROJECT_ROOT / 'var' / 'revival.db'}"),
     "window_days": ("REVIVAL_ATTRIBUTION_WINDOW_DAYS", f"{DEFAULT_WINDOW.days}"),
     "timezone": ("REVIVAL_DEFAULT_TIMEZONE", RetrainConfig.timezone),
+    "max_purchase_value": ("REVIVAL_EVENTS__MAX_PURCHASE_VALUE", f"{MAX_PURCHASE_VALUE:g}"),
+    "future_tolerance_seconds": (
+        "REVIVAL_EVENTS__FUTURE_TOLERANCE_SECONDS",
+        f"{DEFAULT_FUTURE_TOLERANCE_SECONDS:g}",
+    ),
+    "max_event_order_ratio": (
+        "REVIVAL_EVENTS__MAX_EVENT_ORDER_RATIO",
+        f"{DEFAULT_MAX_EVENT_ORDER_RATIO:g}",
+    ),
 }
 
 
@@ -416,6 +418,28 @@ def parser() -> argparse.ArgumentParser:
         help="compare each arm with every hold-out decision of its campaigns, not only the "
         "hold-out decisions whose policy offer was that arm",
     )
+    p.add_argument(
+        "--max-purchase-value",
+        type=float,
+        default=None,
+        help="purchase events valued outside [0, this] are left out (default: env "
+        f"REVIVAL_EVENTS__MAX_PURCHASE_VALUE, else {MAX_PURCHASE_VALUE:g})",
+    )
+    p.add_argument(
+        "--future-tolerance-seconds",
+        type=float,
+        default=None,
+        help="refuse when a purchase event is later than --until (now) plus this (default: "
+        f"env REVIVAL_EVENTS__FUTURE_TOLERANCE_SECONDS, else {DEFAULT_FUTURE_TOLERANCE_SECONDS:g})",
+    )
+    p.add_argument(
+        "--max-event-order-ratio",
+        type=float,
+        default=None,
+        help="refuse when a week's purchase events exceed this x its reference orders (that "
+        "week's log orders; after the log's end its median weekly orders) (default: env "
+        f"REVIVAL_EVENTS__MAX_EVENT_ORDER_RATIO, else {DEFAULT_MAX_EVENT_ORDER_RATIO:g})",
+    )
     p.add_argument("--attribution-only", action="store_true", help="attribute, print, stop")
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     p.add_argument("--summary-out", default="", help="also write the JSON summary here")
@@ -454,6 +478,9 @@ def config_from_args(args: argparse.Namespace) -> RetrainConfig:
         raise ValueError(f"--timezone: unknown time zone {timezone!r}") from None
     params = OfferLearningConfig().params
     params.min_data_in_leaf = args.min_leaf
+    max_value = _number(args, "max_purchase_value", 0.0, 1e12)
+    tolerance = _number(args, "future_tolerance_seconds", 0.0, 86_400.0)
+    ratio = _number(args, "max_event_order_ratio", 0.0, 1000.0)
     return RetrainConfig(
         train=TrainConfig(
             data=data,
@@ -477,7 +504,28 @@ def config_from_args(args: argparse.Namespace) -> RetrainConfig:
             params=params,
         ),
         attribution_only=args.attribution_only,
+        max_purchase_value=max_value,
+        future_tolerance=timedelta(seconds=tolerance),
+        max_event_order_ratio=ratio,
     )
+
+
+def _number(args: argparse.Namespace, name: str, low: float, high: float) -> float:
+    """Option ``name`` (else its ``REVIVAL_*`` default) as a number in ``(low, high]``
+    (``[low, high]`` for a tolerance); ValueError naming the option and the range."""
+    value = getattr(args, name)
+    option = "--" + name.replace("_", "-")
+    if value is None:
+        text = _env_default(name)
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"{_ENV_DEFAULTS[name][0]} is not a number: {text!r}") from None
+    closed = name == "future_tolerance_seconds"
+    if not (low <= value <= high if closed else low < value <= high):
+        bracket = "[" if closed else "("
+        raise ValueError(f"{option} must be in {bracket}{low:g}, {high:g}], got {value:g}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -485,6 +533,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_from_args(args)
         result = retrain(cfg)
+    except EventPurchasesRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return REFUSED
     except (DataContractError, FileNotFoundError, StoreError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

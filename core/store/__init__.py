@@ -13,7 +13,8 @@ enforce frequency caps, consent and fatigue, and to learn which channel works fo
 * :mod:`core.store.schema` — the append-only SQL tables and the UTC timestamp type;
 * :mod:`core.store.queries` — the composed SQL statements and row <-> record helpers;
 * :mod:`core.store.keys` — API keys (hashed) in the same database;
-* :mod:`core.store.sql` — :class:`SqlContactStore` and :func:`open_store`.
+* :mod:`core.store.sql` — :class:`SqlContactStore` and :func:`open_store`;
+* :mod:`core.store.upgrade` — in-place upgrades of a store made by an earlier version.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from core.store.keys import ApiKey, KeyStore, hash_key
 from core.store.records import (
     DISPATCH_STATUSES,
     EVENT_TYPES,
+    FRAME_MAX,
+    FRAME_MIN,
     KNOWN_CHANNELS,
     AlreadyDispatched,
     ContactRecord,
@@ -56,6 +59,8 @@ __all__ = [
     "DAY",
     "DISPATCH_STATUSES",
     "EVENT_TYPES",
+    "FRAME_MAX",
+    "FRAME_MIN",
     "KNOWN_CHANNELS",
     "WEEK",
     "AlreadyDispatched",

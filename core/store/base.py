@@ -74,9 +74,19 @@ class ContactStore(abc.ABC):
 
     @abc.abstractmethod
     def set_consent(
-        self, customer_id: str, channel: str, granted: bool, ts: datetime, source: str
-    ) -> None:
-        """Append a consent change for ``(customer_id, channel)``."""
+        self,
+        customer_id: str,
+        channel: str,
+        granted: bool,
+        ts: datetime,
+        source: str,
+        *,
+        dedup_key: str | None = None,
+        if_changed: bool = False,
+    ) -> bool:
+        """Append a consent change for ``(customer_id, channel)``; False (nothing stored)
+        when ``dedup_key`` is already stored, or when ``if_changed`` and the customer's
+        current consent for ``channel`` (as of ``ts``) already is ``granted``."""
 
     @abc.abstractmethod
     def customer_history(self, customer_id: str, since: datetime) -> CustomerHistory:
@@ -88,7 +98,8 @@ class ContactStore(abc.ABC):
     def decisions_between(
         self, start: datetime, end: datetime, campaign_id: str | None = None
     ) -> pd.DataFrame:
-        """Decisions with ``start <= ts < end`` as a frame (timestamps tz-aware UTC)."""
+        """Decisions with ``start <= ts < end`` as a frame (timestamps tz-aware UTC; the
+        period is clipped to ``FRAME_MIN``..``FRAME_MAX``, what pandas can hold)."""
 
     @abc.abstractmethod
     def events_between(
@@ -99,7 +110,8 @@ class ContactStore(abc.ABC):
         event: str | None = None,
         campaign_id: str | None = None,
     ) -> pd.DataFrame:
-        """Events with ``start <= ts < end`` as a frame (timestamps tz-aware UTC)."""
+        """Events with ``start <= ts < end`` as a frame (timestamps tz-aware UTC; the
+        period is clipped to ``FRAME_MIN``..``FRAME_MAX``, what pandas can hold)."""
 
     @abc.abstractmethod
     def begin_dispatch(

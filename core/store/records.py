@@ -21,6 +21,8 @@ from features.contracts import EVENT_TYPES as CONTRACT_EVENT_TYPES
 __all__ = [
     "DISPATCH_STATUSES",
     "EVENT_TYPES",
+    "FRAME_MAX",
+    "FRAME_MIN",
     "ID_MAX",
     "KNOWN_CHANNELS",
     "REVOKING_EVENTS",
@@ -53,6 +55,11 @@ DISPATCH_STATUSES = ("sending", "sent", "failed")
 KNOWN_CHANNELS = ("sms", "email", "wechat", "app_push")
 
 ID_MAX = 128
+# The range a frame's nanosecond timestamps can hold (pandas: 1677-09-21..2262-04-11): the
+# frame readers (``decisions_between``, ``events_between``) clip their period to it, so a
+# row dated e.g. in year 3000 is left out of every frame instead of failing the reader.
+FRAME_MIN = datetime(1678, 1, 1, tzinfo=UTC)
+FRAME_MAX = datetime(2262, 1, 1, tzinfo=UTC)
 _CHANNEL_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,31}$")
 _ERROR_MAX = 2000
 

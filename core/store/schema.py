@@ -124,7 +124,10 @@ consents = sa.Table(
     sa.Column("ts", UtcDateTime, nullable=False),
     sa.Column("source", sa.String(64), nullable=False),
     sa.Column("recorded_at", UtcDateTime, nullable=False),
+    # a re-delivered consent carries the same key and is stored once (NULL: no key)
+    sa.Column("dedup_key", sa.String(255)),
     sa.Index(None, "customer_id", "channel", "ts"),
+    sa.Index(None, "dedup_key", unique=True),
 )
 
 dispatches = sa.Table(

@@ -50,6 +50,8 @@ from core.store.queries import (
     summarise_engagement,
 )
 from core.store.records import (
+    FRAME_MAX,
+    FRAME_MIN,
     AlreadyDispatched,
     ContactRecord,
     DecisionRecord,
@@ -79,6 +81,7 @@ from core.store.schema import (
     events,
     metadata,
 )
+from core.store.upgrade import upgrade_schema
 
 __all__ = ["SqlContactStore", "open_store"]
 
@@ -91,6 +94,12 @@ def _chunks(values: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
     """``values`` in pieces small enough for one ``IN (...)`` list on every backend."""
     for start in range(0, len(values), size):
         yield values[start : start + size]
+
+
+def _frame_period(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """``[start, end)`` clipped to what a frame's timestamps can hold (``FRAME_MIN``..
+    ``FRAME_MAX``): rows dated outside are left out instead of failing the frame."""
+    return max(as_utc(start), FRAME_MIN), min(as_utc(end), FRAME_MAX)
 
 
 class SqlContactStore(ContactStore):
@@ -125,6 +134,7 @@ class SqlContactStore(ContactStore):
         # Serialised so that several workers starting at once do not race on CREATE TABLE.
         with self._db.tx(write=True, lock="revival:schema") as conn:
             metadata.create_all(conn, checkfirst=True)
+            upgrade_schema(conn)
 
     # ----------------------------------------------------------------- decisions
 
@@ -302,8 +312,9 @@ class SqlContactStore(ContactStore):
         event: str | None = None,
         campaign_id: str | None = None,
     ) -> pd.DataFrame:
+        start, end = _frame_period(start, end)
         q = sa.select(*[events.c[n] for n in EVENT_COLUMNS]).where(
-            events.c.ts >= as_utc(start), events.c.ts < as_utc(end)
+            events.c.ts >= start, events.c.ts < end
         )
         if customer_id is not None:
             q = q.where(events.c.customer_id == customer_id)
@@ -392,12 +403,21 @@ class SqlContactStore(ContactStore):
     # ----------------------------------------------------------------- consent
 
     def set_consent(
-        self, customer_id: str, channel: str, granted: bool, ts: datetime, source: str
-    ) -> None:
+        self,
+        customer_id: str,
+        channel: str,
+        granted: bool,
+        ts: datetime,
+        source: str,
+        *,
+        dedup_key: str | None = None,
+        if_changed: bool = False,
+    ) -> bool:
         check_str("customer_id", customer_id)
         check_channel(channel)
         check_bool("granted", granted)
         check_str("source", source, 64)
+        check_str("dedup_key", dedup_key, 255, optional=True)
         row = {
             "customer_id": customer_id,
             "channel": channel,
@@ -405,9 +425,27 @@ class SqlContactStore(ContactStore):
             "ts": as_utc(ts),
             "source": source,
             "recorded_at": _utcnow(),
+            "dedup_key": dedup_key,
         }
-        with self._db.tx(write=True) as conn:
-            conn.execute(consents.insert().values(row))
+        # The checks run in the write transaction (SQLite: the write lock; PostgreSQL: the
+        # customer's advisory lock); a concurrent insert of the same key still surfaces as an
+        # IntegrityError of the unique index, which means "already stored".
+        try:
+            with self._db.tx(write=True, lock=f"customer:{customer_id}") as conn:
+                if dedup_key is not None:
+                    q = sa.select(consents.c.consent_id).where(consents.c.dedup_key == dedup_key)
+                    if conn.execute(q).first() is not None:
+                        return False
+                if if_changed and self._consents(conn, customer_id, row["ts"]).get(channel) is (
+                    granted
+                ):
+                    return False
+                conn.execute(consents.insert().values(row))
+        except StoreIntegrityError:
+            if dedup_key is None:
+                raise
+            return False
+        return True
 
     def _consents(self, conn: Conn, customer_id: str, as_of: datetime | None) -> dict[str, bool]:
         q = consent_statement(as_of is not None)
@@ -431,9 +469,8 @@ class SqlContactStore(ContactStore):
     def decisions_between(
         self, start: datetime, end: datetime, campaign_id: str | None = None
     ) -> pd.DataFrame:
-        q = sa.select(decisions).where(
-            decisions.c.ts >= as_utc(start), decisions.c.ts < as_utc(end)
-        )
+        start, end = _frame_period(start, end)
+        q = sa.select(decisions).where(decisions.c.ts >= start, decisions.c.ts < end)
         if campaign_id is not None:
             q = q.where(decisions.c.campaign_id == campaign_id)
         q = q.order_by(decisions.c.ts, decisions.c.decision_id)

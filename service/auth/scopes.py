@@ -26,6 +26,7 @@ ENDPOINT_SCOPES: dict[str, Scope] = {
     "/keys/revoke": "admin",
 }
 
+
 def allows(granted: Iterable[str], needed: Scope) -> bool:
     """True if a key with scopes ``granted`` may call an endpoint needing ``needed``
     (``admin`` includes every scope)."""

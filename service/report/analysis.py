@@ -28,7 +28,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from core.attribution import attribute, load_purchases
-from core.store import ContactStore
+from core.store import FRAME_MAX, FRAME_MIN, ContactStore
 from service.config import Settings, load_settings
 from service.engine import UnknownCampaign
 from service.stats import Interval, bootstrap_mean_diff, newcombe
@@ -50,7 +50,6 @@ WAKE_STAGES = ("sleeping", "lost")
 _STAGE_ORDER = ("new", "active", "loyal", "at_risk", "sleeping", "lost")
 _TIER_ORDER = ("high", "mid", "low")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_FAR = datetime(9000, 1, 1, tzinfo=UTC)
 _GAIN_POINTS = 101
 
 
@@ -312,7 +311,7 @@ def _segment_key(stage: object, tier: object) -> tuple[int, int, str, str]:
 
 def _check_stored(store: ContactStore, campaign_id: str, settings: Settings) -> None:
     """Raise :class:`UnknownCampaign` unless some decision of ``campaign_id`` is stored."""
-    if store.decisions_between(_EPOCH, _FAR, campaign_id).empty:
+    if store.decisions_between(FRAME_MIN, FRAME_MAX, campaign_id).empty:
         known = ", ".join(c.id for c in settings.campaigns)
         raise UnknownCampaign(
             f"unknown campaign {campaign_id!r}: not configured and no decisions stored "
@@ -320,7 +319,19 @@ def _check_stored(store: ContactStore, campaign_id: str, settings: Settings) -> 
         )
 
 
-def _method_notes(days: float, confidence: float, resamples: int, seed: int) -> list[str]:
+def _period_bound(settings: Settings, t: datetime | None) -> datetime | None:
+    """A period bound as aware UTC; one too far out to convert is a :class:`BadReportRequest`."""
+    if t is None:
+        return None
+    try:
+        return settings.to_utc(t)
+    except (OverflowError, ValueError) as exc:
+        raise BadReportRequest(f"{t.isoformat()} cannot be converted to UTC: {exc}") from None
+
+
+def _method_notes(
+    days: float, confidence: float, resamples: int, seed: int, max_value: float
+) -> list[str]:
     """The report's method section: attribution, arms, intervals and cost, in words."""
     return [
         f"attribution: a purchase counts for the customer's latest decision (any campaign) "
@@ -333,6 +344,8 @@ def _method_notes(days: float, confidence: float, resamples: int, seed: int) -> 
         f"({resamples} resamples, seed {seed})",
         "cost: expected incentive + contact cost of the treated decisions; "
         "ROI = (incremental revenue - cost) / cost",
+        f"left out: decisions and events dated outside {FRAME_MIN:%Y}..{FRAME_MAX:%Y} and "
+        f"purchase events valued outside [0, {max_value:g}] (not credible)",
     ]
 
 
@@ -356,22 +369,29 @@ def campaign_report(
     nor has stored decisions, :class:`BadReportRequest` when ``end <= start``.
     """
     settings = settings if settings is not None else load_settings()
-    start, end = (None if t is None else settings.to_utc(t) for t in (start, end))
+    start, end = (_period_bound(settings, t) for t in (start, end))
     if start is not None and end is not None and end <= start:
         raise BadReportRequest(f"end ({end.isoformat()}) must be after start ({start.isoformat()})")
     configured = any(c.id == campaign_id for c in settings.campaigns)
-    lo, hi = start or _EPOCH, end or _FAR
     window = timedelta(days=settings.attribution_window_days)
+    # the period within what the store's frames hold (rows dated outside are left out)
+    lo = max(start or _EPOCH, FRAME_MIN)
+    hi = min(end or FRAME_MAX, FRAME_MAX - window)
     decisions = store.decisions_between(lo, hi + window)
     if not configured and not (decisions["campaign_id"] == campaign_id).any():
         _check_stored(store, campaign_id, settings)
     purchases = load_purchases(
-        store, lo, hi + window, transactions, log_timezone=settings.default_timezone
+        store,
+        lo,
+        hi + window,
+        transactions,
+        log_timezone=settings.default_timezone,
+        max_value=settings.events.max_purchase_value,
     )
     att = attribute(decisions, purchases, window)
     mine = att.loc[(att["campaign_id"] == campaign_id) & (att["decided_at"] < pd.Timestamp(hi))]
     eligible = mine.loc[mine["revive"]]
-    events = store.events_between(lo, _FAR)
+    events = store.events_between(lo, FRAME_MAX)
     events = events.loc[events["decision_id"].isin(set(eligible["decision_id"]))]
     args = (settings.currency, confidence, resamples, seed)
     overall = _compare(eligible, events, None, None, *args)
@@ -404,5 +424,5 @@ def campaign_report(
         overall=overall,
         segments=segments,
         gain=gain_curve(eligible),
-        notes=_method_notes(days, confidence, resamples, seed),
+        notes=_method_notes(days, confidence, resamples, seed, settings.events.max_purchase_value),
     )

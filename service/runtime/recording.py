@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from core.store import ContactStore, DecisionRecord, EventRecord, InvalidRecord
 from service.config import Settings
@@ -15,7 +18,7 @@ from service.runtime.overlay import PurchaseOverlay
 from service.runtime.population import PopulationCache
 from service.schemas import ConsentIn, EventIn, EventsResponse
 
-__all__ = ["EventRecorder"]
+__all__ = ["EventRecorder", "consent_key", "event_key"]
 
 _FUNNEL_EVENTS = ("delivered", "opened", "clicked", "converted")  # follow a send
 
@@ -31,49 +34,64 @@ class EventRecorder:
     population: PopulationCache
 
     def record(self, events: Sequence[EventIn], consents: Sequence[ConsentIn]) -> EventsResponse:
-        """Validate everything first, then append events (one transaction) and consents."""
+        """Validate everything first, then append events (one transaction) and consents.
+
+        Every event gets a dedup key (a purchase: its ``order_id``; otherwise the caller's
+        ``dedup_key`` or one derived from the content), so a re-delivered batch is stored
+        once; consents likewise (:func:`consent_key`, or "no change" without ``ts``).
+        """
         now = datetime.now(UTC)
+        limits = self.settings.events
+        latest = now + timedelta(seconds=limits.future_tolerance_seconds)
         records: list[EventRecord] = []
         try:
             for i, e in enumerate(events):
-                if e.item_ids and e.event != "purchase":
-                    raise Rejected(f"events[{i}]: item_ids are only allowed on purchase events")
+                _check_event(f"events[{i}]", e, limits.max_purchase_value)
+                ts = aware(e.ts, self.settings, default=now)
+                _check_not_future(f"events[{i}].ts", ts, latest, limits.future_tolerance_seconds)
                 records.append(
                     EventRecord(
                         customer_id=e.customer_id,
-                        ts=aware(e.ts, self.settings, default=now),
+                        ts=ts,
                         event=e.event,
                         channel=e.channel,
                         campaign_id=e.campaign_id,
                         decision_id=e.decision_id,
                         value=e.value,
-                        dedup_key=e.dedup_key,
+                        dedup_key=e.order_id or e.dedup_key or event_key(e, ts),
                     )
                 )
             pairs, repeated = self._checked(events, records)
-            consent_rows = [
-                (
-                    c.customer_id,
-                    c.channel,
-                    c.granted,
-                    aware(c.ts, self.settings, default=now),
-                    c.source,
-                )
-                for c in consents
-            ]
+            consent_rows = []
+            for i, c in enumerate(consents):
+                ts = aware(c.ts, self.settings, default=now)
+                _check_not_future(f"consents[{i}].ts", ts, latest, limits.future_tolerance_seconds)
+                consent_rows.append((c, ts))
         except InvalidRecord as exc:
             raise Rejected(str(exc)) from None
         records = [rec for _, rec in pairs]
         inserted, duplicates = self.store.record_events(records) if records else (0, 0)
-        for row in consent_rows:
-            self.store.set_consent(*row)
+        stored_consents = 0
+        for c, ts in consent_rows:
+            stored_consents += self.store.set_consent(
+                c.customer_id,
+                c.channel,
+                c.granted,
+                ts,
+                c.source,
+                dedup_key=None if c.ts is None else consent_key(c, ts),
+                if_changed=c.ts is None,
+            )
         for e, rec in pairs:
             if e.event == "purchase":
                 self.overlay.note(e.customer_id, rec.ts, e.item_ids)
         if records:
             self.population.events_recorded()
         return EventsResponse(
-            inserted=inserted, duplicates=duplicates + repeated, consents=len(consent_rows)
+            inserted=inserted,
+            duplicates=duplicates + repeated,
+            consents=stored_consents,
+            consent_duplicates=len(consent_rows) - stored_consents,
         )
 
     def _checked(
@@ -122,6 +140,83 @@ class EventRecorder:
                     "events out of order"
                 )
         return [(e, r) for _, e, r in kept], len(events) - len(kept)
+
+
+def _check_event(where: str, e: EventIn, max_value: float) -> None:
+    """:class:`Rejected` naming the field: a purchase without ``order_id`` or ``ts``, or with
+    a ``dedup_key``; an ``order_id`` or ``item_ids`` on another event; a ``value`` that is
+    not a finite number in ``[0, max_value]``."""
+    if e.event == "purchase":
+        if e.order_id is None:
+            raise Rejected(
+                f"{where}.order_id: a purchase needs the shop's order id (its dedup key: "
+                "a re-posted order is stored once)"
+            )
+        if e.dedup_key is not None:
+            raise Rejected(
+                f"{where}.dedup_key: not allowed on a purchase; send the order id as order_id "
+                "(it is the purchase's dedup key)"
+            )
+        if e.ts is None:
+            raise Rejected(
+                f"{where}.ts: a purchase needs the time the order was placed (it is never "
+                "stamped with the server clock)"
+            )
+    else:
+        if e.order_id is not None:
+            raise Rejected(f"{where}.order_id: only purchase events carry an order_id")
+        if e.item_ids:
+            raise Rejected(f"{where}: item_ids are only allowed on purchase events")
+    if e.value is not None and not (math.isfinite(e.value) and 0.0 <= e.value <= max_value):
+        raise Rejected(
+            f"{where}.value: {e.value!r} is outside [0, {max_value:g}] (events.max_purchase_value)"
+        )
+
+
+def _check_not_future(where: str, ts: datetime, latest: datetime, tolerance: float) -> None:
+    if ts > latest:
+        raise Rejected(
+            f"{where}: {ts.isoformat()} is later than the server clock plus "
+            f"{tolerance:g} s (events.future_tolerance_seconds; latest accepted "
+            f"{latest.isoformat(timespec='seconds')})"
+        )
+
+
+def _digest(fields: dict[str, object]) -> str:
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def event_key(e: EventIn, ts: datetime) -> str:
+    """The dedup key of an event posted without one: ``sha256:`` + the hex digest of its
+    content as canonical JSON (the time only when the caller gave it, as UTC), so the same
+    event delivered again gets the same key and is stored once."""
+    fields: dict[str, object] = {
+        "customer_id": e.customer_id,
+        "event": e.event,
+        "channel": e.channel,
+        "campaign_id": e.campaign_id,
+        "decision_id": e.decision_id,
+        "value": e.value,
+        "item_ids": list(e.item_ids),
+    }
+    if e.ts is not None:
+        fields["ts"] = ts.isoformat()
+    return _digest(fields)
+
+
+def consent_key(c: ConsentIn, ts: datetime) -> str:
+    """The dedup key of a consent with a caller-given ``ts``: (customer, channel, granted,
+    ts as UTC, source) as canonical JSON, hashed like :func:`event_key`."""
+    return _digest(
+        {
+            "customer_id": c.customer_id,
+            "channel": c.channel,
+            "granted": c.granted,
+            "ts": ts.isoformat(),
+            "source": c.source,
+        }
+    )
 
 
 def _check_against_decision(where: str, r: EventRecord, d: DecisionRecord) -> None:
