@@ -1,4 +1,4 @@
-"""#14 acceptance: a purchase-event flood (10,000 future-dated or duplicated purchases) leaves
+"""#14 acceptance: a purchase-event flood (10,000 anonymous, future-dated or duplicated purchases) leaves
 the next retrain's data fingerprint and attribution metrics unchanged; and retraining on the
 real path refuses poisoned purchase events that an earlier version stored (exit code 3,
 nothing trained or registered)."""
@@ -11,6 +11,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from auth import AUTH
 from starlette.testclient import TestClient
 
 from core.store import EventRecord, SqlContactStore
@@ -31,13 +32,13 @@ def _fingerprint(cfg: RetrainConfig) -> tuple[str, dict]:
 
 def test_a_purchase_flood_leaves_the_next_retrains_data_unchanged(service_env, champions, tmp_path):
     data, _ = champions
-    env = service_env(tmp_path) | {"REVIVAL_VALUE_TIERS__MAX_BODY_BYTES": "5000000"}
+    env = service_env(tmp_path) | {"REVIVAL_API__MAX_BODY_BYTES": "5000000"}
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
         from service.service import RevivalService
 
-        with TestClient(RevivalService.to_asgi()) as client:
+        with TestClient(RevivalService.to_asgi(), headers=AUTH) as client:
             rows = client.post(
                 "/decide_batch",
                 json={"now": NOW.isoformat(), "limit": 60, "decisions": True, "record": True},
@@ -65,6 +66,9 @@ def test_a_purchase_flood_leaves_the_next_retrains_data_unchanged(service_env, c
 
             t0 = time.perf_counter()
             target = bought[0]
+            anonymous = [target | {"order_id": f"anon-{i}"} for i in range(FLOOD)]  # all valid
+            r = client.post("/events", json={"events": anonymous}, headers={"Authorization": ""})
+            assert r.status_code == 401, r.text[:300]
             future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
             mixed = [  # every other one future-dated: the whole request is refused
                 target | {"order_id": f"flood-{i}", "ts": future}

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
+from auth import AUTH
 from starlette.testclient import TestClient
 
 from core.store import SqlContactStore
@@ -25,7 +26,7 @@ def api(service_env, tmp_path_factory):
             mp.setenv(key, value)
         from service.service import RevivalService
 
-        with TestClient(RevivalService.to_asgi()) as client:
+        with TestClient(RevivalService.to_asgi(), headers=AUTH) as client:
             store = SqlContactStore(env["REVIVAL_STORE_URL"])
             yield SimpleNamespace(client=client, store=store)
             store.close()
