@@ -1,7 +1,7 @@
-"""#14 acceptance: a purchase-event flood (10,000 anonymous, future-dated or duplicated purchases) leaves
-the next retrain's data fingerprint and attribution metrics unchanged; and retraining on the
-real path refuses poisoned purchase events that an earlier version stored (exit code 3,
-nothing trained or registered)."""
+"""#14 acceptance: a purchase-event flood (10,000 anonymous, future-dated or duplicated
+purchases) leaves the next retrain's data fingerprint and attribution metrics unchanged; and
+retraining on the real path refuses poisoned purchase events that an earlier version stored
+(exit code 3, nothing trained or registered)."""
 
 from __future__ import annotations
 
