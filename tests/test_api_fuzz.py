@@ -1,0 +1,91 @@
+"""Schemathesis fuzzes the served API: every operation of ``/docs.json``, every check.
+
+The real service (``RevivalService.to_asgi()`` on the test champions, its own store),
+authenticated with the test admin key, all of Schemathesis' phases (examples, coverage,
+fuzzing, stateful) and checks, configured by ``schemathesis.toml`` at the project root
+(fixed seed, deterministic generation, a bounded number of examples per operation). Where
+an operation may answer a status the schema cannot tie to the generated data (an unknown
+customer id, a running retraining job), that file says so per operation — no check is off.
+
+``/retrain`` runs for real: the service's data file is a copy that is removed once the
+service has started, so every retraining child exits within a second or two ("--data: no
+such file") instead of training for minutes (a valid start while one runs is a 409).
+``/reload`` with ``data: true`` rebuilds the snapshot from that (missing) file: 503.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from auth import TEST_KEY
+
+pytestmark = pytest.mark.integration
+
+CONFIG = Path(__file__).resolve().parents[1] / "schemathesis.toml"
+
+
+@pytest.fixture(scope="module")
+def fuzz_app(service_env, tmp_path_factory):
+    """The service's ASGI app, started (lifespan) with a data file that then disappears."""
+    import schemathesis.python.asgi as st_asgi
+
+    folder = tmp_path_factory.mktemp("fuzz")
+    env = service_env(folder)
+    data = folder / "data.csv"
+    shutil.copyfile(env["REVIVAL_DATA_PATH"], data)
+    env |= {"REVIVAL_DATA_PATH": str(data), "REVIVAL_FUZZ_KEY": TEST_KEY}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        from service.service import RevivalService
+
+        app = RevivalService.to_asgi()
+        with st_asgi.get_client(app) as client:  # starts the service (lifespan)
+            assert client.get("/readyz").status_code == 200
+        data.unlink()
+        yield app
+        st_asgi.shutdown_lifespans()
+
+
+def test_schemathesis_finds_nothing(fuzz_app):
+    """Zero failures from every check on every operation (the run is reported on stdout)."""
+    import schemathesis
+    from schemathesis.config import SchemathesisConfig
+    from schemathesis.engine import StopReason, Status, events, from_schema
+
+    config = SchemathesisConfig.from_path(CONFIG)
+    schema = schemathesis.openapi.from_asgi("/docs.json", fuzz_app, config=config)
+    t0 = time.perf_counter()
+    cases = 0
+    failures: list[str] = []
+    errors: list[str] = []
+    finished = None
+    for event in from_schema(schema).execute():
+        if isinstance(event, events.ScenarioFinished):
+            cases += len(event.recorder.cases)
+            for case_id, checks in event.recorder.checks.items():
+                for check in checks:
+                    if check.status == Status.FAILURE and check.failure_info is not None:
+                        info = check.failure_info
+                        failures.append(
+                            f"[{event.phase.value}] {event.recorder.label} {check.name}: "
+                            f"{info.failure.title}\n{info.failure.message}\n{info.code_sample}"
+                        )
+        elif isinstance(event, events.NonFatalError):
+            errors.append(f"{event.label}: {event.info.format()}")
+        elif isinstance(event, events.FatalError):
+            raise event.exception
+        elif isinstance(event, events.EngineFinished):
+            finished = event
+    seconds = time.perf_counter() - t0
+    print(f"\nschemathesis: {cases} cases in {seconds:.1f} s, {len(failures)} failures")
+    assert finished is not None and finished.stop_reason == StopReason.COMPLETED, finished
+    assert not errors, "\n\n".join(errors)
+    unique = sorted(set(failures))
+    assert not unique, f"{len(unique)} distinct failures:\n\n" + "\n\n".join(unique[:30])
+    assert cases > 0
+    assert os.environ.get("REVIVAL_FUZZ_KEY") == TEST_KEY
