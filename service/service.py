@@ -50,6 +50,7 @@ from service.jobs import JobConflict, RetrainJobs, UnknownJob
 from service.report import CampaignReport
 from service.runtime import (
     Conflict,
+    DataUnavailable,
     ModelsUnavailable,
     Rejected,
     Runtime,
@@ -116,6 +117,7 @@ _ERRORS: dict[type[BaseException], str] = {
     JobConflict: "conflict",
     StoreUnavailable: "unavailable",
     ModelsUnavailable: "unavailable",
+    DataUnavailable: "unavailable",
 }
 _DOMAIN_ERRORS = tuple(_ERRORS)
 
@@ -290,5 +292,8 @@ class RevivalService:
 RevivalService.add_asgi_middleware(
     Gate,
     models={api.route: api.input_spec for api in RevivalService.apis.values()},
-    spec=lambda: complete_spec(RevivalService.openapi_spec.asdict()),
+    spec=lambda: complete_spec(
+        RevivalService.openapi_spec.asdict(),
+        {api.route: (api.input_spec, api.output_spec) for api in RevivalService.apis.values()},
+    ),
 )
