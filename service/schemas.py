@@ -66,9 +66,7 @@ EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
 # Names and ids are stripped; the pattern (a character that is not stripped: Unicode
 # White_Space, which pydantic strips) tells the OpenAPI description what stripping implies,
 # so "  " is invalid there as it is here. Spelled out, since regex engines disagree on \s.
-NOT_BLANK = (
-    r"[^\u0009-\u000D\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
-)
+NOT_BLANK = r"[^\u0009-\u000D\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
 
 
 def _name(max_length: int) -> Any:

@@ -57,6 +57,14 @@ def fuzz_app(service_env, tmp_path_factory):
         st_asgi.shutdown_lifespans()
 
 
+def _answer(interaction) -> str:
+    """The status and the start of the body the service answered a failing case with."""
+    response = getattr(interaction, "response", None)
+    if response is None:
+        return "(no response)"
+    return f"{response.status_code} {response.content[:300]!r}"
+
+
 def _run(schema) -> tuple[dict[str, int], list[str], list[str], object]:
     """Run every phase; (cases per phase, distinct failures, engine errors, the end event)."""
     from schemathesis.engine import Status, events, from_schema
@@ -69,13 +77,17 @@ def _run(schema) -> tuple[dict[str, int], list[str], list[str], object]:
         if isinstance(event, events.ScenarioFinished):
             phase = event.phase.value
             cases[phase] = cases.get(phase, 0) + len(event.recorder.cases)
-            for checks in event.recorder.checks.values():
+            for case_id, checks in event.recorder.checks.items():
                 for check in checks:
                     if check.status != Status.FAILURE or check.failure_info is None:
                         continue
                     info = check.failure_info
                     key = f"[{phase}] {event.recorder.label} {check.name}: {info.failure.title}"
-                    failures.setdefault(key, f"{key}\n{info.failure.message}\n{info.code_sample}")
+                    failures.setdefault(
+                        key,
+                        f"{key}\n{info.failure.message}\n{info.code_sample}\n-> "
+                        + _answer(event.recorder.interactions.get(case_id)),
+                    )
         elif isinstance(event, events.NonFatalError):
             errors.append(f"{event.label}: {event.info.format()}")
         elif isinstance(event, events.FatalError):

@@ -55,7 +55,7 @@ ENDPOINT_ERRORS: dict[str, tuple[int, ...]] = {
     "/retrain_status": (404,),
     "/keys/create": (503,),
     "/keys/list": (503,),
-    "/keys/revoke": (404, 503),
+    "/keys/revoke": (404, 409, 503),
 }
 
 _RATE_HEADERS = {
