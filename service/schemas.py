@@ -66,8 +66,23 @@ __all__ = [
 Stage = Literal[STAGES]  # type: ignore[valid-type]
 Tier = Literal[TIERS]  # type: ignore[valid-type]
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
-Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
-ItemId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+# Names and ids are stripped; the pattern (a character that is not stripped: Unicode
+# White_Space, which pydantic strips) tells the OpenAPI description what stripping implies,
+# so "  " is invalid there as it is here. Spelled out, since regex engines disagree on \s.
+NOT_BLANK = r"[^\u0009-\u000D\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+
+
+def _name(max_length: int) -> Any:
+    return Annotated[
+        str,
+        StringConstraints(
+            strip_whitespace=True, min_length=1, max_length=max_length, pattern=NOT_BLANK
+        ),
+    ]
+
+
+Id = _name(128)
+ItemId = _name(64)
 
 
 # Time stamps a request may carry: wide enough for any real log, narrow enough that date
@@ -350,7 +365,7 @@ class RetrainRequest(_In):
 
 
 class RetrainStatusRequest(_In):
-    job_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+    job_id: _name(64)
 
 
 class RetrainJobOut(_Out):
@@ -369,7 +384,7 @@ class RetrainJobOut(_Out):
 
 
 class KeyCreateRequest(_In):
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+    name: _name(64)
     scopes: list[Scope] = Field(min_length=1, max_length=8)
 
 
@@ -378,7 +393,7 @@ class KeyListRequest(_In):
 
 
 class KeyRevokeRequest(_In):
-    key_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
+    key_id: _name(32)
 
 
 class KeyOut(_Out):

@@ -50,6 +50,7 @@ from service.jobs import JobConflict, RetrainJobs, UnknownJob
 from service.report import CampaignReport
 from service.runtime import (
     Conflict,
+    DataUnavailable,
     ModelsUnavailable,
     Rejected,
     Runtime,
@@ -79,7 +80,7 @@ from service.schemas import (
     RetrainRequest,
     RetrainStatusRequest,
 )
-from service.web import Gate, complete_spec, problem_response
+from service.web import Gate, caller_key_id, complete_spec, problem_response
 
 __all__ = ["SERVING", "RevivalService", "UnknownKey"]
 
@@ -116,6 +117,7 @@ _ERRORS: dict[type[BaseException], str] = {
     JobConflict: "conflict",
     StoreUnavailable: "unavailable",
     ModelsUnavailable: "unavailable",
+    DataUnavailable: "unavailable",
 }
 _DOMAIN_ERRORS = tuple(_ERRORS)
 
@@ -277,9 +279,16 @@ class RevivalService:
 
     @bentoml.api(route="/keys/revoke")
     def keys_revoke(self, request: KeyRevokeRequest, /) -> KeyOut:
-        """Revoke a key: refused by every replica within ``api.key_cache_seconds``."""
+        """Revoke a key: refused by every replica within ``api.key_cache_seconds``. A key
+        cannot revoke itself (409), so a caller cannot lock itself out by mistake; rotate by
+        creating the new key and revoking the old one with it."""
 
         def run() -> KeyOut:
+            if request.key_id == caller_key_id():
+                raise Conflict(
+                    f"key_id: {request.key_id} is the key making this request; a key cannot "
+                    "revoke itself (revoke it with another admin key)"
+                )
             try:
                 return KeyOut.of(self.runtime.store.keys.revoke(request.key_id))
             except LookupError as exc:
@@ -291,5 +300,8 @@ class RevivalService:
 RevivalService.add_asgi_middleware(
     Gate,
     models={api.route: api.input_spec for api in RevivalService.apis.values()},
-    spec=lambda: complete_spec(RevivalService.openapi_spec.asdict()),
+    spec=lambda: complete_spec(
+        RevivalService.openapi_spec.asdict(),
+        {api.route: (api.input_spec, api.output_spec) for api in RevivalService.apis.values()},
+    ),
 )

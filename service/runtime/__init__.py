@@ -6,7 +6,13 @@ live in one module each: :mod:`.snapshot`, :mod:`.models`, :mod:`.state`, :mod:`
 :mod:`.batch`, :mod:`.recording`, :mod:`.lookups` and :mod:`.runtime`.
 """
 
-from service.runtime.errors import Conflict, ModelsUnavailable, Rejected, UnknownCustomer
+from service.runtime.errors import (
+    Conflict,
+    DataUnavailable,
+    ModelsUnavailable,
+    Rejected,
+    UnknownCustomer,
+)
 from service.runtime.models import Models, load_models, offer_scores, tracking_uri
 from service.runtime.population import POPULATION_INLINE_S, POPULATION_TTL_S, PopulationCache
 from service.runtime.runtime import Runtime
@@ -19,6 +25,7 @@ __all__ = [
     "Conflict",
     "FeatureRow",
     "Models",
+    "DataUnavailable",
     "ModelsUnavailable",
     "PopulationCache",
     "Rejected",

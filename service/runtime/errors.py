@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Conflict", "ModelsUnavailable", "Rejected", "UnknownCustomer"]
+__all__ = ["Conflict", "DataUnavailable", "ModelsUnavailable", "Rejected", "UnknownCustomer"]
 
 
 class UnknownCustomer(LookupError):
@@ -19,3 +19,7 @@ class Conflict(RuntimeError):
 
 class ModelsUnavailable(RuntimeError):
     """A champion is missing or cannot be loaded (start-up / reload failure)."""
+
+
+class DataUnavailable(RuntimeError):
+    """The transaction log cannot be read to rebuild the snapshot (reload; HTTP 503)."""

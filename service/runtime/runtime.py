@@ -36,14 +36,14 @@ from service.report import BadReportRequest, CampaignReport, campaign_report
 from service.runtime.batch import BatchRanker
 from service.runtime.decisions import Decider
 from service.runtime.dispatch import Dispatcher, channel_providers
-from service.runtime.errors import Rejected
+from service.runtime.errors import DataUnavailable, Rejected
 from service.runtime.history import ContactHistories
 from service.runtime.lookups import CustomerLookups
 from service.runtime.models import load_models
 from service.runtime.overlay import PurchaseOverlay
 from service.runtime.population import PopulationCache
 from service.runtime.recording import EventRecorder
-from service.runtime.snapshot import load_snapshot
+from service.runtime.snapshot import Snapshot, load_snapshot
 from service.runtime.state import State, score_snapshot
 from service.runtime.views import CustomerViews
 from service.schemas import (
@@ -129,7 +129,7 @@ class Runtime:
         with self._reload_lock:
             old = self._state
             models = load_models(self.settings)
-            snapshot = load_snapshot(self.settings) if data else old.snapshot
+            snapshot = self._fresh_snapshot() if data else old.snapshot
             self._state = score_snapshot(snapshot, models, self.settings, self.params)
         new = self._state
         return ReloadResponse(
@@ -141,6 +141,16 @@ class Runtime:
             seconds=round(time.perf_counter() - t0, 3),
             offer_choice=new.offer_model.label,
         )
+
+    def _fresh_snapshot(self) -> Snapshot:
+        """The snapshot rebuilt from ``data_path``; an unreadable log is the deployment's
+        problem (:class:`DataUnavailable`, 503), and the current snapshot stays served."""
+        try:
+            return load_snapshot(self.settings)
+        except (OSError, ValueError) as exc:
+            raise DataUnavailable(
+                f"data_path: cannot rebuild the snapshot from {self.settings.data_path}: {exc}"
+            ) from exc
 
     # ----------------------------------------------------------------- what a decision reads
 

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from service.web.gate import Gate, parse_json_object
+from service.web.gate import Gate, caller_key_id, parse_json_object
 from service.web.openapi import complete_spec, package_version
 from service.web.problems import MEDIA_TYPE, PROBLEMS, Problem, field_errors, problem_response
 
@@ -17,6 +17,7 @@ __all__ = [
     "PROBLEMS",
     "Gate",
     "Problem",
+    "caller_key_id",
     "complete_spec",
     "field_errors",
     "package_version",

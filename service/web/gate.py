@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import anyio
@@ -35,12 +36,21 @@ from service.auth import ENDPOINT_SCOPES, KeyCache, RateLimiter, Scope, allows, 
 from service.config import Settings, load_settings
 from service.web.problems import MEDIA_TYPE, field_errors, problem_body, problem_status
 
-__all__ = ["Gate"]
+__all__ = ["Gate", "caller_key_id"]
 
 log = logging.getLogger(__name__)
 
 Receive = Callable[[], Any]
 Send = Callable[[dict], Any]
+
+# The id of the key that made the request being served (set by the gate once it verified
+# the key; the endpoint runs in the same context, or a copy of it in a worker thread).
+_CALLER: ContextVar[str | None] = ContextVar("revival_caller_key_id", default=None)
+
+
+def caller_key_id() -> str | None:
+    """The id of the API key making the current request (None outside a guarded request)."""
+    return _CALLER.get()
 
 
 class _Refusal(Exception):
@@ -142,6 +152,7 @@ class Gate:
         extra: list[tuple[bytes, bytes]] = []
         try:
             key_id = await self._authorise(headers, needed)
+            _CALLER.set(key_id)
             allowance = self.state.limiter.take(key_id, needed)
             extra = allowance.headers()
             if not allowance.allowed:

@@ -9,8 +9,12 @@ schema (:mod:`service.web.problems`) and the ``RateLimit-*`` / ``Retry-After`` h
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
 from service.auth import ENDPOINT_SCOPES
 from service.web.problems import MEDIA_TYPE, PROBLEMS, FieldError, Problem
@@ -51,7 +55,7 @@ ENDPOINT_ERRORS: dict[str, tuple[int, ...]] = {
     "/retrain_status": (404,),
     "/keys/create": (503,),
     "/keys/list": (503,),
-    "/keys/revoke": (404, 503),
+    "/keys/revoke": (404, 409, 503),
 }
 
 _RATE_HEADERS = {
@@ -90,9 +94,36 @@ def _problem_response(status: int) -> dict[str, Any]:
     }
 
 
-def complete_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """BentoML's spec (``Service.openapi_spec.asdict()``) with security, errors and version."""
+Models = Mapping[str, tuple[type[BaseModel], type[BaseModel]]]
+
+
+def _model_schemas(models: Models) -> tuple[dict[str, tuple[dict, dict]], dict[str, Any]]:
+    """route -> (request schema, response schema) and the shared definitions, from pydantic.
+
+    BentoML's generated schemas drop ``null`` from optional fields (``now: null`` is valid,
+    a ``KeyOut`` has ``revoked_at: null``) and write ``exclusiveMinimum`` as JSON Schema
+    does, which OpenAPI 3.0 reads differently; pydantic's JSON Schema is what the service
+    validates and serialises with, and OpenAPI 3.1 takes it as is.
+    """
+    keys = [(model, "validation") for model, _ in models.values()]
+    keys += [(model, "serialization") for _, model in models.values()]
+    schemas, defs = models_json_schema(keys, ref_template="#/components/schemas/{model}")
+    by_route = {
+        route: (schemas[(request, "validation")], schemas[(response, "serialization")])
+        for route, (request, response) in models.items()
+    }
+    return by_route, defs.get("$defs", {})
+
+
+def complete_spec(spec: dict[str, Any], models: Models | None = None) -> dict[str, Any]:
+    """BentoML's spec (``Service.openapi_spec.asdict()``) with security, errors and version;
+    with ``models`` (route -> request, response model) the body schemas are pydantic's."""
     out = copy.deepcopy(spec)
+    by_route: dict[str, tuple[dict, dict]] = {}
+    if models is not None:
+        by_route, defs = _model_schemas(models)
+        out["openapi"] = "3.1.0"
+        out.setdefault("components", {})["schemas"] = defs
     out["info"] = {
         "title": "Revival decision API",
         "version": package_version(),
@@ -118,6 +149,12 @@ def complete_spec(spec: dict[str, Any]) -> dict[str, Any]:
         )
         responses = {"200": operation["responses"][200]}
         responses["200"]["headers"] = _headers()
+        # the gate refuses a request without a body (send {} for the defaults)
+        operation.setdefault("requestBody", {})["required"] = True
+        if path in by_route:
+            request, response = by_route[path]
+            operation["requestBody"]["content"] = {"application/json": {"schema": request}}
+            responses["200"]["content"] = {"application/json": {"schema": response}}
         for status in sorted({*_COMMON, *ENDPOINT_ERRORS[path]}):
             responses[str(status)] = _problem_response(status)
         operation["responses"] = responses
