@@ -45,6 +45,7 @@ from core.store import db as store_db
 
 NOW = datetime(2024, 3, 10, 12, 0, tzinfo=UTC)
 H = timedelta(hours=1)
+DAY = timedelta(days=1)
 D = timedelta(days=1)
 
 
@@ -990,3 +991,58 @@ def test_holdout_decisions_are_capped_on_their_campaigns_shadow_contacts(
         "c1", NOW - 8 * D, lambda h: (_decision("h5", ts=NOW + 4 * H, holdout=True), caps)
     )
     assert reason == "cap_channel_day"
+
+
+def test_purchases_since_the_snapshot_come_with_the_history(store: SqlContactStore) -> None:
+    """A purchase's items are stored, and a history read (plain or in the decision's write
+    transaction) returns the purchases at or after ``bought_since``, oldest first."""
+    store.record_events(
+        [
+            EventRecord(
+                customer_id="c1",
+                ts=NOW - 3 * DAY,
+                event="purchase",
+                value=5.0,
+                dedup_key="o1",
+                items=("A",),
+            ),
+            EventRecord(
+                customer_id="c1",
+                ts=NOW - DAY,
+                event="purchase",
+                value=9.0,
+                dedup_key="o2",
+                items=("B", "C"),
+            ),
+            EventRecord(
+                customer_id="c1", ts=NOW - DAY, event="purchase", value=1.0, dedup_key="o3"
+            ),
+            EventRecord(
+                customer_id="c2",
+                ts=NOW - DAY,
+                event="purchase",
+                value=2.0,
+                dedup_key="o4",
+                items=("Z",),
+            ),
+        ]
+    )
+    found = store.customer_history("c1", NOW - 8 * DAY, bought_since=NOW - 2 * DAY)
+    assert found.purchases == [(NOW - DAY, ("B", "C")), (NOW - DAY, ())]
+    everything = store.customer_history("c1", NOW - 8 * DAY, bought_since=NOW - 10 * DAY)
+    assert [items for _, items in everything.purchases] == [("A",), ("B", "C"), ()]
+    seen: list = []
+
+    def decide(history):
+        seen.append(history.purchases)
+        return _decision("d-p", "c1", NOW, channel=None, revive=False), None
+
+    store.decide_and_reserve("c1", NOW - 8 * DAY, decide, bought_since=NOW - 2 * DAY)
+    assert seen == [found.purchases]
+
+
+def test_items_belong_to_purchases_only() -> None:
+    with pytest.raises(InvalidRecord, match="items belong to purchase"):
+        EventRecord(customer_id="c1", ts=NOW, event="opened", channel="email", items=("A",))
+    with pytest.raises(InvalidRecord, match=r"items\[1\]"):
+        EventRecord(customer_id="c1", ts=NOW, event="purchase", items=("A", ""))

@@ -35,10 +35,12 @@ class ContactStore(abc.ABC):
         customer_id: str,
         since: datetime,
         decide: Callable[[CustomerHistory], tuple[DecisionRecord, CapSpec | None]],
+        bought_since: datetime | None = None,
     ) -> tuple[DecisionRecord, str | None]:
         """Read the history, ``decide`` on it and record the result, atomically.
 
-        The customer's history since ``since`` is read, ``decide`` turns it into a record
+        The customer's history since ``since`` (purchases since ``bought_since``, default
+        ``since``) is read, ``decide`` turns it into a record
         (and the caps that bound it, or None), and the record is stored only if it fits the
         caps as counted on that same history — no other writer can take the slot in
         between. Returns ``(record, None)`` when stored, ``(record, reason)`` when refused
@@ -89,9 +91,11 @@ class ContactStore(abc.ABC):
         current consent for ``channel`` (as of ``ts``) already is ``granted``."""
 
     @abc.abstractmethod
-    def customer_history(self, customer_id: str, since: datetime) -> CustomerHistory:
-        """Contacts since ``since`` (scheduled ones included), current consents and
-        all-time engagement, read together (in one transaction where the backend allows:
+    def customer_history(
+        self, customer_id: str, since: datetime, bought_since: datetime | None = None
+    ) -> CustomerHistory:
+        """Contacts since ``since`` (scheduled ones included), current consents,
+        all-time engagement and purchase events since ``bought_since`` (default ``since``), read together (in one transaction where the backend allows:
         the decision service calls this on every decision)."""
 
     @abc.abstractmethod

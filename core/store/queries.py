@@ -240,19 +240,32 @@ def consent_statement(with_as_of: bool) -> sa.CompoundSelect:
     return sa.union_all(qc, qe)
 
 
+def purchase_statement() -> sa.Select:
+    """The customer's purchase events at or after ``bought_since`` (``ts``, ``items``,
+    ``event_id``): what was bought since the serving snapshot, whichever replica took it;
+    binds customer_id and bought_since."""
+    e = events
+    return sa.select(e.c.ts, e.c["items"], e.c.event_id).where(
+        e.c.customer_id == sa.bindparam("customer_id"),
+        e.c.event == "purchase",
+        e.c.ts >= sa.bindparam("bought_since", type_=UtcDateTime),
+    )
+
+
 @functools.cache
 def history_statement() -> sa.CompoundSelect:
-    """What a decision reads about a customer as one statement (one round trip, not three):
+    """What a decision reads about a customer as one statement (one round trip, not four):
     the rows of :func:`contact_statement` (``part`` 0), :func:`consent_statement`
-    (``part`` 1) and the customer's :func:`engagement_statement` (``part`` 2), each under
-    the union of their column names (NULL where a part has no such column); binds
-    customer_id and lo."""
+    (``part`` 1), the customer's :func:`engagement_statement` (``part`` 2) and
+    :func:`purchase_statement` (``part`` 3), each under the union of their column names
+    (NULL where a part has no such column); binds customer_id, lo and bought_since."""
     subs = [
         part.subquery()
         for part in (
             contact_statement(False, False),
             consent_statement(False),
             engagement_statement(True, False).order_by(None),
+            purchase_statement(),
         )
     ]
     columns: dict[str, sa.types.TypeEngine] = {}  # name -> type, first part that has it
@@ -327,13 +340,17 @@ def consent_state(rows: Iterable[Any]) -> dict[str, bool]:
 
 def history_from(customer_id: str, rows: Iterable[Any]) -> CustomerHistory:
     """A :class:`CustomerHistory` from :func:`history_statement` rows."""
-    parts: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
+    parts: tuple[list[Any], ...] = ([], [], [], [])
     for r in rows:
         parts[r.part].append(r)
     contacts, shadows = contact_records(customer_id, parts[0])
     engagement = sorted(parts[2], key=lambda r: (r.ts, r.event_id))
+    purchases = [
+        (r.ts, tuple(json.loads(r.items)) if r.items else ())
+        for r in sorted(parts[3], key=lambda r: (r.ts, r.event_id))
+    ]
     return CustomerHistory(
-        contacts, consent_state(parts[1]), summarise_engagement(engagement), shadows
+        contacts, consent_state(parts[1]), summarise_engagement(engagement), shadows, purchases
     )
 
 
@@ -413,6 +430,7 @@ def event_row(e: EventRecord, recorded_at: datetime) -> dict[str, Any]:
         "value": e.value,
         "dedup_key": e.dedup_key,
         "recorded_at": recorded_at,
+        "items": json.dumps(list(e.items)) if e.items else None,
     }
 
 

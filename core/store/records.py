@@ -284,9 +284,15 @@ class EventRecord:
     decision_id: str | None = None
     value: float | None = None
     dedup_key: str | None = None
+    items: tuple[str, ...] = ()  # a purchase's item ids (what the next decision excludes)
 
     def __post_init__(self) -> None:
         check_str("customer_id", self.customer_id)
+        _set(self, "items", tuple(self.items))
+        for i, item in enumerate(self.items):
+            check_str(f"items[{i}]", item)
+        if self.items and self.event != "purchase":
+            raise InvalidRecord(f"items belong to purchase events, not {self.event!r}")
         if self.event not in EVENT_TYPES:
             raise InvalidRecord(f"event must be one of {EVENT_TYPES}, got {self.event!r}")
         check_channel(self.channel, optional=True)

@@ -108,6 +108,7 @@ events = sa.Table(
     sa.Column("value", sa.Float),
     sa.Column("dedup_key", sa.String(255), unique=True),
     sa.Column("recorded_at", UtcDateTime, nullable=False),
+    sa.Column("items", sa.Text),  # a purchase's item ids, JSON list (NULL: none known)
     sa.CheckConstraint(_in("event", EVENT_TYPES), name="event_type"),
     sa.Index(None, "customer_id", "ts"),
     sa.Index(None, "decision_id", "event"),

@@ -177,6 +177,7 @@ class SqlContactStore(ContactStore):
         customer_id: str,
         since: datetime,
         decide: Callable[[CustomerHistory], tuple[DecisionRecord, CapSpec | None]],
+        bought_since: datetime | None = None,
     ) -> tuple[DecisionRecord, str | None]:
         # One write transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: the customer's advisory
         # lock) around read + decide + insert: half the round trips of a read followed by
@@ -187,7 +188,7 @@ class SqlContactStore(ContactStore):
         decision: DecisionRecord | None = None
         try:
             with self._db.hot_tx(write=True, lock=f"customer:{customer_id}") as conn:
-                history = self._history(conn, customer_id, since)
+                history = self._history(conn, customer_id, since, bought_since)
                 decision, caps = decide(history)
                 if not isinstance(decision, DecisionRecord):
                     raise InvalidRecord(f"expected a DecisionRecord, got {type(decision).__name__}")
@@ -391,14 +392,24 @@ class SqlContactStore(ContactStore):
     def population_engagement(self, since: datetime | None = None) -> dict[str, Engagement]:
         return self._engagement(None, since)
 
-    def _history(self, conn: Conn, customer_id: str, since: datetime) -> CustomerHistory:
-        """Contacts since ``since``, consents and engagement: one statement, one round trip."""
-        params = {"customer_id": customer_id, "lo": as_utc(since)}
+    def _history(
+        self, conn: Conn, customer_id: str, since: datetime, bought_since: datetime | None
+    ) -> CustomerHistory:
+        """Contacts since ``since``, consents, engagement and purchases since
+        ``bought_since`` (default ``since``): one statement, one round trip."""
+        lo = as_utc(since)
+        params = {
+            "customer_id": customer_id,
+            "lo": lo,
+            "bought_since": lo if bought_since is None else as_utc(bought_since),
+        }
         return history_from(customer_id, self._db.rows(conn, history_statement(), params))
 
-    def customer_history(self, customer_id: str, since: datetime) -> CustomerHistory:
+    def customer_history(
+        self, customer_id: str, since: datetime, bought_since: datetime | None = None
+    ) -> CustomerHistory:
         with self._db.hot_tx() as conn:
-            return self._history(conn, customer_id, since)
+            return self._history(conn, customer_id, since, bought_since)
 
     # ----------------------------------------------------------------- consent
 

@@ -6,6 +6,8 @@ missing tables but never alters existing ones).
 
 * ``consents.dedup_key`` (re-delivered consents are stored once): the column, nullable so
   existing rows keep NULL (no key), and its unique index.
+* ``events.items`` (a purchase's item ids, so every replica sees what was just bought):
+  nullable; earlier purchases keep NULL (items unknown).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from core.store.schema import consents
+from core.store.schema import consents, events
 
 __all__ = ["upgrade_schema"]
 
@@ -21,6 +23,9 @@ __all__ = ["upgrade_schema"]
 def upgrade_schema(conn: Connection) -> list[str]:
     """Bring an existing database up to the current schema; returns the steps it took."""
     done: list[str] = []
+    if "items" not in {c["name"] for c in sa.inspect(conn).get_columns(events.name)}:
+        conn.execute(sa.text("ALTER TABLE events ADD COLUMN items TEXT"))
+        done.append("events.items column")
     columns = {c["name"] for c in sa.inspect(conn).get_columns(consents.name)}
     if "dedup_key" not in columns:
         conn.execute(sa.text("ALTER TABLE consents ADD COLUMN dedup_key VARCHAR(255)"))

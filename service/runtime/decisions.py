@@ -73,12 +73,14 @@ class Decider:
         unavailable: dict[str, str],
         explore: bool | None,
         history: ContactHistory,
+        purchases: Sequence[tuple[datetime, Sequence[str]]] = (),
     ) -> dict[str, Any]:
-        """The engine's decision (:func:`decide_data`) on a read history."""
+        """The engine's decision (:func:`decide_data`) on a read history and the purchases
+        stored since the snapshot."""
         views = self.views
         pos = views.position(customer_id, state)
         return decide_data(
-            views.view(customer_id, profile, state),
+            views.view(customer_id, profile, state, purchases),
             views.model_scores(pos, state),
             views.candidates(customer_id, self.params.candidate_items, state),
             history,
@@ -123,11 +125,12 @@ class Decider:
             explore,
         )
         if not record:
-            return once(self.histories.read(customer_id, now)), None
+            found = self.histories.found(customer_id, now, state.snapshot.at)
+            return once(self.histories.of(found), found.purchases), None
         made: list[tuple[dict[str, Any], bytes]] = []
 
         def make(found: CustomerHistory) -> tuple[DecisionRecord, CapSpec | None]:
-            data = once(self.histories.of(found))
+            data = once(self.histories.of(found), found.purchases)
             encoded = encode_decision(data)
             made.append((data, encoded))
             channel = data["channel"]
@@ -139,7 +142,9 @@ class Decider:
         # the engine does not model, and then that channel is ruled out and we decide again.
         since = self.histories.since(now)
         for _ in range(len(CHANNELS) + 1):
-            rec, reason = self.store.decide_and_reserve(customer_id, since, make)
+            rec, reason = self.store.decide_and_reserve(
+                customer_id, since, make, bought_since=state.snapshot.at
+            )
             if reason is None:
                 return made[-1]
             unavailable[str(rec.channel)] = f"{reason} (at reservation)"

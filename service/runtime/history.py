@@ -35,6 +35,11 @@ class ContactHistories:
             shadows=found.shadows,
         )
 
+    def found(self, customer_id: str, now: datetime, bought_since: datetime) -> CustomerHistory:
+        """What the store holds of the customer for a decision at ``now``: contacts,
+        consents, engagement and the purchases since ``bought_since`` (the snapshot)."""
+        return self.store.customer_history(customer_id, self.since(now), bought_since)
+
     def read(self, customer_id: str, now: datetime) -> ContactHistory:
         """The customer's contacts, consents and engagement as one decision reads them."""
         return self.of(self.store.customer_history(customer_id, self.since(now)))

@@ -40,7 +40,7 @@ def _latest(latest: DecisionRecord | None) -> dict[str, Any] | None:
 
 @dataclass
 class CustomerLookups:
-    """Answers ``/recommend`` and ``/customer`` from a state, the overlay and the store."""
+    """Answers ``/recommend`` and ``/customer`` from a state and the store."""
 
     settings: Settings
     params: PolicyParams
@@ -78,7 +78,8 @@ class CustomerLookups:
         at = request_now(
             now, self.settings, state.snapshot.at, default=max(datetime.now(UTC), state.snapshot.at)
         )
-        view = self.views.view(customer_id, None, state)
+        found = self.histories.found(customer_id, at, state.snapshot.at)
+        view = self.views.view(customer_id, None, state, found.purchases)
         pool = self.views.candidates(customer_id, k + self.params.candidate_items, state)
         items, n_ret, n_rec = self._filtered_items(view, pool, at, k)
         names = state.models.item_names or state.snapshot.item_names
@@ -97,8 +98,9 @@ class CustomerLookups:
         """The 360° view: features, stage, scores, contacts, consents, items."""
         at = request_now(now, self.settings, state.snapshot.at)
         pos = self.views.position(customer_id, state)
-        view = self.views.view(customer_id, None, state)
-        hist = self.histories.read(customer_id, at)
+        found = self.histories.found(customer_id, at, state.snapshot.at)
+        view = self.views.view(customer_id, None, state, found.purchases)
+        hist = self.histories.of(found)
         consents = {}
         for ch in self.settings.channels:
             stored = hist.consents.get(ch)

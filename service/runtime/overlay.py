@@ -1,25 +1,19 @@
-"""Live purchases since the snapshot: each customer's last purchase time and items bought.
+"""Purchases since the snapshot, as a decision sees them: last purchase time and items bought.
 
-Purchases posted to ``events`` update this overlay, read by the next decision; the store
-keeps the events and purchases since the snapshot are re-read from it at start-up
-(:meth:`PurchaseOverlay.load_since`). Items of such purchases live only in memory (the event
-log has no item column): after a restart the transaction log is the source again.
+Purchase events posted to ``/events`` are stored with their item ids; every decision reads
+the customer's purchases since the snapshot in the same statement as its contact history
+(:func:`core.store.queries.history_statement`), so a purchase posted to any replica is seen
+by the next decision on every replica, and a restart forgets nothing.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
-from core.store import ContactStore
-
-__all__ = ["LivePurchases", "PurchaseOverlay"]
-
-log = logging.getLogger(__name__)
+__all__ = ["LivePurchases"]
 
 
 @dataclass
@@ -28,6 +22,19 @@ class LivePurchases:
 
     last_purchase: datetime | None = None
     items: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, purchases: Sequence[tuple[datetime, Sequence[str]]]) -> LivePurchases | None:
+        """The purchases (time, item ids) read with the history; None when there are none."""
+        if not purchases:
+            return None
+        live = cls()
+        for ts, items in purchases:
+            if live.last_purchase is None or ts > live.last_purchase:
+                live.last_purchase = ts
+            for item in items:
+                live.items[item] = max(live.items.get(item, -math.inf), ts.timestamp())
+        return live
 
     def merged(self, bought: dict[str, tuple[float, int]]) -> dict[str, tuple[float, int]]:
         """``bought`` (item -> (last epoch second, times)) with these purchases added."""
@@ -38,35 +45,3 @@ class LivePurchases:
             last, n = out.get(item, (-math.inf, 0))
             out[item] = (max(last, ts), n + 1)
         return out
-
-
-class PurchaseOverlay:
-    """The live purchases of every customer who bought since the snapshot."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._customers: dict[str, LivePurchases] = {}
-
-    def get(self, customer_id: str) -> LivePurchases | None:
-        """The customer's live purchases, if any."""
-        return self._customers.get(customer_id)
-
-    def note(self, customer_id: str, ts: datetime, items: Sequence[str]) -> None:
-        """A purchase at ``ts`` of ``items`` (possibly none known)."""
-        with self._lock:
-            ov = self._customers.setdefault(customer_id, LivePurchases())
-            if ov.last_purchase is None or ts > ov.last_purchase:
-                ov.last_purchase = ts
-            for item in items:
-                ov.items[item] = max(ov.items.get(item, -math.inf), ts.timestamp())
-
-    def load_since(self, store: ContactStore, since: datetime) -> None:
-        """The purchase events stored since ``since`` (their items are unknown); a store that
-        cannot answer is logged and skipped: it may be shared and large, never block start-up."""
-        try:
-            ev = store.events_between(since, datetime(9999, 1, 1, tzinfo=UTC), event="purchase")
-        except Exception as exc:
-            log.warning("could not read purchase events since the snapshot: %s", exc)
-            return
-        for cid, ts in zip(ev["customer_id"], ev["ts"], strict=True):
-            self.note(str(cid), ts.to_pydatetime(), [])

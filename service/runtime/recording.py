@@ -14,7 +14,6 @@ from service.config import Settings
 from service.engine import UnknownCampaign, campaign_by_id
 from service.runtime.clock import aware
 from service.runtime.errors import Rejected
-from service.runtime.overlay import PurchaseOverlay
 from service.runtime.population import PopulationCache
 from service.schemas import ConsentIn, EventIn, EventsResponse
 
@@ -25,12 +24,11 @@ _FUNNEL_EVENTS = ("delivered", "opened", "clicked", "converted")  # follow a sen
 
 @dataclass
 class EventRecorder:
-    """Validates and stores events and consents; purchases reach the overlay, any event
-    makes the population priors refresh."""
+    """Validates and stores events (a purchase with its items, which every replica's next
+    decision reads) and consents; any event makes the population priors refresh."""
 
     settings: Settings
     store: ContactStore
-    overlay: PurchaseOverlay
     population: PopulationCache
 
     def record(self, events: Sequence[EventIn], consents: Sequence[ConsentIn]) -> EventsResponse:
@@ -59,6 +57,7 @@ class EventRecorder:
                         decision_id=e.decision_id,
                         value=e.value,
                         dedup_key=e.order_id or e.dedup_key or event_key(e, ts),
+                        items=tuple(e.item_ids),
                     )
                 )
             pairs, repeated = self._checked(events, records)
@@ -82,9 +81,6 @@ class EventRecorder:
                 dedup_key=None if c.ts is None else consent_key(c, ts),
                 if_changed=c.ts is None,
             )
-        for e, rec in pairs:
-            if e.event == "purchase":
-                self.overlay.note(e.customer_id, rec.ts, e.item_ids)
         if records:
             self.population.events_recorded()
         return EventsResponse(

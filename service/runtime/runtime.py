@@ -1,9 +1,9 @@
 """The serving runtime: the object every endpoint calls, delegating to named collaborators.
 
 At start-up :class:`Runtime` loads the champions (:mod:`.models`), builds the point-in-time
-snapshot of the configured log (:mod:`.snapshot`), scores every customer once (:mod:`.state`),
-re-reads live purchases since the snapshot (:mod:`.overlay`) and the population priors
-(:mod:`.population`). :meth:`Runtime.reload` switches to the current champions (and optionally
+snapshot of the configured log (:mod:`.snapshot`), scores every customer once (:mod:`.state`)
+and warms the population priors (:mod:`.population`); purchases since the snapshot are read
+from the store with each decision's history (:mod:`.overlay`). :meth:`Runtime.reload` switches to the current champions (and optionally
 a fresh snapshot) without a restart; requests in flight keep the state they started with (the
 state is swapped as one object). Requests go to :class:`.decisions.Decider` (``/decide``),
 :class:`.batch.BatchRanker` (``/decide_batch``), :class:`.recording.EventRecorder`
@@ -40,7 +40,6 @@ from service.runtime.errors import DataUnavailable, Rejected
 from service.runtime.history import ContactHistories
 from service.runtime.lookups import CustomerLookups
 from service.runtime.models import load_models
-from service.runtime.overlay import PurchaseOverlay
 from service.runtime.population import PopulationCache
 from service.runtime.recording import EventRecorder
 from service.runtime.snapshot import Snapshot, load_snapshot
@@ -80,16 +79,15 @@ class Runtime:
         self.store = store if store is not None else open_store(settings.store_url)
         self.providers = providers if providers is not None else channel_providers(settings)
         self._reload_lock = threading.Lock()
-        self.overlay = PurchaseOverlay()
         self._population = PopulationCache(self.store)
         self.histories = ContactHistories(self.store, params, self._population)
-        self.views = CustomerViews(self.overlay)
+        self.views = CustomerViews()
         self.dispatcher = Dispatcher(settings, self.store, self.providers)
         self.decider = Decider(
             settings, params, self.store, self.views, self.histories, self.dispatcher
         )
         self.batch = BatchRanker(settings, params, self.decider)
-        self.recorder = EventRecorder(settings, self.store, self.overlay, self._population)
+        self.recorder = EventRecorder(settings, self.store, self._population)
         self.lookups = CustomerLookups(settings, params, self.store, self.views, self.histories)
         t0 = time.perf_counter()
         try:
@@ -97,7 +95,6 @@ class Runtime:
             snapshot = load_snapshot(settings)
             models = load_models(settings)
             self._state = score_snapshot(snapshot, models, settings, params)
-            self.overlay.load_since(self.store, snapshot.at)
             self._population.warm()
         except BaseException:
             self.close()

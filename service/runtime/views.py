@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from service.engine import CustomerView, ModelScores, Profile
 from service.runtime.errors import UnknownCustomer
-from service.runtime.overlay import PurchaseOverlay
+from service.runtime.overlay import LivePurchases
 from service.runtime.snapshot import FeatureRow
 from service.runtime.state import State, candidate_key
 from service.schemas import ProfileIn
@@ -17,10 +18,8 @@ _NO_PROFILE = Profile()  # immutable: shared by every request without a profile
 
 
 class CustomerViews:
-    """One customer as the decision engine sees it, from a :class:`State` and the overlay."""
-
-    def __init__(self, overlay: PurchaseOverlay) -> None:
-        self.overlay = overlay
+    """One customer as the decision engine sees it, from a :class:`State` and the purchases
+    stored since its snapshot."""
 
     @staticmethod
     def position(customer_id: str, state: State) -> int:
@@ -33,13 +32,20 @@ class CustomerViews:
             )
         return pos
 
-    def view(self, customer_id: str, profile: ProfileIn | None, state: State) -> CustomerView:
-        """Features, lifecycle, item history (with live purchases) and the request's profile."""
+    def view(
+        self,
+        customer_id: str,
+        profile: ProfileIn | None,
+        state: State,
+        purchases: Sequence[tuple[datetime, Sequence[str]]] = (),
+    ) -> CustomerView:
+        """Features, lifecycle, item history (with the ``purchases`` since the snapshot, as
+        read with the history) and the request's profile."""
         pos = self.position(customer_id, state)
         snap = state.snapshot
         row = FeatureRow(snap.column_index, snap.values[pos])
         bought = snap.bought.get(customer_id, {})
-        live = self.overlay.get(customer_id)
+        live = LivePurchases.of(purchases)
         if live is not None:
             bought = live.merged(bought)
         prof = _NO_PROFILE
