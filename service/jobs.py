@@ -1,62 +1,57 @@
 """Background retraining jobs for ``POST /retrain`` (the service never trains in-process).
 
-A job is ``python -m training.retrain`` in a child process — its own interpreter, so the
-LightGBM/ALS work never holds the server's GIL, blocks its event loop or slows decisions
-beyond sharing the CPU — pointed at the service's own log, contact store and MLflow store,
-with its output in ``<jobs dir>/<job id>/log.txt`` and its JSON summary in ``summary.json``
-(jobs dir: ``retrain/`` beside a SQLite store, else ``var/retrain``).
-Starting one returns at once with a job id; ``POST /retrain_status`` polls it. One job runs
-at a time per service process (a second start while one runs is a 409). The job registers
-and gates the models; the service switches to them only on ``POST /reload``.
+A job is ``python -m training.retrain`` pointed at the service's own log, contact store and
+MLflow store, run under a supervisor (:mod:`core.jobrun`) in a session of its own — its own
+interpreter, so the LightGBM/ALS work never holds the server's GIL, and its own process
+group, so restarting the replica that started it does not stop it. The job's status,
+heartbeat, log tail and JSON summary live in the shared store (:mod:`core.store.jobs`): any
+replica answers ``POST /retrain_status``, a restart forgets nothing, and at most one job runs
+across all replicas (a second start is a 409). The full log stays on the host that ran it
+(``<jobs dir>/<job id>/log.txt``; jobs dir: ``retrain/`` beside a SQLite store, else
+``var/retrain``). The job registers and gates the models; replicas switch to them only on
+``POST /reload``.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import socket
 import subprocess
 import sys
 import threading
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
+from core.jobrun import STORE_ENV
+from core.store import ContactStore, Job, JobRunning
 from service.config import PROJECT_ROOT, Settings
 from service.schemas import RetrainJobOut, RetrainRequest
 
-__all__ = ["JobConflict", "RetrainJobs", "UnknownJob"]
+__all__ = ["JOB_KIND", "JobConflict", "RetrainJobs", "UnknownJob"]
 
+JOB_KIND = "retrain"
 LOG_TAIL_LINES = 20
 
 
 class UnknownJob(LookupError):
-    """No retraining job with that id in this service process (HTTP 404)."""
+    """No retraining job with that id in the store (HTTP 404)."""
 
 
 class JobConflict(RuntimeError):
-    """A retraining job is already running (HTTP 409)."""
-
-
-@dataclass
-class _Job:
-    job_id: str
-    command: list[str]
-    folder: Path
-    process: subprocess.Popen
-    started_at: datetime
-    finished_at: datetime | None = None
+    """A retraining job is already running on some replica (HTTP 409)."""
 
 
 class RetrainJobs:
-    """Starts and tracks ``training.retrain`` child processes."""
+    """Starts ``training.retrain`` jobs under a supervisor and reads them from the store."""
 
-    def __init__(self, settings: Settings, tracking_uri: str, root: Path | None = None):
+    def __init__(
+        self, settings: Settings, tracking_uri: str, store: ContactStore, root: Path | None = None
+    ):
         self.settings = settings
         self.tracking_uri = tracking_uri
+        self.store = store
         self.root = root or _jobs_dir(settings.store_url)
-        self._jobs: dict[str, _Job] = {}
+        self._children: list[subprocess.Popen] = []  # supervisors started here, to reap
         self._lock = threading.Lock()
 
     def command(self, req: RetrainRequest, summary: Path) -> list[str]:
@@ -103,66 +98,78 @@ class RetrainJobs:
         return cmd
 
     def start(self, req: RetrainRequest) -> RetrainJobOut:
-        """Start a job (:class:`JobConflict` while another runs) and return its status."""
-        with self._lock:
-            running = [j for j in self._jobs.values() if j.process.poll() is None]
-            if running:
-                raise JobConflict(
-                    f"retraining job {running[0].job_id} is still running; poll "
-                    "/retrain_status and start another when it has finished"
-                )
-            job_id = uuid.uuid4().hex[:12]
-            folder = self.root / job_id
-            folder.mkdir(parents=True, exist_ok=True)
-            cmd = self.command(req, folder / "summary.json")
-            with (folder / "log.txt").open("wb") as out:
-                process = subprocess.Popen(
-                    cmd,
+        """Record the job in the store (:class:`JobConflict` while another runs anywhere),
+        start its supervisor and return its status."""
+        job_id = uuid.uuid4().hex[:12]
+        folder = self.root / job_id
+        folder.mkdir(parents=True, exist_ok=True)
+        cmd = self.command(req, folder / "summary.json")
+        host = f"{socket.gethostname()}:{os.getpid()}"
+        try:
+            self.store.jobs.start(
+                job_id, JOB_KIND, " ".join(cmd[1:]), host, str(folder / "log.txt")
+            )
+        except JobRunning as exc:
+            raise JobConflict(str(exc)) from None
+        supervisor = [
+            sys.executable,
+            "-m",
+            "core.jobrun",
+            "--job-id",
+            job_id,
+            "--log",
+            str(folder / "log.txt"),
+            "--summary",
+            str(folder / "summary.json"),
+            "--",
+            *cmd,
+        ]
+        env = {**os.environ, STORE_ENV: self.settings.store_url}
+        with self._lock, (folder / "supervisor.txt").open("wb") as out:
+            self._children = [c for c in self._children if c.poll() is None]
+            try:
+                child = subprocess.Popen(
+                    supervisor,
                     cwd=PROJECT_ROOT,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
-                    env=os.environ.copy(),
+                    env=env,
+                    start_new_session=True,  # outlives a restart of this replica
                 )
-            self._jobs[job_id] = _Job(job_id, cmd, folder, process, datetime.now(UTC))
+            except OSError as exc:
+                self.store.jobs.finish(job_id, -1, [f"could not start: {exc}"], None)
+                raise
+            self._children.append(child)
         return self.status(job_id)
 
     def status(self, job_id: str) -> RetrainJobOut:
-        """Where the job is: running / succeeded / failed, its log tail and summary."""
-        job = self._jobs.get(job_id)
-        if job is None:
-            raise UnknownJob(f"no retraining job {job_id!r} in this service process")
-        code = job.process.poll()
-        if code is not None and job.finished_at is None:
-            job.finished_at = datetime.now(UTC)
-        state = "running" if code is None else ("succeeded" if code == 0 else "failed")
-        summary: dict[str, Any] | None = None
-        path = job.folder / "summary.json"
-        if code == 0 and path.exists():
-            summary = json.loads(path.read_text())
-        return RetrainJobOut(
-            job_id=job.job_id,
-            status=state,
-            returncode=code,
-            pid=job.process.pid,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-            command=" ".join(job.command[1:]),
-            log_path=str(job.folder / "log.txt"),
-            log_tail=_tail(job.folder / "log.txt", LOG_TAIL_LINES),
-            result=summary,
-        )
+        """Where the job is (from the store): running / succeeded / failed / lost."""
+        try:
+            job = self.store.jobs.get(job_id)
+        except LookupError:
+            raise UnknownJob(f"no retraining job {job_id!r} in the store") from None
+        return _out(job)
+
+
+def _out(job: Job) -> RetrainJobOut:
+    return RetrainJobOut(
+        job_id=job.job_id,
+        status=job.status,
+        returncode=job.returncode,
+        pid=job.pid,
+        host=job.host,
+        started_at=job.started_at,
+        heartbeat_at=job.heartbeat_at,
+        finished_at=job.finished_at,
+        command=job.command,
+        log_path=job.log_path,
+        log_tail=job.log_tail[-LOG_TAIL_LINES:],
+        result=job.result if job.status == "succeeded" else None,
+    )
 
 
 def _jobs_dir(store_url: str) -> Path:
     if store_url.startswith("sqlite:///") and ":memory:" not in store_url:
         return Path(store_url.removeprefix("sqlite:///").split("?")[0]).parent / "retrain"
     return PROJECT_ROOT / "var" / "retrain"
-
-
-def _tail(path: Path, n: int) -> list[str]:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return []
-    return lines[-n:]

@@ -369,11 +369,17 @@ class RetrainStatusRequest(_In):
 
 
 class RetrainJobOut(_Out):
+    """A retraining job as the shared store holds it (any replica answers the same)."""
+
     job_id: str
-    status: Literal["running", "succeeded", "failed"]
+    status: Literal["running", "succeeded", "failed", "lost"] = Field(
+        description="lost: running, but its supervisor stopped sending heartbeats"
+    )
     returncode: int | None
-    pid: int
+    pid: int | None = Field(description="the job's process on its host, once started")
+    host: str = Field(description="host:pid of the replica that started the job")
     started_at: datetime
+    heartbeat_at: datetime
     finished_at: datetime | None
     command: str
     log_path: str

@@ -176,7 +176,7 @@ class RevivalService:
         self.settings = load_settings()
         self.runtime = Runtime(self.settings)
         self._local_store = self.settings.store_url.startswith("sqlite")
-        self.jobs = RetrainJobs(self.settings, tracking_uri(self.settings))
+        self.jobs = RetrainJobs(self.settings, tracking_uri(self.settings), self.runtime.store)
         self._first_key()
 
     def _first_key(self) -> None:

@@ -146,12 +146,12 @@ def test_the_retrain_job_passes_the_events_settings_and_retrain_reads_them(tmp_p
     from training.retrain import config_from_args, parser
 
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    SqlContactStore(url).close()
+    store = SqlContactStore(url)
     monkeypatch.setenv("REVIVAL_STORE_URL", url)
     monkeypatch.setenv("REVIVAL_EVENTS__MAX_EVENT_ORDER_RATIO", "2.5")
     monkeypatch.setenv("REVIVAL_EVENTS__FUTURE_TOLERANCE_SECONDS", "60")
     monkeypatch.setenv("REVIVAL_EVENTS__MAX_PURCHASE_VALUE", "5000")
-    jobs = RetrainJobs(load_settings(), "sqlite:///unused.db", root=tmp_path)
+    jobs = RetrainJobs(load_settings(), "sqlite:///unused.db", store, root=tmp_path)
     cmd = jobs.command(RetrainRequest(), tmp_path / "summary.json")
     cfg = config_from_args(parser().parse_args(cmd[3:]))
     assert (cfg.max_event_order_ratio, cfg.future_tolerance, cfg.max_purchase_value) == (

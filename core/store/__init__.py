@@ -13,6 +13,8 @@ enforce frequency caps, consent and fatigue, and to learn which channel works fo
 * :mod:`core.store.schema` — the append-only SQL tables and the UTC timestamp type;
 * :mod:`core.store.queries` — the composed SQL statements and row <-> record helpers;
 * :mod:`core.store.keys` — API keys (hashed) in the same database;
+* :mod:`core.store.serving` — what every replica serves (model versions, snapshot);
+* :mod:`core.store.jobs` — background jobs (retraining) and their status;
 * :mod:`core.store.sql` — :class:`SqlContactStore` and :func:`open_store`;
 * :mod:`core.store.upgrade` — in-place upgrades of a store made by an earlier version.
 """
@@ -30,6 +32,7 @@ from core.store.caps import (
     cap_contacts,
     count_contacts,
 )
+from core.store.jobs import Job, JobRunning, JobStore
 from core.store.keys import ApiKey, KeyStore, hash_key
 from core.store.records import (
     DISPATCH_STATUSES,
@@ -53,6 +56,7 @@ from core.store.records import (
     as_utc,
 )
 from core.store.schema import metadata
+from core.store.serving import Served, ServingLog
 from core.store.sql import SqlContactStore, open_store
 
 __all__ = [
@@ -77,7 +81,12 @@ __all__ = [
     "Engagement",
     "EventRecord",
     "InvalidRecord",
+    "Job",
+    "JobRunning",
+    "JobStore",
     "KeyStore",
+    "Served",
+    "ServingLog",
     "NotDispatchable",
     "SqlContactStore",
     "StoreError",

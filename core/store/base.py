@@ -15,8 +15,10 @@ from datetime import datetime
 import pandas as pd
 
 from core.store.caps import CapSpec, CustomerHistory, Engagement
+from core.store.jobs import JobStore
 from core.store.keys import KeyStore
 from core.store.records import DecisionRecord, DispatchAttempt, EventRecord
+from core.store.serving import ServingLog
 
 __all__ = ["ContactStore"]
 
@@ -28,6 +30,16 @@ class ContactStore(abc.ABC):
     @abc.abstractmethod
     def keys(self) -> KeyStore:
         """The API keys kept in this store (shared by every service replica using it)."""
+
+    @property
+    @abc.abstractmethod
+    def serving(self) -> ServingLog:
+        """What every replica serves: model versions and snapshot (:mod:`core.store.serving`)."""
+
+    @property
+    @abc.abstractmethod
+    def jobs(self) -> JobStore:
+        """Background jobs, shared by every replica (:mod:`core.store.jobs`)."""
 
     @abc.abstractmethod
     def decide_and_reserve(

@@ -1,6 +1,6 @@
 """The store's SQL schema: append-only tables on SQLAlchemy Core, UTC timestamps.
 
-Every table but ``api_keys`` is an append-only log: rows are inserted, never updated or
+Every table but ``api_keys`` and ``jobs`` is an append-only log: rows are inserted, never updated or
 deleted, so the history can always be audited and replayed. "Current" state (consent, whether a decision
 was sent) is derived by reading the log.
 
@@ -21,6 +21,7 @@ from core.store.records import DISPATCH_STATUSES, EVENT_TYPES, ID_MAX, as_utc
 __all__ = [
     "DECISION_COLUMNS",
     "EVENT_COLUMNS",
+    "JOB_STATUSES",
     "TABLES",
     "BigId",
     "api_keys",
@@ -30,7 +31,9 @@ __all__ = [
     "dispatch_success",
     "dispatches",
     "events",
+    "jobs",
     "metadata",
+    "served",
 ]
 
 
@@ -174,6 +177,49 @@ api_keys = sa.Table(
     sa.Column("revoked_at", UtcDateTime),
 )
 
-TABLES = (decisions, events, consents, dispatches, dispatch_success, api_keys)
+# What every replica serves (:mod:`core.store.serving`): an append-only log, one row per
+# reload; the row with the highest ``generation`` is current.
+served = sa.Table(
+    "served",
+    metadata,
+    sa.Column("generation", BigId, primary_key=True, autoincrement=True),
+    sa.Column("versions", sa.Text, nullable=False),  # JSON: registered model name -> version
+    sa.Column("snapshot", sa.String(255), nullable=False),  # the snapshot's source
+    sa.Column("changed_at", UtcDateTime, nullable=False),
+    sa.Column("changed_by", sa.String(255), nullable=False),  # host, process and why
+)
+
+# Background jobs (:mod:`core.store.jobs`): a job's row is updated by its supervisor while
+# it runs (heartbeat, log tail) and once when it ends; rows are never deleted.
+JOB_STATUSES = ("running", "succeeded", "failed", "lost")
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("job_id", sa.String(32), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("command", sa.Text, nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer),
+    sa.Column("log_path", sa.Text, nullable=False),
+    sa.Column("started_at", UtcDateTime, nullable=False),
+    sa.Column("heartbeat_at", UtcDateTime, nullable=False),
+    sa.Column("finished_at", UtcDateTime),
+    sa.Column("returncode", sa.Integer),
+    sa.Column("log_tail", sa.Text, nullable=False, server_default=""),
+    sa.Column("result", sa.Text),  # JSON summary written by the job
+    sa.CheckConstraint(_in("status", JOB_STATUSES), name="job_status"),
+    # at most one running job of a kind, across every replica sharing the store
+    sa.Index(
+        "ix_jobs_one_running",
+        "kind",
+        unique=True,
+        sqlite_where=sa.text("status = 'running'"),
+        postgresql_where=sa.text("status = 'running'"),
+    ),
+    sa.Index(None, "started_at"),
+)
+
+TABLES = (decisions, events, consents, dispatches, dispatch_success, api_keys, served, jobs)
 DECISION_COLUMNS = [c.name for c in decisions.columns]
 EVENT_COLUMNS = [c.name for c in events.columns]

@@ -31,6 +31,7 @@ from core.store.caps import (
     count_contacts,
 )
 from core.store.db import Conn, Database
+from core.store.jobs import JobStore
 from core.store.keys import KeyStore
 from core.store.queries import (
     DECISION_EXISTS,
@@ -81,6 +82,7 @@ from core.store.schema import (
     events,
     metadata,
 )
+from core.store.serving import ServingLog
 from core.store.upgrade import upgrade_schema
 
 __all__ = ["SqlContactStore", "open_store"]
@@ -129,6 +131,16 @@ class SqlContactStore(ContactStore):
     def keys(self) -> KeyStore:
         """The API keys kept in this store (shared by every replica using it)."""
         return KeyStore(self._db)
+
+    @property
+    def serving(self) -> ServingLog:
+        """What every replica serves: model versions and snapshot (shared by all replicas)."""
+        return ServingLog(self._db)
+
+    @property
+    def jobs(self) -> JobStore:
+        """Background jobs (retraining), visible to every replica using this store."""
+        return JobStore(self._db)
 
     def _create_schema(self) -> None:
         # Serialised so that several workers starting at once do not race on CREATE TABLE.
