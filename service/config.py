@@ -403,6 +403,12 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = Field(default="sqlite:///mlflow/mlflow.db", min_length=1)
     model_names: ModelNames = ModelNames()
     model_alias: str = Field(default="champion", min_length=1)
+    replica_sync_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="how often a replica checks the store for versions another one published",
+    )
 
     channels: dict[ChannelName, ChannelPolicy] = Field(default_factory=dict)
     global_weekly_cap: int = Field(default=4, ge=0)

@@ -330,6 +330,10 @@ class ReloadResponse(_Out):
     offer_choice: str = Field(
         default="", description="offer_uplift_model vN, or offer_rules: why the rules choose"
     )
+    generation: int = Field(
+        description="the served-versions generation published: every replica sharing the "
+        "store serves these versions within replica_sync_seconds"
+    )
 
 
 class ReportRequest(_In):

@@ -67,8 +67,22 @@ def _served_model(loaded: PyFuncModel, uri: str, protocol: type[M]) -> tuple[M, 
     return model, inner
 
 
+def _version(client: MlflowClient, name: str, alias: str, pinned: dict[str, str] | None) -> str:
+    """The version to serve: the pinned one (what every replica serves), else the alias's."""
+    if pinned is not None:
+        if name not in pinned:
+            raise LookupError(f"no version of model {name!r} among the served ones {pinned}")
+        return pinned[name]
+    return str(client.get_model_version_by_alias(name, alias).version)
+
+
 def _load_champion(
-    client: MlflowClient, name: str, alias: str, uri: str, protocol: type[M]
+    client: MlflowClient,
+    name: str,
+    alias: str,
+    uri: str,
+    protocol: type[M],
+    pinned: dict[str, str] | None,
 ) -> tuple[M, PythonModel, str]:
     """One required champion, its python model and its version; :class:`ModelsUnavailable`
     naming the model when it is missing, cannot be loaded or does not fit ``protocol``."""
@@ -77,23 +91,25 @@ def _load_champion(
     import mlflow
 
     try:
-        mv = client.get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
+        version = _version(client, name, alias, pinned)
+    except (MlflowException, LookupError) as exc:
         raise ModelsUnavailable(
             f"no '{alias}' version of model {name!r} in {uri}: train first "
             f"(python -m training --if-missing) [{str(exc).splitlines()[0][:200]}]"
         ) from None
-    model_uri = f"models:/{name}/{mv.version}"
+    model_uri = f"models:/{name}/{version}"
     try:
         loaded = mlflow.pyfunc.load_model(model_uri)
     except Exception as exc:  # a broken artifact must stop start-up with its name
         raise ModelsUnavailable(f"cannot load {model_uri}: {exc}") from exc
     model, inner = _served_model(loaded, model_uri, protocol)
-    return model, inner, str(mv.version)
+    return model, inner, version
 
 
-def load_models(settings: Settings) -> Models:
-    """Load ``models:/<name>@<alias>`` for every role (by the version the alias points at)."""
+def load_models(settings: Settings, pinned: dict[str, str] | None = None) -> Models:
+    """Load ``models:/<name>@<alias>`` for every role (by the version the alias points at),
+    or exactly the ``pinned`` versions (name -> version: what every replica serves,
+    :mod:`core.store.serving`)."""
     from mlflow.tracking import MlflowClient
 
     import mlflow
@@ -102,13 +118,15 @@ def load_models(settings: Settings) -> Models:
     mlflow.set_tracking_uri(uri)
     client = MlflowClient()
     alias, names = settings.model_alias, settings.model_names
-    churn, _, v_churn = _load_champion(client, names.churn, alias, uri, ChurnScorer)
-    nxt, _, v_next = _load_champion(client, names.next_purchase, alias, uri, NextPurchaseScorer)
+    churn, _, v_churn = _load_champion(client, names.churn, alias, uri, ChurnScorer, pinned)
+    nxt, _, v_next = _load_champion(
+        client, names.next_purchase, alias, uri, NextPurchaseScorer, pinned
+    )
     rec, rec_inner, v_rec = _load_champion(
-        client, names.cross_sell, alias, uri, CrossSellRecommender
+        client, names.cross_sell, alias, uri, CrossSellRecommender, pinned
     )
     versions = {names.churn: v_churn, names.next_purchase: v_next, names.cross_sell: v_rec}
-    offer, meta = _load_offer_uplift(client, names.offer_uplift, alias)
+    offer, meta = _load_offer_uplift(client, names.offer_uplift, alias, pinned)
     if "version" in meta:
         versions[names.offer_uplift] = meta["version"]
     return Models(
@@ -124,20 +142,20 @@ def load_models(settings: Settings) -> Models:
 
 
 def _load_offer_uplift(
-    client: MlflowClient, name: str, alias: str
+    client: MlflowClient, name: str, alias: str, pinned: dict[str, str] | None
 ) -> tuple[OfferUpliftScorer | None, dict[str, Any]]:
     """The optional ``offer_uplift`` champion and what it covers (arms, feature columns,
-    what it was trained on). Missing or unloadable: ``(None, {"error": why})`` and the
-    rules choose offers — an optional model never stops start-up."""
+    what it was trained on). Missing (or not among the ``pinned`` versions) or unloadable:
+    ``(None, {"error": why})`` and the rules choose offers — an optional model never stops
+    start-up."""
     from mlflow.exceptions import MlflowException
 
     import mlflow
 
     try:
-        mv = client.get_model_version_by_alias(name, alias)
-    except MlflowException:
+        version = _version(client, name, alias, pinned)
+    except (MlflowException, LookupError):
         return None, {"error": f"no '{alias}' version of model {name!r}"}
-    version = str(mv.version)
     model_uri = f"models:/{name}/{version}"
     try:
         loaded = mlflow.pyfunc.load_model(model_uri)

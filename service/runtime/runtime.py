@@ -3,9 +3,11 @@
 At start-up :class:`Runtime` loads the champions (:mod:`.models`), builds the point-in-time
 snapshot of the configured log (:mod:`.snapshot`), scores every customer once (:mod:`.state`)
 and warms the population priors (:mod:`.population`); purchases since the snapshot are read
-from the store with each decision's history (:mod:`.overlay`). :meth:`Runtime.reload` switches to the current champions (and optionally
-a fresh snapshot) without a restart; requests in flight keep the state they started with (the
-state is swapped as one object). Requests go to :class:`.decisions.Decider` (``/decide``),
+from the store with each decision's history (:mod:`.overlay`). :meth:`Runtime.reload`
+switches to the current champions (and optionally a fresh snapshot) without a restart and
+publishes them in the shared store, which every replica follows (:mod:`.sync`,
+:mod:`core.store.serving`); requests in flight keep the state they started with (the state
+is swapped as one object). Requests go to :class:`.decisions.Decider` (``/decide``),
 :class:`.batch.BatchRanker` (``/decide_batch``), :class:`.recording.EventRecorder`
 (``/events``), :class:`.lookups.CustomerLookups` (``/recommend``, ``/customer``) and
 :func:`service.report.campaign_report` (``/report``).
@@ -14,13 +16,15 @@ state is swapped as one object). Requests go to :class:`.decisions.Decider` (``/
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from core.store import ContactStore, Engagement, open_store
+from core.store import ContactStore, Engagement, Served, open_store
 from service.channels import ChannelProvider
 from service.config import Settings
 from service.engine import (
@@ -39,11 +43,12 @@ from service.runtime.dispatch import Dispatcher, channel_providers
 from service.runtime.errors import DataUnavailable, Rejected
 from service.runtime.history import ContactHistories
 from service.runtime.lookups import CustomerLookups
-from service.runtime.models import load_models
+from service.runtime.models import Models, load_models
 from service.runtime.population import PopulationCache
 from service.runtime.recording import EventRecorder
 from service.runtime.snapshot import Snapshot, load_snapshot
 from service.runtime.state import State, score_snapshot
+from service.runtime.sync import ServedSync
 from service.runtime.views import CustomerViews
 from service.schemas import (
     BatchRequest,
@@ -92,13 +97,18 @@ class Runtime:
         t0 = time.perf_counter()
         try:
             load_templates()  # parse and validate the message templates now, not on a request
-            snapshot = load_snapshot(settings)
-            models = load_models(settings)
+            snapshot, models, self._generation = self._served_at_start()
             self._state = score_snapshot(snapshot, models, settings, params)
             self._population.warm()
         except BaseException:
             self.close()
             raise
+        self._sync = ServedSync(
+            self.store.serving,
+            settings.replica_sync_seconds,
+            lambda: self._generation,
+            self._follow,
+        ).start()
         self.startup_seconds = time.perf_counter() - t0
         log.info(
             "runtime ready: %d customers at %s, models %s (%.1f s)",
@@ -109,7 +119,10 @@ class Runtime:
         )
 
     def close(self) -> None:
-        """Release the store and provider connections."""
+        """Stop following the store; release the store and provider connections."""
+        sync = getattr(self, "_sync", None)
+        if sync is not None:
+            sync.stop()
         self.dispatcher.close()
         self.store.close()
 
@@ -121,13 +134,19 @@ class Runtime:
         return self._state
 
     def reload(self, data: bool = False) -> ReloadResponse:
-        """Switch to the current champions (and a fresh snapshot if ``data``)."""
+        """Switch to the current champions (and a fresh snapshot if ``data``) and publish
+        them, so that every replica sharing the store follows within
+        ``replica_sync_seconds``."""
         t0 = time.perf_counter()
         with self._reload_lock:
             old = self._state
             models = load_models(self.settings)
             snapshot = self._fresh_snapshot() if data else old.snapshot
-            self._state = score_snapshot(snapshot, models, self.settings, self.params)
+            state = score_snapshot(snapshot, models, self.settings, self.params)
+            served = self.store.serving.publish(
+                models.versions, self._source(snapshot), self._who("reload")
+            )
+            self._state, self._generation = state, served.generation
         new = self._state
         return ReloadResponse(
             model_versions=new.models.versions,
@@ -137,7 +156,57 @@ class Runtime:
             customers=len(new.snapshot.features),
             seconds=round(time.perf_counter() - t0, 3),
             offer_choice=new.offer_model.label,
+            generation=served.generation,
         )
+
+    @property
+    def generation(self) -> int:
+        """The generation of the served-versions log this replica serves."""
+        return self._generation
+
+    def _served_at_start(self) -> tuple[Snapshot, Models, int]:
+        """What the store says every replica serves; on a new store, the champions, which
+        this replica then publishes (atomically: replicas starting together agree)."""
+        serving = self.store.serving
+        served = serving.current()
+        snapshot = load_snapshot(self.settings)
+        models = load_models(self.settings, served.versions if served is not None else None)
+        if served is None:
+            by = self._who("first start")
+            served = serving.publish(models.versions, self._source(snapshot), by, only_first=True)
+            if served.versions != models.versions:  # another replica published first
+                models = load_models(self.settings, served.versions)
+        return snapshot, models, served.generation
+
+    def _follow(self, served: Served) -> None:
+        """Serve what another replica published (:class:`ServedSync` calls this)."""
+        with self._reload_lock:
+            if served.generation <= self._generation:
+                return
+            old = self._state
+            models = old.models
+            if served.versions != models.versions:
+                models = load_models(self.settings, served.versions)
+            snapshot = old.snapshot
+            if served.snapshot != self._source(snapshot):
+                snapshot = self._fresh_snapshot()
+            if models is not old.models or snapshot is not old.snapshot:
+                self._state = score_snapshot(snapshot, models, self.settings, self.params)
+            self._generation = served.generation
+        log.info(
+            "following generation %d published by %s: models %s",
+            served.generation,
+            served.changed_by,
+            served.versions,
+        )
+
+    def _source(self, snapshot: Snapshot) -> str:
+        """Where ``snapshot`` comes from, as the served-versions log names it."""
+        return f"data:{self.settings.data_path}"
+
+    @staticmethod
+    def _who(why: str) -> str:
+        return f"{socket.gethostname()}:{os.getpid()} {why}"
 
     def _fresh_snapshot(self) -> Snapshot:
         """The snapshot rebuilt from ``data_path``; an unreadable log is the deployment's
