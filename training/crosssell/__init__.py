@@ -27,13 +27,13 @@ backtest cutoff (:mod:`.tuning`), never on the backtest window.
 package, not implicit.
 """
 
-from training.crosssell.als import ALSRecommender
+from servable.crosssell.als import ALSRecommender
+from servable.crosssell.base import Interactions, Recommender, build_interactions
+from servable.crosssell.knn import ItemKNNRecommender
+from servable.crosssell.popularity import PopularityRecommender
 from training.crosssell.backtest import POPULATIONS, CrossSellResult, run_backtest
-from training.crosssell.base import Interactions, Recommender, build_interactions
 from training.crosssell.evaluation import cross_sell_targets, customers_before, evaluate
-from training.crosssell.knn import ItemKNNRecommender
 from training.crosssell.model import CrossSellPyfunc, fit_final, log_pyfunc
-from training.crosssell.popularity import PopularityRecommender
 from training.crosssell.tuning import (
     DEFAULT_ALS_GRID,
     DEFAULT_GRIDS,
