@@ -1,7 +1,7 @@
 """What the service needs of each served model, as typed protocols.
 
-Training registers concrete classes (``training.propensity.ChurnModel``, the cross-sell
-recommenders, ``training.uplift``'s ``OfferUplift``); the service loads the champions and
+Training registers concrete classes (``servable.propensity.ChurnModel``, the cross-sell
+recommenders, ``servable.uplift.OfferUplift``); the service loads the champions and
 sees only these protocols, so it never imports ``training`` and a model from elsewhere that
 has the same methods serves as well.
 """

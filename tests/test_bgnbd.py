@@ -1,4 +1,4 @@
-"""Tests for training.bgnbd: RFM summary, BG/NBD fit, predictions, and lifetimes cross-check.
+"""Tests for servable.bgnbd: RFM summary, BG/NBD fit, predictions, and lifetimes cross-check.
 
 The integration tests use UCI Online Retail II (Chen, Sain & Guo 2012, CC BY 4.0) from
 ../shared/data and compare with lifetimes.BetaGeoFitter (a dev-only dependency; with numpy 2.4
@@ -19,7 +19,7 @@ from scipy.integrate import IntegrationWarning, quad
 from scipy.optimize import approx_fprime
 from scipy.special import betaln
 
-from training.bgnbd import (
+from servable.bgnbd import (
     BGNBD,
     BGNBDFitError,
     _Histories,

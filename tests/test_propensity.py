@@ -7,9 +7,8 @@ import pandas as pd
 import pytest
 
 from features.labels import build_labels, build_training_frame, training_cutoffs
-from features.snapshot import build_features
-from training.metrics import roc_auc
-from training.propensity import (
+from features.snapshot import build_features, model_columns
+from servable.propensity import (
     BG_FEATURES,
     ChurnModel,
     GBMParams,
@@ -19,6 +18,7 @@ from training.propensity import (
     fit_platt,
     load_model,
 )
+from training.metrics import roc_auc
 
 FAST = GBMParams(max_rounds=200, early_stopping=20)
 
@@ -60,8 +60,10 @@ def trained(synthetic_tx):
     cutoff = pd.Timestamp("2021-03-01")
     cutoffs = training_cutoffs(synthetic_tx, cutoff, horizon=60, step_days=20, max_cutoffs=8)
     frame = build_training_frame(synthetic_tx, cutoffs, horizon=60, observed_until=cutoff)
-    churn = ChurnModel(horizon=60, params=FAST).fit(frame)
-    nextp = NextPurchaseModel(horizon=60, params=FAST).fit(frame, bgnbd=churn.bgnbd)
+    churn = ChurnModel(horizon=60, params=FAST).fit(frame, model_columns(frame))
+    nextp = NextPurchaseModel(horizon=60, params=FAST).fit(
+        frame, model_columns(frame), bgnbd=churn.bgnbd
+    )
     return churn, nextp, cutoff
 
 

@@ -9,8 +9,8 @@ from mlflow.tracking import MlflowClient
 
 import mlflow
 from features.labels import build_training_frame, training_cutoffs
-from features.snapshot import build_features
-from training.propensity import ChurnModel, GBMParams
+from features.snapshot import build_features, model_columns
+from servable.propensity import ChurnModel, GBMParams
 from training.registry import (
     CHAMPION,
     champion_gate,
@@ -34,7 +34,9 @@ def churn_and_snapshot(synthetic_tx):
     cutoff = pd.Timestamp("2021-03-01")
     cutoffs = training_cutoffs(synthetic_tx, cutoff, horizon=60, step_days=20, max_cutoffs=6)
     frame = build_training_frame(synthetic_tx, cutoffs, horizon=60, observed_until=cutoff)
-    model = ChurnModel(horizon=60, params=GBMParams(max_rounds=50, early_stopping=10)).fit(frame)
+    model = ChurnModel(horizon=60, params=GBMParams(max_rounds=50, early_stopping=10)).fit(
+        frame, model_columns(frame)
+    )
     return model, build_features(synthetic_tx, cutoff)
 
 

@@ -8,7 +8,7 @@ import sys
 from core.env import DEFAULT_DATA, configure_environment, default_tracking_uri
 from features.contracts import DataContractError
 from features.cutoff import parse_cutoff
-from training.bgnbd import BGNBDFitError
+from servable.bgnbd import BGNBDFitError
 from training.pipeline import TrainConfig, missing_champions, summary_json, train
 
 

@@ -16,6 +16,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from servable.checks import binary_flags, finite_values
+
 __all__ = [
     "binary_flags",
     "binary_report",
@@ -34,36 +36,6 @@ __all__ = [
     "roc_auc",
     "top_decile_lift",
 ]
-
-
-# ---------------------------------------------------------------------------------------------
-# Input checks
-# ---------------------------------------------------------------------------------------------
-
-
-def binary_flags(name: str, values: ArrayLike, what: str = "0/1 flags") -> np.ndarray:
-    """``values`` checked to be a non-empty 1-D array of 0/1 (or booleans), as floats."""
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty")
-    flt = arr.astype(float)
-    if not np.all((flt == 0) | (flt == 1)):
-        raise ValueError(f"{name} must hold {what} (or booleans)")
-    return flt
-
-
-def finite_values(name: str, values: ArrayLike, n: int, against: str = "y") -> np.ndarray:
-    """``values`` checked to be a 1-D array of ``n`` finite numbers (``n`` = len(``against``))."""
-    arr = np.asarray(values, dtype=float)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
-    if arr.size != n:
-        raise ValueError(f"length mismatch: {against} has {n} rows, {name} has {arr.size}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
 
 
 def _labels(y: ArrayLike) -> np.ndarray:

@@ -28,7 +28,8 @@ from core.env import DEFAULT_DATA, default_tracking_uri
 from features.cutoff import parse_cutoff
 from features.labels import backtest_cutoff, build_labels, build_training_frame, training_cutoffs
 from features.loaders import Loaded, load_transactions
-from features.snapshot import build_features
+from features.snapshot import build_features, model_columns
+from servable.propensity import ChurnModel, NextPurchaseModel, bgnbd_inputs, fit_bgnbd
 from training import plots
 from training.crosssell import (
     ALSRecommender,
@@ -38,7 +39,6 @@ from training.crosssell import (
     run_backtest,
 )
 from training.metrics import binary_report, mae
-from training.propensity import ChurnModel, NextPurchaseModel, bgnbd_inputs, fit_bgnbd
 from training.registry import (
     GateDecision,
     champion_gate,
@@ -303,11 +303,14 @@ def _backtest(
         lambda: build_training_frame(tx, bt_cutoffs, cfg.horizon, observed_until=cutoff),
     )
     churn_bt = stages.run(
-        "churn: fit (backtest)", lambda: ChurnModel(horizon=cfg.horizon).fit(frame)
+        "churn: fit (backtest)",
+        lambda: ChurnModel(horizon=cfg.horizon).fit(frame, model_columns(frame)),
     )
     next_bt = stages.run(
         "next purchase: fit (backtest)",
-        lambda: NextPurchaseModel(horizon=cfg.horizon).fit(frame, bgnbd=churn_bt.bgnbd),
+        lambda: NextPurchaseModel(horizon=cfg.horizon).fit(
+            frame, model_columns(frame), bgnbd=churn_bt.bgnbd
+        ),
     )
     table, arrays = stages.run(
         "churn + next purchase: backtest vs baselines",
@@ -350,11 +353,13 @@ def _refit(
     )
     churn = stages.run(
         "churn: refit on the newest cutoffs",
-        lambda: ChurnModel(horizon=cfg.horizon).fit(final_frame),
+        lambda: ChurnModel(horizon=cfg.horizon).fit(final_frame, model_columns(final_frame)),
     )
     nextp = stages.run(
         "next purchase: refit on the newest cutoffs",
-        lambda: NextPurchaseModel(horizon=cfg.horizon).fit(final_frame, bgnbd=churn.bgnbd),
+        lambda: NextPurchaseModel(horizon=cfg.horizon).fit(
+            final_frame, model_columns(final_frame), bgnbd=churn.bgnbd
+        ),
     )
     recommender = stages.run(
         "cross-sell: refit ALS on the whole log", lambda: fit_final(tx, end, xs.params)

@@ -1,8 +1,10 @@
 """MLflow side of training: pyfunc wrappers, registration and the champion gate.
 
 Registered models: ``churn`` and ``next_purchase`` (a :class:`SnapshotPyfunc` around a
-:mod:`training.propensity` model; input = the feature snapshot) and ``cross_sell`` (see
-:mod:`training.crosssell`). Every version carries its backtest metrics as tags
+:mod:`servable.propensity` model; input = the feature snapshot), ``cross_sell`` (see
+:mod:`training.crosssell`) and ``offer_uplift`` (see :mod:`training.uplift`). Each is logged
+with the :mod:`servable` package as ``code_paths`` and pinned requirements
+(:mod:`training.packaging`), so it loads without this repository. Every version carries its backtest metrics as tags
 (``backtest.<metric>``, ``@`` spelt ``_at_``), so the gate compares like with like without re-running anything.
 
 **Champion gate** (:func:`champion_gate`): the alias ``champion`` moves to a new version
@@ -25,10 +27,12 @@ from typing import Any
 
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 import mlflow
-from training.propensity import ChurnModel, NextPurchaseModel, load_model
+from servable.propensity import ChurnModel, NextPurchaseModel, SnapshotPyfunc, snapshot_output
+from training.packaging import code_paths, pip_requirements
 
 __all__ = [
     "CHAMPION",
@@ -55,40 +59,31 @@ class _QuietCloudPickle(logging.Filter):
 logging.getLogger("mlflow.pyfunc").addFilter(_QuietCloudPickle())
 
 
-class SnapshotPyfunc(mlflow.pyfunc.PythonModel):
-    """Pyfunc around a churn / next-purchase model: feature snapshot in, scores out."""
-
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        self.model = load_model(context.artifacts["model"])
-
-    def predict(
-        self,
-        context: mlflow.pyfunc.PythonModelContext,
-        model_input: pd.DataFrame,
-        params: dict[str, Any] | None = None,
-    ) -> pd.DataFrame:
-        out = self.model.predict(model_input)
-        if isinstance(out, pd.DataFrame):
-            return out.reset_index(drop=True)
-        return pd.DataFrame({"p_churn": out})
-
-
 def log_snapshot_model(
     model: ChurnModel | NextPurchaseModel,
     name: str,
     example: pd.DataFrame,
     registered_model_name: str | None = None,
 ) -> mlflow.models.model.ModelInfo:
-    """Log (and register) a snapshot model as a pyfunc inside the active run."""
+    """Log (and register) a snapshot model as a pyfunc inside the active run.
+
+    :class:`SnapshotPyfunc` (re-exported here: models registered before it moved to
+    :mod:`servable` pickled ``training.registry.SnapshotPyfunc``) with the :mod:`servable`
+    code, LightGBM pinned, and the signature of five snapshot rows and their scores.
+    """
+    input_example = example[model.input_columns].head(5).reset_index(drop=True)
+    signature = infer_signature(input_example, snapshot_output(model, input_example))
     with tempfile.TemporaryDirectory() as tmp:
         path = model.save(Path(tmp) / "model")
-        cols = model.input_columns
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=SnapshotPyfunc(),
             artifacts={"model": str(path)},
-            input_example=example[cols].head(5).reset_index(drop=True),
+            code_paths=code_paths(),
+            input_example=input_example,
+            signature=signature,
             registered_model_name=registered_model_name,
+            pip_requirements=pip_requirements("lightgbm", "threadpoolctl"),
         )
 
 

@@ -1,14 +1,15 @@
 """Cross-sell: which items a customer has not bought yet is likely to buy, and "bought together".
 
-Three recommenders share one interface (:class:`Recommender`, :mod:`.base`, in the style of
-implicit's ``RecommenderBase`` but keyed by the contract's string ids):
+Three recommenders share one interface (:class:`Recommender`, in the style of implicit's
+``RecommenderBase`` but keyed by the contract's string ids); they live in
+:mod:`servable.crosssell` (shipped with the registered model) and are re-exported here:
 
-* :class:`ALSRecommender` (:mod:`.als`) — implicit's ALS (Hu, Koren & Volinsky 2008) on the
+* :class:`ALSRecommender` — implicit's ALS (Hu, Koren & Volinsky 2008) on the
   customer × item matrix of purchase orders, with recency decay (half-life) and BM25 or log
   confidence weighting;
-* :class:`ItemKNNRecommender` (:mod:`.knn`) — implicit's item-item BM25 nearest neighbours
+* :class:`ItemKNNRecommender` — implicit's item-item BM25 nearest neighbours
   (baseline);
-* :class:`PopularityRecommender` (:mod:`.popularity`) — most-bought items by distinct
+* :class:`PopularityRecommender` — most-bought items by distinct
   customers in a recent window (baseline).
 
 All of them see only rows strictly before the cutoff; purchases (quantity > 0) are the
@@ -22,18 +23,18 @@ targets are items bought in ``[cutoff, cutoff + H)`` that the customer never bou
 cutoff; hyper-parameters are chosen on a validation split whose label window ends at the
 backtest cutoff (:mod:`.tuning`), never on the backtest window.
 
-:mod:`.model`: :func:`fit_final` (the ALS refit that is served) and :class:`CrossSellPyfunc` /
-:func:`log_pyfunc`, the MLflow pyfunc. Loading it needs numpy, pandas, scipy and this
-package, not implicit.
+:mod:`.model`: :func:`fit_final` (the ALS refit that is served) and :func:`log_pyfunc`, which
+registers it as :class:`CrossSellPyfunc` with the :mod:`servable` code and pinned
+requirements.
 """
 
-from training.crosssell.als import ALSRecommender
+from servable.crosssell.als import ALSRecommender
+from servable.crosssell.base import Interactions, Recommender, build_interactions
+from servable.crosssell.knn import ItemKNNRecommender
+from servable.crosssell.popularity import PopularityRecommender
 from training.crosssell.backtest import POPULATIONS, CrossSellResult, run_backtest
-from training.crosssell.base import Interactions, Recommender, build_interactions
 from training.crosssell.evaluation import cross_sell_targets, customers_before, evaluate
-from training.crosssell.knn import ItemKNNRecommender
 from training.crosssell.model import CrossSellPyfunc, fit_final, log_pyfunc
-from training.crosssell.popularity import PopularityRecommender
 from training.crosssell.tuning import (
     DEFAULT_ALS_GRID,
     DEFAULT_GRIDS,

@@ -9,11 +9,11 @@ from typing import Any
 
 import pandas as pd
 
-from training.crosssell.als import ALSRecommender
-from training.crosssell.base import Recommender
+from servable.crosssell.als import ALSRecommender
+from servable.crosssell.base import Recommender
+from servable.crosssell.knn import ItemKNNRecommender
+from servable.crosssell.popularity import PopularityRecommender
 from training.crosssell.evaluation import cross_sell_targets, customers_before, evaluate
-from training.crosssell.knn import ItemKNNRecommender
-from training.crosssell.popularity import PopularityRecommender
 from training.crosssell.tuning import Grid, grids, tune_als, tune_knn, tune_popularity
 
 __all__ = ["POPULATIONS", "CrossSellResult", "run_backtest"]

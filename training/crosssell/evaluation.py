@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
-from training.crosssell.base import Recommender
+from servable.crosssell.base import Recommender
 from training.metrics import hit_rate_at_k, ndcg_at_k, recall_at_k
 
 __all__ = ["cross_sell_targets", "customers_before", "evaluate"]

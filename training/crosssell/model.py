@@ -1,6 +1,7 @@
-"""What gets registered: the final ALS refit on the whole log and its MLflow pyfunc
-(:class:`CrossSellPyfunc`; loading it needs numpy, pandas, scipy and this package, not
-implicit)."""
+"""What gets registered: the final ALS refit on the whole log, logged as the pyfunc
+:class:`CrossSellPyfunc` (it lives in :mod:`servable.crosssell.pyfunc`, logged with the
+model; re-exported here, so models registered before the move, which pickled
+``training.crosssell.model.CrossSellPyfunc``, still load inside the repository)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,15 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import scipy
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 import mlflow
-from training.crosssell.als import ALSRecommender
-from training.crosssell.base import DAY, Recommender, positions_frame
+from servable.crosssell.als import ALSRecommender
+from servable.crosssell.base import DAY, Recommender
+from servable.crosssell.pyfunc import CrossSellPyfunc
+from training.packaging import code_paths, pip_requirements
 
 __all__ = ["CrossSellPyfunc", "fit_final", "log_pyfunc"]
 
@@ -37,72 +38,6 @@ def fit_final(
         cutoff = transactions["ts"].max().normalize() + DAY
     model = ALSRecommender(**dict(params or {}))
     return model.fit(transactions, cutoff)  # type: ignore[return-value]
-
-
-_OUTPUT_COLUMNS = ["rank", "item_id", "item_name", "score", "source"]
-
-
-class CrossSellPyfunc(mlflow.pyfunc.PythonModel):
-    """A fitted :class:`Recommender` behind MLflow's pyfunc interface.
-
-    Artifacts: ``recommender`` (a directory written by :meth:`Recommender.save`) and
-    ``item_index`` (JSON: the model's item ids and, when known, their names). Call with
-    ``params={"mode": ..., "k": ..., "exclude_seen": ...}``:
-
-    * ``mode="recommend"`` (default): input column ``customer_id``; output ``customer_id,
-      rank, item_id, item_name, score, source`` — the top-k items each customer has not bought
-      or returned (``exclude_seen``); unknown customers get popular items (``source="popular"``,
-      ``score`` NaN);
-    * ``mode="similar"``: input column ``item_id``; output ``query_item_id, rank, item_id,
-      item_name, score, source`` — items bought together with each input item.
-
-    An optional integer input column ``k`` overrides ``params["k"]`` per row.
-    """
-
-    def __init__(self) -> None:
-        self.model: Recommender | None = None
-        self.names: dict[str, str] = {}
-
-    def load_context(self, context: Any) -> None:
-        self.model = Recommender.load(context.artifacts["recommender"])
-        index = json.loads(Path(context.artifacts["item_index"]).read_text())
-        names = index.get("name") or [None] * len(index["item_id"])
-        self.names = {i: n for i, n in zip(index["item_id"], names, strict=True) if n is not None}
-
-    def predict(
-        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-    ) -> pd.DataFrame:
-        if self.model is None:
-            self.load_context(context)
-        params = dict(params or {})
-        mode = params.get("mode") or "recommend"
-        k_default = int(params.get("k") or 10)
-        exclude_seen = bool(params.get("exclude_seen", True))
-        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        if mode == "recommend":
-            key, query = "customer_id", "customer_id"
-        elif mode == "similar":
-            key, query = "item_id", "query_item_id"
-        else:
-            raise ValueError(f"mode must be 'recommend' or 'similar', got {mode!r}")
-        if key not in frame.columns or frame[key].isna().any():
-            raise ValueError(f"mode={mode!r} needs a non-empty '{key}' column in the input")
-        ids = frame[key].astype(str).str.strip().tolist()
-        if "k" in frame.columns:
-            ks = pd.to_numeric(frame["k"], errors="coerce").fillna(k_default).astype(int)
-            ks = ks.clip(lower=1).tolist()
-        else:
-            ks = [k_default] * len(ids)
-        if not ids:
-            return pd.DataFrame(columns=[query, *_OUTPUT_COLUMNS])
-        if mode == "recommend":
-            positions = self.model._recommend_positions(ids, max(ks), exclude_seen)
-        else:
-            positions = self.model._similar_positions(ids, max(ks))
-        positions = [(p[:k], v[:k], min(m, k)) for (p, v, m), k in zip(positions, ks, strict=True)]
-        out = positions_frame(query, ids, positions, self.model.item_ids)
-        out.insert(3, "item_name", out["item_id"].map(self.names).astype(object))
-        return out.reset_index(drop=True)
 
 
 def _signature() -> ModelSignature:
@@ -165,12 +100,6 @@ def log_pyfunc(
         "n_customers": len(recommender.customer_ids),
         "n_items": len(recommender.item_ids),
     }
-    requirements = [
-        f"mlflow=={mlflow.__version__}",
-        f"numpy=={np.__version__}",
-        f"pandas=={pd.__version__}",
-        f"scipy=={scipy.__version__}",
-    ]
     run = nullcontext() if mlflow.active_run() else mlflow.start_run(run_name=name)
     with tempfile.TemporaryDirectory() as tmp, run:
         model_dir = recommender.save(Path(tmp) / "recommender")
@@ -180,9 +109,10 @@ def log_pyfunc(
             name=name,
             python_model=CrossSellPyfunc(),
             artifacts={"recommender": str(model_dir), "item_index": str(index_path)},
+            code_paths=code_paths(),
             signature=_signature(),
             input_example=(input_example, {"mode": "recommend", "k": 10}),
             registered_model_name=registered_model_name,
-            pip_requirements=requirements,
+            pip_requirements=pip_requirements("implicit", "threadpoolctl"),
             metadata=metadata,
         )

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.crosssell.als import ALSRecommender
-from training.crosssell.base import Interactions, Recommender, build_interactions
+from servable.crosssell.als import ALSRecommender
+from servable.crosssell.base import Interactions, Recommender, build_interactions
+from servable.crosssell.knn import ItemKNNRecommender
+from servable.crosssell.popularity import PopularityRecommender
 from training.crosssell.evaluation import cross_sell_targets, customers_before, evaluate
-from training.crosssell.knn import ItemKNNRecommender
-from training.crosssell.popularity import PopularityRecommender
 
 __all__ = [
     "DEFAULT_ALS_GRID",

@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from training.metrics import binary_flags, finite_values
+from servable.checks import binary_flags, finite_values, is_binary
 
 __all__ = [
     "TOP_SHARE",
@@ -62,10 +62,6 @@ def _inputs(
     if t.sum() == 0 or t.sum() == t.size:
         raise ValueError("uplift metrics need both treated and control rows")
     return yv, u, t
-
-
-def is_binary(y: np.ndarray) -> bool:
-    return bool(np.all((y == 0) | (y == 1)))
 
 
 def _order(uplift: np.ndarray) -> np.ndarray:

@@ -1,65 +1,27 @@
-"""The served offer model: one uplift model per e-mail arm (:class:`OfferUplift`), its fit on a
-whole campaign table and its MLflow pyfunc (features in, ``uplift_<arm>`` out)."""
+"""The served offer model's fit on a whole campaign table and its registration.
+
+:class:`OfferUplift` (one uplift model per e-mail arm) and its pyfunc
+:class:`OfferUpliftPyfunc` (features in, ``uplift_<arm>`` out) live in
+:mod:`servable.uplift`, which is logged with the model; they are re-exported here (and
+models registered before the move, which pickled ``training.uplift.model.OfferUpliftPyfunc``,
+still load inside the repository)."""
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
-from typing import Any
 
-import lightgbm as lgb
-import numpy as np
 import pandas as pd
-from mlflow.models.signature import ModelSignature
-from mlflow.types import ColSpec, DataType, Schema
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types.schema import AnyType, ColSpec, Schema
 
 import mlflow
+from servable.uplift import OfferUplift, OfferUpliftPyfunc
+from training.packaging import code_paths, pip_requirements
 from training.uplift.design import ARMS, CONTROL, HILLSTROM_FEATURES, MODEL_NAME
-from training.uplift.learners import UpliftModel, UpliftParams, load_uplift, make_learner
+from training.uplift.learners import UpliftParams, make_learner
 
 __all__ = ["OfferUplift", "OfferUpliftPyfunc", "fit_offer_uplift", "log_offer_uplift"]
-
-
-class OfferUplift:
-    """Per-arm uplift models against the same control: features in, ``uplift_<arm>`` out."""
-
-    def __init__(self, models: dict[str, UpliftModel], outcome: str = "visit") -> None:
-        if not models:
-            raise ValueError("an offer model needs at least one arm")
-        self.models = dict(models)
-        self.outcome = outcome
-
-    @property
-    def arms(self) -> list[str]:
-        return list(self.models)
-
-    @property
-    def input_columns(self) -> list[str]:
-        cols: list[str] = []
-        for m in self.models.values():
-            cols += [c for c in m.input_columns if c not in cols]
-        return cols
-
-    def predict(self, features: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame(
-            {f"uplift_{arm}": m.predict_uplift(features) for arm, m in self.models.items()},
-            index=features.index,
-        )
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        for arm, m in self.models.items():
-            m.save(path / arm)
-        (path / "offer.json").write_text(json.dumps({"arms": self.arms, "outcome": self.outcome}))
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> OfferUplift:
-        path = Path(path)
-        meta = json.loads((path / "offer.json").read_text())
-        return cls({arm: load_uplift(path / arm) for arm in meta["arms"]}, meta["outcome"])
 
 
 def fit_offer_uplift(
@@ -81,21 +43,6 @@ def fit_offer_uplift(
     return OfferUplift(models, outcome)
 
 
-class OfferUpliftPyfunc(mlflow.pyfunc.PythonModel):
-    """Pyfunc around :class:`OfferUplift`: pre-treatment features in, ``uplift_<arm>`` out."""
-
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        self.model = OfferUplift.load(context.artifacts["model"])
-
-    def predict(
-        self,
-        context: mlflow.pyfunc.PythonModelContext,
-        model_input: pd.DataFrame,
-        params: dict[str, Any] | None = None,
-    ) -> pd.DataFrame:
-        return self.model.predict(model_input).reset_index(drop=True)
-
-
 def _example(features: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Five rows with categoricals as plain strings (what a caller sends)."""
     ex = features[columns].head(5).reset_index(drop=True).copy()
@@ -105,13 +52,14 @@ def _example(features: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return ex
 
 
-def _signature(offer: OfferUplift) -> ModelSignature:
-    """Outputs only: the input is not enforced by MLflow (it would refuse int64 for a double
-    column and category dtype for a string one); :class:`FeatureEncoder` checks it instead
-    (missing columns, non-numeric values), and the input example documents it."""
-    return ModelSignature(
-        outputs=Schema([ColSpec(DataType.double, f"uplift_{arm}") for arm in offer.arms])
-    )
+def _signature(offer: OfferUplift, example: pd.DataFrame) -> ModelSignature:
+    """Inferred from the example and its prediction, with the input columns' types relaxed to
+    ``any``: MLflow checks that every feature column is there but does not convert them (it
+    would refuse int64 for a double column and category dtype for a string one);
+    :class:`FeatureEncoder` checks the values instead, and the input example shows them."""
+    inferred = infer_signature(example, offer.predict(example))
+    inputs = Schema([ColSpec(AnyType(), name) for name in inferred.inputs.input_names()])
+    return ModelSignature(inputs=inputs, outputs=inferred.outputs)
 
 
 def log_offer_uplift(
@@ -124,12 +72,6 @@ def log_offer_uplift(
     """Log (and register) ``offer`` as a pyfunc inside the active run (one is started if
     none is active). Returns MLflow's ``ModelInfo``. The metadata records the arms, the
     feature columns and ``trained_on``, so the service can tell whose offers it covers."""
-    requirements = [
-        f"mlflow=={mlflow.__version__}",
-        f"lightgbm=={lgb.__version__}",
-        f"numpy=={np.__version__}",
-        f"pandas=={pd.__version__}",
-    ]
     metadata = {
         "arms": ",".join(offer.arms),
         "outcome": offer.outcome,
@@ -143,14 +85,16 @@ def log_offer_uplift(
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = offer.save(Path(tmp) / "model")
+            input_example = _example(example, offer.input_columns)
             return mlflow.pyfunc.log_model(
                 name=name,
                 python_model=OfferUpliftPyfunc(),
                 artifacts={"model": str(path)},
-                input_example=_example(example, offer.input_columns),
-                signature=_signature(offer),
+                code_paths=code_paths(),
+                input_example=input_example,
+                signature=_signature(offer, input_example),
                 registered_model_name=registered_model_name,
-                pip_requirements=requirements,
+                pip_requirements=pip_requirements("lightgbm"),
                 metadata=metadata,
             )
     finally:

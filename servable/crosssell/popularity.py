@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from training.crosssell.base import Interactions, Recommender
+from servable.crosssell.base import Interactions, Recommender
 
 __all__ = ["PopularityRecommender"]
 

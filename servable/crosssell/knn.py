@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from training.crosssell.base import Interactions, Recommender, csr_arrays, csr_from
+from servable.crosssell.base import Interactions, Recommender, csr_arrays, csr_from
 
 __all__ = ["ItemKNNRecommender"]
 

@@ -17,7 +17,11 @@ label windows would leak the validation labels through the same customers' rows)
 fold early-stops the booster and fits a Platt calibrator (never the backtest window);
 the booster is then refit on every cutoff for ``refit_rounds`` × the early-stopped rounds,
 so the served model has seen the newest behaviour. Prediction runs on one numpy array per
-batch. All-time totals are not model inputs (see :func:`features.snapshot.model_columns`).
+batch. Which snapshot columns a model trains on is the caller's choice (training passes
+:func:`features.snapshot.model_columns`: all-time totals are not model inputs); the model
+stores the list and reads only those columns when it predicts.
+
+:class:`SnapshotPyfunc` is the MLflow pyfunc registered as ``churn`` and ``next_purchase``.
 """
 
 from __future__ import annotations
@@ -31,18 +35,20 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from features.snapshot import model_columns
-from training.bgnbd import BGNBD
+import mlflow
+from servable.bgnbd import BGNBD
 
 __all__ = [
     "BG_FEATURES",
     "ChurnModel",
     "GBMParams",
     "NextPurchaseModel",
+    "SnapshotPyfunc",
     "bgnbd_inputs",
     "fit_bgnbd",
     "fit_platt",
     "load_model",
+    "snapshot_output",
 ]
 
 WEEK = 7.0
@@ -247,18 +253,18 @@ class _SnapshotModel:
         x = features[base].to_numpy(dtype=np.float64)
         return np.hstack([x, _bg_frame(self.bgnbd, features, self.horizon)])
 
-    def _prepare(self, frame: pd.DataFrame, bgnbd: BGNBD | None) -> np.ndarray:
-        self.feature_names = model_columns(frame) + BG_FEATURES
+    def _prepare(self, frame: pd.DataFrame, columns: list[str], bgnbd: BGNBD | None) -> np.ndarray:
+        self.feature_names = [c for c in columns if c not in BG_FEATURES] + BG_FEATURES
         self.bgnbd = bgnbd or fit_bgnbd(frame[frame["cutoff"] == frame["cutoff"].max()])
         # BG/NBD features of older cutoffs come from the same fitted population parameters
         return self.matrix(frame)
 
     def _fit_classifier(
-        self, frame: pd.DataFrame, label: str, bgnbd: BGNBD | None
+        self, frame: pd.DataFrame, columns: list[str], label: str, bgnbd: BGNBD | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Fit ``self.clf`` on ``label``; returns the matrix and the train/validation masks."""
         tr, va = _split_by_time(frame, self.horizon)
-        x = self._prepare(frame, bgnbd)
+        x = self._prepare(frame, list(columns), bgnbd)
         y = frame[label].to_numpy(float)
         self.clf = _Classifier.fit(x, y, tr, va, self.feature_names, self.params)
         self.info = {
@@ -308,9 +314,12 @@ class ChurnModel(_SnapshotModel):
     clf: _Classifier | None = None
     kind = "churn"
 
-    def fit(self, frame: pd.DataFrame, bgnbd: BGNBD | None = None) -> ChurnModel:
-        """Fit on a stacked training frame (features + ``churn`` label + ``cutoff``)."""
-        self._fit_classifier(frame, "churn", bgnbd)
+    def fit(
+        self, frame: pd.DataFrame, columns: list[str], bgnbd: BGNBD | None = None
+    ) -> ChurnModel:
+        """Fit on a stacked training frame (features + ``churn`` label + ``cutoff``), using
+        the feature ``columns`` (e.g. ``features.model_columns(frame)``)."""
+        self._fit_classifier(frame, columns, "churn", bgnbd)
         return self
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
@@ -332,9 +341,12 @@ class NextPurchaseModel(_SnapshotModel):
     days: lgb.Booster | None = None
     kind = "next_purchase"
 
-    def fit(self, frame: pd.DataFrame, bgnbd: BGNBD | None = None) -> NextPurchaseModel:
-        """Fit on a stacked frame with ``buy_30d``, ``days_to_next``, ``next_observed``."""
-        x, tr, va = self._fit_classifier(frame, "buy_30d", bgnbd)
+    def fit(
+        self, frame: pd.DataFrame, columns: list[str], bgnbd: BGNBD | None = None
+    ) -> NextPurchaseModel:
+        """Fit on a stacked frame with ``buy_30d``, ``days_to_next``, ``next_observed``, using
+        the feature ``columns``."""
+        x, tr, va = self._fit_classifier(frame, columns, "buy_30d", bgnbd)
         # regression only on rows whose next order fell inside the horizon (not censored)
         d = frame["days_to_next"].to_numpy(float)
         seen = frame["next_observed"].to_numpy(bool) & (d < self.horizon)
@@ -385,3 +397,27 @@ def load_model(path: str | Path) -> ChurnModel | NextPurchaseModel:
             days=lgb.Booster(model_str=state["days"]),
         )
     raise ValueError(f"{path}: unknown model kind {state['kind']!r}")
+
+
+def snapshot_output(model: ChurnModel | NextPurchaseModel, features: pd.DataFrame) -> pd.DataFrame:
+    """What the pyfunc returns: ``p_churn``, or ``p_buy_30d`` and ``expected_days``, one row
+    per input row (a fresh 0..n-1 index)."""
+    out = model.predict(features)
+    if isinstance(out, pd.DataFrame):
+        return out.reset_index(drop=True)
+    return pd.DataFrame({"p_churn": out})
+
+
+class SnapshotPyfunc(mlflow.pyfunc.PythonModel):
+    """Pyfunc around a churn / next-purchase model: feature snapshot in, scores out."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        self.model = load_model(context.artifacts["model"])
+
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        return snapshot_output(self.model, model_input)

@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from training.crosssell.base import Interactions, Recommender
+from servable.crosssell.base import Interactions, Recommender
 
 __all__ = ["ALSRecommender"]
 
