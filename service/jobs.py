@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from service.config import PROJECT_ROOT, Settings
+from service.metrics import count_retrain_job
 from service.schemas import RetrainJobOut, RetrainRequest
 
 __all__ = ["JobConflict", "RetrainJobs", "UnknownJob"]
@@ -125,6 +126,7 @@ class RetrainJobs:
                     env=os.environ.copy(),
                 )
             self._jobs[job_id] = _Job(job_id, cmd, folder, process, datetime.now(UTC))
+        count_retrain_job("started")
         return self.status(job_id)
 
     def status(self, job_id: str) -> RetrainJobOut:
@@ -135,6 +137,7 @@ class RetrainJobs:
         code = job.process.poll()
         if code is not None and job.finished_at is None:
             job.finished_at = datetime.now(UTC)
+            count_retrain_job("succeeded" if code == 0 else "failed")
         state = "running" if code is None else ("succeeded" if code == 0 else "failed")
         summary: dict[str, Any] | None = None
         path = job.folder / "summary.json"

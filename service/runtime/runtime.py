@@ -32,6 +32,7 @@ from service.engine import (
     PolicyParams,
 )
 from service.messages import load_templates
+from service.metrics import served
 from service.report import BadReportRequest, CampaignReport, campaign_report
 from service.runtime.batch import BatchRanker
 from service.runtime.decisions import Decider
@@ -103,6 +104,7 @@ class Runtime:
             self.close()
             raise
         self.startup_seconds = time.perf_counter() - t0
+        served(models.versions, snapshot.at)
         log.info(
             "runtime ready: %d customers at %s, models %s (%.1f s)",
             len(snapshot.features),
@@ -132,6 +134,7 @@ class Runtime:
             snapshot = self._fresh_snapshot() if data else old.snapshot
             self._state = score_snapshot(snapshot, models, self.settings, self.params)
         new = self._state
+        served(new.models.versions, new.snapshot.at, old.models.versions)
         return ReloadResponse(
             model_versions=new.models.versions,
             previous_versions=old.models.versions,
