@@ -23,9 +23,12 @@ $(STAMP): pyproject.toml
 
 PORT ?= 3000
 
+# One BENTOML_HOME per port: BentoML keeps /metrics' multiprocess files in
+# $BENTOML_HOME/prometheus_multiproc_dir and empties it at start, so two servers on one
+# host (make run PORT=3001 beside PORT=3000) must not share it (docs/deployment.md).
 run: $(STAMP)
 	$(PY) -m training --if-missing $(ARGS)
-	$(VENV)/bin/bentoml serve service.service:RevivalService --port $(PORT)
+	BENTOML_HOME=$(BENTOML_HOME)/serve-$(PORT) $(VENV)/bin/bentoml serve service.service:RevivalService --port $(PORT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)

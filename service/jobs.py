@@ -25,6 +25,7 @@ from pathlib import Path
 from core.jobrun import STORE_ENV
 from core.store import ContactStore, Job, JobRunning
 from service.config import PROJECT_ROOT, Settings
+from service.metrics import count_retrain_job
 from service.schemas import RetrainJobOut, RetrainRequest
 
 __all__ = ["JOB_KIND", "JobConflict", "RetrainJobs", "UnknownJob"]
@@ -52,6 +53,7 @@ class RetrainJobs:
         self.store = store
         self.root = root or _jobs_dir(settings.store_url)
         self._children: list[subprocess.Popen] = []  # supervisors started here, to reap
+        self._finished: set[str] = set()  # jobs whose end this replica has counted
         self._lock = threading.Lock()
 
     def command(self, req: RetrainRequest, summary: Path) -> list[str]:
@@ -141,6 +143,7 @@ class RetrainJobs:
                 self.store.jobs.finish(job_id, -1, [f"could not start: {exc}"], None)
                 raise
             self._children.append(child)
+        count_retrain_job("started")
         return self.status(job_id)
 
     def status(self, job_id: str) -> RetrainJobOut:
@@ -149,6 +152,9 @@ class RetrainJobs:
             job = self.store.jobs.get(job_id)
         except LookupError:
             raise UnknownJob(f"no retraining job {job_id!r} in the store") from None
+        if job.status != "running" and job.job_id not in self._finished:
+            self._finished.add(job.job_id)  # counted once per replica that sees it end
+            count_retrain_job(job.status)
         return _out(job)
 
 

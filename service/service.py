@@ -32,12 +32,12 @@ service); they share the runtime's plain methods.
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 import bentoml
+from bentoml.exceptions import BentoMLException
 from pydantic import BaseModel
 from starlette.responses import Response
 
@@ -47,6 +47,8 @@ from service.api_config import SCOPES
 from service.config import load_settings
 from service.engine import Decision, UnknownCampaign
 from service.jobs import JobConflict, RetrainJobs, UnknownJob
+from service.metrics import count_decision
+from service.preflight import DeploymentError, check_deployment
 from service.report import CampaignReport
 from service.runtime import (
     Conflict,
@@ -133,35 +135,6 @@ def _guard(fn: Callable[[], Any]) -> Any:
         return problem_response(code, _message(exc))
 
 
-_metrics_lock = threading.Lock()
-_metrics: dict[str, Any] = {}
-
-
-def _decision_counter() -> Any:
-    """Prometheus counter of decisions (created after BentoML set up multiprocess mode)."""
-    with _metrics_lock:
-        if "decisions" not in _metrics:
-            import prometheus_client
-
-            _metrics["decisions"] = prometheus_client.Counter(
-                "revival_decisions",
-                "Decisions made, by lifecycle stage, channel and outcome",
-                ["stage", "channel", "outcome"],
-            )
-        return _metrics["decisions"]
-
-
-def _count(decision: Mapping[str, Any]) -> None:
-    """Count a decision (:meth:`Runtime.decide_encoded`'s plain data) in the metrics."""
-    outcome = (
-        "holdout" if decision["holdout"] else ("contact" if decision["contact"] else "no_contact")
-    )
-    try:
-        _decision_counter().labels(decision["stage"], decision["channel"] or "none", outcome).inc()
-    except Exception:  # metrics must never fail a request
-        log.debug("metrics update failed", exc_info=True)
-
-
 # Workers, threads and traffic of the served process; the benchmark's no-op service
 # (benchmarks.noop_service) runs with the same, so its latency is this service's floor.
 SERVING: dict[str, Any] = {"workers": 1, "threads": 8, "traffic": {"timeout": 120}}
@@ -197,6 +170,15 @@ class RevivalService:
             flush=True,
         )
 
+    @bentoml.on_deployment
+    def preflight() -> None:
+        """Runs once in ``bentoml serve``'s main process before any worker starts: a bad
+        setting ends the command (non-zero, one line naming the setting, no restart loop)."""
+        try:
+            check_deployment()
+        except DeploymentError as exc:
+            raise BentoMLException(str(exc)) from None
+
     @bentoml.on_shutdown
     def shutdown(self) -> None:
         self.runtime.close()
@@ -214,7 +196,7 @@ class RevivalService:
 
         def run() -> Response:
             decision, encoded = self.runtime.decide_encoded(request)
-            _count(decision)
+            count_decision(decision)
             return Response(content=encoded, media_type="application/json")
 
         if request.dispatch or not self._local_store:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 
-from core.env import PROJECT_ROOT
 from tools.serve import Server
 
 pytestmark = pytest.mark.e2e
@@ -26,35 +22,6 @@ def server(service_env, tmp_path_factory):
     srv = Server(env, folder / "serve.log").start()
     yield srv
     srv.stop()
-
-
-def test_bentofile_packages_the_service(tmp_path):
-    """``bentoml build`` of bentofile.yaml: the service, its packages and the project pins."""
-    import tomllib
-
-    import yaml
-
-    spec = yaml.safe_load((PROJECT_ROOT / "bentofile.yaml").read_text())
-    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
-    assert spec["python"]["packages"] == project["dependencies"]
-    env = {**os.environ, "BENTOML_HOME": str(tmp_path), "BENTOML_DO_NOT_TRACK": "true"}
-    out = subprocess.run(
-        [sys.executable, "-m", "bentoml", "build", str(PROJECT_ROOT)],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    (bento,) = (tmp_path / "bentos" / "revival").glob("*/bento.yaml")
-    src = bento.parent / "src"
-    for path in ("service/service.py", "service/policy.yaml", "service/templates/messages.yaml"):
-        assert (src / path).is_file(), path
-    assert (src / "features" / "snapshot.py").is_file()
-    assert not (src / "tests").exists() and not (src / "mlflow").exists()
-    requirements = (bento.parent / "env" / "python" / "requirements.txt").read_text()
-    assert "bentoml==1.4.39" in requirements
 
 
 def ranked(srv: Server) -> list[dict]:

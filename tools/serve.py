@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +37,12 @@ class Server:
     ``key``: the admin key the service creates on a first start (``api.bootstrap_key``):
     taken from ``env`` if set there, else a new random one; :meth:`post` and :attr:`auth`
     use it. On a store that already has keys, pass one of them in ``env`` instead.
+
+    Each server gets its own ``BENTOML_HOME`` (a temporary folder, removed by :meth:`stop`)
+    unless ``env`` names one: BentoML keeps the Prometheus multiprocess files of ``/metrics``
+    in ``$BENTOML_HOME/prometheus_multiproc_dir`` and empties that folder when a server
+    starts, so two servers sharing a home would mix (and wipe) each other's counters.
+    ``cwd``: where ``bentoml serve`` runs (the project root by default).
     """
 
     def __init__(
@@ -43,9 +51,15 @@ class Server:
         log: Path,
         target: str = SERVICE,
         timeout_s: float = READY_TIMEOUT_S,
+        cwd: Path = PROJECT_ROOT,
     ):
         self.env = {**os.environ, **env}
+        self._home: str | None = None
+        if "BENTOML_HOME" not in env:
+            self._home = tempfile.mkdtemp(prefix="revival-bentoml-home-")
+            self.env["BENTOML_HOME"] = self._home
         self.key = self.env.setdefault(BOOTSTRAP_ENV, f"rvk_{secrets.token_urlsafe(32)}")
+        self.cwd = cwd
         self.log = log
         self.target = target
         self.timeout_s = timeout_s
@@ -68,7 +82,7 @@ class Server:
                     "--port",
                     str(port),
                 ],
-                cwd=PROJECT_ROOT,
+                cwd=self.cwd,
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -77,6 +91,7 @@ class Server:
         deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.stop()
                 raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
@@ -88,14 +103,16 @@ class Server:
         raise RuntimeError(f"not ready in {self.timeout_s:.0f} s: {self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        if self._home is not None:
+            shutil.rmtree(self._home, ignore_errors=True)
+            self._home = None
 
     @property
     def auth(self) -> dict[str, str]:

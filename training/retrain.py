@@ -63,6 +63,7 @@ from core.store import FRAME_MAX, StoreError, open_store
 from features.contracts import DataContractError
 from features.loaders import Loaded, load_transactions
 from training.event_guard import EventPurchasesRefused, check_event_purchases
+from training.flags import add_flag
 from training.offer_learning import (
     BrandUplift,
     CampaignTable,
@@ -390,7 +391,7 @@ def parser() -> argparse.ArgumentParser:
         "REVIVAL_MLFLOW_TRACKING_URI, else MLFLOW_TRACKING_URI, else mlflow/mlflow.db)",
     )
     p.add_argument("--experiment", default="revival")
-    p.add_argument("--force", action="store_true", help="promote even if a gate says no")
+    add_flag(p, "--force", "promote even if a gate says no")
     p.add_argument("--horizon", type=int, default=90)
     p.add_argument("--max-cutoffs", type=int, default=12)
     p.add_argument("--als-grid", choices=["default", "small"], default="default")
@@ -440,7 +441,7 @@ def parser() -> argparse.ArgumentParser:
         "week's log orders; after the log's end its median weekly orders) (default: env "
         f"REVIVAL_EVENTS__MAX_EVENT_ORDER_RATIO, else {DEFAULT_MAX_EVENT_ORDER_RATIO:g})",
     )
-    p.add_argument("--attribution-only", action="store_true", help="attribute, print, stop")
+    add_flag(p, "--attribution-only", "attribute, print, stop")
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     p.add_argument("--summary-out", default="", help="also write the JSON summary here")
     return p

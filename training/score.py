@@ -24,6 +24,8 @@ from features.loaders import load_transactions
 from features.snapshot import build_features
 from training.registry import CHAMPION
 
+DEFAULT_OUT = PROJECT_ROOT / "var" / "scores.parquet"
+
 __all__ = ["score", "main"]
 
 
@@ -59,17 +61,18 @@ def score(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.score", description=__doc__)
-    p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--data", default="", help=f"default {DEFAULT_DATA}")
     p.add_argument("--cutoff", default=None, help="default: the day after the last transaction")
     p.add_argument(
         "--out",
-        default=str(PROJECT_ROOT / "var" / "scores.parquet"),
-        help="output file (.parquet or .csv)",
+        default="",
+        help=f"output file (.parquet or .csv; default {DEFAULT_OUT})",
     )
     p.add_argument("--tracking-uri", default=default_tracking_uri())
     p.add_argument("--k", type=int, default=10)
     args = p.parse_args(argv)
-    out = Path(args.out)
+    args.data = args.data or str(DEFAULT_DATA)  # "" (e.g. from MLproject) means the default
+    out = Path(args.out or DEFAULT_OUT)
     if out.suffix not in {".parquet", ".csv"}:
         print(f"error: --out {out}: use a .parquet or .csv file name", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from service.engine import (
     decide_data,
     encode_decision,
 )
+from service.metrics import count_caps
 from service.runtime.clock import request_now
 from service.runtime.dispatch import Dispatcher
 from service.runtime.errors import Conflict, Rejected
@@ -146,6 +147,7 @@ class Decider:
                 customer_id, since, make, bought_since=state.snapshot.at
             )
             if reason is None:
+                count_caps(made[-1][0])
                 return made[-1]
             unavailable[str(rec.channel)] = f"{reason} (at reservation)"
         raise RuntimeError("could not reserve a contact after trying every channel")

@@ -10,6 +10,7 @@ from service.channels import ChannelProvider, LogProvider, OutboundMessage, Webh
 from service.channels import dispatch as dispatch_message
 from service.config import Settings
 from service.engine import Decision, DispatchOut
+from service.metrics import count_dispatch_failure
 from service.runtime.errors import Conflict, Rejected
 from service.schemas import ProfileIn
 
@@ -71,6 +72,8 @@ class Dispatcher:
             raise Rejected("dispatch needs a recorded decision") from None
         except DispatchInProgress as exc:
             raise Conflict(str(exc)) from None
+        if result.status == "failed" and not result.duplicate:
+            count_dispatch_failure(decision.channel)
         return DispatchOut(
             status="duplicate" if result.duplicate else result.status,
             attempts=result.attempts,

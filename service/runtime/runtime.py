@@ -36,6 +36,7 @@ from service.engine import (
     PolicyParams,
 )
 from service.messages import load_templates
+from service.metrics import served
 from service.report import BadReportRequest, CampaignReport, campaign_report
 from service.runtime.batch import BatchRanker
 from service.runtime.decisions import Decider
@@ -110,6 +111,7 @@ class Runtime:
             self._follow,
         ).start()
         self.startup_seconds = time.perf_counter() - t0
+        served(models.versions, snapshot.at)
         log.info(
             "runtime ready: %d customers at %s, models %s (%.1f s)",
             len(snapshot.features),
@@ -148,6 +150,7 @@ class Runtime:
             )
             self._state, self._generation = state, served.generation
         new = self._state
+        served(new.models.versions, new.snapshot.at, old.models.versions)
         return ReloadResponse(
             model_versions=new.models.versions,
             previous_versions=old.models.versions,

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ValidationError
 from core.store import open_store
 from service.auth import ENDPOINT_SCOPES, KeyCache, RateLimiter, Scope, allows, bearer_token
 from service.config import Settings, load_settings
+from service.metrics import refresh_on_scrape
 from service.web.problems import MEDIA_TYPE, field_errors, problem_body, problem_status
 
 __all__ = ["Gate", "caller_key_id"]
@@ -137,6 +138,8 @@ class Gate:
             await self.app(scope, receive, send)
             return
         path, method = scope["path"], scope["method"]
+        if path == "/metrics":
+            refresh_on_scrape()  # time-dependent gauges (snapshot age) as of this scrape
         needed = ENDPOINT_SCOPES.get(path)
         if needed is not None and method == "POST":
             await self._guarded(scope, receive, send, needed)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from core.env import HILLSTROM_DATA
+from training.flags import add_flag
 from training.uplift.design import MODEL_NAME
 from training.uplift.learners import UpliftParams
 from training.uplift.train import train_and_register
@@ -20,12 +21,12 @@ def parser() -> argparse.ArgumentParser:
         description="Hillstrom offer-uplift experiment; logs to MLflow and registers "
         f"{MODEL_NAME!r} behind the champion gate.",
     )
-    p.add_argument("--data", default=str(HILLSTROM_DATA), help="Hillstrom CSV(.gz)")
+    p.add_argument("--data", default="", help=f"Hillstrom CSV(.gz) (default {HILLSTROM_DATA})")
     p.add_argument(
         "--tracking-uri", default=None, help="MLflow tracking URI (default: SQLite under mlflow/)"
     )
     p.add_argument("--experiment", default="revival")
-    p.add_argument("--force", action="store_true", help="promote even if the gate says no")
+    add_flag(p, "--force", "promote even if the gate says no")
     p.add_argument("--learner", choices=["x_learner", "two_model"], default="x_learner")
     p.add_argument("--splits", type=int, default=5, help="repeated 50/50 splits (5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fixed split (0)")
@@ -41,6 +42,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.data = args.data or str(HILLSTROM_DATA)  # "" (e.g. from MLproject): the default
+    args.tracking_uri = args.tracking_uri or None
     if min(args.splits, args.rounds, args.min_leaf) < 1:
         print("error: --splits, --rounds and --min-leaf must be at least 1", file=sys.stderr)
         return 2
