@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from core.store import ContactStore, Engagement, Served, open_store
+from service import metrics
 from service.channels import ChannelProvider
 from service.config import Settings
 from service.engine import (
@@ -36,7 +37,6 @@ from service.engine import (
     PolicyParams,
 )
 from service.messages import load_templates
-from service.metrics import served
 from service.report import BadReportRequest, CampaignReport, campaign_report
 from service.runtime.batch import BatchRanker
 from service.runtime.decisions import Decider
@@ -111,7 +111,7 @@ class Runtime:
             self._follow,
         ).start()
         self.startup_seconds = time.perf_counter() - t0
-        served(models.versions, snapshot.at)
+        metrics.served(models.versions, snapshot.at)
         log.info(
             "runtime ready: %d customers at %s, models %s (%.1f s)",
             len(snapshot.features),
@@ -150,7 +150,7 @@ class Runtime:
             )
             self._state, self._generation = state, served.generation
         new = self._state
-        served(new.models.versions, new.snapshot.at, old.models.versions)
+        metrics.served(new.models.versions, new.snapshot.at, old.models.versions)
         return ReloadResponse(
             model_versions=new.models.versions,
             previous_versions=old.models.versions,
@@ -196,6 +196,7 @@ class Runtime:
             if models is not old.models or snapshot is not old.snapshot:
                 self._state = score_snapshot(snapshot, models, self.settings, self.params)
             self._generation = served.generation
+        metrics.served(models.versions, snapshot.at, old.models.versions)
         log.info(
             "following generation %d published by %s: models %s",
             served.generation,
