@@ -106,6 +106,31 @@ def service_env(champions):
     return env
 
 
+@pytest.fixture(scope="session")
+def bento(tmp_path_factory):
+    """``(home, tag, bento folder)`` of one ``bentoml build`` of the project into a fresh
+    BentoML home (shared by the bento and topology end-to-end tests)."""
+    import os
+    import subprocess
+    import sys
+
+    from core.env import PROJECT_ROOT
+
+    home = tmp_path_factory.mktemp("bentoml_home")
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    out = subprocess.run(
+        [sys.executable, "-m", "bentoml", "build", str(PROJECT_ROOT)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    (info,) = (home / "bentos" / "revival").glob("*/bento.yaml")
+    return home, f"revival:{info.parent.name}", info.parent
+
+
 # --------------------------------------------------------------------------- PostgreSQL
 
 

@@ -31,24 +31,6 @@ BUILD_ENVS = {
 }
 
 
-@pytest.fixture(scope="module")
-def bento(tmp_path_factory):
-    """``(home, tag, bento folder)`` of one ``bentoml build`` into a fresh BentoML home."""
-    home = tmp_path_factory.mktemp("bentoml_home")
-    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
-    out = subprocess.run(
-        [sys.executable, "-m", "bentoml", "build", str(PROJECT_ROOT)],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    (info,) = (home / "bentos" / "revival").glob("*/bento.yaml")
-    return home, f"revival:{info.parent.name}", info.parent
-
-
 def test_bento_holds_the_service_only_and_its_envs(bento):
     _, _, folder = bento
     spec = yaml.safe_load((PROJECT_ROOT / "bentofile.yaml").read_text())

@@ -54,10 +54,8 @@ class Server:
         cwd: Path = PROJECT_ROOT,
     ):
         self.env = {**os.environ, **env}
+        self._own_home = "BENTOML_HOME" not in env  # one per server (and per start)
         self._home: str | None = None
-        if "BENTOML_HOME" not in env:
-            self._home = tempfile.mkdtemp(prefix="revival-bentoml-home-")
-            self.env["BENTOML_HOME"] = self._home
         self.key = self.env.setdefault(BOOTSTRAP_ENV, f"rvk_{secrets.token_urlsafe(32)}")
         self.cwd = cwd
         self.log = log
@@ -67,6 +65,9 @@ class Server:
         self.url = ""
 
     def start(self) -> Server:
+        if self._own_home:
+            self._home = tempfile.mkdtemp(prefix="revival-bentoml-home-")
+            self.env["BENTOML_HOME"] = self._home
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         with open(self.log, "ab") as out:
