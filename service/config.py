@@ -403,6 +403,12 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = Field(default="sqlite:///mlflow/mlflow.db", min_length=1)
     model_names: ModelNames = ModelNames()
     model_alias: str = Field(default="champion", min_length=1)
+    snapshot: str = Field(
+        default="newest",
+        min_length=1,
+        description="the snapshot served: newest (stored by training, else data_path), "
+        "data (featurise data_path) or an MLflow run id (pinned)",
+    )
 
     channels: dict[ChannelName, ChannelPolicy] = Field(default_factory=dict)
     global_weekly_cap: int = Field(default=4, ge=0)

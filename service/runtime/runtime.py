@@ -1,7 +1,8 @@
 """The serving runtime: the object every endpoint calls, delegating to named collaborators.
 
-At start-up :class:`Runtime` loads the champions (:mod:`.models`), builds the point-in-time
-snapshot of the configured log (:mod:`.snapshot`), scores every customer once (:mod:`.state`),
+At start-up :class:`Runtime` loads the champions (:mod:`.models`), loads the point-in-time
+snapshot (:mod:`.snapshot`: the newest one training stored, else built from the configured
+log), scores every customer once (:mod:`.state`),
 re-reads live purchases since the snapshot (:mod:`.overlay`) and the population priors
 (:mod:`.population`). :meth:`Runtime.reload` switches to the current champions (and optionally
 a fresh snapshot) without a restart; requests in flight keep the state they started with (the
@@ -104,9 +105,10 @@ class Runtime:
             raise
         self.startup_seconds = time.perf_counter() - t0
         log.info(
-            "runtime ready: %d customers at %s, models %s (%.1f s)",
+            "runtime ready: %d customers at %s (snapshot %s), models %s (%.1f s)",
             len(snapshot.features),
             snapshot.cutoff.date(),
+            snapshot.source,
             models.versions,
             self.startup_seconds,
         )
@@ -143,13 +145,15 @@ class Runtime:
         )
 
     def _fresh_snapshot(self) -> Snapshot:
-        """The snapshot rebuilt from ``data_path``; an unreadable log is the deployment's
-        problem (:class:`DataUnavailable`, 503), and the current snapshot stays served."""
+        """The snapshot :func:`load_snapshot` gives now (the newest stored one, else rebuilt
+        from ``data_path``); an unreadable one is the deployment's problem
+        (:class:`DataUnavailable`, 503), and the current snapshot stays served."""
         try:
             return load_snapshot(self.settings)
         except (OSError, ValueError) as exc:
             raise DataUnavailable(
-                f"data_path: cannot rebuild the snapshot from {self.settings.data_path}: {exc}"
+                f"data_path / snapshot: cannot load a fresh snapshot "
+                f"({self.settings.snapshot}, data_path {self.settings.data_path}): {exc}"
             ) from exc
 
     # ----------------------------------------------------------------- what a decision reads
