@@ -28,7 +28,9 @@ from features.loaders import (
     load_online_retail,
     load_transactions,
 )
+from features.serving import ServingData, build_serving
 from features.snapshot import FEATURE_COLUMNS, build_features
+from features.stored import StoredSnapshotError, read_stored, write_stored
 
 __all__ = [
     "CUSTOMER_COLUMNS",
@@ -39,18 +41,23 @@ __all__ = [
     "TRANSACTION_COLUMNS",
     "CleaningReport",
     "DataContractError",
+    "ServingData",
+    "StoredSnapshotError",
     "assign_lifecycle",
     "backtest_cutoff",
     "build_features",
     "build_labels",
+    "build_serving",
     "build_training_frame",
     "load_csv",
     "load_hillstrom",
     "load_online_retail",
     "load_transactions",
     "parse_cutoff",
+    "read_stored",
     "training_cutoffs",
     "validate_customers",
     "validate_events",
     "validate_transactions",
+    "write_stored",
 ]

@@ -409,6 +409,12 @@ class Settings(BaseSettings):
         le=3600,
         description="how often a replica checks the store for versions another one published",
     )
+    snapshot: str = Field(
+        default="newest",
+        min_length=1,
+        description="the snapshot served: newest (stored by training, else data_path), "
+        "data (featurise data_path) or an MLflow run id (pinned)",
+    )
 
     channels: dict[ChannelName, ChannelPolicy] = Field(default_factory=dict)
     global_weekly_cap: int = Field(default=4, ge=0)

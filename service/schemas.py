@@ -330,6 +330,10 @@ class ReloadResponse(_Out):
     offer_choice: str = Field(
         default="", description="offer_uplift_model vN, or offer_rules: why the rules choose"
     )
+    snapshot: str = Field(
+        default="",
+        description="where the served snapshot comes from: an MLflow run id or data:<path>",
+    )
     generation: int = Field(
         description="the served-versions generation published: every replica sharing the "
         "store serves these versions within replica_sync_seconds"

@@ -59,8 +59,15 @@ def test_self_revocation_is_documented_as_409(spec):
 
 
 def test_reload_without_its_data_file_is_unavailable(tmp_path: Path):
-    """reload(data=True) with an unreadable log was a 500; now DataUnavailable -> 503."""
-    fake = SimpleNamespace(settings=SimpleNamespace(data_path=tmp_path / "gone.csv"))
+    """reload(data=True) with an unreadable log was a 500; now DataUnavailable -> 503
+    (no stored snapshot in the tracking store, so the log is the fallback)."""
+    settings = SimpleNamespace(
+        data_path=tmp_path / "gone.csv",
+        snapshot="newest",
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'empty.db'}",
+        default_timezone="Europe/London",
+    )
+    fake = SimpleNamespace(settings=settings)
     with pytest.raises(DataUnavailable, match="data_path"):
         Runtime._fresh_snapshot(fake)
 

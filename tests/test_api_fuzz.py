@@ -10,7 +10,8 @@ customer id, a running retraining job), that file says so per operation — no c
 ``/retrain`` runs for real: the service's data file is a copy that is removed once the
 service has started, so every retraining child exits within a second or two ("--data: no
 such file") instead of training for minutes (a valid start while one runs is a 409).
-``/reload`` with ``data: true`` rebuilds the snapshot from that (missing) file: 503.
+``/reload`` with ``data: true`` loads the snapshot the test training stored (200); without
+one it would rebuild it from that (missing) file: 503.
 """
 
 from __future__ import annotations

@@ -550,6 +550,7 @@ def real_runtime(champions, tmp_path_factory):
     settings = load_settings().model_copy(
         update={
             "data_path": DEFAULT_DATA,
+            "snapshot": "data",  # not the slice's stored snapshot: featurise the full log
             "mlflow_tracking_uri": uri,
             "store_url": f"sqlite:///{tmp_path_factory.mktemp('real') / 'store.db'}",
             "holdout_share": 0.0,

@@ -73,6 +73,8 @@ def trained(mlflow_server, champions, tmp_path_factory) -> tuple[str, Path]:
     data, _ = champions  # the 10 % slice of the real log the session's champions use
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["MLFLOW_TRACKING_URI"] = mlflow_server
+    # --env-manager local runs the entry point's `python` from PATH: this interpreter's
+    env["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{env.get('PATH', '')}"
     cmd = [sys.executable, "-m", "mlflow", "run", "mlflow", "-e", "train", "--env-manager",
            "local", "--experiment-name", "revival", "-P", f"data={data}", "-P",
            "max_cutoffs=4", "-P", "als_grid=small", "-P", "force=true"]  # fmt: skip

@@ -8,6 +8,7 @@ import sys
 from core.env import DEFAULT_DATA, configure_environment, default_tracking_uri
 from features.contracts import DataContractError
 from features.cutoff import parse_cutoff
+from features.serving import DEFAULT_TIMEZONE
 from servable.bgnbd import BGNBDFitError
 from training.pipeline import TrainConfig, missing_champions, summary_json, train
 
@@ -45,6 +46,17 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-cutoffs", type=int, default=12)
     p.add_argument("--als-grid", choices=["default", "small"], default="default")
+    p.add_argument(
+        "--timezone",
+        default=DEFAULT_TIMEZONE,
+        help="zone of the log's wall-clock times for the stored serving snapshot: the "
+        f"service's default_timezone ({DEFAULT_TIMEZONE})",
+    )
+    p.add_argument(
+        "--no-snapshot",
+        action="store_true",
+        help="log no scoring run with the serving snapshot at the end",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     return p
 
@@ -67,17 +79,22 @@ def main(argv: list[str] | None = None) -> int:
             print("every model has a champion; not training (drop --if-missing to retrain)")
             return 0
         print(f"no champion for {missing}: training")
-    cfg = TrainConfig(
-        force_first=args.if_missing,
-        data=args.data,
-        horizon=args.horizon,
-        cutoff=cutoff,
-        tracking_uri=args.tracking_uri,
-        experiment=args.experiment,
-        force=args.force,
-        max_cutoffs=args.max_cutoffs,
-        als_grid=args.als_grid,
-    )
+    try:
+        cfg = TrainConfig(
+            force_first=args.if_missing,
+            data=args.data,
+            horizon=args.horizon,
+            cutoff=cutoff,
+            tracking_uri=args.tracking_uri,
+            experiment=args.experiment,
+            force=args.force,
+            max_cutoffs=args.max_cutoffs,
+            als_grid=args.als_grid,
+            snapshot_timezone=None if args.no_snapshot else args.timezone,
+        )
+    except ValueError as exc:
+        print(f"error: --timezone: {exc}", file=sys.stderr)
+        return 2
     try:
         result = train(cfg)
     except (DataContractError, FileNotFoundError, BGNBDFitError, ValueError) as exc:

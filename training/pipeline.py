@@ -8,6 +8,10 @@ days before it). The same recipe is then refitted on cutoffs whose labels end at
 the log, and *that* model is registered with the backtest metrics of its recipe as tags
 (it is what the service will serve). One MLflow parent run per training, a child run per
 model; the champion gate (:mod:`training.registry`) decides whether aliases move.
+At its end a run that read its own log also logs a scoring run holding the serving snapshot
+of the log (:func:`training.score.log_snapshot_run`), which service replicas load at
+start-up; a retraining on an outcome-augmented log (:mod:`training.retrain`) logs none: the
+service's snapshot is of the data file, the purchases since come from its store.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
@@ -28,6 +33,7 @@ from core.env import DEFAULT_DATA, default_tracking_uri
 from features.cutoff import parse_cutoff
 from features.labels import backtest_cutoff, build_labels, build_training_frame, training_cutoffs
 from features.loaders import Loaded, load_transactions
+from features.serving import DEFAULT_TIMEZONE
 from features.snapshot import build_features, model_columns
 from servable.propensity import ChurnModel, NextPurchaseModel, bgnbd_inputs, fit_bgnbd
 from training import plots
@@ -47,6 +53,7 @@ from training.registry import (
     use_store,
     write_json,
 )
+from training.score import log_snapshot_run
 from training.stages import Measurement, StageLog
 
 __all__ = ["TrainConfig", "TrainResult", "champions_or_explain", "missing_champions", "train"]
@@ -70,10 +77,20 @@ class TrainConfig:
     min_history_days: int = 180
     als_grid: str = "default"  # "small" for quick runs (tests)
     register: bool = True
+    # zone of the log's wall-clock times for the stored snapshot (the service's
+    # default_timezone); None: log no snapshot run
+    snapshot_timezone: str | None = DEFAULT_TIMEZONE
 
     def __post_init__(self) -> None:
         if self.cutoff is not None:  # a date string from MLproject or a caller: parsed once
             self.cutoff = parse_cutoff(self.cutoff)
+        if self.snapshot_timezone:  # checked now, not after the training
+            try:
+                ZoneInfo(self.snapshot_timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(
+                    f"snapshot_timezone: unknown IANA time zone {self.snapshot_timezone!r}"
+                ) from None
 
 
 @dataclass
@@ -86,6 +103,7 @@ class TrainResult:
     stages: list[Measurement]
     cutoff: pd.Timestamp
     fingerprint: dict[str, Any]
+    snapshot_run: str | None = None  # the scoring run holding the serving snapshot
 
 
 def _log(msg: str) -> None:
@@ -253,9 +271,10 @@ def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
     train on instead of reading ``cfg.data``.
     """
     stages = StageLog()
-    use_store(cfg.tracking_uri, cfg.experiment)
+    experiment_id = use_store(cfg.tracking_uri, cfg.experiment)
     client = MlflowClient()
 
+    own_log = loaded is None
     if loaded is None:
         loaded = stages.run("load + clean log", lambda: load_transactions(cfg.data))
     tx = loaded.transactions
@@ -278,7 +297,17 @@ def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
             f"gate {d.model} v{d.version}: {'PROMOTED' if d.promoted else 'kept champion'}"
             f" — {d.reason}"
         )
-    return TrainResult(run_id, table, decisions, stages.done, cutoff, fp)
+    snapshot_run = None
+    if own_log and cfg.snapshot_timezone:
+        zone = cfg.snapshot_timezone
+        snapshot_run = stages.run(
+            "serving snapshot: build + log (scoring run)",
+            lambda: log_snapshot_run(
+                loaded, experiment_id, zone, data_path=cfg.data, tags={"training.run": run_id}
+            ),
+        )
+        _log(f"serving snapshot logged: run {snapshot_run}")
+    return TrainResult(run_id, table, decisions, stages.done, cutoff, fp, snapshot_run)
 
 
 def _cutoff_kw(cfg: TrainConfig) -> dict[str, int]:
@@ -518,6 +547,7 @@ def summary_json(result: TrainResult) -> str:
     return json.dumps(
         {
             "run_id": result.run_id,
+            "snapshot_run": result.snapshot_run,
             "cutoff": str(result.cutoff.date()),
             "decisions": [d.to_dict() for d in result.decisions],
             "stages": [m.__dict__ for m in result.stages],

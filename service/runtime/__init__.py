@@ -16,7 +16,14 @@ from service.runtime.errors import (
 from service.runtime.models import Models, load_models, offer_scores, tracking_uri
 from service.runtime.population import POPULATION_INLINE_S, POPULATION_TTL_S, PopulationCache
 from service.runtime.runtime import Runtime
-from service.runtime.snapshot import FeatureRow, Snapshot, load_snapshot
+from service.runtime.snapshot import (
+    FeatureRow,
+    Snapshot,
+    build_snapshot,
+    load_snapshot,
+    newest_snapshot_run,
+    stored_snapshot,
+)
 from service.runtime.state import State, score_snapshot
 
 __all__ = [
@@ -33,9 +40,12 @@ __all__ = [
     "Snapshot",
     "State",
     "UnknownCustomer",
+    "build_snapshot",
     "load_models",
     "load_snapshot",
+    "newest_snapshot_run",
     "offer_scores",
     "score_snapshot",
+    "stored_snapshot",
     "tracking_uri",
 ]

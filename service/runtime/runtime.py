@@ -1,13 +1,14 @@
 """The serving runtime: the object every endpoint calls, delegating to named collaborators.
 
-At start-up :class:`Runtime` loads the champions (:mod:`.models`), builds the point-in-time
-snapshot of the configured log (:mod:`.snapshot`), scores every customer once (:mod:`.state`)
-and warms the population priors (:mod:`.population`); purchases since the snapshot are read
-from the store with each decision's history (:mod:`.overlay`). :meth:`Runtime.reload`
-switches to the current champions (and optionally a fresh snapshot) without a restart and
-publishes them in the shared store, which every replica follows (:mod:`.sync`,
-:mod:`core.store.serving`); requests in flight keep the state they started with (the state
-is swapped as one object). Requests go to :class:`.decisions.Decider` (``/decide``),
+At start-up :class:`Runtime` loads the champions (:mod:`.models`), loads the point-in-time
+snapshot (:mod:`.snapshot`: the newest one training stored, else built from the configured
+log), scores every customer once (:mod:`.state`) and warms the population priors
+(:mod:`.population`); purchases since the snapshot are read from the store with each
+decision's history (:mod:`.overlay`). :meth:`Runtime.reload` switches to the current
+champions (and optionally the newest snapshot) without a restart and publishes them in the
+shared store, which every replica follows (:mod:`.sync`, :mod:`core.store.serving`);
+requests in flight keep the state they started with (the state is swapped as one object).
+Requests go to :class:`.decisions.Decider` (``/decide``),
 :class:`.batch.BatchRanker` (``/decide_batch``), :class:`.recording.EventRecorder`
 (``/events``), :class:`.lookups.CustomerLookups` (``/recommend``, ``/customer``) and
 :func:`service.report.campaign_report` (``/report``).
@@ -113,9 +114,10 @@ class Runtime:
         self.startup_seconds = time.perf_counter() - t0
         metrics.served(models.versions, snapshot.at)
         log.info(
-            "runtime ready: %d customers at %s, models %s (%.1f s)",
+            "runtime ready: %d customers at %s (snapshot %s), models %s (%.1f s)",
             len(snapshot.features),
             snapshot.cutoff.date(),
+            snapshot.source,
             models.versions,
             self.startup_seconds,
         )
@@ -146,7 +148,7 @@ class Runtime:
             snapshot = self._fresh_snapshot() if data else old.snapshot
             state = score_snapshot(snapshot, models, self.settings, self.params)
             served = self.store.serving.publish(
-                models.versions, self._source(snapshot), self._who("reload")
+                models.versions, snapshot.source, self._who("reload")
             )
             self._state, self._generation = state, served.generation
         new = self._state
@@ -159,6 +161,7 @@ class Runtime:
             customers=len(new.snapshot.features),
             seconds=round(time.perf_counter() - t0, 3),
             offer_choice=new.offer_model.label,
+            snapshot=new.snapshot.source,
             generation=served.generation,
         )
 
@@ -172,13 +175,15 @@ class Runtime:
         this replica then publishes (atomically: replicas starting together agree)."""
         serving = self.store.serving
         served = serving.current()
-        snapshot = load_snapshot(self.settings)
+        snapshot = load_snapshot(self.settings, served.snapshot if served is not None else None)
         models = load_models(self.settings, served.versions if served is not None else None)
         if served is None:
             by = self._who("first start")
-            served = serving.publish(models.versions, self._source(snapshot), by, only_first=True)
+            served = serving.publish(models.versions, snapshot.source, by, only_first=True)
             if served.versions != models.versions:  # another replica published first
                 models = load_models(self.settings, served.versions)
+            if served.snapshot != snapshot.source:
+                snapshot = load_snapshot(self.settings, served.snapshot)
         return snapshot, models, served.generation
 
     def _follow(self, served: Served) -> None:
@@ -191,8 +196,8 @@ class Runtime:
             if served.versions != models.versions:
                 models = load_models(self.settings, served.versions)
             snapshot = old.snapshot
-            if served.snapshot != self._source(snapshot):
-                snapshot = self._fresh_snapshot()
+            if served.snapshot != snapshot.source:
+                snapshot = self._fresh_snapshot(served.snapshot)
             if models is not old.models or snapshot is not old.snapshot:
                 self._state = score_snapshot(snapshot, models, self.settings, self.params)
             self._generation = served.generation
@@ -204,22 +209,20 @@ class Runtime:
             served.versions,
         )
 
-    def _source(self, snapshot: Snapshot) -> str:
-        """Where ``snapshot`` comes from, as the served-versions log names it."""
-        return f"data:{self.settings.data_path}"
-
     @staticmethod
     def _who(why: str) -> str:
         return f"{socket.gethostname()}:{os.getpid()} {why}"
 
-    def _fresh_snapshot(self) -> Snapshot:
-        """The snapshot rebuilt from ``data_path``; an unreadable log is the deployment's
+    def _fresh_snapshot(self, source: str | None = None) -> Snapshot:
+        """The snapshot :func:`load_snapshot` gives now for ``source`` (default: the newest
+        stored one, else rebuilt from ``data_path``); an unreadable one is the deployment's
         problem (:class:`DataUnavailable`, 503), and the current snapshot stays served."""
         try:
-            return load_snapshot(self.settings)
+            return load_snapshot(self.settings, source)
         except (OSError, ValueError) as exc:
             raise DataUnavailable(
-                f"data_path: cannot rebuild the snapshot from {self.settings.data_path}: {exc}"
+                f"data_path / snapshot: cannot load a fresh snapshot "
+                f"({self.settings.snapshot}, data_path {self.settings.data_path}): {exc}"
             ) from exc
 
     # ----------------------------------------------------------------- what a decision reads

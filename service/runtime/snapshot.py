@@ -1,28 +1,55 @@
-"""The point-in-time feature snapshot of the transaction log and each customer's item history.
+"""The point-in-time snapshot a replica serves: features and item history of every customer.
 
-Built once at start-up (and on a data reload): the log is cut at the day after its last
-transaction, features are computed as of that cut-off and every customer's bought and
-returned items are kept with their last time (epoch seconds UTC) for the item rules.
+Training stores it once per run (:mod:`features.stored`, the ``snapshot`` artifact of an
+MLflow run tagged ``revival.snapshot=1``); at start-up and on ``/reload {"data": true}`` a
+replica loads the newest stored one from its tracking store (a fraction of a second and a
+few MB of files) instead of refeaturising the whole log. Without any stored snapshot it
+falls back to building one from ``data_path`` as before, with a WARNING saying how to store
+one. Every snapshot names its ``source``: the MLflow run id, or ``data:<path>``.
+
+Pinning (so that every replica serves the same snapshot): the ``snapshot`` setting
+(``REVIVAL_SNAPSHOT``) or the ``source`` argument of :func:`load_snapshot` is ``"newest"``
+(default), ``"data"`` (always featurise ``data_path``) or a run id; pass one replica's
+``Snapshot.source`` to the others. :func:`newest_snapshot_run` says which run is newest.
 """
 
 from __future__ import annotations
 
+import logging
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from core.env import tracking_uri as env_tracking_uri
 from features.loaders import CleaningReport, load_transactions
-from features.snapshot import build_features
+from features.serving import ServingData, build_serving
+from features.stored import ARTIFACT_PATH, SNAPSHOT_TAG, StoredSnapshotError, read_stored
 from service.config import Settings
 from service.engine import regulars
 
-__all__ = ["REGULARS_KEPT", "FeatureRow", "Snapshot", "load_snapshot"]
+__all__ = [
+    "REGULARS_KEPT",
+    "FeatureRow",
+    "Snapshot",
+    "build_snapshot",
+    "load_snapshot",
+    "newest_snapshot_run",
+    "stored_snapshot",
+]
+
+log = logging.getLogger(__name__)
 
 REGULARS_KEPT = 50  # own items kept per customer, most bought first
+HOW_TO_STORE = (
+    "store one with `python -m training` (it logs one at its end) or "
+    "`python -m training.score --snapshot-only`"
+)
 
 
 @dataclass
@@ -41,6 +68,9 @@ class Snapshot:
     item_names: dict[str, str]
     report: CleaningReport
     seconds: float
+    source: str = ""  # the MLflow run id of a stored snapshot, or "data:<path>"
+    timezone: str = ""  # the zone the item-history epochs were computed in
+    origin: dict[str, Any] = field(default_factory=dict)  # the data file it was built from
     column_index: dict[str, int] = field(init=False)  # feature name -> column of ``values``
 
     def __post_init__(self) -> None:
@@ -67,69 +97,118 @@ class FeatureRow(Mapping[str, float]):
         return len(self._index)
 
 
-def _epoch(ts: pd.Series, zone: str) -> np.ndarray:
-    """Naive wall-clock times of the log (in ``zone``) as epoch seconds UTC."""
-    local = ts.dt.tz_localize(zone, ambiguous="NaT", nonexistent="shift_forward")
-    fallback = ts.astype("datetime64[ns]").astype("int64") / 1e9
-    secs = local.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
-    out = secs.astype("int64").to_numpy() / 1e9
-    return np.where(local.isna().to_numpy(), fallback.to_numpy(), out)
-
-
-def _item_history(
-    tx: pd.DataFrame, zone: str
-) -> tuple[dict[str, dict[str, tuple[float, int]]], dict[str, dict[str, float]]]:
-    """Per customer: item -> (last bought, times bought) and item -> last returned."""
-    bought: dict[str, dict[str, tuple[float, int]]] = {}
-    returned: dict[str, dict[str, float]] = {}
-    if "item_id" not in tx.columns or not tx["item_id"].notna().any():
-        return bought, returned
-    lines = tx.loc[tx["item_id"].notna(), ["customer_id", "item_id", "ts", "quantity"]]
-    lines = lines.assign(epoch=_epoch(lines["ts"], zone))
-    buy = (
-        lines[lines["quantity"] > 0]
-        .groupby(["customer_id", "item_id"], sort=False)["epoch"]
-        .agg(["max", "size"])
-    )
-    for (cid, item), last, n in zip(
-        buy.index, buy["max"].to_numpy(), buy["size"].to_numpy(), strict=True
-    ):
-        bought.setdefault(cid, {})[item] = (float(last), int(n))
-    ret = (
-        lines[lines["quantity"] < 0].groupby(["customer_id", "item_id"], sort=False)["epoch"]
-    ).max()
-    for (cid, item), last in zip(ret.index, ret.to_numpy(), strict=True):
-        returned.setdefault(cid, {})[item] = float(last)
-    return bought, returned
-
-
-def load_snapshot(settings: Settings) -> Snapshot:
-    """Load the configured log and build the snapshot at the day after its last transaction."""
-    t0 = time.perf_counter()
-    loaded = load_transactions(settings.data_path)
-    tx = loaded.transactions
-    if tx.empty:
-        raise ValueError(f"{settings.data_path}: no usable transactions")
-    cutoff = tx["ts"].max().normalize() + pd.Timedelta(days=1)
-    feats = build_features(tx, cutoff)
-    at = cutoff.tz_localize(settings.default_timezone).tz_convert("UTC").to_pydatetime()
-    bought, returned = _item_history(tx, settings.default_timezone)
-    names = {}
-    if len(loaded.items):
-        names = dict(
-            zip(loaded.items["item_id"].astype(str), loaded.items["name"].astype(str), strict=True)
-        )
+def _snapshot(data: ServingData, source: str, t0: float) -> Snapshot:
+    feats = data.features
     return Snapshot(
-        cutoff=cutoff,
-        at=at,
+        cutoff=data.cutoff,
+        at=data.at,
         features=feats,
         positions={c: i for i, c in enumerate(feats.index.astype(str))},
         columns=[str(c) for c in feats.columns],
         values=feats.to_numpy(dtype=float),
-        bought=bought,
-        returned=returned,
-        regulars={c: regulars(items, REGULARS_KEPT) for c, items in bought.items()},
-        item_names=names,
-        report=loaded.report,
+        bought=data.bought,
+        returned=data.returned,
+        regulars={c: regulars(items, REGULARS_KEPT) for c, items in data.bought.items()},
+        item_names=data.item_names,
+        report=data.report,
         seconds=time.perf_counter() - t0,
+        source=source,
+        timezone=data.timezone,
+        origin=data.data,
     )
+
+
+def build_snapshot(settings: Settings) -> Snapshot:
+    """Featurise ``data_path`` at the day after its last transaction (the slow path)."""
+    t0 = time.perf_counter()
+    loaded = load_transactions(settings.data_path)
+    if loaded.transactions.empty:
+        raise ValueError(f"{settings.data_path}: no usable transactions")
+    data = build_serving(loaded, settings.default_timezone, data_path=settings.data_path)
+    return _snapshot(data, f"data:{settings.data_path}", t0)
+
+
+def newest_snapshot_run(uri: str) -> str | None:
+    """The id of the newest finished run tagged ``revival.snapshot=1`` in any experiment of
+    the tracking store ``uri`` (by start time), or ``None`` when there is none."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    if not ids:
+        return None
+    runs = client.search_runs(
+        ids,
+        filter_string=f"tags.`{SNAPSHOT_TAG}` = '1' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def stored_snapshot(uri: str, run_id: str) -> Snapshot:
+    """The snapshot stored by run ``run_id`` of ``uri`` (:class:`StoredSnapshotError`, a
+    ``ValueError``, naming the run when it holds none or a damaged one)."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="revival-snapshot-") as tmp:
+        try:
+            folder = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=ARTIFACT_PATH, dst_path=tmp, tracking_uri=uri
+            )
+        except (MlflowException, OSError) as exc:
+            raise StoredSnapshotError(
+                f"run {run_id} in {uri}: no readable '{ARTIFACT_PATH}' artifact: {exc}"
+            ) from exc
+        try:
+            data = read_stored(folder)
+        except StoredSnapshotError as exc:
+            raise StoredSnapshotError(f"run {run_id} in {uri}: {exc}") from exc
+    return _snapshot(data, run_id, t0)
+
+
+def load_snapshot(settings: Settings, source: str | None = None) -> Snapshot:
+    """The snapshot to serve. ``source`` (default: the ``snapshot`` setting) is ``"newest"``
+    (the newest stored snapshot, else ``data_path`` with a WARNING), ``"data"`` or
+    ``"data:<anything>"`` (featurise ``data_path``), or the id of a run holding one."""
+    source = source or settings.snapshot
+    if source == "data" or source.startswith("data:"):
+        return build_snapshot(settings)
+    uri = env_tracking_uri(settings.mlflow_tracking_uri)
+    run_id = source
+    if source == "newest":
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run_id = newest_snapshot_run(uri)
+        except MlflowException as exc:
+            raise StoredSnapshotError(f"{uri}: cannot search for stored snapshots: {exc}") from exc
+        if run_id is None:
+            log.warning(
+                "no stored snapshot in %s: featurising %s at start-up instead (slow); %s",
+                uri,
+                settings.data_path,
+                HOW_TO_STORE,
+            )
+            return build_snapshot(settings)
+    snap = stored_snapshot(uri, run_id)
+    origin = snap.origin.get("path") or snap.report.source
+    log.info(
+        "stored snapshot at cut-off %s (%d customers) from run %s, built from %s "
+        "(data_path %s is not read)",
+        snap.cutoff.date(),
+        len(snap.features),
+        run_id,
+        origin,
+        settings.data_path,
+    )
+    if snap.timezone != settings.default_timezone:
+        log.warning(
+            "snapshot of run %s has item times in %s, default_timezone is %s",
+            run_id,
+            snap.timezone,
+            settings.default_timezone,
+        )
+    return snap

@@ -1,0 +1,208 @@
+"""``python -m benchmarks.startup``: a replica's start-up, featurising the log vs a stored snapshot.
+
+Each configuration starts a fresh interpreter that builds :class:`service.runtime.Runtime`
+exactly as the service does (settings from ``policy.yaml`` + ``REVIVAL_*``); the time is the
+wall time from spawning the process until the runtime is ready (interpreter, imports,
+champions, snapshot, scoring every customer, store), and the peak RSS is the child's own
+``ru_maxrss``. *before*: the snapshot featurised from the CSV (``snapshot: data``); *after*:
+the snapshot training stored, pinned by its run id. Both run on the shared log and on a
+tiled copy of it (customers and invoices of tile k > 0 prefixed ``t<k>-``, timestamps kept;
+written to a temp dir, gzip level 1 like the shared file's format), alternating before and
+after in each round; the table shows the median over rounds.
+
+Champions: ``--tracking-uri`` with champions already in it, or (default) a quick training
+on the shared log into a temp store (``python -m training --als-grid small --max-cutoffs
+4``); the tiled snapshot is scored with those champions (unknown customers get no ALS
+items), which is all a start-up benchmark needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from core.env import DEFAULT_DATA, PROJECT_ROOT, configure_environment
+
+__all__ = ["main", "tile_log"]
+
+EXPERIMENT = "revival"
+
+
+def tile_log(src: Path, dst: Path, tiles: int) -> None:
+    """Write ``tiles`` disjoint copies of the Online Retail II log ``src`` to ``dst``."""
+    import pandas as pd
+
+    raw = pd.read_csv(src, dtype=str, keep_default_na=False)
+    parts = [raw]
+    for k in range(1, tiles):
+        part = raw.copy()
+        cust = part["Customer ID"]
+        part["Customer ID"] = cust.where(cust == "", f"t{k}-" + cust)
+        part["Invoice"] = part["Invoice"].str.replace(r"^([AC]?)", rf"\g<1>t{k}-", regex=True)
+        parts.append(part)
+    pd.concat(parts, ignore_index=True).to_csv(
+        dst, index=False, compression={"method": "gzip", "compresslevel": 1}
+    )
+
+
+def _python(*args: str, env: dict[str, str] | None = None) -> str:
+    """Run ``python -m …`` in the project; its stdout (stderr shown on failure)."""
+    out = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"python -m {' '.join(args)} failed:\n{out.stderr[-3000:]}")
+    return out.stdout
+
+
+def _store_snapshot(uri: str, data: Path) -> str:
+    """Log a snapshot run of ``data`` (``training.score --snapshot-only``); its run id."""
+    out = _python(
+        "training.score",
+        "--snapshot-only",
+        "--data",
+        str(data),
+        "--tracking-uri",
+        uri,
+        "--experiment",
+        EXPERIMENT,
+    )
+    found = re.search(r"logged: run (\w+)", out)
+    if found is None:
+        raise RuntimeError(f"training.score printed no run id:\n{out}")
+    return found.group(1)
+
+
+def _child() -> int:
+    """The measured replica: build the runtime, print what it took as one JSON line."""
+    import resource
+
+    t0 = time.perf_counter()
+    configure_environment()
+    from service.config import load_settings
+    from service.runtime import Runtime
+
+    runtime = Runtime(load_settings())
+    snap = runtime.state.snapshot
+    print(
+        json.dumps(
+            {
+                "runtime_s": time.perf_counter() - t0,
+                "snapshot_s": snap.seconds,
+                "customers": len(snap.features),
+                "source": snap.source,
+                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        ),
+        flush=True,
+    )
+    runtime.close()
+    return 0
+
+
+def _measure(env: dict[str, str]) -> dict:
+    """Spawn one replica with ``env``; wall time until its ready line, and what it reported."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.startup", "--child"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    wall = time.perf_counter() - t0
+    _, err = proc.communicate()
+    if proc.returncode != 0 or not line.startswith("{"):
+        raise RuntimeError(f"replica failed ({proc.returncode}):\n{line}{err[-3000:]}")
+    return json.loads(line) | {"wall_s": wall}
+
+
+def _table(results: dict[tuple[str, str], list[dict]]) -> str:
+    head = (
+        "| log | snapshot | customers | start-up wall s | Runtime() s | snapshot s "
+        "| peak RSS MiB | wall vs before |\n|---|---|---:|---:|---:|---:|---:|---:|"
+    )
+    lines = [head]
+    for (log, mode), runs in results.items():
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "source"}
+        before = statistics.median(r["wall_s"] for r in results[(log, "before")])
+        lines.append(
+            f"| {log} | {mode} | {runs[0]['customers']:,} | {med['wall_s']:.1f} "
+            f"| {med['runtime_s']:.1f} | {med['snapshot_s']:.2f} | {med['peak_rss_mib']:,.0f} "
+            f"| {med['wall_s'] / before:.2f}× |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.startup", description=__doc__)
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="Online Retail II log")
+    p.add_argument("--tracking-uri", default="", help="a store with champions (default: train)")
+    p.add_argument("--tiles", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (median shown)")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        return _child()
+    work = Path(tempfile.mkdtemp(prefix="revival-startup-"))
+    try:
+        uri = args.tracking_uri or f"sqlite:///{work / 'mlflow.db'}"
+        if not args.tracking_uri:
+            print(f"training champions on {args.data} into {uri} …", flush=True)
+            _python(
+                "training",
+                *("--data", args.data, "--tracking-uri", uri, "--force"),
+                *("--als-grid", "small", "--max-cutoffs", "4", "--no-snapshot"),
+            )
+        tiled = work / f"online_retail_x{args.tiles}.csv.gz"
+        tile_log(Path(args.data), tiled, args.tiles)
+        logs = {"shared log": Path(args.data), f"{args.tiles}× tiled": tiled}
+        runs = {name: _store_snapshot(uri, path) for name, path in logs.items()}
+        print(f"stored snapshots: {runs}", flush=True)
+        results: dict[tuple[str, str], list[dict]] = {
+            (name, mode): [] for name in logs for mode in ("before", "after")
+        }
+        for r in range(args.rounds):
+            modes = ("before", "after") if r % 2 == 0 else ("after", "before")
+            for i, (name, path) in enumerate(logs.items()):
+                for mode in modes:
+                    env = os.environ | {
+                        "REVIVAL_DATA_PATH": str(path),
+                        "REVIVAL_MLFLOW_TRACKING_URI": uri,
+                        "REVIVAL_STORE_URL": f"sqlite:///{work / f'store-{r}-{i}-{mode}.db'}",
+                        "REVIVAL_SNAPSHOT": "data" if mode == "before" else runs[name],
+                        "REVIVAL_HOLDOUT_SHARE": "0",
+                    }
+                    res = _measure(env)
+                    results[(name, mode)].append(res)
+                    print(
+                        f"round {r + 1} {name:>11} {mode:>6}: {res['wall_s']:.1f} s, "
+                        f"{res['peak_rss_mib']:,.0f} MiB ({res['source']})",
+                        flush=True,
+                    )
+        print(f"\nreplica start-up, median of {args.rounds} alternating rounds")
+        print(_table(results))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    configure_environment()
+    sys.exit(main())
