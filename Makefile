@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.features
 	$(PY) -m benchmarks.training
 	$(PY) -m benchmarks.serving
+	$(PY) -m benchmarks.startup
 	$(PY) -m tools.simulate
 	$(PY) -m benchmarks.uplift
 

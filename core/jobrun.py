@@ -1,7 +1,9 @@
 """``python -m core.jobrun``: supervise one background job and keep its row in the store.
 
-Started detached (its own session) by the replica that accepted the job, so a restart of
-that replica neither kills the job nor loses it: the supervisor runs the command, copies its
+Started detached by the replica that accepted the job (``--detach``: it forks, and the
+supervisor runs in a new session as a child of init, not of the replica — servers such as
+BentoML's arbiter end their workers' whole process trees on shutdown), so a restart of that
+replica neither kills the job nor loses it: the supervisor runs the command, copies its
 output to the log file, writes a heartbeat and the log's tail to the job's row every
 :data:`core.store.jobs.HEARTBEAT`, and on exit its status, return code and the JSON summary
 the command wrote (``--summary``). SIGTERM stops the command and records the job as failed.
@@ -49,18 +51,33 @@ def _summary(path: Path | None) -> dict | None:
         return {"error": f"unreadable summary {path}: {exc}"}
 
 
+def _daemonize() -> None:
+    """Fork twice around ``setsid``: the caller's process returns at once and the one that
+    goes on belongs to no process tree or session of the caller's."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``command`` as job ``--job-id``; returns the command's exit code."""
     p = argparse.ArgumentParser(prog="python -m core.jobrun", description=__doc__)
     p.add_argument("--job-id", required=True)
     p.add_argument("--log", type=Path, required=True, help="file the command's output goes to")
     p.add_argument("--summary", type=Path, help="JSON the command writes when it succeeds")
+    p.add_argument(
+        "--detach", action="store_true", help="return at once; supervise from a daemon process"
+    )
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
     args = p.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     url = os.environ.get(STORE_ENV)
     if not command or not url:
         p.error(f"a command after -- and {STORE_ENV} are required")
+    if args.detach:
+        _daemonize()
     store = open_store(url)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     args.log.parent.mkdir(parents=True, exist_ok=True)

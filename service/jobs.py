@@ -1,9 +1,9 @@
 """Background retraining jobs for ``POST /retrain`` (the service never trains in-process).
 
 A job is ``python -m training.retrain`` pointed at the service's own log, contact store and
-MLflow store, run under a supervisor (:mod:`core.jobrun`) in a session of its own — its own
-interpreter, so the LightGBM/ALS work never holds the server's GIL, and its own process
-group, so restarting the replica that started it does not stop it. The job's status,
+MLflow store, run under a detached supervisor (:mod:`core.jobrun`) — its own interpreter,
+so the LightGBM/ALS work never holds the server's GIL, and no child of the replica's, so
+restarting the replica that started it does not stop it. The job's status,
 heartbeat, log tail and JSON summary live in the shared store (:mod:`core.store.jobs`): any
 replica answers ``POST /retrain_status``, a restart forgets nothing, and at most one job runs
 across all replicas (a second start is a 409). The full log stays on the host that ran it
@@ -18,7 +18,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import uuid
 from pathlib import Path
 
@@ -52,9 +51,7 @@ class RetrainJobs:
         self.tracking_uri = tracking_uri
         self.store = store
         self.root = root or _jobs_dir(settings.store_url)
-        self._children: list[subprocess.Popen] = []  # supervisors started here, to reap
         self._finished: set[str] = set()  # jobs whose end this replica has counted
-        self._lock = threading.Lock()
 
     def command(self, req: RetrainRequest, summary: Path) -> list[str]:
         """The child's command line: everything retrain reads from the service's settings
@@ -117,6 +114,7 @@ class RetrainJobs:
             sys.executable,
             "-m",
             "core.jobrun",
+            "--detach",
             "--job-id",
             job_id,
             "--log",
@@ -127,22 +125,23 @@ class RetrainJobs:
             *cmd,
         ]
         env = {**os.environ, STORE_ENV: self.settings.store_url}
-        with self._lock, (folder / "supervisor.txt").open("wb") as out:
-            self._children = [c for c in self._children if c.poll() is None]
-            try:
-                child = subprocess.Popen(
+        with (folder / "supervisor.txt").open("wb") as out:
+            try:  # returns once the supervisor has detached (a daemon, not our child)
+                code = subprocess.run(
                     supervisor,
                     cwd=PROJECT_ROOT,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     env=env,
-                    start_new_session=True,  # outlives a restart of this replica
-                )
-            except OSError as exc:
-                self.store.jobs.finish(job_id, -1, [f"could not start: {exc}"], None)
-                raise
-            self._children.append(child)
+                    timeout=60,
+                ).returncode
+                why = f"supervisor exited with {code}"
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                code, why = -1, str(exc)
+        if code != 0:
+            said = (folder / "supervisor.txt").read_text(errors="replace").splitlines()
+            self.store.jobs.finish(job_id, code or -1, [f"could not start: {why}", *said], None)
         count_retrain_job("started")
         return self.status(job_id)
 
