@@ -24,6 +24,7 @@ from service.config import PROJECT_ROOT, ConfigError, Settings, load_settings
 __all__ = [
     "REQUIRED_IN_BENTO",
     "DeploymentError",
+    "check_champions",
     "check_deployment",
     "in_built_bento",
 ]
@@ -75,6 +76,42 @@ def check_deployment(
     _check_store_url(settings.store_url)
     _check_tracking_uri(settings.mlflow_tracking_uri)
     return settings
+
+
+def check_champions(settings: Settings) -> None:
+    """:class:`DeploymentError` naming the first required model the registry cannot serve:
+    the versions every replica serves (the store's served-versions log), else the alias.
+    A worker would otherwise fail on it and be restarted again and again."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from core.env import tracking_uri
+    from core.store import open_store
+
+    store = open_store(settings.store_url)
+    try:
+        served = store.serving.current()
+    finally:
+        store.close()
+    uri = tracking_uri(settings.mlflow_tracking_uri)
+    client = MlflowClient(uri)
+    names = settings.model_names
+    for name in (names.churn, names.next_purchase, names.cross_sell):
+        try:
+            if served is not None and name in served.versions:
+                client.get_model_version(name, served.versions[name])
+            else:
+                client.get_model_version_by_alias(name, settings.model_alias)
+        except MlflowException as exc:
+            which = (
+                f"version {served.versions[name]} (served by the replicas) is missing"
+                if served is not None and name in served.versions
+                else f"no '{settings.model_alias}' version"
+            )
+            raise DeploymentError(
+                f"revival: model {name!r}: {which} in REVIVAL_MLFLOW_TRACKING_URI ({uri}); "
+                f"train first (mlflow run mlflow -e train) [{str(exc).splitlines()[0][:120]}]"
+            ) from None
 
 
 def _check_store_url(url: str) -> None:

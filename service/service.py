@@ -48,7 +48,7 @@ from service.config import load_settings
 from service.engine import Decision, UnknownCampaign
 from service.jobs import JobConflict, RetrainJobs, UnknownJob
 from service.metrics import count_decision
-from service.preflight import DeploymentError, check_deployment
+from service.preflight import DeploymentError, check_champions, check_deployment
 from service.report import CampaignReport
 from service.runtime import (
     Conflict,
@@ -175,7 +175,7 @@ class RevivalService:
         """Runs once in ``bentoml serve``'s main process before any worker starts: a bad
         setting ends the command (non-zero, one line naming the setting, no restart loop)."""
         try:
-            check_deployment()
+            check_champions(check_deployment())
         except DeploymentError as exc:
             raise BentoMLException(str(exc)) from None
 

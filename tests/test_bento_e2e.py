@@ -88,3 +88,26 @@ def test_bento_without_store_url_exits_at_once_naming_it(bento, service_env, tmp
     assert out.returncode != 0 and seconds < 10, (seconds, said[-2000:])
     assert "setting REVIVAL_STORE_URL is required when serving a built bento" in said
     assert "Traceback" not in said
+
+
+def test_bento_without_champions_exits_at_once_naming_the_model(bento, service_env, tmp_path):
+    """A registry without the champions ends `bentoml serve` in the main process (no worker
+    restart loop), naming the model and how to train it."""
+    home, tag, _ = bento
+    empty = f"sqlite:///{tmp_path / 'empty-mlflow.db'}"
+    env = {**os.environ, **service_env(tmp_path), "BENTOML_HOME": str(home)}
+    env["REVIVAL_MLFLOW_TRACKING_URI"] = empty
+    t0 = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-m", "bentoml", "serve", tag, "--port", str(free_port())],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    seconds = time.monotonic() - t0
+    said = out.stdout + out.stderr
+    assert out.returncode != 0 and seconds < 10, (seconds, said[-2000:])
+    assert "model 'churn': no 'champion' version in REVIVAL_MLFLOW_TRACKING_URI" in said
+    assert "Traceback" not in said
