@@ -178,6 +178,17 @@ def test_report_has_the_known_counts_rates_lifts_and_costs(store):
     assert r.attributed_orders == 7 and r.attributed_revenue == 370.0
 
 
+def test_channel_attribution_credits_the_touched_conversions(store):
+    """Every contact is an e-mail: the five purchases with a contact in the 14 days before
+    them (T0's first, T1, T2, T5, T9) all go to e-mail under every rule; T0's second
+    purchase has no touch left after its first, the hold-out's and N0's have none."""
+    r = campaign_report(store, "lifecycle", settings=load_settings())
+    [email] = r.channel_attribution
+    assert email.channel == "email" and email.touches == 11  # T9 also got the double11 one
+    credits = (email.last_touch, email.first_touch, email.linear, email.time_decay, email.markov)
+    assert credits == (5.0, 5.0, 5.0, 5.0, 5.0) and email.removal_effect == 1.0
+
+
 def test_segments_are_stage_by_tier_and_add_up(store):
     r = campaign_report(store, "lifecycle", settings=load_settings())
     assert [(s.stage, s.tier) for s in r.segments] == [("active", "mid"), ("sleeping", "high")]
@@ -222,6 +233,7 @@ def test_write_report_writes_the_document_and_png_charts(store, tmp_path, fmt):
     assert path == tmp_path / "out" / f"lifecycle-report.{fmt}"
     text = path.read_text(encoding="utf-8")
     assert "lifecycle-gain.png" in text and "lifecycle-segments.png" in text
+    assert "Channel attribution" in text and "removal effect" in text
     assert r.overall.statement in text or r.overall.statement.replace("—", "&mdash;") in text
     for chart in ("lifecycle-gain.png", "lifecycle-segments.png"):
         assert (tmp_path / "out" / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -77,6 +77,8 @@ def test_the_report_recovers_the_injected_lift(live):
     opened = wilson(email["opened"], email["contacted"])
     assert email["sent"] == email["contacted"] and opened.low <= 0.3 <= opened.high
     assert r["gain"][-1]["incremental_conversions"] > 0
+    [touch] = r["channel_attribution"]  # the simulation contacts by e-mail only
+    assert touch["channel"] == "email" and touch["markov"] == touch["last_touch"] > 0
     assert sum(s["treated"]["customers"] for s in r["segments"]) == sim.treated
 
 

@@ -28,6 +28,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from core.attribution import attribute, load_purchases
+from core.multitouch import channel_attribution
 from core.store import FRAME_MAX, FRAME_MIN, ContactStore
 from service.config import Settings, load_settings
 from service.engine import UnknownCampaign
@@ -120,6 +121,19 @@ class GainPoint(_Out):
     incremental_conversions: float
 
 
+class ChannelContribution(_Out):
+    """Conversions credited to one channel by each multi-touch rule (:mod:`core.multitouch`)."""
+
+    channel: str
+    touches: int
+    last_touch: float
+    first_touch: float
+    linear: float
+    time_decay: float
+    markov: float
+    removal_effect: float
+
+
 class CampaignReport(_Out):
     campaign_id: str
     configured: bool
@@ -141,6 +155,7 @@ class CampaignReport(_Out):
     overall: Comparison
     segments: list[Comparison]
     gain: list[GainPoint]
+    channel_attribution: list[ChannelContribution] = []
     notes: list[str]
 
 
@@ -302,6 +317,28 @@ def gain_curve(rows: pd.DataFrame, points: int = _GAIN_POINTS) -> list[GainPoint
 # --------------------------------------------------------------------------- the report
 
 
+def _channel_touches(
+    att: pd.DataFrame, purchases: pd.DataFrame, customers: set[str], window: timedelta
+) -> list[ChannelContribution]:
+    """Multi-touch attribution over the campaign's customers: every contact any campaign
+    made them is a touch (at its decision time), every purchase a conversion credited over
+    the touches in the attribution window before it."""
+    contacts = att.loc[att["contact"] & att["customer_id"].isin(customers)]
+    touches = contacts.rename(columns={"decided_at": "ts"})[["customer_id", "ts", "channel"]]
+    bought = purchases.loc[purchases["customer_id"].astype(str).isin(customers)]
+    if touches.empty or bought.empty:
+        return []
+    table = channel_attribution(touches, bought[["customer_id", "ts"]], window)
+    return [
+        ChannelContribution(
+            channel=str(ch),
+            **{k: round(float(v), 4) for k, v in row.items() if k != "touches"},
+            touches=int(row["touches"]),
+        )
+        for ch, row in table.iterrows()
+    ]
+
+
 def _segment_key(stage: object, tier: object) -> tuple[int, int, str, str]:
     s, t = str(stage), str(tier)
     si = _STAGE_ORDER.index(s) if s in _STAGE_ORDER else len(_STAGE_ORDER)
@@ -344,6 +381,10 @@ def _method_notes(
         f"({resamples} resamples, seed {seed})",
         "cost: expected incentive + contact cost of the treated decisions; "
         "ROI = (incremental revenue - cost) / cost",
+        "channel attribution: over the campaign's customers, every contact of any campaign "
+        "is a touch and every purchase a conversion, spread over the touches in the "
+        f"{days:g}-day window before it by last touch, first touch, linear, time decay "
+        "(half-life 7 days) and the Markov-chain removal effect (core.multitouch)",
         f"left out: decisions and events dated outside {FRAME_MIN:%Y}..{FRAME_MAX:%Y} and "
         f"purchase events valued outside [0, {max_value:g}] (not credible)",
     ]
@@ -403,6 +444,7 @@ def campaign_report(
         )
     ]
     days = settings.attribution_window_days
+    contributions = _channel_touches(att, purchases, set(mine["customer_id"]), window)
     return CampaignReport(
         campaign_id=campaign_id,
         configured=configured,
@@ -424,5 +466,6 @@ def campaign_report(
         overall=overall,
         segments=segments,
         gain=gain_curve(eligible),
+        channel_attribution=contributions,
         notes=_method_notes(days, confidence, resamples, seed, settings.events.max_purchase_value),
     )

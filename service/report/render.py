@@ -83,6 +83,15 @@ def _tables(r: CampaignReport) -> list[tuple[str, list[str], list[list[str]]]]:
         ]
         for s in r.segments
     ]
+    touches = [
+        [
+            c.channel,
+            f"{c.touches:,}",
+            *(f"{v:,.1f}" for v in (c.last_touch, c.first_touch, c.linear, c.time_decay, c.markov)),
+            f"{c.removal_effect:.3f}",
+        ]
+        for c in r.channel_attribution
+    ]
     return [
         ("Treated vs hold-out", ["", "treated", "hold-out", "lift [95% CI]"], overall),
         (
@@ -104,6 +113,20 @@ def _tables(r: CampaignReport) -> list[tuple[str, list[str], list[list[str]]]]:
                 "significant",
             ],
             segments,
+        ),
+        (
+            "Channel attribution (conversions credited per rule)",
+            [
+                "channel",
+                "touches",
+                "last touch",
+                "first touch",
+                "linear",
+                "time decay",
+                "Markov",
+                "removal effect",
+            ],
+            touches,
         ),
     ]
 
