@@ -67,6 +67,7 @@ __all__ = [
     "QuietHours",
     "Settings",
     "StrictYamlLoader",
+    "describe_validation",
     "ValueTiers",
     "config_path",
     "load_settings",
@@ -596,14 +597,15 @@ def _key_path(loc: tuple[str | int, ...]) -> str:
     return path or "(top level)"
 
 
-def _describe(exc: ValidationError, file: Path) -> str:
+def describe_validation(exc: ValidationError, source: str, what: str = "configuration") -> str:
+    """A validation error as ``invalid <what> (<source>):`` and one line per bad key path."""
     lines = []
     for error in exc.errors(include_url=False, include_input=False):
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key (typo?)"
         lines.append(f"  {_key_path(error['loc'])}: {message}")
-    return f"invalid configuration ({_source(file)}):\n" + "\n".join(lines)
+    return f"invalid {what} ({source}):\n" + "\n".join(lines)
 
 
 def _source(file: Path) -> str:
@@ -624,7 +626,7 @@ def load_settings(path: str | Path | None = None) -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, file)) from exc
+        raise ConfigError(describe_validation(exc, _source(file))) from exc
     except SettingsError as exc:
         raise ConfigError(f"invalid configuration ({_source(file)}): {exc}") from exc
     finally:
