@@ -25,7 +25,7 @@ from pydantic import (
     field_validator,
 )
 
-from core.store import EVENT_TYPES, ApiKey
+from core.store import BEHAVIOUR_EVENTS, EVENT_TYPES, ApiKey
 from features.lifecycle import STAGES, TIERS
 from service.api_config import Scope
 from service.config import ChannelName, Identifier, Locale
@@ -65,7 +65,7 @@ __all__ = [
 # One source each: the lifecycle's stages and tiers, the store's event types.
 Stage = Literal[STAGES]  # type: ignore[valid-type]
 Tier = Literal[TIERS]  # type: ignore[valid-type]
-EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
+EventType = Literal[(*EVENT_TYPES, *BEHAVIOUR_EVENTS)]  # type: ignore[valid-type]
 # Names and ids are stripped; the pattern (a character that is not stripped: Unicode
 # White_Space, which pydantic strips) tells the OpenAPI description what stripping implies,
 # so "  " is invalid there as it is here. Spelled out, since regex engines disagree on \s.
@@ -264,9 +264,12 @@ class CustomerResponse(_Out):
 
 
 class EventIn(_In):
-    """A message event or a purchase.
+    """A message event, a purchase, or a behaviour event.
 
-    A ``purchase`` needs ``order_id`` (the shop's order id: it is the event's dedup key, so a
+    Behaviour events (``cart_abandoned``, ``return``, ``browse``: journey triggers) need
+    ``item_ids`` (the cart's, returned or viewed items) and take an optional ``value`` and
+    ``channel`` (where it happened), no campaign or decision; a returned item is never
+    offered to the customer again. A ``purchase`` needs ``order_id`` (the shop's order id: it is the event's dedup key, so a
     re-posted order is stored once) and ``ts`` (when the order was placed; never stamped
     with the server clock), and no ``dedup_key``; its ``value`` must be in
     ``[0, events.max_purchase_value]``. Other events may leave ``ts`` out (the request
@@ -286,7 +289,11 @@ class EventIn(_In):
     order_id: Id | None = Field(
         default=None, description="purchase only (required there): the shop's order id"
     )
-    item_ids: list[ItemId] = Field(default_factory=list, max_length=500)
+    item_ids: list[ItemId] = Field(
+        default_factory=list,
+        max_length=500,
+        description="a purchase's items; required on cart_abandoned, return and browse",
+    )
 
 
 class ConsentIn(_In):

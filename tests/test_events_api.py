@@ -54,6 +54,7 @@ def _cases() -> list[tuple[dict, str, str]]:
     no_ts = purchase()
     del no_ts["ts"]
     opened = {"customer_id": "V1", "event": "opened", "channel": "email"}
+    cart = {"customer_id": "V3", "event": "cart_abandoned", "item_ids": ["A"], "value": 9.5}
     return [
         ({"events": [ok, no_order]}, "events[1].order_id", "order id"),
         ({"events": [purchase(dedup_key="o-1")]}, "events[0].dedup_key", "order_id"),
@@ -64,6 +65,15 @@ def _cases() -> list[tuple[dict, str, str]]:
         ({"events": [purchase(value=1e308)]}, "events[0].value", "outside [0, 1e+06]"),
         ({"events": [ok, purchase(ts=_soon(hours=1))]}, "events[1].ts", "future_tolerance"),
         ({"events": [opened | {"ts": _soon(days=400)}]}, "events[0].ts", "server clock"),
+        ({"events": [cart | {"item_ids": []}]}, "events[0].item_ids", "needs its items"),
+        ({"events": [cart | {"campaign_id": "lifecycle"}]}, "events[0].campaign_id", "cart"),
+        ({"events": [cart | {"value": -3.0}]}, "events[0].value", "[0, 1e+06]"),
+        ({"events": [cart, opened | {"item_ids": ["A"]}]}, "events[1]", "behaviour events"),
+        (  # a bad message event after a behaviour event is named by its place in the request
+            {"events": [cart, ok, opened | {"order_id": "o-9"}]},
+            "events[2].order_id",
+            "only purchase",
+        ),
         (
             {
                 "events": [ok],
@@ -143,3 +153,48 @@ def test_the_derived_key_is_the_content_and_the_callers_time_only():
     assert event_key(timed, now) != event_key(timed, now + timedelta(seconds=1))
     other = EventIn(customer_id="c", event="opened", channel="sms")
     assert event_key(other, now) != event_key(e, now)
+
+
+def test_behaviour_events_are_stored_once_with_their_items(api):
+    cart = {
+        "customer_id": "B1",
+        "event": "cart_abandoned",
+        "ts": ORDER_TS,
+        "item_ids": ["85123A", "22423"],
+        "value": 31.9,
+        "channel": "wechat",
+    }
+    browse = {"customer_id": "B1", "event": "browse", "ts": ORDER_TS, "item_ids": ["22423"]}
+    out = post(api, [cart, browse, cart])
+    assert (out["inserted"], out["duplicates"]) == (2, 1)
+    assert post(api, [cart])["duplicates"] == 1  # re-delivered: the content is its key
+    stored = api.store.behaviour.between(
+        datetime(2011, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+    )
+    mine = [b for b in stored if b.customer_id == "B1"]
+    assert [(b.event, b.items, b.value, b.channel) for b in mine] == [
+        ("cart_abandoned", ("85123A", "22423"), 31.9, "wechat"),
+        ("browse", ("22423",), None, None),
+    ]
+
+
+def test_a_returned_item_is_never_offered_again(api):
+    """A return posted through /events joins the snapshot's returned items at once: the
+    customer's recommendations and offers leave the item out."""
+    ranked = api.client.post(
+        "/decide_batch", json={"now": ORDER_TS, "limit": 50, "decisions": False}
+    ).json()["rows"]
+    ask = {"k": 5, "now": "2011-09-09T10:00:00+00:00"}  # a day after the return
+    for row in ranked:
+        cid = row["customer_id"]
+        recommended = api.client.post("/recommend", json=ask | {"customer_id": cid}).json()
+        if recommended["items"]:
+            break
+    item = recommended["items"][0]["item_id"]
+    ret = {"customer_id": cid, "event": "return", "ts": ORDER_TS, "item_ids": [item]}
+    assert post(api, [ret])["inserted"] == 1
+    after = api.client.post("/recommend", json=ask | {"customer_id": cid}).json()
+    assert item not in [i["item_id"] for i in after["items"]]
+    assert after["excluded_returned"] >= 1
+    view = api.client.post("/customer", json={"customer_id": cid, "now": ask["now"]}).json()
+    assert item in view["returned_items_90d"]

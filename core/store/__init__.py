@@ -13,6 +13,7 @@ enforce frequency caps, consent and fatigue, and to learn which channel works fo
 * :mod:`core.store.schema` — the append-only SQL tables and the UTC timestamp type;
 * :mod:`core.store.queries` — the composed SQL statements and row <-> record helpers;
 * :mod:`core.store.keys` — API keys (hashed) in the same database;
+* :mod:`core.store.behaviour` — behaviour events (carts, returns, browsing) with items;
 * :mod:`core.store.serving` — what every replica serves (model versions, snapshot);
 * :mod:`core.store.jobs` — background jobs (retraining) and their status;
 * :mod:`core.store.sql` — :class:`SqlContactStore` and :func:`open_store`;
@@ -22,6 +23,7 @@ enforce frequency caps, consent and fatigue, and to learn which channel works fo
 from __future__ import annotations
 
 from core.store.base import ContactStore
+from core.store.behaviour import BehaviourLog, BehaviourRecord
 from core.store.caps import (
     DAY,
     WEEK,
@@ -35,6 +37,7 @@ from core.store.caps import (
 from core.store.jobs import Job, JobRunning, JobStore
 from core.store.keys import ApiKey, KeyStore, hash_key
 from core.store.records import (
+    BEHAVIOUR_EVENTS,
     DISPATCH_STATUSES,
     EVENT_TYPES,
     FRAME_MAX,
@@ -61,6 +64,7 @@ from core.store.sql import SqlContactStore, open_store
 
 __all__ = [
     "DAY",
+    "BEHAVIOUR_EVENTS",
     "DISPATCH_STATUSES",
     "EVENT_TYPES",
     "FRAME_MAX",
@@ -81,6 +85,8 @@ __all__ = [
     "Engagement",
     "EventRecord",
     "InvalidRecord",
+    "BehaviourLog",
+    "BehaviourRecord",
     "Job",
     "JobRunning",
     "JobStore",

@@ -14,6 +14,7 @@ from datetime import datetime
 
 import pandas as pd
 
+from core.store.behaviour import BehaviourLog
 from core.store.caps import CapSpec, CustomerHistory, Engagement
 from core.store.jobs import JobStore
 from core.store.keys import KeyStore
@@ -35,6 +36,11 @@ class ContactStore(abc.ABC):
     @abc.abstractmethod
     def serving(self) -> ServingLog:
         """What every replica serves: model versions and snapshot (:mod:`core.store.serving`)."""
+
+    @property
+    @abc.abstractmethod
+    def behaviour(self) -> BehaviourLog:
+        """Behaviour events with their items (:mod:`core.store.behaviour`)."""
 
     @property
     @abc.abstractmethod

@@ -135,13 +135,14 @@ class Engagement:
 class CustomerHistory:
     """What one decision reads about a customer: contacts, consents and engagement, the
     shadow contacts of their hold-out decisions (see the module docstring), and the purchase
-    events stored since the serving snapshot (time, item ids), oldest first."""
+    events and returns stored since the serving snapshot (time, item ids), oldest first."""
 
     contacts: list[ContactRecord]
     consents: dict[str, bool]
     engagement: dict[str, Engagement]
     shadows: list[ContactRecord] = field(default_factory=list)
     purchases: list[tuple[datetime, tuple[str, ...]]] = field(default_factory=list)
+    returns: list[tuple[datetime, tuple[str, ...]]] = field(default_factory=list)
 
 
 def cap_contacts(

@@ -27,7 +27,7 @@ from core.store.records import (
     dump_json,
     opt_utc,
 )
-from core.store.schema import BigId, UtcDateTime, consents, decisions, events
+from core.store.schema import BigId, UtcDateTime, behaviour, consents, decisions, events
 
 __all__ = [
     "DECISION_EXISTS",
@@ -240,16 +240,27 @@ def consent_statement(with_as_of: bool) -> sa.CompoundSelect:
     return sa.union_all(qc, qe)
 
 
-def purchase_statement() -> sa.Select:
-    """The customer's purchase events at or after ``bought_since`` (``ts``, ``items``,
-    ``event_id``): what was bought since the serving snapshot, whichever replica took it;
-    binds customer_id and bought_since."""
-    e = events
-    return sa.select(e.c.ts, e.c["items"], e.c.event_id).where(
-        e.c.customer_id == sa.bindparam("customer_id"),
-        e.c.event == "purchase",
-        e.c.ts >= sa.bindparam("bought_since", type_=UtcDateTime),
-    )
+def item_statement() -> sa.CompoundSelect:
+    """The customer's purchase events and returns at or after ``bought_since`` (``item_kind``
+    "purchase" or "return", ``ts``, ``items``, ``event_id``): what was bought or sent back
+    since the serving snapshot, whichever replica took it; binds customer_id and
+    bought_since."""
+    e, b = events, behaviour
+    since = sa.bindparam("bought_since", type_=UtcDateTime)
+    customer = sa.bindparam("customer_id")
+    bought = sa.select(
+        sa.literal_column("'purchase'", sa.String).label("item_kind"),
+        e.c.ts,
+        e.c["items"],
+        e.c.event_id,
+    ).where(e.c.customer_id == customer, e.c.event == "purchase", e.c.ts >= since)
+    returned = sa.select(
+        sa.literal_column("'return'", sa.String),
+        b.c.ts,
+        b.c["items"],
+        b.c.behaviour_id,
+    ).where(b.c.customer_id == customer, b.c.event == "return", b.c.ts >= since)
+    return sa.union_all(bought, returned)
 
 
 @functools.cache
@@ -257,7 +268,7 @@ def history_statement() -> sa.CompoundSelect:
     """What a decision reads about a customer as one statement (one round trip, not four):
     the rows of :func:`contact_statement` (``part`` 0), :func:`consent_statement`
     (``part`` 1), the customer's :func:`engagement_statement` (``part`` 2) and
-    :func:`purchase_statement` (``part`` 3), each under the union of their column names
+    :func:`item_statement` (``part`` 3), each under the union of their column names
     (NULL where a part has no such column); binds customer_id, lo and bought_since."""
     subs = [
         part.subquery()
@@ -265,7 +276,7 @@ def history_statement() -> sa.CompoundSelect:
             contact_statement(False, False),
             consent_statement(False),
             engagement_statement(True, False).order_by(None),
-            purchase_statement(),
+            item_statement(),
         )
     ]
     columns: dict[str, sa.types.TypeEngine] = {}  # name -> type, first part that has it
@@ -345,12 +356,16 @@ def history_from(customer_id: str, rows: Iterable[Any]) -> CustomerHistory:
         parts[r.part].append(r)
     contacts, shadows = contact_records(customer_id, parts[0])
     engagement = sorted(parts[2], key=lambda r: (r.ts, r.event_id))
-    purchases = [
-        (r.ts, tuple(json.loads(r.items)) if r.items else ())
-        for r in sorted(parts[3], key=lambda r: (r.ts, r.event_id))
-    ]
+    items: dict[str, list[tuple[datetime, tuple[str, ...]]]] = {"purchase": [], "return": []}
+    for r in sorted(parts[3], key=lambda r: (r.ts, r.item_kind, r.event_id)):
+        items[r.item_kind].append((r.ts, tuple(json.loads(r.items)) if r.items else ()))
     return CustomerHistory(
-        contacts, consent_state(parts[1]), summarise_engagement(engagement), shadows, purchases
+        contacts,
+        consent_state(parts[1]),
+        summarise_engagement(engagement),
+        shadows,
+        items["purchase"],
+        items["return"],
     )
 
 

@@ -20,6 +20,7 @@ from features.contracts import EVENT_TYPES as CONTRACT_EVENT_TYPES
 
 __all__ = [
     "DISPATCH_STATUSES",
+    "BEHAVIOUR_EVENTS",
     "EVENT_TYPES",
     "FRAME_MAX",
     "FRAME_MIN",
@@ -49,6 +50,8 @@ __all__ = [
 
 # the message-event contract's types, plus complaints and purchases arriving live
 EVENT_TYPES = (*CONTRACT_EVENT_TYPES, "complained", "purchase")
+# What a customer did, not what a message did (journey triggers; core.store.behaviour).
+BEHAVIOUR_EVENTS = ("cart_abandoned", "return", "browse")
 REVOKING_EVENTS = ("unsubscribed", "complained")
 DISPATCH_STATUSES = ("sending", "sent", "failed")
 # Channels a channel-less unsubscribe/complaint revokes (plus any channel seen for the customer).

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 
-from core.store.records import DISPATCH_STATUSES, EVENT_TYPES, ID_MAX, as_utc
+from core.store.records import BEHAVIOUR_EVENTS, DISPATCH_STATUSES, EVENT_TYPES, ID_MAX, as_utc
 
 __all__ = [
     "DECISION_COLUMNS",
@@ -25,6 +25,7 @@ __all__ = [
     "TABLES",
     "BigId",
     "api_keys",
+    "behaviour",
     "UtcDateTime",
     "consents",
     "decisions",
@@ -116,6 +117,26 @@ events = sa.Table(
     sa.Index(None, "customer_id", "ts"),
     sa.Index(None, "decision_id", "event"),
     sa.Index(None, "ts"),
+)
+
+# Behaviour events (:mod:`core.store.behaviour`): carts left, returns, browsing — what the
+# customer did, with the items; a table of its own, so stores made before it need no change
+# to the ``events`` check constraint.
+behaviour = sa.Table(
+    "behaviour",
+    metadata,
+    sa.Column("behaviour_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("customer_id", _Id, nullable=False),
+    sa.Column("ts", UtcDateTime, nullable=False),
+    sa.Column("event", sa.String(16), nullable=False),
+    sa.Column("channel", sa.String(32)),
+    sa.Column("items", sa.Text, nullable=False),  # JSON list of item ids
+    sa.Column("value", sa.Float),
+    sa.Column("dedup_key", sa.String(255), nullable=False, unique=True),
+    sa.Column("recorded_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint(_in("event", BEHAVIOUR_EVENTS), name="behaviour_event"),
+    sa.Index(None, "customer_id", "ts"),
+    sa.Index(None, "event", "ts"),
 )
 
 consents = sa.Table(
@@ -220,6 +241,16 @@ jobs = sa.Table(
     sa.Index(None, "started_at"),
 )
 
-TABLES = (decisions, events, consents, dispatches, dispatch_success, api_keys, served, jobs)
+TABLES = (
+    decisions,
+    events,
+    behaviour,
+    consents,
+    dispatches,
+    dispatch_success,
+    api_keys,
+    served,
+    jobs,
+)
 DECISION_COLUMNS = [c.name for c in decisions.columns]
 EVENT_COLUMNS = [c.name for c in events.columns]

@@ -21,6 +21,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from core.store.base import ContactStore
+from core.store.behaviour import BehaviourLog
 from core.store.caps import (
     WEEK,
     CapSpec,
@@ -136,6 +137,11 @@ class SqlContactStore(ContactStore):
     def serving(self) -> ServingLog:
         """What every replica serves: model versions and snapshot (shared by all replicas)."""
         return ServingLog(self._db)
+
+    @property
+    def behaviour(self) -> BehaviourLog:
+        """Behaviour events (carts left, returns, browsing) with their items."""
+        return BehaviourLog(self._db)
 
     @property
     def jobs(self) -> JobStore:

@@ -74,14 +74,15 @@ class Decider:
         unavailable: dict[str, str],
         explore: bool | None,
         history: ContactHistory,
-        purchases: Sequence[tuple[datetime, Sequence[str]]] = (),
+        found: CustomerHistory | None = None,
     ) -> dict[str, Any]:
-        """The engine's decision (:func:`decide_data`) on a read history and the purchases
-        stored since the snapshot."""
+        """The engine's decision (:func:`decide_data`) on a read history (``found``: the
+        store's, with the purchases and returns since the snapshot)."""
         views = self.views
         pos = views.position(customer_id, state)
+        bought, returned = (found.purchases, found.returns) if found is not None else ((), ())
         return decide_data(
-            views.view(customer_id, profile, state, purchases),
+            views.view(customer_id, profile, state, bought, returned),
             views.model_scores(pos, state),
             views.candidates(customer_id, self.params.candidate_items, state),
             history,
@@ -127,11 +128,11 @@ class Decider:
         )
         if not record:
             found = self.histories.found(customer_id, now, state.snapshot.at)
-            return once(self.histories.of(found), found.purchases), None
+            return once(self.histories.of(found), found), None
         made: list[tuple[dict[str, Any], bytes]] = []
 
         def make(found: CustomerHistory) -> tuple[DecisionRecord, CapSpec | None]:
-            data = once(self.histories.of(found), found.purchases)
+            data = once(self.histories.of(found), found)
             encoded = encode_decision(data)
             made.append((data, encoded))
             channel = data["channel"]

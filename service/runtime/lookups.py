@@ -79,7 +79,7 @@ class CustomerLookups:
             now, self.settings, state.snapshot.at, default=max(datetime.now(UTC), state.snapshot.at)
         )
         found = self.histories.found(customer_id, at, state.snapshot.at)
-        view = self.views.view(customer_id, None, state, found.purchases)
+        view = self.views.view(customer_id, None, state, found.purchases, found.returns)
         pool = self.views.candidates(customer_id, k + self.params.candidate_items, state)
         items, n_ret, n_rec = self._filtered_items(view, pool, at, k)
         names = state.models.item_names or state.snapshot.item_names
@@ -99,7 +99,7 @@ class CustomerLookups:
         at = request_now(now, self.settings, state.snapshot.at)
         pos = self.views.position(customer_id, state)
         found = self.histories.found(customer_id, at, state.snapshot.at)
-        view = self.views.view(customer_id, None, state, found.purchases)
+        view = self.views.view(customer_id, None, state, found.purchases, found.returns)
         hist = self.histories.of(found)
         consents = {}
         for ch in self.settings.channels:

@@ -9,7 +9,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from core.store import ContactStore, DecisionRecord, EventRecord, InvalidRecord
+from core.store import (
+    BEHAVIOUR_EVENTS,
+    BehaviourRecord,
+    ContactStore,
+    DecisionRecord,
+    EventRecord,
+    InvalidRecord,
+)
 from service.config import Settings
 from service.engine import UnknownCampaign, campaign_by_id
 from service.runtime.clock import aware
@@ -42,11 +49,29 @@ class EventRecorder:
         limits = self.settings.events
         latest = now + timedelta(seconds=limits.future_tolerance_seconds)
         records: list[EventRecord] = []
+        behaviour: list[BehaviourRecord] = []
+        message_events: list[EventIn] = []
+        positions: list[int] = []  # each message event's index in the request
         try:
             for i, e in enumerate(events):
                 _check_event(f"events[{i}]", e, limits.max_purchase_value)
                 ts = aware(e.ts, self.settings, default=now)
                 _check_not_future(f"events[{i}].ts", ts, latest, limits.future_tolerance_seconds)
+                if e.event in BEHAVIOUR_EVENTS:
+                    behaviour.append(
+                        BehaviourRecord(
+                            customer_id=e.customer_id,
+                            ts=ts,
+                            event=e.event,
+                            items=tuple(e.item_ids),
+                            dedup_key=e.dedup_key or event_key(e, ts),
+                            value=e.value,
+                            channel=e.channel,
+                        )
+                    )
+                    continue
+                message_events.append(e)
+                positions.append(i)
                 records.append(
                     EventRecord(
                         customer_id=e.customer_id,
@@ -60,7 +85,7 @@ class EventRecorder:
                         items=tuple(e.item_ids),
                     )
                 )
-            pairs, repeated = self._checked(events, records)
+            pairs, repeated = self._checked(message_events, records, positions)
             consent_rows = []
             for i, c in enumerate(consents):
                 ts = aware(c.ts, self.settings, default=now)
@@ -70,6 +95,8 @@ class EventRecorder:
             raise Rejected(str(exc)) from None
         records = [rec for _, rec in pairs]
         inserted, duplicates = self.store.record_events(records) if records else (0, 0)
+        more, again = self.store.behaviour.record(behaviour)
+        inserted, duplicates = inserted + more, duplicates + again
         stored_consents = 0
         for c, ts in consent_rows:
             stored_consents += self.store.set_consent(
@@ -91,7 +118,7 @@ class EventRecorder:
         )
 
     def _checked(
-        self, events: Sequence[EventIn], records: Sequence[EventRecord]
+        self, events: Sequence[EventIn], records: Sequence[EventRecord], positions: Sequence[int]
     ) -> tuple[list[tuple[EventIn, EventRecord]], int]:
         """Check a batch against the stored decisions; drop events repeated in the batch.
 
@@ -107,7 +134,7 @@ class EventRecorder:
         first_sent: dict[str, datetime] = {}
         seen: set[tuple] = set()
         kept: list[tuple[int, EventIn, EventRecord]] = []
-        for i, (e, r) in enumerate(zip(events, records, strict=True)):
+        for i, e, r in zip(positions, events, records, strict=True):  # i: index in the request
             d = known.get(r.decision_id) if r.decision_id is not None else None
             if r.campaign_id is not None and (d is None or d.campaign_id != r.campaign_id):
                 try:
@@ -142,7 +169,13 @@ def _check_event(where: str, e: EventIn, max_value: float) -> None:
     """:class:`Rejected` naming the field: a purchase without ``order_id`` or ``ts``, or with
     a ``dedup_key``; an ``order_id`` or ``item_ids`` on another event; a ``value`` that is
     not a finite number in ``[0, max_value]``."""
-    if e.event == "purchase":
+    if e.event in BEHAVIOUR_EVENTS:
+        if not e.item_ids:
+            raise Rejected(f"{where}.item_ids: a {e.event} event needs its items")
+        for name in ("order_id", "campaign_id", "decision_id"):
+            if getattr(e, name) is not None:
+                raise Rejected(f"{where}.{name}: not allowed on a {e.event} event")
+    elif e.event == "purchase":
         if e.order_id is None:
             raise Rejected(
                 f"{where}.order_id: a purchase needs the shop's order id (its dedup key: "
@@ -162,7 +195,10 @@ def _check_event(where: str, e: EventIn, max_value: float) -> None:
         if e.order_id is not None:
             raise Rejected(f"{where}.order_id: only purchase events carry an order_id")
         if e.item_ids:
-            raise Rejected(f"{where}: item_ids are only allowed on purchase events")
+            raise Rejected(
+                f"{where}: item_ids are only allowed on purchase and behaviour events "
+                f"({', '.join(BEHAVIOUR_EVENTS)})"
+            )
     if e.value is not None and not (math.isfinite(e.value) and 0.0 <= e.value <= max_value):
         raise Rejected(
             f"{where}.value: {e.value!r} is outside [0, {max_value:g}] (events.max_purchase_value)"

@@ -38,9 +38,10 @@ class CustomerViews:
         profile: ProfileIn | None,
         state: State,
         purchases: Sequence[tuple[datetime, Sequence[str]]] = (),
+        returns: Sequence[tuple[datetime, Sequence[str]]] = (),
     ) -> CustomerView:
-        """Features, lifecycle, item history (with the ``purchases`` since the snapshot, as
-        read with the history) and the request's profile."""
+        """Features, lifecycle, item history (with the ``purchases`` and ``returns`` since
+        the snapshot, as read with the history) and the request's profile."""
         pos = self.position(customer_id, state)
         snap = state.snapshot
         row = FeatureRow(snap.column_index, snap.values[pos])
@@ -65,7 +66,7 @@ class CustomerViews:
             value_score=float(state.value_score[pos]),
             snapshot_at=snap.at,
             bought=bought,
-            returned=snap.returned.get(customer_id, {}),
+            returned=_with_returns(snap.returned.get(customer_id, {}), returns),
             last_purchase_at=live.last_purchase if live is not None else None,
             profile=prof,
             regulars=snap.regulars.get(customer_id, ()),
@@ -100,3 +101,16 @@ class CustomerViews:
         found = state.models.recommender.recommend(missing, k=k, exclude_seen=True)
         for c in missing:
             state.candidates[candidate_key(c, k)] = list(found.get(c, []))
+
+
+def _with_returns(
+    returned: dict[str, float], returns: Sequence[tuple[datetime, Sequence[str]]]
+) -> dict[str, float]:
+    """The snapshot's returned items (item -> last epoch second) with live returns added."""
+    if not returns:
+        return returned
+    out = dict(returned)
+    for ts, items in returns:
+        for item in items:
+            out[item] = max(out.get(item, ts.timestamp()), ts.timestamp())
+    return out
