@@ -1,5 +1,6 @@
 # One entry point for a fresh machine with nothing but Python 3.11.
 #   make run    main job: train on the real data if no champion exists, then serve (PORT=3000)
+#               and run the journeys (the agent process beside the server)
 #   make test   the whole test-suite
 #   make bench  benchmarks (tables on stdout)
 # Read by the bentoml CLI before it imports our code, so they are set here, not on import.
@@ -26,8 +27,10 @@ PORT ?= 3000
 # One BENTOML_HOME per port: BentoML keeps /metrics' multiprocess files in
 # $BENTOML_HOME/prometheus_multiproc_dir and empties it at start, so two servers on one
 # host (make run PORT=3001 beside PORT=3000) must not share it (docs/deployment.md).
+# The journey agent (python -m service.journeys) runs beside the server and stops with it.
 run: $(STAMP)
 	$(PY) -m training --if-missing $(ARGS)
+	$(PY) -m service.journeys & agent=$$!; trap 'kill $$agent 2>/dev/null' EXIT INT TERM; \
 	BENTOML_HOME=$(BENTOML_HOME)/serve-$(PORT) $(VENV)/bin/bentoml serve service.service:RevivalService --port $(PORT)
 
 test: $(STAMP)

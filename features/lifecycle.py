@@ -35,7 +35,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["STAGES", "TIERS", "LifecycleRules", "assign_lifecycle", "value_score"]
+__all__ = [
+    "STAGES",
+    "TIERS",
+    "LifecycleRules",
+    "assign_lifecycle",
+    "stage_after",
+    "value_score",
+]
 
 STAGES = ("new", "active", "loyal", "at_risk", "sleeping", "lost")
 TIERS = ("high", "mid", "low")
@@ -109,3 +116,24 @@ def assign_lifecycle(
         },
         index=features.index,
     )
+
+
+def stage_after(
+    features: pd.DataFrame, days: float, rules: LifecycleRules | None = None
+) -> np.ndarray:
+    """Each customer's stage ``days`` after the snapshot if they buy nothing meanwhile: the
+    recency-driven columns age (recency and tenure grow by ``days``, the recency ratio with
+    recency over the customer's own cycle); window counts are kept as they were, so only
+    the recency rules move a customer on (active → at_risk → sleeping → lost). What the
+    journeys' ``stage_entered`` trigger compares between two moments."""
+    rec = features["recency_days"].to_numpy(float)
+    ratio = features["recency_ratio"].to_numpy(float)
+    cycle = np.divide(rec, ratio, out=np.full_like(rec, np.inf), where=ratio > 0)
+    aged = features[
+        ["recency_days", "recency_ratio", "purchase_days", "tenure_days", "trend_90d"]
+        + ["orders_180d", "orders_365d", "monetary_all", "return_rate_value"]
+    ].copy()
+    aged["recency_days"] = rec + days
+    aged["tenure_days"] = features["tenure_days"].to_numpy(float) + days
+    aged["recency_ratio"] = np.where(np.isfinite(cycle), (rec + days) / cycle, ratio)
+    return assign_lifecycle(aged, rules, tier_thresholds=(0.0, 0.0))["stage"].to_numpy(str)

@@ -410,6 +410,12 @@ class Settings(BaseSettings):
         le=3600,
         description="how often a replica checks the store for versions another one published",
     )
+    journeys_tick_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="how often the journey agent (python -m service.journeys) ticks",
+    )
     snapshot: str = Field(
         default="newest",
         min_length=1,

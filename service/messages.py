@@ -48,7 +48,14 @@ __all__ = [
 ]
 
 Intent = Literal[
-    "win_back", "replenishment", "cross_sell", "new_arrivals", "service_recovery", "value_reminder"
+    "win_back",
+    "replenishment",
+    "cross_sell",
+    "new_arrivals",
+    "service_recovery",
+    "value_reminder",
+    "cart_reminder",
+    "care",
 ]
 INTENTS: tuple[Intent, ...] = get_args(Intent)
 TEMPLATES_PATH = Path(__file__).resolve().with_name("templates") / "messages.yaml"

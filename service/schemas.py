@@ -23,6 +23,7 @@ from pydantic import (
     Strict,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 from core.store import BEHAVIOUR_EVENTS, EVENT_TYPES, ApiKey
@@ -32,6 +33,19 @@ from service.config import ChannelName, Identifier, Locale
 from service.engine import Decision
 
 __all__ = [
+    "JourneyCustomerRequest",
+    "JourneyCustomerResponse",
+    "JourneyDryRunRequest",
+    "JourneyDryRunResponse",
+    "JourneyEnrolmentOut",
+    "JourneyOut",
+    "JourneyPauseRequest",
+    "JourneyPauseResponse",
+    "JourneyStepCounts",
+    "JourneyStepRunOut",
+    "JourneysRequest",
+    "JourneysResponse",
+    "PlannedMessage",
     "BatchRequest",
     "BatchResponse",
     "BatchRow",
@@ -441,3 +455,131 @@ class KeyCreated(KeyOut):
 
 class KeyList(_Out):
     keys: list[KeyOut]
+
+
+# ----------------------------------------------------------------------------- journeys
+
+JourneyId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,47}$")]
+
+
+class JourneysRequest(_In):
+    """Every configured journey with its live counts."""
+
+
+class JourneyStepCounts(_Out):
+    step_id: str
+    type: str
+    outcomes: dict[str, int]  # waited, branched, sent, held_out, no_contact, skipped
+    exited_here: int  # enrolments that left before this step (an exit rule)
+
+
+class JourneyOut(_Out):
+    journey_id: str
+    name: str
+    enabled: bool
+    paused: bool
+    priority: int
+    trigger: dict[str, Any]
+    enrolled: int
+    active: int
+    completed: int
+    exited: int
+    holdout: int
+    converted: int
+    conversion_treated: float | None  # converted / enrolled, treated enrolments
+    conversion_holdout: float | None
+    steps: list[JourneyStepCounts]
+
+
+class JourneysResponse(_Out):
+    journeys: list[JourneyOut]
+
+
+class JourneyCustomerRequest(_In):
+    customer_id: Id
+
+
+class JourneyStepRunOut(_Out):
+    step_id: str
+    ran_at: datetime
+    outcome: str
+    decision_id: str | None
+    channel: str | None
+    send_at: datetime | None
+    detail: str | None
+
+
+class JourneyEnrolmentOut(_Out):
+    journey_id: str
+    trigger_key: str
+    entered_at: datetime
+    holdout: bool
+    status: str
+    next_step: str | None
+    due_at: datetime | None
+    note: str | None
+    converted_at: datetime | None
+    steps: list[JourneyStepRunOut]
+
+
+class JourneyCustomerResponse(_Out):
+    customer_id: str
+    enrolments: list[JourneyEnrolmentOut]
+
+
+class JourneyPauseRequest(_In):
+    """Pause (no new entries, no steps; waiting customers stay) or resume a journey."""
+
+    journey_id: JourneyId
+    paused: bool
+
+
+class JourneyPauseResponse(_Out):
+    journey_id: str
+    paused: bool
+
+
+class JourneyDryRunRequest(_In):
+    """What ``journey_id`` would send for triggers in ``[start, end)``, for a segment."""
+
+    journey_id: JourneyId
+    start: Moment
+    end: Moment
+    stages: list[Stage] | None = Field(default=None, max_length=len(STAGES))
+    tiers: list[Tier] | None = Field(default=None, max_length=len(TIERS))
+    limit: int = Field(default=200, ge=1, le=5000, description="entrants walked through")
+    max_messages: int = Field(default=100, ge=0, le=5000, description="messages listed")
+
+    @model_validator(mode="after")
+    def _order(self) -> JourneyDryRunRequest:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        if self.end - self.start > timedelta(days=366):
+            raise ValueError("a dry run covers at most 366 days")
+        return self
+
+
+class PlannedMessage(_Out):
+    customer_id: str
+    step_id: str
+    at: datetime
+    channel: str
+    intent: str
+    offer: str
+    cost: float
+
+
+class JourneyDryRunResponse(_Out):
+    journey_id: str
+    start: datetime
+    end: datetime
+    entered: int  # entrants in the range and segment
+    sampled: int  # of them walked through (``limit``)
+    holdout: int  # sampled entrants in the journey's hold-out (never messaged)
+    messages: list[PlannedMessage]
+    by_channel: dict[str, dict[str, float]]
+    no_contact: dict[str, int]  # why a message step would not contact, and how often
+    total_cost: float  # of the sampled entrants' messages
+    estimated_messages: int  # scaled to every entrant
+    estimated_total_cost: float
+    currency: str

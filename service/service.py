@@ -47,6 +47,7 @@ from service.api_config import SCOPES
 from service.config import load_settings
 from service.engine import Decision, UnknownCampaign
 from service.jobs import JobConflict, RetrainJobs, UnknownJob
+from service.journeys import JourneyDesk, load_journeys
 from service.metrics import count_decision
 from service.preflight import DeploymentError, check_champions, check_deployment
 from service.report import CampaignReport
@@ -67,6 +68,14 @@ from service.schemas import (
     DecideRequest,
     EventsRequest,
     EventsResponse,
+    JourneyCustomerRequest,
+    JourneyCustomerResponse,
+    JourneyDryRunRequest,
+    JourneyDryRunResponse,
+    JourneyPauseRequest,
+    JourneyPauseResponse,
+    JourneysRequest,
+    JourneysResponse,
     KeyCreated,
     KeyCreateRequest,
     KeyList,
@@ -150,6 +159,7 @@ class RevivalService:
         self.runtime = Runtime(self.settings)
         self._local_store = self.settings.store_url.startswith("sqlite")
         self.jobs = RetrainJobs(self.settings, tracking_uri(self.settings), self.runtime.store)
+        self.journeys = JourneyDesk(self.runtime, load_journeys(settings=self.settings))
         self._first_key()
 
     def _first_key(self) -> None:
@@ -277,6 +287,28 @@ class RevivalService:
                 raise UnknownKey(_message(exc)) from None
 
         return _guard(run)
+
+    @bentoml.api(route="/journeys")
+    def journeys_list(self, request: JourneysRequest, /) -> JourneysResponse:
+        """Every journey with live counts: enrolled, active, completed, exited, converted,
+        and each step's runs by outcome."""
+        return _guard(self.journeys.overview)
+
+    @bentoml.api(route="/journeys/customer")
+    def journeys_customer(self, request: JourneyCustomerRequest, /) -> JourneyCustomerResponse:
+        """The customer's journey history: enrolments and every step run."""
+        return _guard(lambda: self.journeys.customer(request.customer_id))
+
+    @bentoml.api(route="/journeys/pause")
+    def journeys_pause(self, request: JourneyPauseRequest, /) -> JourneyPauseResponse:
+        """Pause or resume a journey for every agent (admin)."""
+        who = f"key {caller_key_id()}"
+        return _guard(lambda: self.journeys.pause(request, who))
+
+    @bentoml.api(route="/journeys/dry_run")
+    def journeys_dry_run(self, request: JourneyDryRunRequest, /) -> JourneyDryRunResponse:
+        """What a journey would send over a date range for a segment (nothing stored)."""
+        return _guard(lambda: self.journeys.dry_run(request))
 
 
 RevivalService.add_asgi_middleware(

@@ -16,6 +16,7 @@ enforce frequency caps, consent and fatigue, and to learn which channel works fo
 * :mod:`core.store.behaviour` — behaviour events (carts, returns, browsing) with items;
 * :mod:`core.store.serving` — what every replica serves (model versions, snapshot);
 * :mod:`core.store.jobs` — background jobs (retraining) and their status;
+* :mod:`core.store.journeys` — journey enrolments, step runs (exactly once), pauses;
 * :mod:`core.store.sql` — :class:`SqlContactStore` and :func:`open_store`;
 * :mod:`core.store.upgrade` — in-place upgrades of a store made by an earlier version.
 """
@@ -35,6 +36,7 @@ from core.store.caps import (
     count_contacts,
 )
 from core.store.jobs import Job, JobRunning, JobStore
+from core.store.journeys import Enrolment, JourneyState, StepRun
 from core.store.keys import ApiKey, KeyStore, hash_key
 from core.store.records import (
     BEHAVIOUR_EVENTS,
@@ -75,6 +77,9 @@ __all__ = [
     "ApiKey",
     "CapSpec",
     "ContactCounts",
+    "Enrolment",
+    "JourneyState",
+    "StepRun",
     "ContactRecord",
     "ContactStore",
     "CustomerHistory",

@@ -17,6 +17,7 @@ import pandas as pd
 from core.store.behaviour import BehaviourLog
 from core.store.caps import CapSpec, CustomerHistory, Engagement
 from core.store.jobs import JobStore
+from core.store.journeys import JourneyState
 from core.store.keys import KeyStore
 from core.store.records import DecisionRecord, DispatchAttempt, EventRecord
 from core.store.serving import ServingLog
@@ -41,6 +42,11 @@ class ContactStore(abc.ABC):
     @abc.abstractmethod
     def behaviour(self) -> BehaviourLog:
         """Behaviour events with their items (:mod:`core.store.behaviour`)."""
+
+    @property
+    @abc.abstractmethod
+    def journeys(self) -> JourneyState:
+        """Journey enrolments and step runs (:mod:`core.store.journeys`)."""
 
     @property
     @abc.abstractmethod
@@ -107,6 +113,11 @@ class ContactStore(abc.ABC):
         """Append a consent change for ``(customer_id, channel)``; False (nothing stored)
         when ``dedup_key`` is already stored, or when ``if_changed`` and the customer's
         current consent for ``channel`` (as of ``ts``) already is ``granted``."""
+
+    @abc.abstractmethod
+    def consents(self, customer_id: str, as_of: datetime | None = None) -> dict[str, bool]:
+        """The customer's consent per channel with any history, as of ``as_of`` (default
+        now); channels without history are absent."""
 
     @abc.abstractmethod
     def customer_history(

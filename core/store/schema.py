@@ -1,6 +1,6 @@
 """The store's SQL schema: append-only tables on SQLAlchemy Core, UTC timestamps.
 
-Every table but ``api_keys`` and ``jobs`` is an append-only log: rows are inserted, never updated or
+Every table but ``api_keys``, ``jobs`` and the journey state is an append-only log: rows are inserted, never updated or
 deleted, so the history can always be audited and replayed. "Current" state (consent, whether a decision
 was sent) is derived by reading the log.
 
@@ -20,6 +20,7 @@ from core.store.records import BEHAVIOUR_EVENTS, DISPATCH_STATUSES, EVENT_TYPES,
 
 __all__ = [
     "DECISION_COLUMNS",
+    "ENROLMENT_STATUSES",
     "EVENT_COLUMNS",
     "JOB_STATUSES",
     "TABLES",
@@ -33,6 +34,9 @@ __all__ = [
     "dispatches",
     "events",
     "jobs",
+    "journey_control",
+    "journey_enrolments",
+    "journey_steps",
     "metadata",
     "served",
 ]
@@ -241,6 +245,62 @@ jobs = sa.Table(
     sa.Index(None, "started_at"),
 )
 
+# Journey state (:mod:`core.store.journeys`). An enrolment is unique per journey, customer
+# and trigger (enrolling twice is a no-op) and is updated as it moves through its steps; a
+# step run is unique per enrolment and step (branches only jump forward), so a step that is
+# run again after a crash or by a second agent finds its row and does nothing twice.
+ENROLMENT_STATUSES = ("active", "completed", "exited")
+journey_enrolments = sa.Table(
+    "journey_enrolments",
+    metadata,
+    sa.Column("enrolment_id", sa.String(40), primary_key=True),
+    sa.Column("journey_id", sa.String(48), nullable=False),
+    sa.Column("customer_id", _Id, nullable=False),
+    sa.Column("trigger_key", sa.String(255), nullable=False),
+    sa.Column("entered_at", UtcDateTime, nullable=False),
+    sa.Column("holdout", sa.Boolean, nullable=False),
+    sa.Column("context", sa.Text, nullable=False),  # JSON: the trigger's items and value
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),  # index of the next step to run
+    sa.Column("due_at", UtcDateTime),  # when it runs (NULL once ended)
+    sa.Column("note", sa.String(255)),  # why it ended or last waited
+    sa.Column("converted_at", UtcDateTime),  # first purchase within the goal window
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("lease_until", UtcDateTime),
+    sa.CheckConstraint(_in("status", ENROLMENT_STATUSES), name="enrolment_status"),
+    sa.UniqueConstraint("journey_id", "customer_id", "trigger_key"),
+    sa.Index(None, "status", "due_at"),
+    sa.Index(None, "customer_id", "entered_at"),
+)
+journey_steps = sa.Table(
+    "journey_steps",
+    metadata,
+    sa.Column("enrolment_id", sa.String(40), primary_key=True),
+    sa.Column("step_id", sa.String(48), primary_key=True),
+    sa.Column("journey_id", sa.String(48), nullable=False),
+    sa.Column("customer_id", _Id, nullable=False),
+    sa.Column("ran_at", UtcDateTime, nullable=False),  # the agent's clock
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("decision_id", _Id),
+    sa.Column("channel", sa.String(32)),
+    sa.Column("send_at", UtcDateTime),
+    sa.Column("detail", sa.String(255)),
+    sa.Column("worker", sa.String(64), nullable=False),
+    sa.Index(None, "customer_id", "ran_at"),
+    sa.Index(None, "journey_id", "step_id"),
+)
+# Pauses (admin) and the agent's intake watermark, one row each.
+journey_control = sa.Table(
+    "journey_control",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),  # "pause:<journey>" or "intake"
+    sa.Column("flag", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("at", UtcDateTime),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("updated_by", sa.String(255), nullable=False),
+)
+
 TABLES = (
     decisions,
     events,
@@ -251,6 +311,9 @@ TABLES = (
     api_keys,
     served,
     jobs,
+    journey_enrolments,
+    journey_steps,
+    journey_control,
 )
 DECISION_COLUMNS = [c.name for c in decisions.columns]
 EVENT_COLUMNS = [c.name for c in events.columns]

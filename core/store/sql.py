@@ -33,6 +33,7 @@ from core.store.caps import (
 )
 from core.store.db import Conn, Database
 from core.store.jobs import JobStore
+from core.store.journeys import JourneyState
 from core.store.keys import KeyStore
 from core.store.queries import (
     DECISION_EXISTS,
@@ -147,6 +148,11 @@ class SqlContactStore(ContactStore):
     def jobs(self) -> JobStore:
         """Background jobs (retraining), visible to every replica using this store."""
         return JobStore(self._db)
+
+    @property
+    def journeys(self) -> JourneyState:
+        """Journey enrolments and step runs, shared by every agent and replica."""
+        return JourneyState(self._db)
 
     def _create_schema(self) -> None:
         # Serialised so that several workers starting at once do not race on CREATE TABLE.

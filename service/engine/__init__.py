@@ -33,6 +33,7 @@ from service.engine.economics import (
 from service.engine.inputs import (
     ContactHistory,
     CustomerView,
+    JourneyAsk,
     ModelScores,
     PriorityInputs,
     Profile,
@@ -76,6 +77,7 @@ __all__ = [
     "Decision",
     "DispatchOut",
     "Economics",
+    "JourneyAsk",
     "MessageOut",
     "ModelScores",
     "OfferModel",

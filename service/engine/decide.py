@@ -32,7 +32,13 @@ from service.engine.choice import (
 )
 from service.engine.diagnosis import Diagnosis, diagnose
 from service.engine.economics import customer_economics, net_priority
-from service.engine.inputs import ContactHistory, CustomerView, ModelScores, one_row_inputs
+from service.engine.inputs import (
+    ContactHistory,
+    CustomerView,
+    JourneyAsk,
+    ModelScores,
+    one_row_inputs,
+)
 from service.engine.items import message_items
 from service.engine.offers import offer_reason
 from service.engine.output import (
@@ -74,6 +80,7 @@ def decide_data(
     unavailable: Mapping[str, str] | None = None,
     explore: bool | None = None,
     prepared: PreparedRow | None = None,
+    journey: JourneyAsk | None = None,
 ) -> dict[str, Any]:
     """Decide for one customer (docs/design.md, "Decision engine"), as plain data.
 
@@ -109,20 +116,26 @@ def decide_data(
     # diagnose: why asleep, and so the message intent
     diag = diagnose(view, stage, prepared, history, posteriors, now, p)
     reasons["why"] = diag.reasons
+    if journey is not None:
+        diag, candidates = _for_journey(journey, diag, candidates)
     # when (the same for every channel), then which channels can carry a message then
     expected_next = expected_next_order(view, scores)
-    send_at, reasons["when"] = decision_send_at(view, stage, expected_next, settings, zone, now)
+    send_at, reasons["when"] = decision_send_at(
+        view, stage, expected_next, settings, zone, now, prompt=journey is not None
+    )
     control, why_not = _channels_at(
-        view, history, settings, campaign, send_at, channels, unavailable
+        view, history, settings, campaign, send_at, channels, unavailable, journey is None
     )
     # choose: the best (offer, channel) whose message fits
     thompson = settings.channel_selection == "thompson" if explore is None else explore
     names = item_names or {}
-    call = _Call(view, scores, candidates, settings, p, now, names, decision_id, model_versions)
+    call = _Call(
+        view, scores, candidates, settings, p, now, names, decision_id, model_versions, journey
+    )
     seed = _seed_key(decision_id, view, campaign, now) if thompson else None
     pick = _choose(call, prepared, diag, rates, posteriors, why_not, seed)
     # who: revive? (campaign windows are judged at the moment the message would land)
-    revive, blocker, who = _verdict(campaign, settings, send_at, just_bought, pick)
+    revive, blocker, who = _verdict(campaign, settings, send_at, just_bought, pick, journey)
     reasons["who"] += who
     reasons["what"] = pick.what
     reasons["channel"] = _channel_reasons(pick, why_not, posteriors, settings, explore)
@@ -194,10 +207,12 @@ def _channels_at(
     send_at: datetime,
     channels: Sequence[str] | None,
     unavailable: Mapping[str, str] | None,
+    draw_holdout: bool = True,
 ) -> tuple[bool, dict[str, str]]:
-    """Whether the customer is in the campaign's hold-out, and why each channel that cannot
-    carry a message at ``send_at`` can't (:func:`unusable_channels`)."""
-    control = in_holdout(
+    """Whether the customer is in the campaign's hold-out (never, when ``draw_holdout`` is
+    false: a journey draws its own), and why each channel that cannot carry a message at
+    ``send_at`` can't (:func:`unusable_channels`)."""
+    control = draw_holdout and in_holdout(
         view.customer_id, campaign.id, settings.holdout_salt, settings.holdout_share
     )
     # a hold-out customer is capped like their treated twin (the store's shadow contacts)
@@ -261,6 +276,16 @@ class _Call(NamedTuple):
     names: Mapping[str, str]  # item id -> display name
     decision_id: str | None
     model_versions: Mapping[str, str] | None
+    journey: JourneyAsk | None
+
+
+def _for_journey(
+    ask: JourneyAsk, diag: Diagnosis, candidates: Sequence[str]
+) -> tuple[Diagnosis, Sequence[str]]:
+    """The diagnosis with the step's fixed intent, and the trigger's items as candidates."""
+    if ask.intent is not None:
+        diag = diag._replace(intent=INTENTS.index(ask.intent))
+    return diag, (ask.items if ask.items is not None else candidates)
 
 
 def _choose(
@@ -279,6 +304,8 @@ def _choose(
     settings, p = call.settings, call.params
     econ = customer_economics(row.inputs, settings, p, rates, diag.cause, diag.intent, row.reach)
     ranked = rank_options(econ, [ch not in why_not for ch in CHANNELS])
+    if call.journey is not None and call.journey.offers is not None:
+        ranked = [r for r in ranked if OFFER_TYPES[r[1]] in call.journey.offers]
     draws = None
     if seed_key is not None:
         draws = thompson_draws(posteriors, seed_key)
@@ -381,11 +408,18 @@ def _render(
 
 
 def _verdict(
-    campaign: Campaign, settings: Settings, send_at: datetime, just_bought: bool, pick: _Pick
+    campaign: Campaign,
+    settings: Settings,
+    send_at: datetime,
+    just_bought: bool,
+    pick: _Pick,
+    journey: JourneyAsk | None = None,
 ) -> tuple[bool, Campaign | None, list[str]]:
     """Revive? No when the campaign is not running at ``send_at``, a higher-priority campaign
     blacks it out, the customer just bought, no channel can carry the message, or the best
-    option's priority is not above ``min_priority``. Returns the blocker and "who" reasons."""
+    option's priority is not above ``min_priority``. For a journey step the trigger chose
+    who: only the campaign, its blackouts and the channels decide. Returns the blocker and
+    "who" reasons."""
     reasons = []
     blocker = blocking_campaign(settings, campaign, send_at)
     revive = True
@@ -395,11 +429,14 @@ def _verdict(
     if blocker is not None:
         revive = False
         reasons.append(f"blackout:{blocker.id}(priority {blocker.priority})")
+    if pick.chosen is None:
+        revive = False
+    if journey is not None:
+        reasons.append(f"journey:{journey.journey_id}")
+        return revive, blocker, reasons
     if just_bought:
         revive = False
         reasons.append("purchased_since_snapshot")
-    if pick.chosen is None:
-        revive = False
     floor, best = settings.value_tiers.min_priority, pick.who_priority
     if best <= floor:
         revive = False

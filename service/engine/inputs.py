@@ -157,6 +157,22 @@ class PriorityInputs:
         return len(self.index)
 
 
+@dataclass(frozen=True)
+class JourneyAsk:
+    """A journey step's question to the engine (:mod:`service.journeys`): the trigger has
+    already chosen *who* and *when*, so the engine's revive verdict (just bought, the
+    ``min_priority`` floor, its own hold-out draw — the journey has its own) and its
+    next-order timing do not apply; the engine still picks channel, offer and message under
+    consent, caps, quiet hours and campaign blackouts. ``intent`` fixes the message (a
+    ``send`` step), ``offers`` limits the offer types (a coupon is then chosen only when its
+    net value beats the others'), ``items`` are the trigger's own items (a cart)."""
+
+    journey_id: str
+    intent: str | None = None
+    offers: tuple[str, ...] | None = None
+    items: tuple[str, ...] | None = None
+
+
 def one_row_inputs(view: CustomerView, stage: str, scores: ModelScores) -> PriorityInputs:
     """The priority inputs of one customer from their feature row (no :class:`Prepared`)."""
     f = view.features

@@ -34,6 +34,9 @@ INTENT_OFFERS: dict[str, tuple[str, ...]] = {
     "replenishment": ("replenishment_reminder", "low_threshold_coupon"),
     "cross_sell": ("none", "low_threshold_coupon"),
     "value_reminder": ("value_reminder", "exclusive_discount"),
+    # journey intents (service/journeys.yaml): never chosen by the diagnosis
+    "cart_reminder": ("none", "low_threshold_coupon"),
+    "care": ("none",),
 }
 
 INTENTS = tuple(INTENT_OFFERS)

@@ -102,9 +102,21 @@ def decision_send_at(
     settings: Settings,
     zone: ZoneInfo,
     now: datetime,
+    prompt: bool = False,
 ) -> tuple[datetime, list[str]]:
     """:func:`plan_send_at` for one customer: a reminder ``reminder_days_before`` the expected
-    next order for active and loyal customers, else now (the same for every channel)."""
+    next order for active and loyal customers, else now (the same for every channel).
+    ``prompt`` (a journey step, whose own waits chose the moment): now, outside quiet hours,
+    without moving to the customer's usual hour."""
+    if prompt:
+        at, reasons = plan_send_at(
+            now,
+            customer_zone=zone,
+            log_zone=settings.zone,
+            quiet=settings.quiet_hours,
+            usual_hour=None,
+        )
+        return at, ["journey_step:now", *reasons[1:]]  # not "usual_hour:unknown"
     reminder_at = None
     if stage in ("active", "loyal") and expected_next is not None:
         reminder_at = expected_next - timedelta(days=settings.reminder_days_before)

@@ -39,6 +39,7 @@ from service.config import (
     StrictYamlLoader,
     describe_validation,
 )
+from service.messages import Intent
 
 __all__ = [
     "DEFAULT_JOURNEYS_PATH",
@@ -190,21 +191,23 @@ class DecideStep(_Model):
     id: Id
     type: Literal["decide"]
     campaign: str = Field(default="lifecycle", min_length=1)
+    intent: Intent | None = Field(default=None, description="default: the engine's diagnosis")
     items: Literal["trigger", "cross_sell", "regulars"] = Field(
         default="cross_sell", description="the trigger's own items (a cart), or the engine's"
     )
     offers: list[OfferType] | None = Field(
         default=None, min_length=1, description="offer types allowed (default: all)"
     )
-    coupon_only_if_it_pays: bool = True
 
 
 class SendStep(_Model):
-    """Send a fixed intent (a care message); channel by the engine unless given."""
+    """Send a fixed intent (a care message) with no monetary offer; channel by the engine
+    unless given."""
 
     id: Id
     type: Literal["send"]
-    intent: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    intent: Intent
+    campaign: str = Field(default="lifecycle", min_length=1)
     channel: ChannelName | None = None
 
 
@@ -301,7 +304,7 @@ def check_against_policy(journeys: Journeys, settings: Settings) -> None:
     known = {c.id for c in settings.campaigns}
     for j, journey in enumerate(journeys.journeys):
         for i, step in enumerate(journey.steps):
-            if isinstance(step, DecideStep) and step.campaign not in known:
+            if isinstance(step, DecideStep | SendStep) and step.campaign not in known:
                 raise ConfigError(
                     f"invalid journeys: journeys[{j}].steps[{i}].campaign: {step.campaign!r} "
                     f"is not a campaign of the policy (known: {sorted(known)})"

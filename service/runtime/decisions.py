@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from core.store import CapSpec, ContactStore, CustomerHistory, DecisionRecord
+from core.store import CapSpec, ContactStore, CustomerHistory, DecisionRecord, DuplicateDecision
 from service.config import CHANNELS, Settings
 from service.engine import (
     ContactHistory,
     Decision,
+    JourneyAsk,
     PolicyParams,
     campaign_by_id,
     caps_for,
@@ -75,6 +76,7 @@ class Decider:
         explore: bool | None,
         history: ContactHistory,
         found: CustomerHistory | None = None,
+        journey: JourneyAsk | None = None,
     ) -> dict[str, Any]:
         """The engine's decision (:func:`decide_data`) on a read history (``found``: the
         store's, with the purchases and returns since the snapshot)."""
@@ -97,6 +99,7 @@ class Decider:
             unavailable=unavailable,
             explore=explore,
             prepared=state.prepared.row(pos),
+            journey=journey,
         )
 
     def decide_and_record(
@@ -110,6 +113,7 @@ class Decider:
         decision_id: str | None,
         record: bool,
         explore: bool | None = None,
+        journey: JourneyAsk | None = None,
     ) -> tuple[dict[str, Any], bytes | None]:
         """The decision (plain data, :func:`decide_data`) and, when recorded, its JSON (the
         stored payload)."""
@@ -128,11 +132,11 @@ class Decider:
         )
         if not record:
             found = self.histories.found(customer_id, now, state.snapshot.at)
-            return once(self.histories.of(found), found), None
+            return once(self.histories.of(found), found, journey), None
         made: list[tuple[dict[str, Any], bytes]] = []
 
         def make(found: CustomerHistory) -> tuple[DecisionRecord, CapSpec | None]:
-            data = once(self.histories.of(found), found)
+            data = once(self.histories.of(found), found, journey)
             encoded = encode_decision(data)
             made.append((data, encoded))
             channel = data["channel"]
@@ -190,3 +194,31 @@ class Decider:
         if req.dispatch:
             decision.dispatch = self.dispatcher.dispatch(decision, req.profile, now)
         return decision.model_dump(), decision.model_dump_json().encode()
+
+    def decide_journey(
+        self,
+        customer_id: str,
+        now: datetime,
+        campaign_id: str,
+        decision_id: str,
+        ask: JourneyAsk,
+        channels: Sequence[str] | None,
+        state: State,
+        record: bool = True,
+    ) -> Decision:
+        """A journey step's decision (:class:`JourneyAsk`), recorded under the caps with the
+        step's own ``decision_id``: a step run again finds its decision and makes no other
+        (``record=False``: a dry run, nothing stored)."""
+        if record:
+            existing = self.store.get_decision(decision_id)
+            if existing is not None:
+                return Decision.model_validate(existing.payload)
+        try:
+            data, _ = self.decide_and_record(
+                customer_id, now, campaign_id, channels, None, state, decision_id, record, None, ask
+            )
+        except DuplicateDecision:  # recorded by another worker meanwhile: that one stands
+            stored = self.store.get_decision(decision_id)
+            assert stored is not None
+            return Decision.model_validate(stored.payload)
+        return Decision.model_validate(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -44,8 +45,16 @@ class Dispatcher:
     store: ContactStore
     providers: dict[str, ChannelProvider]
 
-    def dispatch(self, decision: Decision, profile: ProfileIn | None, now: datetime) -> DispatchOut:
-        """Send the decision's message now, or say why not (hold-out, no contact, not due)."""
+    def dispatch(
+        self,
+        decision: Decision,
+        profile: ProfileIn | None,
+        now: datetime,
+        clock: Callable[[], datetime] | None = None,
+    ) -> DispatchOut:
+        """Send the decision's message now, or say why not (hold-out, no contact, not due).
+        ``clock`` times the dispatch log and the ``sent`` event (default the wall clock; the
+        journey agent's own clock, so a simulated replay counts its caps in its own time)."""
         if decision.holdout:
             return DispatchOut(status="skipped", error="holdout: control group, never sent")
         if not decision.contact or decision.channel is None or decision.message is None:
@@ -67,7 +76,11 @@ class Dispatcher:
             body=decision.message.body,
         )
         try:
-            result = dispatch_message(self.store, self.providers[decision.channel], message)
+            provider = self.providers[decision.channel]
+            if clock is None:
+                result = dispatch_message(self.store, provider, message)
+            else:
+                result = dispatch_message(self.store, provider, message, clock=clock)
         except UnknownDecision:
             raise Rejected("dispatch needs a recorded decision") from None
         except DispatchInProgress as exc:
