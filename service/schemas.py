@@ -547,7 +547,7 @@ class JourneyDryRunRequest(_In):
     end: Moment
     stages: list[Stage] | None = Field(default=None, max_length=len(STAGES))
     tiers: list[Tier] | None = Field(default=None, max_length=len(TIERS))
-    limit: int = Field(default=200, ge=1, le=5000, description="entrants walked through")
+    limit: int = Field(default=200, ge=1, le=1000, description="entrants walked through")
     max_messages: int = Field(default=100, ge=0, le=5000, description="messages listed")
 
     @model_validator(mode="after")

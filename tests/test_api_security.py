@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
@@ -61,6 +61,15 @@ def _bodies(cid: str) -> dict[str, dict]:
         "/keys/create": {"name": "matrix", "scopes": ["read"]},
         "/keys/list": {},
         "/keys/revoke": {"key_id": "set below"},
+        "/journeys": {},
+        "/journeys/customer": {"customer_id": cid},
+        "/journeys/pause": {"journey_id": "birthday", "paused": False},
+        "/journeys/dry_run": {
+            "journey_id": "first_order_followup",
+            "start": NOW.isoformat(),
+            "end": (NOW + timedelta(days=7)).isoformat(),
+            "limit": 3,
+        },
     }
 
 

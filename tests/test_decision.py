@@ -20,6 +20,7 @@ from service.engine import (
     ContactHistory,
     CustomerView,
     Decision,
+    JourneyAsk,
     ModelScores,
     PriorityInputs,
     Profile,
@@ -564,3 +565,49 @@ def test_decisions_are_deterministic_given_an_id(settings):
     b = run(settings, decision_id="d-1")
     assert a.model_dump() == b.model_dump()
     assert run(settings).decision_id != run(settings).decision_id
+
+
+# --------------------------------------------------------------------------- journey steps
+
+
+def test_a_journey_step_messages_a_customer_who_just_bought(settings):
+    """The trigger chose who: a post-purchase care message goes to a customer the revive
+    verdict would skip (just bought), now, with the step's fixed intent and no offer."""
+    bought = view("active", last_purchase_at=NOW - timedelta(hours=2))
+    plain = run(settings, bought)
+    assert not plain.revive and "purchased_since_snapshot" in plain.reasons["who"]
+    ask = JourneyAsk("post_purchase", intent="care", offers=("none",))
+    d = run(settings, bought, journey=ask)
+    assert d.contact and d.intent == "care" and d.offer.type == "none"
+    assert d.send_at == NOW and d.reasons["when"][0] == "journey_step:now"
+    assert "journey:post_purchase" in d.reasons["who"]
+
+
+def test_a_cart_step_names_the_carts_items_and_only_allowed_offers(settings):
+    ask = JourneyAsk("cart_recovery", intent="cart_reminder", offers=("none",), items=("A1",))
+    d = run(settings, view("active"), candidates=["Z9"], journey=ask, item_names={"A1": "Mug"})
+    assert d.contact and d.intent == "cart_reminder" and d.offer.type == "none"
+    assert "Mug" in d.message.body and "Z9" not in d.message.body  # the cart's, not ALS's
+    coupon = JourneyAsk("cart_recovery", intent="cart_reminder", offers=("low_threshold_coupon",))
+    assert run(settings, view("active"), journey=coupon).offer.type == "low_threshold_coupon"
+
+
+def test_journey_steps_keep_every_contact_rule(settings):
+    ask = JourneyAsk("win_back")
+    # quiet hours move the send to the morning, in the customer's zone
+    late = datetime(2011, 9, 5, 23, 30, tzinfo=LONDON)
+    d = run(settings, now=late, journey=ask)
+    assert d.send_at > late and any(r.startswith("quiet_hours") for r in d.reasons["when"])
+    # a higher-priority campaign's blackout blocks the journey's message too
+    inside = datetime(2011, 11, 5, 12, tzinfo=LONDON)
+    assert run(settings, now=inside, journey=ask).blocked_by == "double11"
+    # no consent: no channel, no contact
+    none = Profile(consents={c: False for c in CHANNELS})
+    assert not run(settings, view(profile=none), journey=ask).contact
+    # caps: the channel that is full is not used
+    full = ContactHistory(contacts=[contact("email", NOW - timedelta(hours=2))])
+    assert run(settings, history=full, journey=ask).channel != "email"
+    # the journey draws its own hold-out: the engine's is off for journey steps
+    every = settings.model_copy(update={"holdout_share": 1.0})
+    assert run(every, journey=ask).holdout is False
+    assert run(every).holdout is True

@@ -42,7 +42,11 @@ def topology() -> dict:
 
 def test_compose_services_and_start_order(topology):
     services = topology["services"]
-    assert set(services) == {"postgres", "mlflow", "trainer", *REPLICAS, "proxy"}
+    assert set(services) == {"postgres", "mlflow", "trainer", *REPLICAS, "journey-agent", "proxy"}
+    agent = services["journey-agent"]
+    assert agent["entrypoint"] == ["python", "-m", "service.journeys"]
+    assert agent["environment"] == services[REPLICAS[0]]["environment"]
+    assert agent["depends_on"] == services[REPLICAS[0]]["depends_on"]
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
     server = " ".join(services["mlflow"]["command"])
     assert "--backend-store-uri=postgresql" in server and "--serve-artifacts" in server

@@ -36,6 +36,14 @@ BODIES = {
     "/keys/create": {"name": "n", "scopes": ["read"]},
     "/keys/list": {},
     "/keys/revoke": {"key_id": "k1"},
+    "/journeys": {},
+    "/journeys/customer": {"customer_id": "c1"},
+    "/journeys/pause": {"journey_id": "win_back", "paused": True},
+    "/journeys/dry_run": {
+        "journey_id": "win_back",
+        "start": "2011-06-01T00:00:00Z",
+        "end": "2011-06-08T00:00:00Z",
+    },
 }
 
 

@@ -22,7 +22,14 @@ import sqlalchemy as sa
 
 from core.env import PROJECT_ROOT
 from core.store import SqlContactStore
-from tools.journey_replay import build_feed, check_replay, journey_table, prepare, replay
+from tools.journey_replay import (
+    build_feed,
+    channel_table,
+    check_replay,
+    journey_table,
+    prepare,
+    replay,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -96,6 +103,10 @@ def test_the_replay_keeps_every_rule(replayed):
     # the journeys' own hold-outs got no message
     held = [r for r in runtime.store.journeys.step_runs() if r.outcome == "held_out"]
     assert held and all(r.decision_id is None for r in held)
+    # the report's multi-touch table over the journeys' messages and the replayed orders
+    channels = channel_table(runtime.store, runtime.settings, feed)
+    assert len(channels) > 0 and channels["touches"].sum() > 0
+    assert channels["last_touch"].sum() > 0
 
 
 def test_a_killed_agent_restarted_ends_with_the_same_step_runs(replayed, champions, tmp_path):

@@ -38,6 +38,7 @@ import pandas as pd
 __all__ = [
     "Feed",
     "build_feed",
+    "channel_table",
     "check_replay",
     "journey_table",
     "markdown",
@@ -208,6 +209,15 @@ def replay(runtime, agent, feed: Feed, tick: timedelta, progress: bool = True) -
     return totals
 
 
+def channel_table(store, settings, feed: Feed) -> pd.DataFrame:
+    """The campaign report's multi-touch channel attribution over the replay's journey
+    messages (campaign ``lifecycle``) and purchases."""
+    from service.report import campaign_report
+
+    report = campaign_report(store, "lifecycle", feed.start, feed.end, settings=settings)
+    return pd.DataFrame([c.model_dump() for c in report.channel_attribution])
+
+
 def markdown(df: pd.DataFrame) -> str:
     """``df`` as a Markdown table (what docs/results.md quotes)."""
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
@@ -376,6 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(markdown(journey_table(runtime.store)))
         checks = check_replay(runtime.store, settings, agent.journeys, feed.start, feed.end)
         print("checks: " + ", ".join(f"{k} {len(v)}" for k, v in checks.items()))
+        print(markdown(channel_table(runtime.store, settings, feed)))
     finally:
         runtime.close()
     return 0

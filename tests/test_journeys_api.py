@@ -1,0 +1,176 @@
+"""The journey endpoints over HTTP with an agent ticking on the same store: live counts, a
+customer's history, pause/resume (admin), dry run; and the triggers' time arithmetic."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from auth import AUTH
+from starlette.testclient import TestClient
+
+from features.lifecycle import stage_after
+
+T = datetime(2011, 9, 8, 10, 0, tzinfo=UTC)  # a week after the slice's snapshot
+
+
+@pytest.fixture(scope="module")
+def api(service_env, tmp_path_factory):
+    """The service and, on the same store, a journey agent with its own runtime."""
+    folder = tmp_path_factory.mktemp("journeys_api")
+    env = service_env(folder)
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        from service.config import load_settings
+        from service.journeys import Agent, load_journeys
+        from service.runtime import Runtime
+        from service.service import RevivalService
+
+        settings = load_settings()
+        runtime = Runtime(settings)
+        agent = Agent(runtime, load_journeys(settings=settings), worker="test-agent")
+        with TestClient(RevivalService.to_asgi(), headers=AUTH) as client:
+            yield SimpleNamespace(client=client, agent=agent, runtime=runtime)
+        runtime.close()
+
+
+def _customer(api) -> str:
+    return next(iter(api.runtime.state.snapshot.positions))
+
+
+def _journeys(api) -> dict[str, dict]:
+    r = api.client.post("/journeys", json={})
+    assert r.status_code == 200, r.text
+    return {j["journey_id"]: j for j in r.json()["journeys"]}
+
+
+def test_a_cart_enrols_the_customer_and_the_reminder_goes_out_after_the_wait(api):
+    cid = _customer(api)
+    before = _journeys(api)
+    assert set(before) == {
+        "cart_recovery",
+        "post_purchase",
+        "first_order_followup",
+        "birthday",
+        "win_back",
+    }
+    cart = {"customer_id": cid, "event": "cart_abandoned", "ts": T.isoformat(),
+            "item_ids": ["85123A"], "value": 40.0}  # fmt: skip
+    assert api.client.post("/events", json={"events": [cart]}).status_code == 200
+    first = api.agent.tick(T + timedelta(minutes=30))
+    assert first.enrolled >= 1
+    history = api.client.post("/journeys/customer", json={"customer_id": cid}).json()
+    (cart_e,) = [e for e in history["enrolments"] if e["journey_id"] == "cart_recovery"]
+    assert cart_e["next_step"] == "reminder" and [s["step_id"] for s in cart_e["steps"]] == [
+        "first_wait"
+    ]
+    api.agent.tick(T + timedelta(hours=2))
+    history = api.client.post("/journeys/customer", json={"customer_id": cid}).json()
+    (cart_e,) = [e for e in history["enrolments"] if e["journey_id"] == "cart_recovery"]
+    reminder = cart_e["steps"][1]
+    assert reminder["step_id"] == "reminder"
+    assert reminder["outcome"] in ("sent", "held_out", "no_contact")
+    if reminder["outcome"] == "sent":
+        decision = api.runtime.store.get_decision(reminder["decision_id"])
+        assert decision.payload["intent"] == "cart_reminder"
+        assert decision.payload["offer"]["type"] == "none"
+    after = _journeys(api)["cart_recovery"]
+    assert after["enrolled"] == before["cart_recovery"]["enrolled"] + 1
+    steps = {s["step_id"]: s["outcomes"] for s in after["steps"]}
+    assert steps["first_wait"] == {"waited": 1} and sum(steps["reminder"].values()) == 1
+
+
+def test_a_paused_journey_runs_nothing_until_resumed(api):
+    cid = list(api.runtime.state.snapshot.positions)[1]
+    t = T + timedelta(days=3)
+    cart = {"customer_id": cid, "event": "cart_abandoned", "ts": t.isoformat(),
+            "item_ids": ["22423"], "value": 60.0}  # fmt: skip
+    api.client.post("/events", json={"events": [cart]})
+    api.agent.tick(t + timedelta(minutes=10))  # enrolled, waiting an hour
+    made = api.client.post("/keys/create", json={"name": "reader", "scopes": ["read"]}).json()
+    read_only = api.client.post(
+        "/journeys/pause",
+        json={"journey_id": "cart_recovery", "paused": True},
+        headers={"Authorization": f"Bearer {made['key']}"},
+    )
+    assert read_only.status_code == 403
+    r = api.client.post("/journeys/pause", json={"journey_id": "cart_recovery", "paused": True})
+    assert r.json() == {"journey_id": "cart_recovery", "paused": True}
+    assert _journeys(api)["cart_recovery"]["paused"] is True
+    api.agent.tick(t + timedelta(hours=3))
+    (e,) = [
+        e
+        for e in api.client.post("/journeys/customer", json={"customer_id": cid}).json()[
+            "enrolments"
+        ]
+        if e["journey_id"] == "cart_recovery"
+    ]
+    assert e["next_step"] == "reminder"  # still waiting where it was
+    api.client.post("/journeys/pause", json={"journey_id": "cart_recovery", "paused": False})
+    api.agent.tick(t + timedelta(hours=3, minutes=5))
+    (e,) = [
+        e
+        for e in api.client.post("/journeys/customer", json={"customer_id": cid}).json()[
+            "enrolments"
+        ]
+        if e["journey_id"] == "cart_recovery"
+    ]
+    assert [s["step_id"] for s in e["steps"]][:2] == ["first_wait", "reminder"]
+
+
+def test_dry_run_plans_messages_with_channel_and_cost_and_stores_nothing(api):
+    before = api.runtime.store.counts()
+    body = {
+        "journey_id": "first_order_followup",
+        "start": "2011-09-01T00:00:00Z",
+        "end": "2011-10-01T00:00:00Z",
+        "limit": 20,
+    }
+    r = api.client.post("/journeys/dry_run", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["entered"] >= out["sampled"] > 0
+    assert out["messages"] and all(m["channel"] and m["cost"] >= 0 for m in out["messages"])
+    assert all(body["start"][:10] <= m["at"][:10] for m in out["messages"])
+    assert sum(c["messages"] for c in out["by_channel"].values()) == len(out["messages"])
+    assert out["estimated_messages"] >= len(out["messages"])
+    assert api.runtime.store.counts() == before
+    bad = api.client.post("/journeys/dry_run", json=body | {"journey_id": "nope"})
+    assert bad.status_code == 422 and "journey_id" in bad.text and "win_back" in bad.text
+    back = api.client.post("/journeys/dry_run", json=body | {"end": "2011-08-01T00:00:00Z"})
+    assert back.status_code == 422 and "end" in back.text
+
+
+def test_unknown_customer_is_404(api):
+    r = api.client.post("/journeys/customer", json={"customer_id": "nobody-at-all"})
+    assert r.status_code == 404
+
+
+def test_stage_after_moves_customers_on_by_the_recency_rules():
+    """Hand-made customers: one with a 10-day cycle 30 days late (ratio 3: at_risk) becomes
+    sleeping after 31 more days (ratio > 6) and lost once recency passes 180 days with a
+    ratio over 12 (151 more days); a new one stays new."""
+    f = pd.DataFrame(
+        {
+            "recency_days": [30.0, 5.0],
+            "recency_ratio": [3.0, 0.5],
+            "purchase_days": [5.0, 1.0],
+            "tenure_days": [400.0, 5.0],
+            "trend_90d": [0.0, 0.0],
+            "orders_180d": [3.0, 1.0],
+            "orders_365d": [4.0, 1.0],
+            "monetary_all": [500.0, 20.0],
+            "return_rate_value": [0.0, 0.0],
+        },
+        index=["late", "new"],
+    )
+    assert list(stage_after(f, 0)) == ["at_risk", "new"]
+    assert list(stage_after(f, 29)) == ["at_risk", "new"]  # ratio 5.9
+    assert list(stage_after(f, 31)) == ["sleeping", "new"]  # ratio 6.1
+    assert stage_after(f, 149)[0] == "sleeping"  # ratio 17.9, but recency 179 days
+    assert stage_after(f, 151)[0] == "lost"
+    assert np.array_equal(stage_after(f, 0), stage_after(f, 0.0))
