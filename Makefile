@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.startup
 	$(PY) -m tools.simulate
 	$(PY) -m benchmarks.uplift
+	$(PY) -m benchmarks.journeys --replay
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -174,3 +174,49 @@ def test_stage_after_moves_customers_on_by_the_recency_rules():
     assert stage_after(f, 149)[0] == "sleeping"  # ratio 17.9, but recency 179 days
     assert stage_after(f, 151)[0] == "lost"
     assert np.array_equal(stage_after(f, 0), stage_after(f, 0.0))
+
+
+def _state(**features) -> SimpleNamespace:
+    """A served state stand-in with the columns the time triggers read."""
+    frame = pd.DataFrame(
+        features, index=[f"c{i}" for i in range(len(next(iter(features.values()))))]
+    )
+    at = datetime(2011, 9, 1, tzinfo=UTC)
+    return SimpleNamespace(
+        snapshot=SimpleNamespace(at=at, features=frame),
+        score_values=np.array(
+            [[0.5, 0.3, d, 100.0] for d in features.get("expected", [10.0] * len(frame))]
+        ),
+        tier=np.array(["high"] * len(frame)),
+    )
+
+
+def test_fact_triggers_fire_once_at_the_local_time_of_their_day():
+    from zoneinfo import ZoneInfo
+
+    from service.journeys.config import FactTrigger, HolidayTrigger
+    from service.journeys.triggers import _fact_entries, _holiday_entries
+
+    london = ZoneInfo("Europe/London")
+    # first orders 182 days before the snapshot, 100 days before, and 181.5 days before
+    state = _state(tenure_days=[182.0, 100.0, 181.5], recency_days=[10.0, 10.0, 10.0])
+    trig = FactTrigger(kind="fact", fact="first_order", days=182)
+    day = (datetime(2011, 9, 1), datetime(2011, 9, 2))
+    start, end = (datetime(d.year, d.month, d.day, tzinfo=london) for d in day)
+    fired = _fact_entries("j", trig, state, london, start, end)
+    # c0's first order + 182 d is the snapshot day; c2's is half a day later (the same local
+    # day), both at 10:00 London; c1's is months away
+    assert {e.customer_id for e in fired} == {"c0", "c2"}
+    assert {e.at.astimezone(london).hour for e in fired} == {10}
+    assert len({e.trigger_key for e in fired}) == 1  # the same occasion: one key
+    later = _fact_entries("j", trig, state, london, end, end + (end - start))
+    assert later == []
+    # a holiday three days before 11 November, at 10:00 in Shanghai
+    h = HolidayTrigger(kind="holiday", holiday="double11", month=11, day=11, days_before=3)
+    window = (
+        datetime(2011, 11, 8, tzinfo=UTC) - (end - start),
+        datetime(2011, 11, 8, 12, tzinfo=UTC),
+    )
+    fired = _holiday_entries("j", h, state, *window)
+    assert len(fired) == 3 and fired[0].at == datetime(2011, 11, 8, 2, tzinfo=UTC)
+    assert fired[0].trigger_key == "holiday:double11:2011"
