@@ -349,11 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     before, start_local = prepare(args.data, args.folder, args.days)
     os.environ["REVIVAL_DATA_PATH"] = str(before)
     os.environ["REVIVAL_SNAPSHOT"] = "data"
-    os.environ.setdefault(
-        "REVIVAL_STORE_URL", args.store or f"sqlite:///{args.folder / 'store.db'}"
-    )
-    if args.store:
-        os.environ["REVIVAL_STORE_URL"] = args.store
+    # always this run's store: never one inherited from the caller's environment
+    os.environ["REVIVAL_STORE_URL"] = args.store or f"sqlite:///{args.folder / 'store.db'}"
     configure_environment()
     from service.config import load_settings
     from service.journeys import Agent, load_journeys

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 
-from core.store import Enrolment, StepRun
+from core.store import ContactStore, Enrolment, StepRun
 from service.journeys.config import (
     BranchStep,
     DecideStep,
@@ -46,6 +46,7 @@ from service.journeys.steps import (
     holds,
     in_journey_holdout,
     no_contact_reason,
+    step_channels,
     step_decision_id,
     wait_until,
 )
@@ -102,7 +103,7 @@ class Agent:
             log.info("agent %s: took back %d enrolments it held before", self.worker, released)
 
     @property
-    def _store(self):  # noqa: ANN202 - the runtime's ContactStore
+    def _store(self) -> ContactStore:
         return self.runtime.store
 
     def tick(self, now: datetime) -> TickReport:
@@ -294,7 +295,7 @@ class Agent:
             step.campaign,
             step_decision_id(e.enrolment_id, step.id),
             ask_for(journey, step, e),
-            [step.channel] if isinstance(step, SendStep) and step.channel else None,
+            step_channels(step),
             self.runtime.state,
         )
         run = replace(run, decision_id=decision.decision_id, channel=decision.channel)

@@ -22,6 +22,7 @@ from service.journeys.steps import (
     holds,
     in_journey_holdout,
     no_contact_reason,
+    step_channels,
     wait_until,
 )
 from service.journeys.triggers import entries
@@ -109,14 +110,13 @@ def _walk(
                 break
             i = [s.id for s in journey.steps].index(target)
         else:
-            channels = [step.channel] if getattr(step, "channel", None) else None
             d = runtime.decider.decide_journey(
                 e.customer_id,
                 at,
                 step.campaign,
                 "dry-run",
                 ask_for(journey, step, e),
-                channels,
+                step_channels(step),
                 state,
                 record=False,
             )

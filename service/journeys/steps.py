@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from core.store import ContactStore, CustomerHistory, Enrolment
 from service.engine import INTENT_OFFERS, Decision, JourneyAsk
+from service.engine.policy import MONETARY
 from service.engine.timing import expected_next_order
 from service.journeys.config import Condition, DecideStep, Journey, SendStep, WaitStep
 from service.runtime.state import State
@@ -25,11 +26,10 @@ __all__ = [
     "holds",
     "in_journey_holdout",
     "no_contact_reason",
+    "step_channels",
     "step_decision_id",
     "wait_until",
 ]
-
-_MONETARY = ("low_threshold_coupon", "exclusive_discount")
 
 
 @dataclass(frozen=True)
@@ -141,11 +141,16 @@ def ask_for(journey: Journey, step: DecideStep | SendStep, e: Enrolment) -> Jour
     """The engine's question for a message step: a ``send`` fixes its intent with no
     monetary offer; a ``decide`` may name intent, offers and the trigger's items."""
     if isinstance(step, SendStep):
-        offers = tuple(o for o in INTENT_OFFERS[step.intent] if o not in _MONETARY)
+        offers = tuple(o for o in INTENT_OFFERS[step.intent] if o not in MONETARY)
         return JourneyAsk(journey.id, intent=step.intent, offers=offers)
     items = tuple(e.context.get("items") or ()) if step.items == "trigger" else None
     offers = tuple(step.offers) if step.offers is not None else None
     return JourneyAsk(journey.id, intent=step.intent, offers=offers, items=items)
+
+
+def step_channels(step: DecideStep | SendStep) -> list[str] | None:
+    """The channels a message step allows: a ``send`` step's fixed channel, else all."""
+    return [step.channel] if isinstance(step, SendStep) and step.channel else None
 
 
 def step_decision_id(enrolment_id: str, step_id: str) -> str:
