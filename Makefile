@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(PY) -m tools.simulate
 	$(PY) -m benchmarks.uplift
 	$(PY) -m benchmarks.journeys --replay
+	$(PY) -m benchmarks.customers
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -74,6 +74,9 @@ class CleaningReport:
     first_ts: str | None = None
     last_ts: str | None = None
     sha256: str | None = None
+    # several sources (features.sources): name -> rows_in, rows_kept, customers, orders
+    per_source: dict[str, dict[str, int]] = field(default_factory=dict)
+    linked_customers: int = 0  # source customers the identity map joined into another
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -93,6 +96,14 @@ class CleaningReport:
             f"items       {self.items:>9,}",
             f"period      {self.first_ts} .. {self.last_ts}",
         ]
+        if self.linked_customers:
+            lines.append(
+                f"  linked    {self.linked_customers:>9,}  source customers joined by identity"
+            )
+        for name, counts in self.per_source.items():
+            lines.append(
+                f"  source    {name:<10} " + "  ".join(f"{k} {v:,}" for k, v in counts.items())
+            )
         return "\n".join(lines)
 
 
@@ -430,7 +441,7 @@ def load_transactions(path: str | Path) -> Loaded:
     header = [h.strip() for h in raw.splitlines()[0].split(",")] if raw else []
     if set(_RETAIL_COLUMNS) <= set(header):
         return load_online_retail(path)
-    mapping = {c: c for c in _MAPPABLE if c in header}
+    mapping = {c: c for c in (*_MAPPABLE, "item_name") if c in header}
     missing = [c for c in ("customer_id", "ts") if c not in mapping]
     if "amount" not in mapping:
         missing += [c for c in ("quantity", "unit_price") if c not in mapping]

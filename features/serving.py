@@ -34,6 +34,7 @@ __all__ = [
     "item_history",
     "serving_at",
     "serving_cutoff",
+    "usual_country",
 ]
 
 DEFAULT_TIMEZONE = "Europe/London"  # the service's default_timezone in policy.yaml
@@ -55,6 +56,7 @@ class ServingData:
     item_names: dict[str, str]
     report: CleaningReport
     data: dict[str, Any] = field(default_factory=dict)  # data_fingerprint() of the log file
+    countries: dict[str, str] = field(default_factory=dict)  # customer -> usual country
 
     @property
     def at(self) -> datetime:
@@ -112,6 +114,20 @@ def item_history(tx: pd.DataFrame, zone: str) -> tuple[Bought, Returned]:
     return bought, returned
 
 
+def usual_country(tx: pd.DataFrame) -> dict[str, str]:
+    """Each customer's most frequent ``country`` over their lines (ties: the first in sort
+    order); customers without one are left out. Locale and time zone default from it."""
+    if "country" not in tx.columns:
+        return {}
+    known = tx.loc[tx["country"].notna(), ["customer_id", "country"]]
+    if known.empty:
+        return {}
+    counts = known.groupby(["customer_id", "country"], observed=True).size().reset_index(name="n")
+    counts = counts.sort_values(["customer_id", "n", "country"], ascending=[True, False, True])
+    top = counts.drop_duplicates("customer_id")
+    return dict(zip(top["customer_id"].astype(str), top["country"].astype(str), strict=True))
+
+
 def data_fingerprint(path: str | Path) -> dict[str, Any]:
     """A cheap identity of a data file: name, size, mtime and the sha256 of its first and
     last 64 KiB (hashing a 45 MB log would cost a second per start for nothing)."""
@@ -151,6 +167,7 @@ def build_serving(
     if tx["ts"].max() >= cutoff:  # an earlier cut-off: the item history ends there too
         tx = tx[tx["ts"].to_numpy() < cutoff.to_datetime64()]
     bought, returned = item_history(tx, timezone)
+    countries = usual_country(tx)
     names: dict[str, str] = {}
     if len(loaded.items):
         names = dict(
@@ -165,4 +182,5 @@ def build_serving(
         item_names=names,
         report=loaded.report,
         data=data_fingerprint(data_path) if data_path is not None else {},
+        countries=countries,
     )

@@ -51,6 +51,7 @@ SNAPSHOT_TAG = "revival.snapshot"  # run tag ("1") of a run holding a stored sna
 ARTIFACT_PATH = "snapshot"  # the run's artifact folder holding the files
 META_FILE = "meta.json"
 _FILES = ("features.parquet", "bought.parquet", "returned.parquet", "items.parquet")
+COUNTRIES_FILE = "countries.parquet"  # optional: snapshots stored before it have none
 
 
 class StoredSnapshotError(ValueError):
@@ -96,6 +97,13 @@ def write_stored(data: ServingData, folder: str | Path) -> dict[str, Any]:
         }
     )
     pq.write_table(names, folder / "items.parquet")
+    countries = pa.table(
+        {
+            "customer_id": pa.array(list(data.countries), pa.string()),
+            "country": pa.array(list(data.countries.values()), pa.string()),
+        }
+    )
+    pq.write_table(countries, folder / COUNTRIES_FILE)
     meta = {
         "schema_version": SCHEMA_VERSION,
         "cutoff": data.cutoff.isoformat(),
@@ -109,7 +117,7 @@ def write_stored(data: ServingData, folder: str | Path) -> dict[str, Any]:
         "data": data.data,
         "report": data.report.to_dict(),
         "created_at": datetime.now(UTC).isoformat(),
-        "files": {name: _sha256(folder / name) for name in _FILES},
+        "files": {name: _sha256(folder / name) for name in (*_FILES, COUNTRIES_FILE)},
     }
     (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return meta
@@ -148,21 +156,36 @@ def _nested(table: pa.Table, times: bool) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _check_file(folder: Path, name: str, meta: dict[str, Any]) -> None:
+    path = folder / name
+    if not path.is_file():
+        raise StoredSnapshotError(f"{path}: missing from the stored snapshot")
+    if _sha256(path) != meta["files"].get(name):
+        raise StoredSnapshotError(f"{path}: does not match the sha256 in {META_FILE}")
+
+
 def read_stored(folder: str | Path) -> ServingData:
     """The snapshot stored in ``folder`` by :func:`write_stored`."""
     folder = Path(folder)
     meta = read_meta(folder)
     for name in _FILES:
-        path = folder / name
-        if not path.is_file():
-            raise StoredSnapshotError(f"{path}: missing from the stored snapshot")
-        if _sha256(path) != meta["files"].get(name):
-            raise StoredSnapshotError(f"{path}: does not match the sha256 in {META_FILE}")
+        _check_file(folder, name, meta)
     features = pd.read_parquet(folder / "features.parquet")
     if [str(c) for c in features.columns] != meta["columns"] or len(features) != meta["customers"]:
         raise StoredSnapshotError(f"{folder / 'features.parquet'}: not the shape {META_FILE} says")
     bought: Bought = _nested(pq.read_table(folder / "bought.parquet"), times=True)
     returned: Returned = _nested(pq.read_table(folder / "returned.parquet"), times=False)
+    countries: dict[str, str] = {}
+    if COUNTRIES_FILE in meta["files"]:  # snapshots stored before customers' countries: none
+        _check_file(folder, COUNTRIES_FILE, meta)
+        table = pq.read_table(folder / COUNTRIES_FILE)
+        countries = dict(
+            zip(
+                table.column("customer_id").to_pylist(),
+                table.column("country").to_pylist(),
+                strict=True,
+            )
+        )
     names = pq.read_table(folder / "items.parquet")
     item_names = dict(
         zip(names.column("item_id").to_pylist(), names.column("name").to_pylist(), strict=True)
@@ -176,4 +199,5 @@ def read_stored(folder: str | Path) -> ServingData:
         item_names=item_names,
         report=CleaningReport(**meta["report"]),
         data=meta.get("data") or {},
+        countries=countries,
     )

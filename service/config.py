@@ -46,6 +46,7 @@ from core.attribution import (
 )
 from core.env import PROJECT_ROOT, project_path, resolve_sqlite_url
 from service.api_config import ApiSettings
+from service.loyalty_config import LoyaltySettings
 
 __all__ = [
     "CHANNELS",
@@ -59,8 +60,11 @@ __all__ = [
     "ChannelPolicy",
     "ConfigError",
     "EventLimits",
+    "IdentitySettings",
+    "TransactionSource",
     "Identifier",
     "Locale",
+    "LoyaltySettings",
     "ModelNames",
     "Offer",
     "OfferType",
@@ -80,7 +84,7 @@ ENV_PREFIX = "REVIVAL_"
 
 ChannelName = Literal["sms", "email", "wechat", "app_push"]
 Locale = Literal["zh-CN", "en"]
-Identifier = Literal["phone", "email", "wechat_openid", "member_id"]
+Identifier = Literal["phone", "email", "wechat_openid", "wechat_unionid", "member_id"]
 CampaignKind = Literal["lifecycle", "promotion", "service"]
 OfferType = Literal[
     "none",
@@ -89,6 +93,7 @@ OfferType = Literal[
     "replenishment_reminder",
     "low_threshold_coupon",
     "exclusive_discount",
+    "bonus_points",
 ]
 CHANNELS: tuple[ChannelName, ...] = get_args(ChannelName)
 LOCALES: tuple[Locale, ...] = get_args(Locale)
@@ -96,7 +101,7 @@ OFFER_TYPES: tuple[OfferType, ...] = get_args(OfferType)
 
 SMS_UCS2_SINGLE_SEGMENT = 70
 _MONETARY_OFFERS = frozenset({"low_threshold_coupon", "exclusive_discount"})
-_OFFER_PLACEHOLDERS = frozenset({"discount_pct", "min_spend", "currency"})
+_OFFER_PLACEHOLDERS = frozenset({"discount_pct", "min_spend", "currency", "points"})
 _CURRENCY_SYMBOLS = {"GBP": "£", "EUR": "€", "USD": "$", "CNY": "¥", "JPY": "¥"}
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
@@ -212,11 +217,14 @@ class Campaign(_Model):
 
 
 class Offer(_Model):
-    """One catalogue offer; ``description`` may use {discount_pct}, {min_spend}, {currency}."""
+    """One catalogue offer; ``description`` may use {discount_pct}, {min_spend}, {currency}
+    and {points} (``bonus_points``: the points granted with the next order, costing
+    ``points * loyalty.point_value``)."""
 
     type: OfferType
     discount_pct: float = Field(default=0.0, ge=0, le=100)
     min_spend: float = Field(default=0.0, ge=0)
+    points: int = Field(default=0, ge=0, le=1_000_000, description="bonus_points only")
     cost_rate: float = Field(default=0.0, ge=0, le=1, description="incentive cost / order value")
     description: dict[Locale, str] = Field(default_factory=dict)
 
@@ -241,6 +249,12 @@ class Offer(_Model):
             raise ValueError(f"offer {self.type!r} needs discount_pct > 0")
         if self.type not in _MONETARY_OFFERS and self.discount_pct != 0:
             raise ValueError(f"offer {self.type!r} carries no discount; set discount_pct to 0")
+        if (self.type == "bonus_points") != (self.points > 0):
+            raise ValueError(
+                "offer 'bonus_points' needs points > 0"
+                if self.type == "bonus_points"
+                else f"offer {self.type!r} grants no points; set points to 0"
+            )
         if self.type != "none" and (
             missing := [lc for lc in LOCALES if not self.description.get(lc)]
         ):
@@ -254,7 +268,10 @@ class Offer(_Model):
             return None
         money = f"{self.min_spend:.0f}" if self.min_spend.is_integer() else f"{self.min_spend:.2f}"
         return template.format(
-            discount_pct=f"{self.discount_pct:g}", min_spend=money, currency=currency_symbol
+            discount_pct=f"{self.discount_pct:g}",
+            min_spend=money,
+            currency=currency_symbol,
+            points=self.points,
         )
 
 
@@ -328,10 +345,12 @@ def _default_offers() -> list[dict[str, Any]]:
             "{discount_pct}% off orders over {currency}{min_spend}",
         ),
         "exclusive_discount": ("专属{discount_pct}%折扣", "an exclusive {discount_pct}% off"),
+        "bonus_points": ("下单额外赠送{points}积分", "{points} bonus points with your next order"),
     }
     numbers = {
         "low_threshold_coupon": {"discount_pct": 10.0, "min_spend": 20.0, "cost_rate": 0.08},
         "exclusive_discount": {"discount_pct": 20.0, "min_spend": 0.0, "cost_rate": 0.18},
+        "bonus_points": {"points": 100},
     }
     return [
         {
@@ -341,6 +360,44 @@ def _default_offers() -> list[dict[str, Any]]:
         }
         for kind, (zh, en) in zh_en.items()
     ]
+
+
+class TransactionSource(_Model):
+    """A further transaction log (a store POS export ...): its ids become ``name:id``."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    path: Path
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_path(cls, value: Path) -> Path:
+        return project_path(value)
+
+
+class IdentitySettings(_Model):
+    """Several sources and identity resolution (:mod:`core.identity`)."""
+
+    primary_source: str = Field(default="shop", pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    sources: list[TransactionSource] = Field(default_factory=list, max_length=16)
+    over_shared_limit: int = Field(
+        default=3,
+        ge=2,
+        le=1000,
+        description="an identifier held by this many profiles joins nobody",
+    )
+    phone_region: str = Field(default="GB", pattern=r"^[A-Z]{2}$")
+
+    @model_validator(mode="after")
+    def _unique(self) -> IdentitySettings:
+        names = [self.primary_source, *(s.name for s in self.sources)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must be unique, got {names}")
+        return self
+
+    @property
+    def source_names(self) -> list[str]:
+        """Every source, the primary first (the survivor rule's ranking)."""
+        return [self.primary_source, *(s.name for s in self.sources)]
 
 
 class StrictYamlLoader(yaml.SafeLoader):
@@ -451,6 +508,8 @@ class Settings(BaseSettings):
     value_tiers: ValueTiers = ValueTiers()
     api: ApiSettings = ApiSettings()
     events: EventLimits = EventLimits()
+    identity: IdentitySettings = IdentitySettings()
+    loyalty: LoyaltySettings = LoyaltySettings()
 
     @classmethod
     def settings_customise_sources(

@@ -56,6 +56,7 @@ Intent = Literal[
     "value_reminder",
     "cart_reminder",
     "care",
+    "points_reminder",
 ]
 INTENTS: tuple[Intent, ...] = get_args(Intent)
 TEMPLATES_PATH = Path(__file__).resolve().with_name("templates") / "messages.yaml"

@@ -10,7 +10,7 @@ integer not a date), every number has bounds and every time stamp lies in
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -46,6 +46,7 @@ __all__ = [
     "JourneysRequest",
     "JourneysResponse",
     "PlannedMessage",
+    "PointsOut",
     "BatchRequest",
     "BatchResponse",
     "BatchRow",
@@ -57,7 +58,9 @@ __all__ = [
     "EventsRequest",
     "EventsResponse",
     "MOMENT_RANGE",
+    "Day",
     "Moment",
+    "Whole",
     "KeyCreateRequest",
     "KeyCreated",
     "KeyList",
@@ -125,6 +128,27 @@ def _iso_text(value: Any) -> Any:
 _NUMBER = re.compile(r"[+-]?\d+(\.\d*)?([eE][+-]?\d+)?")
 # Strict(False): ISO text is parsed as usual (a bare date is its midnight), see _iso_text.
 Moment = Annotated[datetime, Strict(False), BeforeValidator(_iso_text), AfterValidator(_in_range)]
+
+
+def _iso_day(value: Any) -> Any:
+    """Only ``YYYY-MM-DD`` text (or a date from Python) is a day: no unix numbers."""
+    if isinstance(value, date):
+        return value.date() if isinstance(value, datetime) else value
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+        return value.strip()
+    raise ValueError("must be an ISO 8601 date string, e.g. 1985-03-02")
+
+
+def _integral(value: Any) -> Any:
+    """A JSON number without a fraction (``401.0`` is the integer 401 in JSON Schema) is an
+    int; text, booleans and fractions stay refused by the strict int after it."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Day = Annotated[date, Strict(False), BeforeValidator(_iso_day)]
+Whole = Annotated[int, BeforeValidator(_integral)]
 
 
 class _In(BaseModel):
@@ -259,6 +283,15 @@ class CustomerRequest(_In):
     now: Moment | None = None
 
 
+class PointsOut(_Out):
+    """Loyalty points at a moment: ``balance``; ``expiring`` of them expire within
+    ``loyalty.expiry_reminder_days``, all by ``expiring_by``."""
+
+    balance: int
+    expiring: int
+    expiring_by: datetime | None
+
+
 class CustomerResponse(_Out):
     customer_id: str
     snapshot_at: datetime
@@ -275,6 +308,12 @@ class CustomerResponse(_Out):
     returned_items_90d: list[str]
     live_purchase_at: datetime | None
     model_versions: dict[str, str]
+    points: PointsOut = Field(description="loyalty points at `now` (core/store/points.py)")
+    profile: dict[str, Any] = Field(
+        default_factory=dict,
+        description="stored profile: member profiles, identifiers, facts, the locale and "
+        "time zone messages use, merges",
+    )
 
 
 class EventIn(_In):
@@ -329,12 +368,14 @@ class EventsRequest(_In):
 
 class EventsResponse(_Out):
     """``inserted``/``duplicates``: events stored / ignored as already stored (or repeated
-    in the batch); ``consents``/``consent_duplicates``: the same for consents."""
+    in the batch); ``consents``/``consent_duplicates``: the same for consents;
+    ``points_earned``: loyalty points the batch's new purchases earned."""
 
     inserted: int
     duplicates: int
     consents: int
     consent_duplicates: int = 0
+    points_earned: int = 0
 
 
 class ReloadRequest(_In):

@@ -11,11 +11,15 @@ Endpoints (POST, JSON; OpenAPI at ``/docs.json``; health ``/livez``, ``/readyz``
 * ``/recommend``     cross-sell items (never one returned in the last 90 days).
 * ``/customer``      the 360° view.
 * ``/events``        message events, purchases and consent changes (affect the next decision).
+* ``/points``        spend (``burn``) or correct (``adjust``, admin) loyalty points
+  (:mod:`service.points`); purchases earn through ``/events``.
 * ``/reload``        switch to the current MLflow champions without a restart.
 * ``/retrain``       start retraining with the outcomes (``python -m training.retrain``) as a
   background job; ``/retrain_status`` polls it (:mod:`service.jobs`).
 * ``/report``        a campaign's treated vs hold-out report with 95% intervals
   (:mod:`service.report`).
+* ``/customers``     stored profiles, upserted in batches; ``/customers/unmerge`` undoes a
+  merge, ``/customers/erase`` erases a customer (:mod:`service.customers`).
 * ``/keys/create``, ``/keys/list``, ``/keys/revoke``  API keys (also ``python -m
   service.auth``).
 
@@ -45,10 +49,20 @@ from core.env import configure_environment
 from core.store import DuplicateDecision, InvalidRecord, StoreUnavailable
 from service.api_config import SCOPES
 from service.config import load_settings
+from service.customers import (
+    CustomerDesk,
+    CustomersRequest,
+    CustomersResponse,
+    EraseRequest,
+    EraseResponse,
+    UnmergeRequest,
+    UnmergeResponse,
+)
 from service.engine import Decision, UnknownCampaign
 from service.jobs import JobConflict, RetrainJobs, UnknownJob
 from service.journeys import JourneyDesk, load_journeys
 from service.metrics import count_decision
+from service.points import NeedsScope, PointsDesk, PointsRequest, PointsResponse
 from service.preflight import DeploymentError, check_champions, check_deployment
 from service.report import CampaignReport
 from service.runtime import (
@@ -91,7 +105,7 @@ from service.schemas import (
     RetrainRequest,
     RetrainStatusRequest,
 )
-from service.web import Gate, caller_key_id, complete_spec, problem_response
+from service.web import Gate, caller_key_id, caller_scopes, complete_spec, problem_response
 
 __all__ = ["SERVING", "RevivalService", "UnknownKey"]
 
@@ -126,6 +140,7 @@ _ERRORS: dict[type[BaseException], str] = {
     Conflict: "conflict",
     DuplicateDecision: "conflict",
     JobConflict: "conflict",
+    NeedsScope: "forbidden",
     StoreUnavailable: "unavailable",
     ModelsUnavailable: "unavailable",
     DataUnavailable: "unavailable",
@@ -160,6 +175,8 @@ class RevivalService:
         self._local_store = self.settings.store_url.startswith("sqlite")
         self.jobs = RetrainJobs(self.settings, tracking_uri(self.settings), self.runtime.store)
         self.journeys = JourneyDesk(self.runtime, load_journeys(settings=self.settings))
+        self.customers = CustomerDesk(self.settings, self.runtime.store)
+        self.points = PointsDesk(self.runtime)
         self._first_key()
 
     def _first_key(self) -> None:
@@ -232,6 +249,13 @@ class RevivalService:
     def events(self, request: EventsRequest, /) -> EventsResponse:
         """Record message events, purchases and consent changes."""
         return _guard(lambda: self.runtime.record(request.events, request.consents))
+
+    @bentoml.api(route="/points")
+    def points_update(self, request: PointsRequest, /) -> PointsResponse:
+        """Burn (scope events) or adjust (admin) a customer's loyalty points; returns the
+        balance right after."""
+        scopes = caller_scopes()
+        return _guard(lambda: self.points.apply(request, scopes))
 
     @bentoml.api(route="/reload")
     def reload(self, request: ReloadRequest, /) -> ReloadResponse:
@@ -309,6 +333,30 @@ class RevivalService:
     def journeys_dry_run(self, request: JourneyDryRunRequest, /) -> JourneyDryRunResponse:
         """What a journey would send over a date range for a segment (nothing stored)."""
         return _guard(lambda: self.journeys.dry_run(request))
+
+    @bentoml.api(route="/customers")
+    def customers_upsert(self, request: CustomersRequest, /) -> CustomersResponse:
+        """Create or update stored profiles (identifiers, consents, locale, time zone,
+        country, birthday); profiles sharing an identifier join one customer."""
+        return _guard(lambda: self.customers.upsert(request.customers))
+
+    @bentoml.api(route="/customers/unmerge")
+    def customers_unmerge(self, request: UnmergeRequest, /) -> UnmergeResponse:
+        """Undo a merge of the identity audit (admin); the pair is never joined again."""
+        who = f"key {caller_key_id()}"
+        return _guard(lambda: self.customers.unmerge(request.merge_id, who))
+
+    @bentoml.api(route="/customers/erase")
+    def customers_erase(self, request: EraseRequest, /) -> EraseResponse:
+        """Erase a customer on request (admin): identifiers and profile deleted, records
+        kept under a tombstone, the customer left out of every later snapshot."""
+        who = f"key {caller_key_id()}"
+
+        def run() -> EraseResponse:
+            customer = self.runtime.resolve([request.customer_id])[request.customer_id]
+            return self.customers.erase(customer, request.reason, who)
+
+        return _guard(run)
 
 
 RevivalService.add_asgi_middleware(

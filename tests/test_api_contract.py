@@ -9,6 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from core.store import open_store
+from service.config import IdentitySettings
 from service.runtime import DataUnavailable, Runtime
 
 
@@ -66,8 +68,9 @@ def test_reload_without_its_data_file_is_unavailable(tmp_path: Path):
         snapshot="newest",
         mlflow_tracking_uri=f"sqlite:///{tmp_path / 'empty.db'}",
         default_timezone="Europe/London",
+        identity=IdentitySettings(),
     )
-    fake = SimpleNamespace(settings=settings)
+    fake = SimpleNamespace(settings=settings, store=open_store(f"sqlite:///{tmp_path / 'c.db'}"))
     with pytest.raises(DataUnavailable, match="data_path"):
         Runtime._fresh_snapshot(fake)
 

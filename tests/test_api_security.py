@@ -55,12 +55,25 @@ def _bodies(cid: str) -> dict[str, dict]:
         "/customer": {"customer_id": cid},
         "/report": {"campaign_id": "lifecycle"},
         "/events": {"events": [{"customer_id": cid, "event": "opened", "ts": NOW.isoformat()}]},
+        "/points": {"customer_id": cid, "kind": "burn", "points": 5, "ref": "matrix-1"},
         "/reload": {},
         "/retrain": {"attribution_only": True},
         "/retrain_status": {"job_id": "set below"},
         "/keys/create": {"name": "matrix", "scopes": ["read"]},
         "/keys/list": {},
         "/keys/revoke": {"key_id": "set below"},
+        "/customers": {
+            "customers": [
+                {"customer_id": cid, "identifiers": {"email": "Matrix@Example.com"}},
+                {
+                    "customer_id": "m-7",
+                    "source": "pos",
+                    "identifiers": {"email": "matrix@example.com"},
+                },
+            ]
+        },
+        "/customers/unmerge": {"merge_id": 0},  # set below, from the merge /customers made
+        "/customers/erase": {"customer_id": "someone-else", "reason": "asked on the phone"},
         "/journeys": {},
         "/journeys/customer": {"customer_id": cid},
         "/journeys/pause": {"journey_id": "birthday", "paused": False},
@@ -76,7 +89,9 @@ def _bodies(cid: str) -> dict[str, dict]:
 def test_every_endpoint_no_key_401_wrong_scope_403_right_scope_2xx(svc):
     bodies = _bodies(svc.cid)
     seen = set()
-    for path in sorted(ENDPOINT_SCOPES, key=lambda p: p in ("/retrain_status", "/keys/revoke")):
+    svc.store.points.adjust(svc.cid, 10, NOW, "matrix-grant")  # what the /points burn spends
+    last = ("/retrain_status", "/keys/revoke", "/customers/unmerge")
+    for path in sorted(ENDPOINT_SCOPES, key=lambda p: p in last):
         needed = ENDPOINT_SCOPES[path]
         wrong = svc.keys["read" if needed != "read" else "decide"]
         body = bodies[path]
@@ -90,6 +105,11 @@ def test_every_endpoint_no_key_401_wrong_scope_403_right_scope_2xx(svc):
             bodies["/retrain_status"]["job_id"] = r.json()["job_id"]
         if path == "/keys/create":
             bodies["/keys/revoke"]["key_id"] = r.json()["key_id"]
+        if path == "/customers":
+            assert r.json()["customers"]["pos:m-7"] == svc.cid
+            bodies["/customers/unmerge"]["merge_id"] = svc.store.profiles.merge_log(svc.cid)[-1][
+                "merge_id"
+            ]
         seen.add(path)
     assert seen == set(ENDPOINT_SCOPES)
 

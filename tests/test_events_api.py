@@ -116,10 +116,22 @@ def test_a_redelivered_batch_is_stored_once(api):
         {"customer_id": "R1", "channel": "email", "granted": False, "ts": ORDER_TS},
     ]
     first = post(api, events, consents)
-    assert first == {"inserted": 3, "duplicates": 0, "consents": 2, "consent_duplicates": 0}
+    assert first == {
+        "inserted": 3,
+        "duplicates": 0,
+        "consents": 2,
+        "consent_duplicates": 0,
+        "points_earned": 30,  # the purchase of 30.0 at 1 point per unit (policy loyalty)
+    }
     before = api.store.counts()
     again = post(api, events, consents)
-    assert again == {"inserted": 0, "duplicates": 3, "consents": 0, "consent_duplicates": 2}
+    assert again == {
+        "inserted": 0,
+        "duplicates": 3,
+        "consents": 0,
+        "consent_duplicates": 2,
+        "points_earned": 0,  # the order earned once
+    }
     # the same order re-posted with another value or time is still the same order
     moved = post(api, [purchase("R1", order_id="o-R1", value=99.0, ts="2011-09-09T10:00:00Z")])
     assert (moved["inserted"], moved["duplicates"]) == (0, 1)

@@ -57,6 +57,7 @@ def test_a_cart_enrols_the_customer_and_the_reminder_goes_out_after_the_wait(api
         "first_order_followup",
         "birthday",
         "win_back",
+        "points_expiry",
     }
     cart = {"customer_id": cid, "event": "cart_abandoned", "ts": T.isoformat(),
             "item_ids": ["85123A"], "value": 40.0}  # fmt: skip

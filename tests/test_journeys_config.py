@@ -28,7 +28,11 @@ def test_the_shipped_journeys_load_against_the_policy() -> None:
     journeys = load_journeys(settings=load_settings())
     assert [j.id for j in journeys.journeys] == [
         "cart_recovery", "post_purchase", "first_order_followup", "birthday", "win_back",
+        "points_expiry",
     ]  # fmt: skip
+    points = journeys.by_id("points_expiry")
+    assert points.trigger.kind == "points_expiring"
+    assert points.trigger.days_before == load_settings().loyalty.expiry_reminder_days
     cart = journeys.by_id("cart_recovery")
     assert cart.trigger.kind == "event" and cart.trigger.event == "cart_abandoned"
     first, second = (s for s in cart.steps if s.type == "decide")

@@ -10,6 +10,7 @@ from features.contracts import DataContractError
 from features.cutoff import parse_cutoff
 from features.serving import DEFAULT_TIMEZONE
 from servable.bgnbd import BGNBDFitError
+from training.flags import add_source_options, source_pairs
 from training.pipeline import TrainConfig, missing_champions, summary_json, train
 
 
@@ -57,6 +58,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="log no scoring run with the serving snapshot at the end",
     )
+    add_source_options(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     return p
 
@@ -91,9 +93,12 @@ def main(argv: list[str] | None = None) -> int:
             max_cutoffs=args.max_cutoffs,
             als_grid=args.als_grid,
             snapshot_timezone=None if args.no_snapshot else args.timezone,
+            sources=source_pairs(args.source),
+            primary_source=args.primary_source,
+            identities=args.identities or None,
         )
     except ValueError as exc:
-        print(f"error: --timezone: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         result = train(cfg)

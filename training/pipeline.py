@@ -30,11 +30,13 @@ from mlflow.tracking import MlflowClient
 
 import mlflow
 from core.env import DEFAULT_DATA, default_tracking_uri
+from core.store import open_store
 from features.cutoff import parse_cutoff
 from features.labels import backtest_cutoff, build_labels, build_training_frame, training_cutoffs
-from features.loaders import Loaded, load_transactions
+from features.loaders import Loaded
 from features.serving import DEFAULT_TIMEZONE
 from features.snapshot import build_features, model_columns
+from features.sources import Source, load_sources
 from servable.propensity import ChurnModel, NextPurchaseModel, bgnbd_inputs, fit_bgnbd
 from training import plots
 from training.crosssell import (
@@ -80,6 +82,12 @@ class TrainConfig:
     # zone of the log's wall-clock times for the stored snapshot (the service's
     # default_timezone); None: log no snapshot run
     snapshot_timezone: str | None = DEFAULT_TIMEZONE
+    # several sources (features.sources): further logs as (name, path); ``data`` is the
+    # primary source's. ``identities``: a contact-store URL whose identity map (stitched
+    # profiles) and erasures apply — logged with the run, never implied.
+    sources: tuple[tuple[str, Path], ...] = ()
+    primary_source: str = "shop"
+    identities: str | None = None
 
     def __post_init__(self) -> None:
         if self.cutoff is not None:  # a date string from MLproject or a caller: parsed once
@@ -227,11 +235,32 @@ def backtest_markdown(table: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
+def load_log(cfg: TrainConfig) -> Loaded:
+    """The training log: ``data`` and the further ``sources`` on unified customers
+    (:func:`features.sources.load_sources`), with the identity map and erasures of the
+    ``identities`` store when one is given."""
+    identity: dict[str, str] = {}
+    erased: set[str] = set()
+    if cfg.identities:
+        store = open_store(cfg.identities)
+        try:
+            identity, erased = store.profiles.identity_map(), store.profiles.erased_hashes()
+        finally:
+            store.close()
+        _log(
+            f"identities from {cfg.identities}: {len(identity):,} links, {len(erased):,} erased ids"
+        )
+    more = [Source(name, Path(path)) for name, path in cfg.sources]
+    return load_sources(Source(cfg.primary_source, Path(cfg.data)), more, identity, erased)
+
+
 def _fingerprint(
     loaded: Loaded, cutoff: pd.Timestamp, cutoffs: list[pd.Timestamp], horizon: int
 ) -> dict[str, Any]:
     r = loaded.report
     return {
+        "data.sources": ",".join(r.per_source) or "primary",
+        "data.linked_customers": r.linked_customers,
         "data.path": r.source,
         "data.sha256": r.sha256,
         "data.rows_in": r.rows_in,
@@ -276,7 +305,7 @@ def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
 
     own_log = loaded is None
     if loaded is None:
-        loaded = stages.run("load + clean log", lambda: load_transactions(cfg.data))
+        loaded = stages.run("load + clean log", lambda: load_log(cfg))
     tx = loaded.transactions
     _log(loaded.report.to_text())
     cutoff = cfg.cutoff if cfg.cutoff is not None else backtest_cutoff(tx, cfg.horizon)

@@ -61,9 +61,9 @@ from core.env import (
 )
 from core.store import FRAME_MAX, StoreError, open_store
 from features.contracts import DataContractError
-from features.loaders import Loaded, load_transactions
+from features.loaders import Loaded
 from training.event_guard import EventPurchasesRefused, check_event_purchases
-from training.flags import add_flag
+from training.flags import add_flag, add_source_options, source_pairs
 from training.offer_learning import (
     BrandUplift,
     CampaignTable,
@@ -75,7 +75,7 @@ from training.offer_learning import (
     snapshot_features,
 )
 from training.outcomes import attribution_summary, with_event_orders
-from training.pipeline import TrainConfig, TrainResult, train
+from training.pipeline import TrainConfig, TrainResult, load_log, train
 from training.registry import GateDecision, write_json
 
 __all__ = [
@@ -173,7 +173,7 @@ def read_outcomes(cfg: RetrainConfig) -> Outcomes:
     """Read and attribute the outcomes; raise :class:`EventPurchasesRefused` (before any
     training) when the purchase events would poison it (:mod:`training.event_guard`)."""
     until = cfg.until or datetime.now(UTC)
-    loaded = load_transactions(cfg.train.data)
+    loaded = load_log(cfg.train)
     store = open_store(cfg.store_url)
     try:
         decisions = store.decisions_between(cfg.since, until)
@@ -441,6 +441,7 @@ def parser() -> argparse.ArgumentParser:
         "week's log orders; after the log's end its median weekly orders) (default: env "
         f"REVIVAL_EVENTS__MAX_EVENT_ORDER_RATIO, else {DEFAULT_MAX_EVENT_ORDER_RATIO:g})",
     )
+    add_source_options(p)
     add_flag(p, "--attribution-only", "attribute, print, stop")
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     p.add_argument("--summary-out", default="", help="also write the JSON summary here")
@@ -491,6 +492,10 @@ def config_from_args(args: argparse.Namespace) -> RetrainConfig:
             force=args.force,
             max_cutoffs=args.max_cutoffs,
             als_grid=args.als_grid,
+            sources=source_pairs(args.source),
+            primary_source=args.primary_source,
+            # the service's own store: its stitched profiles and erasures (logged with the run)
+            identities=args.identities or store_url,
         ),
         store_url=store_url,
         timezone=timezone,

@@ -17,6 +17,8 @@ enforce frequency caps, consent and fatigue, and to learn which channel works fo
 * :mod:`core.store.serving` — what every replica serves (model versions, snapshot);
 * :mod:`core.store.jobs` — background jobs (retraining) and their status;
 * :mod:`core.store.journeys` — journey enrolments, step runs (exactly once), pauses;
+* :mod:`core.store.points` — the loyalty points ledger (earn, burn, adjust, expiry);
+* :mod:`core.store.profiles` — stored profiles, identity resolution (merges, undo);
 * :mod:`core.store.sql` — :class:`SqlContactStore` and :func:`open_store`;
 * :mod:`core.store.upgrade` — in-place upgrades of a store made by an earlier version.
 """
@@ -38,6 +40,23 @@ from core.store.caps import (
 from core.store.jobs import Job, JobRunning, JobStore
 from core.store.journeys import Enrolment, JourneyState, StepRun
 from core.store.keys import ApiKey, KeyStore, hash_key
+from core.store.points import (
+    EarnRule,
+    ExpiringPoints,
+    InsufficientPoints,
+    PointsBalance,
+    PointsEntry,
+    PointsLedger,
+)
+from core.store.profiles import (
+    AmbiguousIdentifier,
+    ErasedCustomer,
+    ProfileRecord,
+    ProfileStore,
+    StoredProfile,
+    UnknownMerge,
+    UpsertResult,
+)
 from core.store.records import (
     BEHAVIOUR_EVENTS,
     DISPATCH_STATUSES,
@@ -96,6 +115,19 @@ __all__ = [
     "JobRunning",
     "JobStore",
     "KeyStore",
+    "EarnRule",
+    "ExpiringPoints",
+    "InsufficientPoints",
+    "PointsBalance",
+    "PointsEntry",
+    "PointsLedger",
+    "AmbiguousIdentifier",
+    "ErasedCustomer",
+    "ProfileRecord",
+    "ProfileStore",
+    "StoredProfile",
+    "UnknownMerge",
+    "UpsertResult",
     "Served",
     "ServingLog",
     "NotDispatchable",

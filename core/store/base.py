@@ -19,6 +19,8 @@ from core.store.caps import CapSpec, CustomerHistory, Engagement
 from core.store.jobs import JobStore
 from core.store.journeys import JourneyState
 from core.store.keys import KeyStore
+from core.store.points import PointsLedger
+from core.store.profiles import ProfileStore
 from core.store.records import DecisionRecord, DispatchAttempt, EventRecord
 from core.store.serving import ServingLog
 
@@ -47,6 +49,16 @@ class ContactStore(abc.ABC):
     @abc.abstractmethod
     def journeys(self) -> JourneyState:
         """Journey enrolments and step runs (:mod:`core.store.journeys`)."""
+
+    @property
+    @abc.abstractmethod
+    def points(self) -> PointsLedger:
+        """The loyalty points ledger (:mod:`core.store.points`)."""
+
+    @property
+    @abc.abstractmethod
+    def profiles(self) -> ProfileStore:
+        """Customer profiles and identity resolution (:mod:`core.store.profiles`)."""
 
     @property
     @abc.abstractmethod

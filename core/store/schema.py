@@ -1,8 +1,10 @@
 """The store's SQL schema: append-only tables on SQLAlchemy Core, UTC timestamps.
 
-Every table but ``api_keys``, ``jobs`` and the journey state is an append-only log: rows are inserted, never updated or
-deleted, so the history can always be audited and replayed. "Current" state (consent, whether a decision
-was sent) is derived by reading the log.
+Every table but ``api_keys``, ``jobs``, the journey state and the profiles (current facts,
+with the merge audit beside them) is an append-only log: rows are inserted, never updated or
+deleted, so the history can always be audited and replayed. "Current" state (consent, whether a
+decision was sent) is derived by reading the log. The one exception is a right-to-erasure
+request (:mod:`core.store.erasure`), which re-keys a customer's rows to a tombstone.
 
 Time: every timestamp is stored as UTC (``DateTime(timezone=True)``, :class:`UtcDateTime`);
 naive datetimes passed in are taken to be UTC and every datetime handed back is aware UTC.
@@ -32,12 +34,19 @@ __all__ = [
     "decisions",
     "dispatch_success",
     "dispatches",
+    "erased_ids",
+    "erasures",
     "events",
     "jobs",
     "journey_control",
     "journey_enrolments",
     "journey_steps",
+    "identifiers",
+    "merges",
     "metadata",
+    "points_ledger",
+    "profiles",
+    "shared_identifiers",
     "served",
 ]
 
@@ -301,6 +310,100 @@ journey_control = sa.Table(
     sa.Column("updated_by", sa.String(255), nullable=False),
 )
 
+# Customer profiles and identity (:mod:`core.store.profiles`). A profile is one source's
+# record of a person; ``customer_id`` is the unified customer it belongs to (itself until a
+# merge). Identifiers are stored normalised. A merge is an audit row (what, when, why),
+# undone by setting ``undone_at`` — an undone pair is never merged again. Over-shared
+# identifiers (held by too many profiles to join anyone) are kept for the operator.
+profiles = sa.Table(
+    "profiles",
+    metadata,
+    sa.Column("profile_id", _Id, primary_key=True),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("customer_id", _Id, nullable=False),
+    sa.Column("locale", sa.String(16)),
+    sa.Column("timezone", sa.String(64)),
+    sa.Column("country", sa.String(64)),
+    sa.Column("birthday", sa.String(10)),  # ISO date; the year may be 1900 (unknown)
+    sa.Column("name", sa.String(64)),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Index(None, "customer_id"),
+)
+identifiers = sa.Table(
+    "identifiers",
+    metadata,
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("value", sa.String(256), primary_key=True),
+    sa.Column("profile_id", _Id, primary_key=True),
+    sa.Column("recorded_at", UtcDateTime, nullable=False),
+    sa.Index(None, "profile_id"),
+)
+merges = sa.Table(
+    "merges",
+    metadata,
+    sa.Column("merge_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("survivor", _Id, nullable=False),
+    sa.Column("absorbed", _Id, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("value", sa.String(256)),  # NULL once a member is erased
+    sa.Column("reason", sa.String(255), nullable=False),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("undone_at", UtcDateTime),
+    sa.Column("undone_by", sa.String(255)),
+    sa.Index(None, "survivor"),
+    sa.Index(None, "absorbed"),
+)
+shared_identifiers = sa.Table(
+    "shared_identifiers",
+    metadata,
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("value", sa.String(256), primary_key=True),
+    sa.Column("profiles", sa.Integer, nullable=False),
+    sa.Column("seen_at", UtcDateTime, nullable=False),
+)
+
+# Loyalty points (:mod:`core.store.points`): an append-only ledger. ``earn`` rows are lots
+# (positive, expiring at ``expires_at``), ``burn`` rows spend (positive; oldest lots first),
+# ``adjust`` rows correct (signed; a positive one is a lot without expiry). The balance is
+# computed from the rows, never stored. ``ref`` (an order id, the caller's reference) is
+# unique per customer and kind, so a re-delivered earn or burn is stored once.
+points_ledger = sa.Table(
+    "points_ledger",
+    metadata,
+    sa.Column("entry_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("customer_id", _Id, nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("points", sa.BigInteger, nullable=False),
+    sa.Column("ts", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime),
+    sa.Column("ref", sa.String(255), nullable=False),
+    sa.Column("note", sa.String(255)),
+    sa.Column("recorded_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint(_in("kind", ("earn", "burn", "adjust")), name="kind"),
+    sa.UniqueConstraint("customer_id", "kind", "ref"),
+    sa.Index(None, "customer_id", "ts"),
+    sa.Index(None, "expires_at"),
+)
+# Erasure requests carried out (:mod:`core.store.erasure`): the proof, without the person.
+erasures = sa.Table(
+    "erasures",
+    metadata,
+    sa.Column("tombstone", sa.String(40), primary_key=True),
+    sa.Column("erased_at", UtcDateTime, nullable=False),
+    sa.Column("reason", sa.String(200), nullable=False),
+    sa.Column("requested_by", sa.String(255), nullable=False),
+    sa.Column("rows", sa.Text, nullable=False),  # JSON: table -> rows deleted or anonymised
+)
+# Hashes of erased ids (:func:`core.identity.erasure_hash`): the suppression list that keeps
+# an erased customer out of the next snapshot while the source logs still hold them.
+erased_ids = sa.Table(
+    "erased_ids",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("tombstone", sa.String(40), nullable=False),
+)
+
 TABLES = (
     decisions,
     events,
@@ -314,6 +417,11 @@ TABLES = (
     journey_enrolments,
     journey_steps,
     journey_control,
+    profiles,
+    identifiers,
+    merges,
+    shared_identifiers,
+    points_ledger,
 )
 DECISION_COLUMNS = [c.name for c in decisions.columns]
 EVENT_COLUMNS = [c.name for c in events.columns]

@@ -35,6 +35,8 @@ from core.store.db import Conn, Database
 from core.store.jobs import JobStore
 from core.store.journeys import JourneyState
 from core.store.keys import KeyStore
+from core.store.points import PointsLedger
+from core.store.profiles import ProfileStore
 from core.store.queries import (
     DECISION_EXISTS,
     INSERT_DECISION,
@@ -153,6 +155,16 @@ class SqlContactStore(ContactStore):
     def journeys(self) -> JourneyState:
         """Journey enrolments and step runs, shared by every agent and replica."""
         return JourneyState(self._db)
+
+    @property
+    def points(self) -> PointsLedger:
+        """The loyalty points ledger, shared by every replica."""
+        return PointsLedger(self._db)
+
+    @property
+    def profiles(self) -> ProfileStore:
+        """Stored customer profiles and identity resolution, shared by every replica."""
+        return ProfileStore(self._db)
 
     def _create_schema(self) -> None:
         # Serialised so that several workers starting at once do not race on CREATE TABLE.

@@ -22,6 +22,10 @@ ENDPOINT_SCOPES: dict[str, Scope] = {
     "/journeys/dry_run": "read",
     "/journeys/pause": "admin",
     "/events": "events",
+    "/points": "events",  # an adjust also needs admin (service.points)
+    "/customers": "events",
+    "/customers/unmerge": "admin",
+    "/customers/erase": "admin",
     "/reload": "admin",
     "/retrain": "admin",
     "/retrain_status": "admin",

@@ -135,15 +135,16 @@ def thompson_draws(posteriors: Mapping[str, Posterior], seed_key: str) -> np.nda
 def consent_reason(
     ch: str, history: ContactHistory, profile: Profile, settings: Settings
 ) -> str | None:
-    """None if consented, else the reason (explicit revoke wins; else profile; else implied)."""
+    """None if consented, else the reason: an explicit revoke wins, stored or in the
+    request's profile; then a grant, stored or requested; else implied consent."""
     stored = history.consents.get(ch)
+    given = profile.consents.get(ch)
     if stored is False:
         return "consent_revoked"
-    if stored is True:
+    if given is False:
+        return "consent_refused"
+    if stored or given:
         return None
-    given = profile.consents.get(ch)
-    if given is not None:
-        return None if given else "consent_refused"
     return None if ch in settings.implied_consent else "no_consent"
 
 

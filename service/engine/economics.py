@@ -43,9 +43,10 @@ def order_value(settings: Settings, basket: _X) -> _X:
     return settings.value_tiers.gross_margin * basket
 
 
-def incentive_cost(rate: Any, basket: Any, p0: Any, uplift: _X) -> _X:
-    """The discount every buyer holding the offer is paid: ``cost_rate * basket * p1``."""
-    return rate * basket * (p0 + uplift)
+def incentive_cost(rate: Any, basket: Any, p0: Any, uplift: _X, fixed: Any = 0.0) -> _X:
+    """What every buyer holding the offer is paid: ``(cost_rate * basket + fixed) * p1`` — a
+    discount's share of the order, or bonus points' money value (``fixed``)."""
+    return (rate * basket + fixed) * (p0 + uplift)
 
 
 def net_priority(uplift: _X, value: Any, incentive: Any, contact: Any) -> _X:
@@ -77,7 +78,7 @@ def formula_tables(settings: Settings, p: PolicyParams) -> tuple:
 
 
 def _build_tables(settings: Settings, p: PolicyParams) -> tuple:
-    allowed, rates, response = offer_tables(settings, p)
+    allowed, rates, fixed, response = offer_tables(settings, p)
     costs = np.array(
         [settings.channels[c].cost if c in settings.channels else 0.0 for c in CHANNELS]
     )
@@ -87,7 +88,7 @@ def _build_tables(settings: Settings, p: PolicyParams) -> tuple:
     by_cause = response[None, :] + np.where(
         monetary[None, :], (response[None, :] - 1.0) * (boost[:, None] - 1.0), 0.0
     )
-    return allowed, rates, by_cause, costs, offer_preference(settings)
+    return allowed, rates, fixed, by_cause, costs, offer_preference(settings)
 
 
 def economics_matrix(
@@ -104,7 +105,7 @@ def economics_matrix(
 
     ``reach``: :func:`reach_of` of ``inp.recency`` when the caller has it already.
     """
-    allowed, rates, by_cause, costs, preference = formula_tables(settings, p)
+    allowed, rates, fixed, by_cause, costs, preference = formula_tables(settings, p)
     m = by_cause[cause]  # (n, O)
     p0 = inp.p0[:, None, None]
     reach = reach_of(inp.recency, p) if reach is None else reach
@@ -114,13 +115,13 @@ def economics_matrix(
     tau = net = None
     if inp.offer_uplift is not None:
         by_model, use, scaled, model_ok, tau, net = model_offers(
-            inp, allowed, rates, intent, q, settings.value_tiers.gross_margin, p
+            inp, allowed, rates, intent, q, settings.value_tiers.gross_margin, p, fixed
         )
         uplift = np.where(use[:, :, None], scaled, uplift)
         offer_ok = np.where(by_model[:, None], model_ok, offer_ok)
     basket = inp.basket[:, None, None]
     value = order_value(settings, basket)
-    incentive = incentive_cost(rates[None, :, None], basket, p0, uplift)
+    incentive = incentive_cost(rates[None, :, None], basket, p0, uplift, fixed[None, :, None])
     contact = (costs if segments is None else costs * segments)[None, None, :]
     priority = net_priority(uplift, value, incentive, contact)
     zero = np.zeros(priority.shape)
@@ -195,7 +196,7 @@ def row_economics(
     """
     if inp.offer_uplift is not None or len(inp) != 1:
         raise ValueError("row_economics: one customer under the rules only")
-    allowed, rates, by_cause, costs, preference = formula_tables(settings, p)
+    allowed, rates, fixed, by_cause, costs, preference = formula_tables(settings, p)
     m = by_cause[cause].tolist()
     p0 = float(inp.p0[0])
     basket = float(inp.basket[0])
@@ -203,9 +204,9 @@ def row_economics(
     value = order_value(settings, basket)
     contact = costs.tolist()
     uplift, incentive, priority = [], [], []
-    for o, rate in enumerate(rates.tolist()):
+    for o, (rate, fx) in enumerate(zip(rates.tolist(), fixed.tolist(), strict=True)):
         ups = [rule_uplift(s, m[o], p0, reach, _nan_min) for s in scale]
-        inc = [incentive_cost(rate, basket, p0, u) for u in ups]
+        inc = [incentive_cost(rate, basket, p0, u, fx) for u in ups]
         uplift.append(ups)
         incentive.append(inc)
         priority.append(

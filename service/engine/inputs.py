@@ -48,6 +48,7 @@ class Profile:
     name: str | None = None
     identifiers: Mapping[str, str] = field(default_factory=dict)
     consents: Mapping[str, bool] = field(default_factory=dict)
+    country: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,9 @@ class CustomerView:
 
     ``bought`` maps item → (last purchase, epoch seconds UTC; number of purchase lines);
     ``returned`` maps item → last return (epoch seconds UTC). ``last_purchase_at`` is a
-    purchase reported after the snapshot (live events), if any.
+    purchase reported after the snapshot (live events), if any. ``points_balance`` is the
+    customer's loyalty points at decision time, ``points_expiring`` the part of it that
+    expires within ``loyalty.expiry_reminder_days`` (:mod:`core.store.points`).
     """
 
     customer_id: str
@@ -70,6 +73,8 @@ class CustomerView:
     last_purchase_at: datetime | None = None
     profile: Profile = field(default_factory=Profile)
     regulars: Sequence[str] = ()  # own items, most bought first (derived from bought if empty)
+    points_balance: int = 0
+    points_expiring: int = 0
 
 
 @dataclass(frozen=True)

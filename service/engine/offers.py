@@ -76,8 +76,12 @@ def offer_model_status(
     return OfferModel(True, f"offer_uplift_model v{version}", **common)
 
 
-def offer_tables(settings: Settings, p: PolicyParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(intent × offer availability, offer cost rates, base response multipliers)."""
+def offer_tables(
+    settings: Settings, p: PolicyParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(intent × offer availability, offer cost rates (of the order value), fixed costs per
+    buyer (currency: ``bonus_points``' points × ``loyalty.point_value``), base response
+    multipliers)."""
     in_catalogue = {o.type for o in settings.offers}
     allowed = np.zeros((len(INTENTS), len(OFFER_TYPES)), bool)
     for i, intent in enumerate(INTENTS):
@@ -87,8 +91,14 @@ def offer_tables(settings: Settings, p: PolicyParams) -> tuple[np.ndarray, np.nd
     rates = np.array(
         [settings.offer(o).cost_rate if o in in_catalogue else 0.0 for o in OFFER_TYPES]
     )
+    fixed = np.array(
+        [
+            settings.loyalty.money(settings.offer(o).points) if o in in_catalogue else 0.0
+            for o in OFFER_TYPES
+        ]
+    )
     response = np.array([p.offer_response.get(o, 1.0) for o in OFFER_TYPES])
-    return allowed, rates, response
+    return allowed, rates, fixed, response
 
 
 def offer_preference(settings: Settings) -> np.ndarray:
@@ -113,6 +123,7 @@ def model_offers(
     q: np.ndarray,
     margin: float,
     p: PolicyParams,
+    fixed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, ...]:
     """The offer-uplift model's terms (docs/design.md, "Offer choice").
 
@@ -120,7 +131,8 @@ def model_offers(
     or for "none"), ``use`` (n x O: uplift taken from the model), the channel-scaled uplift
     (n x O x C), the offers that may be chosen (n x O: net of incentive > 0, else "none"),
     the predicted uplift ``tau`` and its net value per order window (n x O, at e-mail's
-    reference engagement, the setting the model learned in).
+    reference engagement, the setting the model learned in). ``fixed``: each offer's cost
+    per buyer beside its rate (:func:`offer_tables`).
     """
     p0 = inp.p0[:, None]
     covered = np.isfinite(inp.offer_uplift)
@@ -129,7 +141,8 @@ def model_offers(
     by_model = cand.any(axis=1)
     tau = np.minimum(np.maximum(np.where(covered, inp.offer_uplift, 0.0), -p0), 1.0 - p0)
     basket = inp.basket[:, None]
-    net = np.where(cand, tau * margin * basket - rates[None, :] * basket * (p0 + tau), -np.inf)
+    per_buyer = rates[None, :] * basket + (0.0 if fixed is None else fixed[None, :])
+    net = np.where(cand, tau * margin * basket - per_buyer * (p0 + tau), -np.inf)
     pays = net > 0
     ok = pays.copy()
     if none_ok:

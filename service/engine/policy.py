@@ -28,15 +28,22 @@ INTENTS_BY_CAUSE = {
 # Candidate offers per message intent, in order of preference when they tie.
 
 INTENT_OFFERS: dict[str, tuple[str, ...]] = {
-    "win_back": ("value_reminder", "low_threshold_coupon", "exclusive_discount", "none"),
+    "win_back": (
+        "value_reminder",
+        "low_threshold_coupon",
+        "exclusive_discount",
+        "bonus_points",
+        "none",
+    ),
     "service_recovery": ("low_threshold_coupon", "exclusive_discount", "value_reminder"),
     "new_arrivals": ("new_arrivals", "low_threshold_coupon"),
     "replenishment": ("replenishment_reminder", "low_threshold_coupon"),
     "cross_sell": ("none", "low_threshold_coupon"),
-    "value_reminder": ("value_reminder", "exclusive_discount"),
+    "value_reminder": ("value_reminder", "exclusive_discount", "bonus_points"),
     # journey intents (service/journeys.yaml): never chosen by the diagnosis
     "cart_reminder": ("none", "low_threshold_coupon"),
     "care": ("none",),
+    "points_reminder": ("none", "bonus_points"),
 }
 
 INTENTS = tuple(INTENT_OFFERS)
@@ -46,7 +53,9 @@ INTENTS = tuple(INTENT_OFFERS)
 
 OWN_ITEM_INTENTS = ("win_back", "replenishment", "value_reminder")
 
-MONETARY = ("low_threshold_coupon", "exclusive_discount")
+# Offers that cost the brand money per buyer (a discount rate, or bonus points' money value):
+# boosted for price-sensitive customers, never part of a journey's fixed ``send``.
+MONETARY = ("low_threshold_coupon", "exclusive_discount", "bonus_points")
 
 STAGE_CODES = STAGES  # stage codes are positions in the lifecycle order
 
@@ -75,6 +84,8 @@ class PolicyParams:
             "replenishment_reminder": 1.0,
             "low_threshold_coupon": 2.0,
             "exclusive_discount": 3.0,
+            # an assumption: a small points bonus moves customers less than a cash discount
+            "bonus_points": 1.5,
         }
     )
     # extra response of monetary offers (m - 1) is multiplied by this for the primary cause

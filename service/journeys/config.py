@@ -10,7 +10,7 @@ customer on the same day, the higher one goes first; the other waits or skips, b
 Triggers are behaviour events posted to ``/events`` (``cart_abandoned``, ``purchase``,
 ``return``, ``browse``) or time from customer facts (days after the first or last order, a
 birthday from the profile, the expected next order minus a lead, entering a lifecycle stage,
-a named holiday's date in its time zone). Steps: ``wait`` (a duration, or until a time
+a named holiday's date in its time zone, unspent loyalty points about to expire). Steps: ``wait`` (a duration, or until a time
 relative to a customer fact), ``branch`` (on a condition), ``decide`` (the decision engine
 picks channel, offer and message under every contact rule), ``send`` (a fixed intent),
 ``exit``.
@@ -130,8 +130,19 @@ class HolidayTrigger(_Model):
         return value
 
 
+class PointsTrigger(_Model):
+    """Enter ``days_before`` a customer's unspent loyalty points expire (usually the
+    policy's ``loyalty.expiry_reminder_days``), once per expiry date, when at least
+    ``min_points`` expire then."""
+
+    kind: Literal["points_expiring"]
+    days_before: float = Field(gt=0, le=365)
+    min_points: int = Field(default=1, ge=1, le=10**9)
+
+
 Trigger = Annotated[
-    EventTrigger | FactTrigger | StageTrigger | HolidayTrigger, Field(discriminator="kind")
+    EventTrigger | FactTrigger | StageTrigger | HolidayTrigger | PointsTrigger,
+    Field(discriminator="kind"),
 ]
 
 

@@ -84,7 +84,9 @@ class JourneyDesk:
         return JourneysResponse(journeys=out)
 
     def customer(self, customer_id: str) -> JourneyCustomerResponse:
-        """The customer's enrolments, oldest first, with every step run (404: unknown)."""
+        """The customer's enrolments, oldest first, with every step run (404: unknown);
+        ``customer_id`` may be any id or identifier of the customer."""
+        customer_id = self.runtime.resolve([customer_id])[customer_id]
         store = self.runtime.store.journeys
         enrolments = store.enrolments(customer_id)
         if not enrolments:

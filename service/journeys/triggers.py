@@ -6,17 +6,19 @@ a re-delivered order never enrols twice). Time triggers read the served snapshot
 over every customer: N days after the first or last order (from ``tenure_days`` and
 ``recency_days``), days before the expected next order (the next-purchase model), entering
 a lifecycle stage (:func:`features.lifecycle.stage_after` at both ends of the window: the
-recency rules moving a customer on), and a named holiday's date in its own time zone. A
-``birthday`` needs a stored profile, which the store does not hold yet: nobody enters (the
-agent logs it once).
+recency rules moving a customer on), a named holiday's date in its own time zone, and the
+birthday of a stored profile (:meth:`core.store.ProfileStore.birthdays`). The points trigger
+reads the ledger: customers whose unspent points expire ``days_before`` after the window
+(:meth:`core.store.PointsLedger.expiring_between`), keyed by the expiry date.
 """
 
 from __future__ import annotations
 
+import calendar
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -30,6 +32,7 @@ from service.journeys.config import (
     FactTrigger,
     HolidayTrigger,
     Journey,
+    PointsTrigger,
     StageTrigger,
 )
 from service.runtime.state import State
@@ -64,12 +67,17 @@ def entries(
         trig = journey.trigger
         if isinstance(trig, EventTrigger):
             out += events.entries(journey.id, trig)
+        elif isinstance(trig, FactTrigger) and trig.fact == "birthday":
+            birthdays = store.profiles.birthdays()
+            out += _birthday_entries(journey.id, trig, birthdays, state, zone, start, end)
         elif isinstance(trig, FactTrigger):
             out += _fact_entries(journey.id, trig, state, zone, start, end)
         elif isinstance(trig, StageTrigger):
             out += _stage_entries(journey.id, trig, state, start, end)
         elif isinstance(trig, HolidayTrigger):
             out += _holiday_entries(journey.id, trig, state, start, end)
+        elif isinstance(trig, PointsTrigger):
+            out += _points_entries(journey.id, trig, store, start, end)
     return sorted(out, key=lambda e: (e.at, e.journey_id, e.customer_id))
 
 
@@ -130,8 +138,8 @@ def _fact_entries(
         base = at - pd.to_timedelta(snap.features["recency_days"].to_numpy(float), unit="D")
     elif trig.fact == "expected_next_order":
         base = at + pd.to_timedelta(state.score_values[:, 2], unit="D")
-    else:  # birthday: no stored profiles yet
-        return []
+    else:
+        raise ValueError(f"{trig.fact}: not a snapshot fact")
     moments = _local_moments(pd.Series(base + pd.Timedelta(days=trig.days)), zone, trig.at_local)
     hit = ((moments >= start) & (moments < end)).to_numpy()
     ids = snap.features.index.astype(str).to_numpy()
@@ -139,6 +147,35 @@ def _fact_entries(
         Entry(journey_id, ids[i], f"{trig.fact}:{moments.iloc[i].date()}", moments.iloc[i])
         for i in np.flatnonzero(hit)
     ]
+
+
+def _birthday_entries(
+    journey_id: str,
+    trig: FactTrigger,
+    birthdays: dict[str, date],
+    state: State,
+    zone: ZoneInfo,
+    start: datetime,
+    end: datetime,
+) -> list[Entry]:
+    """Customers of the snapshot whose birthday (stored profile; 29 February is kept on
+    28 February in a common year) + ``days``, at ``at_local``, falls in the window."""
+    known = state.snapshot.positions
+    out: list[Entry] = []
+    lead = timedelta(days=trig.days)
+    for year in range(start.year - 1, end.year + 2):
+        for cid, born in birthdays.items():
+            if cid not in known:
+                continue
+            day = (
+                born.replace(year=year, day=28)
+                if (born.month, born.day) == (2, 29) and not calendar.isleap(year)
+                else born.replace(year=year)
+            )
+            moment = datetime.combine(day + lead, trig.at_local, zone).astimezone(UTC)
+            if start <= moment < end:
+                out.append(Entry(journey_id, cid, f"birthday:{year}", moment))
+    return out
 
 
 def _stage_entries(
@@ -176,4 +213,21 @@ def _holiday_entries(
         if start <= moment < end:
             key = f"holiday:{trig.holiday}:{year}"
             out += [Entry(journey_id, cid, key, moment) for cid in ids]
+    return out
+
+
+def _points_entries(
+    journey_id: str, trig: PointsTrigger, store: ContactStore, start: datetime, end: datetime
+) -> list[Entry]:
+    """Customers with at least ``min_points`` unspent points expiring in ``[start, end) +
+    days_before``; each enters ``days_before`` ahead of that expiry (the agent's admission
+    then leaves out customers the snapshot lacks, as for every trigger)."""
+    lead = timedelta(days=trig.days_before)
+    out: list[Entry] = []
+    for hit in store.points.expiring_between(start + lead, end + lead):
+        if hit.points < trig.min_points:
+            continue
+        ctx = {"points": hit.points, "expires_at": hit.expires_at.isoformat()}
+        key = f"points:{hit.expires_at.date().isoformat()}"
+        out.append(Entry(journey_id, hit.customer_id, key, hit.expires_at - lead, ctx))
     return out

@@ -26,7 +26,7 @@ from service.runtime.dispatch import Dispatcher
 from service.runtime.errors import Conflict, Rejected
 from service.runtime.history import ContactHistories
 from service.runtime.state import State
-from service.runtime.views import CustomerViews
+from service.runtime.views import CustomerViews, StoredFacts
 from service.schemas import DecideRequest, ProfileIn
 
 __all__ = ["Decider"]
@@ -74,17 +74,19 @@ class Decider:
         decision_id: str | None,
         unavailable: dict[str, str],
         explore: bool | None,
+        facts: StoredFacts,
         history: ContactHistory,
         found: CustomerHistory | None = None,
         journey: JourneyAsk | None = None,
     ) -> dict[str, Any]:
         """The engine's decision (:func:`decide_data`) on a read history (``found``: the
-        store's, with the purchases and returns since the snapshot)."""
+        store's, with the purchases and returns since the snapshot) and the ``facts`` read
+        before it."""
         views = self.views
         pos = views.position(customer_id, state)
         bought, returned = (found.purchases, found.returns) if found is not None else ((), ())
         return decide_data(
-            views.view(customer_id, profile, state, bought, returned),
+            views.view(customer_id, profile, state, bought, returned, now, facts),
             views.model_scores(pos, state),
             views.candidates(customer_id, self.params.candidate_items, state),
             history,
@@ -129,6 +131,7 @@ class Decider:
             decision_id,
             unavailable,
             explore,
+            self.views.facts(customer_id, now),  # outside the reservation's transaction
         )
         if not record:
             found = self.histories.found(customer_id, now, state.snapshot.at)

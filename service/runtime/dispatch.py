@@ -45,6 +45,15 @@ class Dispatcher:
     store: ContactStore
     providers: dict[str, ChannelProvider]
 
+    def _address(self, customer_id: str, ident: str, profile: ProfileIn | None) -> str:
+        """Where the channel reaches the customer: the request's identifier, else the
+        stored profile's newest one, else the customer id (the provider resolves it)."""
+        if profile is not None and ident in profile.identifiers:
+            return profile.identifiers[ident]
+        stored = self.store.profiles.get(customer_id)
+        found = stored.identifiers.get(ident) if stored is not None else None
+        return found[0] if found else customer_id
+
     def dispatch(
         self,
         decision: Decision,
@@ -66,7 +75,7 @@ class Dispatcher:
                 "decision_id at or after it",
             )
         ident = self.settings.channel(decision.channel).identifier
-        to = (profile.identifiers.get(ident) if profile else None) or decision.customer_id
+        to = self._address(decision.customer_id, ident, profile)
         message = OutboundMessage(
             decision_id=decision.decision_id,
             customer_id=decision.customer_id,

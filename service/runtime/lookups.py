@@ -16,7 +16,7 @@ from service.runtime.clock import request_now
 from service.runtime.history import ContactHistories
 from service.runtime.state import State
 from service.runtime.views import CustomerViews
-from service.schemas import CustomerResponse, RecommendedItem, RecommendResponse
+from service.schemas import CustomerResponse, PointsOut, RecommendedItem, RecommendResponse
 
 __all__ = ["CustomerLookups"]
 
@@ -95,11 +95,12 @@ class CustomerLookups:
         )
 
     def customer(self, customer_id: str, now: datetime | None, state: State) -> CustomerResponse:
-        """The 360° view: features, stage, scores, contacts, consents, items."""
+        """The 360° view: features, stage, scores, contacts, consents, items, points."""
         at = request_now(now, self.settings, state.snapshot.at)
         pos = self.views.position(customer_id, state)
         found = self.histories.found(customer_id, at, state.snapshot.at)
         view = self.views.view(customer_id, None, state, found.purchases, found.returns)
+        points = self.store.points.balance(customer_id, at, self.settings.loyalty.reminder_window)
         hist = self.histories.of(found)
         consents = {}
         for ch in self.settings.channels:
@@ -144,4 +145,31 @@ class CustomerLookups:
             returned_items_90d=sorted(i for i, ts in view.returned.items() if ts >= cut),
             live_purchase_at=view.last_purchase_at,
             model_versions=state.models.versions,
+            points=PointsOut(
+                balance=points.balance,
+                expiring=points.expiring,
+                expiring_by=points.expiring_by,
+            ),
+            profile=self._profile(customer_id, view),
         )
+
+    def _profile(self, customer_id: str, view: CustomerView) -> dict[str, Any]:
+        """The stored profile as ``/customer`` shows it, with what messages use."""
+        stored = self.store.profiles.get(customer_id)
+        out: dict[str, Any] = {
+            "locale": view.profile.locale or self.settings.default_locale,
+            "timezone": view.profile.timezone or self.settings.default_timezone,
+            "country": view.profile.country,
+        }
+        if stored is None:
+            return out
+        return out | {
+            "members": list(stored.members),
+            "identifiers": {k: list(v) for k, v in stored.identifiers.items()},
+            "birthday": stored.birthday,
+            "name": stored.name,
+            "merges": [
+                {k: m[k] for k in ("merge_id", "survivor", "absorbed", "kind", "at", "undone_at")}
+                for m in self.store.profiles.merge_log(customer_id)
+            ],
+        }

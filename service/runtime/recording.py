@@ -32,7 +32,8 @@ _FUNNEL_EVENTS = ("delivered", "opened", "clicked", "converted")  # follow a sen
 @dataclass
 class EventRecorder:
     """Validates and stores events (a purchase with its items, which every replica's next
-    decision reads) and consents; any event makes the population priors refresh."""
+    decision reads, and the loyalty points it earns) and consents; any event makes the
+    population priors refresh."""
 
     settings: Settings
     store: ContactStore
@@ -95,6 +96,7 @@ class EventRecorder:
             raise Rejected(str(exc)) from None
         records = [rec for _, rec in pairs]
         inserted, duplicates = self.store.record_events(records) if records else (0, 0)
+        earned = self._earn(records)
         more, again = self.store.behaviour.record(behaviour)
         inserted, duplicates = inserted + more, duplicates + again
         stored_consents = 0
@@ -115,7 +117,18 @@ class EventRecorder:
             duplicates=duplicates + repeated,
             consents=stored_consents,
             consent_duplicates=len(consent_rows) - stored_consents,
+            points_earned=earned,
         )
+
+    def _earn(self, records: Sequence[EventRecord]) -> int:
+        """Points earned by the purchases among ``records`` (``loyalty`` earn rule), keyed by
+        the order id: a re-delivered order earns nothing more, and one whose earn was lost
+        (the event stored, the process gone) earns when it is posted again."""
+        rule, ledger, earned = self.settings.loyalty.rule, self.store.points, 0
+        for r in records:
+            if r.event == "purchase" and r.value is not None and r.dedup_key is not None:
+                earned += ledger.earn(r.customer_id, r.value, r.ts, r.dedup_key, rule)
+        return earned
 
     def _checked(
         self, events: Sequence[EventIn], records: Sequence[EventRecord], positions: Sequence[int]

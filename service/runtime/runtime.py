@@ -23,9 +23,17 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from core.store import ContactStore, Engagement, Served, open_store
+from core.identity import InvalidIdentifier, canonical_ref
+from core.store import (
+    AmbiguousIdentifier,
+    ContactStore,
+    Engagement,
+    ErasedCustomer,
+    Served,
+    open_store,
+)
 from service import metrics
 from service.channels import ChannelProvider
 from service.config import Settings
@@ -42,7 +50,7 @@ from service.report import BadReportRequest, CampaignReport, campaign_report
 from service.runtime.batch import BatchRanker
 from service.runtime.decisions import Decider
 from service.runtime.dispatch import Dispatcher, channel_providers
-from service.runtime.errors import DataUnavailable, Rejected
+from service.runtime.errors import DataUnavailable, Rejected, UnknownCustomer
 from service.runtime.history import ContactHistories
 from service.runtime.lookups import CustomerLookups
 from service.runtime.models import Models, load_models
@@ -69,6 +77,7 @@ from service.schemas import (
 __all__ = ["Runtime"]
 
 log = logging.getLogger(__name__)
+_Named = TypeVar("_Named", EventIn, ConsentIn)
 
 
 class Runtime:
@@ -88,7 +97,9 @@ class Runtime:
         self._reload_lock = threading.Lock()
         self._population = PopulationCache(self.store)
         self.histories = ContactHistories(self.store, params, self._population)
-        self.views = CustomerViews()
+        self.views = CustomerViews(
+            self.store.profiles, self.store.points, settings.loyalty.reminder_window
+        )
         self.dispatcher = Dispatcher(settings, self.store, self.providers)
         self.decider = Decider(
             settings, params, self.store, self.views, self.histories, self.dispatcher
@@ -175,7 +186,11 @@ class Runtime:
         this replica then publishes (atomically: replicas starting together agree)."""
         serving = self.store.serving
         served = serving.current()
-        snapshot = load_snapshot(self.settings, served.snapshot if served is not None else None)
+        profiles = self.store.profiles
+        identity, erased = profiles.identity_map(), profiles.erased_hashes()
+        snapshot = load_snapshot(
+            self.settings, served.snapshot if served is not None else None, identity, erased
+        )
         models = load_models(self.settings, served.versions if served is not None else None)
         if served is None:
             by = self._who("first start")
@@ -183,7 +198,7 @@ class Runtime:
             if served.versions != models.versions:  # another replica published first
                 models = load_models(self.settings, served.versions)
             if served.snapshot != snapshot.source:
-                snapshot = load_snapshot(self.settings, served.snapshot)
+                snapshot = load_snapshot(self.settings, served.snapshot, identity, erased)
         return snapshot, models, served.generation
 
     def _follow(self, served: Served) -> None:
@@ -218,7 +233,10 @@ class Runtime:
         stored one, else rebuilt from ``data_path``); an unreadable one is the deployment's
         problem (:class:`DataUnavailable`, 503), and the current snapshot stays served."""
         try:
-            return load_snapshot(self.settings, source)
+            profiles = self.store.profiles
+            return load_snapshot(
+                self.settings, source, profiles.identity_map(), profiles.erased_hashes()
+            )
         except (OSError, ValueError) as exc:
             raise DataUnavailable(
                 f"data_path / snapshot: cannot load a fresh snapshot "
@@ -254,29 +272,60 @@ class Runtime:
 
     # ----------------------------------------------------------------- endpoints
 
+    def resolve(self, refs: Sequence[str], field: str = "customer_id") -> dict[str, str]:
+        """The unified customer of each reference — a customer id, a source's profile id
+        (``pos:777``) or an identifier (``email:ann@example.com``),
+        :meth:`core.store.ProfileStore.resolve`; an identifier held by several customers
+        is :class:`Rejected` naming ``field``."""
+        region = self.settings.identity.phone_region
+        try:
+            canonical = {ref: canonical_ref(ref, region) for ref in refs}
+            found = self.store.profiles.resolve(list(dict.fromkeys(canonical.values())))
+        except (AmbiguousIdentifier, InvalidIdentifier) as exc:
+            raise Rejected(f"{field}: {exc}") from None
+        except ErasedCustomer as exc:
+            raise UnknownCustomer(f"{field}: {exc}") from None
+        return {ref: found[c] for ref, c in canonical.items()}
+
     def decide(self, req: DecideRequest) -> Decision:
         """Decide for one customer; record it (unless ``dry_run``); dispatch if asked."""
         return Decision.model_validate(self.decide_encoded(req)[0])
 
     def decide_encoded(self, req: DecideRequest) -> tuple[dict[str, Any], bytes]:
         """:meth:`decide` as plain data and its JSON, the response body
-        (:meth:`Decider.decide_encoded`)."""
+        (:meth:`Decider.decide_encoded`), for the unified customer the request names."""
+        customer = self.resolve([req.customer_id])[req.customer_id]
+        if customer != req.customer_id:
+            req = req.model_copy(update={"customer_id": customer})
         return self.decider.decide_encoded(req, self._state)
 
     def decide_batch(self, req: BatchRequest) -> BatchResponse:
         """Rank customers by priority (vectorised), cut at budget/count, decide the page."""
+        if req.customer_ids:
+            gone = self.store.profiles.erased(req.customer_ids)  # left out, like ids not served
+            refs = [c for c in req.customer_ids if c not in gone]
+            found = self.resolve(refs, "customer_ids")
+            ids = list(dict.fromkeys(found[c] for c in refs))
+            req = req.model_copy(update={"customer_ids": ids})
         return self.batch.decide_batch(req, self._state)
 
     def recommend(self, customer_id: str, k: int, now: datetime | None) -> RecommendResponse:
         """Cross-sell items for the customer (returned or just-bought items excluded)."""
-        return self.lookups.recommend(customer_id, k, now, self._state)
+        customer = self.resolve([customer_id])[customer_id]
+        return self.lookups.recommend(customer, k, now, self._state)
 
     def customer(self, customer_id: str, now: datetime | None) -> CustomerResponse:
         """The 360° view of the customer."""
-        return self.lookups.customer(customer_id, now, self._state)
+        return self.lookups.customer(self.resolve([customer_id])[customer_id], now, self._state)
 
     def record(self, events: Sequence[EventIn], consents: Sequence[ConsentIn]) -> EventsResponse:
-        """Validate everything first, then append events (one transaction) and consents."""
+        """Validate everything first, then append events (one transaction) and consents,
+        each under the unified customer its ``customer_id`` names."""
+        refs = [e.customer_id for e in events] + [c.customer_id for c in consents]
+        if refs:
+            found = self.resolve(refs)
+            events = [_as_customer(e, found) for e in events]
+            consents = [_as_customer(c, found) for c in consents]
         return self.recorder.record(events, consents)
 
     def report(self, req: ReportRequest) -> CampaignReport:
@@ -288,3 +337,11 @@ class Runtime:
             )
         except BadReportRequest as exc:
             raise Rejected(str(exc)) from None
+
+
+def _as_customer(item: _Named, found: dict[str, str]) -> _Named:
+    """``item`` with its ``customer_id`` replaced by the unified customer in ``found``."""
+    customer = found[item.customer_id]
+    return (
+        item if customer == item.customer_id else item.model_copy(update={"customer_id": customer})
+    )

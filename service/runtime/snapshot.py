@@ -15,10 +15,11 @@ Pinning (so that every replica serves the same snapshot): the ``snapshot`` setti
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,8 +28,10 @@ import numpy as np
 import pandas as pd
 
 from core.env import tracking_uri as env_tracking_uri
-from features.loaders import CleaningReport, load_transactions
+from core.identity import erasure_hash
+from features.loaders import CleaningReport
 from features.serving import ServingData, build_serving
+from features.sources import Source, load_sources
 from features.stored import ARTIFACT_PATH, SNAPSHOT_TAG, StoredSnapshotError, read_stored
 from service.config import Settings
 from service.engine import regulars
@@ -71,6 +74,7 @@ class Snapshot:
     source: str = ""  # the MLflow run id of a stored snapshot, or "data:<path>"
     timezone: str = ""  # the zone the item-history epochs were computed in
     origin: dict[str, Any] = field(default_factory=dict)  # the data file it was built from
+    countries: dict[str, str] = field(default_factory=dict)  # customer -> usual country
     column_index: dict[str, int] = field(init=False)  # feature name -> column of ``values``
 
     def __post_init__(self) -> None:
@@ -115,13 +119,44 @@ def _snapshot(data: ServingData, source: str, t0: float) -> Snapshot:
         source=source,
         timezone=data.timezone,
         origin=data.data,
+        countries=data.countries,
     )
 
 
-def build_snapshot(settings: Settings) -> Snapshot:
-    """Featurise ``data_path`` at the day after its last transaction (the slow path)."""
+def _without(snap: Snapshot, erased: Collection[str]) -> Snapshot:
+    """``snap`` without the customers whose :func:`core.identity.erasure_hash` is in
+    ``erased`` (a stored snapshot made before their erasure)."""
+    gone = {c for c in snap.positions if erased and erasure_hash(c) in erased}
+    if not gone:
+        return snap
+    keep = ~snap.features.index.astype(str).isin(gone)
+    features = snap.features[keep]
+    return dataclasses.replace(
+        snap,
+        features=features,
+        positions={c: i for i, c in enumerate(features.index.astype(str))},
+        values=snap.values[keep],
+        bought={c: v for c, v in snap.bought.items() if c not in gone},
+        returned={c: v for c, v in snap.returned.items() if c not in gone},
+        regulars={c: v for c, v in snap.regulars.items() if c not in gone},
+        countries={c: v for c, v in snap.countries.items() if c not in gone},
+    )
+
+
+def build_snapshot(
+    settings: Settings, identity: Mapping[str, str] | None = None, erased: Collection[str] = ()
+) -> Snapshot:
+    """Featurise ``data_path`` and the ``identity.sources`` logs, on the customers the
+    ``identity`` map unifies and without the ``erased`` ones, at the day after the last
+    transaction (the slow path)."""
     t0 = time.perf_counter()
-    loaded = load_transactions(settings.data_path)
+    ident = settings.identity
+    loaded = load_sources(
+        Source(ident.primary_source, settings.data_path),
+        [Source(s.name, s.path) for s in ident.sources],
+        identity,
+        erased,
+    )
     if loaded.transactions.empty:
         raise ValueError(f"{settings.data_path}: no usable transactions")
     data = build_serving(loaded, settings.default_timezone, data_path=settings.data_path)
@@ -169,13 +204,20 @@ def stored_snapshot(uri: str, run_id: str) -> Snapshot:
     return _snapshot(data, run_id, t0)
 
 
-def load_snapshot(settings: Settings, source: str | None = None) -> Snapshot:
+def load_snapshot(
+    settings: Settings,
+    source: str | None = None,
+    identity: Mapping[str, str] | None = None,
+    erased: Collection[str] = (),
+) -> Snapshot:
     """The snapshot to serve. ``source`` (default: the ``snapshot`` setting) is ``"newest"``
     (the newest stored snapshot, else ``data_path`` with a WARNING), ``"data"`` or
-    ``"data:<anything>"`` (featurise ``data_path``), or the id of a run holding one."""
+    ``"data:<anything>"`` (featurise ``data_path``), or the id of a run holding one.
+    ``identity`` (profile → customer) unifies the customers of a featurised log; ``erased``
+    (:meth:`core.store.ProfileStore.erased_hashes`) are left out of any snapshot."""
     source = source or settings.snapshot
     if source == "data" or source.startswith("data:"):
-        return build_snapshot(settings)
+        return build_snapshot(settings, identity, erased)
     uri = env_tracking_uri(settings.mlflow_tracking_uri)
     run_id = source
     if source == "newest":
@@ -192,8 +234,8 @@ def load_snapshot(settings: Settings, source: str | None = None) -> Snapshot:
                 settings.data_path,
                 HOW_TO_STORE,
             )
-            return build_snapshot(settings)
-    snap = stored_snapshot(uri, run_id)
+            return build_snapshot(settings, identity, erased)
+    snap = _without(stored_snapshot(uri, run_id), erased)
     origin = snap.origin.get("path") or snap.report.source
     log.info(
         "stored snapshot at cut-off %s (%d customers) from run %s, built from %s "

@@ -1,10 +1,14 @@
-"""What a decision reads of one customer: snapshot row, live purchases, scores, ALS items."""
+"""What a decision reads of one customer: snapshot row, live purchases, scores, ALS items,
+and the profile — the request's over the stored one (:func:`combine_profile`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from core.store import PointsBalance, PointsLedger, ProfileStore, StoredProfile
+from service.countries import country_defaults
 from service.engine import CustomerView, ModelScores, Profile
 from service.runtime.errors import UnknownCustomer
 from service.runtime.overlay import LivePurchases
@@ -12,14 +16,58 @@ from service.runtime.snapshot import FeatureRow
 from service.runtime.state import State, candidate_key
 from service.schemas import ProfileIn
 
-__all__ = ["CustomerViews"]
+__all__ = ["CustomerViews", "StoredFacts", "combine_profile"]
 
-_NO_PROFILE = Profile()  # immutable: shared by every request without a profile
+
+@dataclass(frozen=True)
+class StoredFacts:
+    """What the store holds of a customer beside the contact history: the stored profile
+    and the loyalty points at decision time. Read before the decision's store transaction
+    (:meth:`CustomerViews.facts`), never inside it: a second connection taken while the
+    reservation holds one can exhaust the pool under load."""
+
+    profile: StoredProfile | None = None
+    points: PointsBalance | None = None
+
+
+def combine_profile(
+    request: ProfileIn | None, stored: StoredProfile | None, country: str | None
+) -> Profile:
+    """The engine's profile. Each fact: the request's, else the stored profile's; locale
+    and time zone then default from the country (the stored one, else the customer's usual
+    country in the log; :mod:`service.countries`), and last from the settings (the engine).
+    Identifiers: the request's over the stored ones (the newest of each kind). Consents are
+    the request's; stored consents reach the engine through the contact history, where an
+    explicit revoke, stored or requested, always wins (:func:`service.engine.consent_reason`).
+    """
+    req = request or ProfileIn()
+    home = country_defaults((stored.country if stored else None) or country)
+    ids = {k: v[0] for k, v in stored.identifiers.items() if v} if stored else {}
+    return Profile(
+        locale=req.locale or (stored and stored.locale) or (home and home.locale) or None,
+        timezone=req.timezone or (stored and stored.timezone) or (home and home.timezone) or None,
+        name=req.name or (stored and stored.name) or None,
+        identifiers=ids | dict(req.identifiers),
+        consents=dict(req.consents),
+        country=(stored and stored.country) or country,
+    )
 
 
 class CustomerViews:
-    """One customer as the decision engine sees it, from a :class:`State` and the purchases
-    stored since its snapshot."""
+    """One customer as the decision engine sees it, from a :class:`State`, the purchases
+    stored since its snapshot and the stored profiles (``profiles``; None: none stored), and
+    the loyalty points at decision time (``points``; None: no ledger), counting as expiring
+    what expires within ``window``."""
+
+    def __init__(
+        self,
+        profiles: ProfileStore | None = None,
+        points: PointsLedger | None = None,
+        window: timedelta = timedelta(days=30),
+    ) -> None:
+        self._profiles = profiles
+        self._points = points
+        self._window = window
 
     @staticmethod
     def position(customer_id: str, state: State) -> int:
@@ -39,9 +87,12 @@ class CustomerViews:
         state: State,
         purchases: Sequence[tuple[datetime, Sequence[str]]] = (),
         returns: Sequence[tuple[datetime, Sequence[str]]] = (),
+        now: datetime | None = None,
+        facts: StoredFacts | None = None,
     ) -> CustomerView:
         """Features, lifecycle, item history (with the ``purchases`` and ``returns`` since
-        the snapshot, as read with the history) and the request's profile."""
+        the snapshot, as read with the history), the profile (:func:`combine_profile`) and,
+        given ``now``, the loyalty points then (``facts``: read already, else read here)."""
         pos = self.position(customer_id, state)
         snap = state.snapshot
         row = FeatureRow(snap.column_index, snap.values[pos])
@@ -49,15 +100,9 @@ class CustomerViews:
         live = LivePurchases.of(purchases)
         if live is not None:
             bought = live.merged(bought)
-        prof = _NO_PROFILE
-        if profile is not None:
-            prof = Profile(
-                locale=profile.locale,
-                timezone=profile.timezone,
-                name=profile.name,
-                identifiers=dict(profile.identifiers),
-                consents=dict(profile.consents),
-            )
+        facts = facts if facts is not None else self.facts(customer_id, now)
+        prof = combine_profile(profile, facts.profile, snap.countries.get(customer_id))
+        points = facts.points
         return CustomerView(
             customer_id=customer_id,
             features=row,
@@ -70,6 +115,19 @@ class CustomerViews:
             last_purchase_at=live.last_purchase if live is not None else None,
             profile=prof,
             regulars=snap.regulars.get(customer_id, ()),
+            points_balance=points.balance if points is not None else 0,
+            points_expiring=points.expiring if points is not None else 0,
+        )
+
+    def facts(self, customer_id: str, now: datetime | None) -> StoredFacts:
+        """The stored profile and, given ``now``, the points balance then."""
+        return StoredFacts(
+            profile=self._profiles.get(customer_id) if self._profiles is not None else None,
+            points=(
+                self._points.balance(customer_id, now, self._window)
+                if self._points is not None and now is not None
+                else None
+            ),
         )
 
     @staticmethod

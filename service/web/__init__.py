@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from service.web.gate import Gate, caller_key_id, parse_json_object
+from service.web.gate import Gate, caller_key_id, caller_scopes, parse_json_object
 from service.web.openapi import complete_spec, package_version
 from service.web.problems import MEDIA_TYPE, PROBLEMS, Problem, field_errors, problem_response
 
@@ -18,6 +18,7 @@ __all__ = [
     "Gate",
     "Problem",
     "caller_key_id",
+    "caller_scopes",
     "complete_spec",
     "field_errors",
     "package_version",

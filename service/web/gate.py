@@ -37,7 +37,7 @@ from service.config import Settings, load_settings
 from service.metrics import refresh_on_scrape
 from service.web.problems import MEDIA_TYPE, field_errors, problem_body, problem_status
 
-__all__ = ["Gate", "caller_key_id"]
+__all__ = ["Gate", "caller_key_id", "caller_scopes"]
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +47,18 @@ Send = Callable[[dict], Any]
 # The id of the key that made the request being served (set by the gate once it verified
 # the key; the endpoint runs in the same context, or a copy of it in a worker thread).
 _CALLER: ContextVar[str | None] = ContextVar("revival_caller_key_id", default=None)
+_SCOPES: ContextVar[tuple[str, ...]] = ContextVar("revival_caller_scopes", default=())
 
 
 def caller_key_id() -> str | None:
     """The id of the API key making the current request (None outside a guarded request)."""
     return _CALLER.get()
+
+
+def caller_scopes() -> tuple[str, ...]:
+    """The scopes of the API key making the current request (an endpoint whose body asks
+    for more than its route's scope checks them; empty outside a guarded request)."""
+    return _SCOPES.get()
 
 
 class _Refusal(Exception):
@@ -197,6 +204,7 @@ class Gate:
                 f"this endpoint needs {needed!r}",
                 [],
             )
+        _SCOPES.set(tuple(key.scopes))
         return key.key_id
 
     async def _body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:

@@ -29,7 +29,8 @@ ALS cross-sell trained on the brand's own transactions, under an explicit contac
 
 **Authentication.** Every endpoint but `/livez`, `/readyz`, `/metrics` and this document
 needs `Authorization: Bearer <API key>`. A key has scopes: `decide` (`/decide`,
-`/decide_batch`, `/recommend`), `read` (`/customer`, `/report`), `events` (`/events`),
+`/decide_batch`, `/recommend`), `read` (`/customer`, `/report`), `events` (`/events`,
+`/points` burns; an adjust needs `admin` too),
 `admin` (`/reload`, `/retrain`, `/retrain_status`, `/keys/*`, and every other scope).
 Create keys with `python -m service.auth create NAME --scopes decide,events`.
 
@@ -53,7 +54,11 @@ ENDPOINT_ERRORS: dict[str, tuple[int, ...]] = {
     "/journeys/customer": (404, 503),
     "/journeys/dry_run": (503,),
     "/journeys/pause": (503,),
-    "/events": (409, 503),
+    "/events": (404, 409, 503),
+    "/points": (404, 409, 503),
+    "/customers": (503,),
+    "/customers/unmerge": (404, 503),
+    "/customers/erase": (404, 503),
     "/reload": (503,),
     "/retrain": (409, 503),
     "/retrain_status": (404,),
