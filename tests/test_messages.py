@@ -342,7 +342,7 @@ def test_values_are_not_reinterpreted_as_placeholders(policy: Settings) -> None:
         channel_policy=policy.channel("email"),
     )
     assert "New this season: {brand} mug with lid." in message.body
-    assert "Enjoy {offer} on new arrivals." in message.body
+    assert "Just for you: {offer}." in message.body
 
 
 def test_email_has_subject_and_unsubscribe_footer(policy: Settings) -> None:

@@ -43,6 +43,18 @@ __all__ = [
 POINTS_KINDS = ("earn", "burn", "adjust")
 POINTS_MAX = 10**12  # per entry: far above any real grant, far below a BIGINT
 _TICK = timedelta(microseconds=1)  # the store's time resolution
+# A customer's ledger, oldest first; compiled once (Database.rows on the decision path)
+_ENTRIES = (
+    sa.select(
+        points_ledger.c.kind,
+        points_ledger.c.points,
+        points_ledger.c.ts,
+        points_ledger.c.expires_at,
+        points_ledger.c.ref,
+    )
+    .where(points_ledger.c.customer_id == sa.bindparam("customer_id"))
+    .order_by(points_ledger.c.ts, points_ledger.c.entry_id)
+)
 
 
 class InsufficientPoints(StoreError):
@@ -289,21 +301,13 @@ class PointsLedger:
 
     # ------------------------------------------------------------------ reads
 
-    @staticmethod
-    def _read(conn: Any, customer_id: str) -> list[PointsEntry]:
-        c = points_ledger.c
-        q = (
-            sa.select(c.kind, c.points, c.ts, c.expires_at, c.ref)
-            .where(c.customer_id == customer_id)
-            .order_by(c.ts, c.entry_id)
-        )
-        return [
-            PointsEntry(r.kind, int(r.points), r.ts, r.expires_at, r.ref) for r in conn.execute(q)
-        ]
+    def _read(self, conn: Any, customer_id: str) -> list[PointsEntry]:
+        rows = self._db.rows(conn, _ENTRIES, {"customer_id": customer_id})
+        return [PointsEntry(r.kind, int(r.points), r.ts, r.expires_at, r.ref) for r in rows]
 
     def entries(self, customer_id: str) -> list[PointsEntry]:
-        """The customer's ledger, oldest first."""
-        with self._db.tx() as conn:
+        """The customer's ledger, oldest first (read on the decision path's transaction)."""
+        with self._db.hot_tx() as conn:
             return self._read(conn, customer_id)
 
     def balance(

@@ -30,7 +30,7 @@ from core.identity import (
     split_ref,
     stitch,
 )
-from core.store.db import Database
+from core.store.db import Conn, Database
 from core.store.erasure import erase, new_tombstone
 from core.store.queries import consent_state, consent_statement
 from core.store.records import InvalidRecord, StoreError, check_str
@@ -56,6 +56,25 @@ __all__ = [
 FACTS = ("locale", "timezone", "country", "birthday", "name")
 _CHUNK = 500  # values per IN (...) list
 _LOCK = "identity"
+
+# One customer's reads on the decision path, compiled once (Database.rows runs them on the
+# pinned SQLite connection of Database.hot_tx, or on any connection).
+_ERASED_ONE = sa.select(erased_ids.c.id_hash).where(erased_ids.c.id_hash == sa.bindparam("h"))
+_CUSTOMER_OF = sa.select(profiles.c.customer_id).where(
+    profiles.c.profile_id == sa.bindparam("profile_id")
+)
+_HOLDERS = (
+    sa.select(profiles.c.customer_id)
+    .distinct()
+    .join(identifiers, identifiers.c.profile_id == profiles.c.profile_id)
+    .where(identifiers.c.kind == sa.bindparam("kind"), identifiers.c.value == sa.bindparam("v"))
+)
+_PROFILES_OF = sa.select(profiles).where(profiles.c.customer_id == sa.bindparam("customer_id"))
+_IDENTIFIERS_OF = (
+    sa.select(identifiers)
+    .join(profiles, identifiers.c.profile_id == profiles.c.profile_id)
+    .where(profiles.c.customer_id == sa.bindparam("customer_id"))
+)
 
 
 class AmbiguousIdentifier(StoreError):
@@ -336,7 +355,12 @@ class ProfileStore:
         """The unified customer of each reference: ``kind:value`` (an identifier), a
         profile id, or a customer id. A reference the store does not know is its own
         customer (a customer of the transaction log without a profile). Raises
-        :class:`AmbiguousIdentifier` for an identifier held by several customers."""
+        :class:`ErasedCustomer` for an erased id and :class:`AmbiguousIdentifier` for an
+        identifier held by several customers. One reference (a decision's) is read on the
+        decision path's transaction, several in chunked queries."""
+        if len(refs) == 1:
+            with self._db.hot_tx() as conn:
+                return {refs[0]: self._resolve_one(conn, refs[0])}
         out: dict[str, str] = {}
         named = {r: split_ref(r) for r in refs}
         plain = [r for r, kv in named.items() if kv is None]
@@ -346,22 +370,27 @@ class ProfileStore:
                 raise ErasedCustomer(f"customer {min(gone)!r} was erased")
             out |= self._customers_of(conn, plain)
             for ref, kv in named.items():
-                if kv is None:
-                    continue
-                q = (
-                    sa.select(profiles.c.customer_id)
-                    .distinct()
-                    .join(identifiers, identifiers.c.profile_id == profiles.c.profile_id)
-                    .where(identifiers.c.kind == kv[0], identifiers.c.value == kv[1])
-                )
-                found = list(conn.scalars(q))
-                if len(found) > 1:
-                    raise AmbiguousIdentifier(
-                        f"{kv[0]} {kv[1]!r} is held by {len(found)} customers; name one by id"
-                    )
-                if found:
-                    out[ref] = found[0]
+                if kv is not None:
+                    out[ref] = self._holder(conn, kv) or ref
         return {r: out.get(r, r) for r in refs}
+
+    def _resolve_one(self, conn: Conn, ref: str) -> str:
+        kv = split_ref(ref)
+        if kv is not None:
+            return self._holder(conn, kv) or ref
+        if self._db.rows(conn, _ERASED_ONE, {"h": erasure_hash(ref)}):
+            raise ErasedCustomer(f"customer {ref!r} was erased")
+        found = self._db.rows(conn, _CUSTOMER_OF, {"profile_id": ref})
+        return found[0].customer_id if found else ref
+
+    def _holder(self, conn: Conn, kv: tuple[str, str]) -> str | None:
+        """The one customer holding identifier ``kv`` (None: nobody)."""
+        found = self._db.rows(conn, _HOLDERS, {"kind": kv[0], "v": kv[1]})
+        if len(found) > 1:
+            raise AmbiguousIdentifier(
+                f"{kv[0]} {kv[1]!r} is held by {len(found)} customers; name one by id"
+            )
+        return found[0].customer_id if found else None
 
     def members(self, customer_id: str) -> list[str]:
         """The profile ids of a unified customer (empty when it has no stored profile)."""
@@ -370,8 +399,13 @@ class ProfileStore:
             return sorted(conn.scalars(q))
 
     def get(self, customer_id: str) -> StoredProfile | None:
-        """The customer's combined profile (module docstring), or None without one."""
-        return self.get_many([customer_id]).get(customer_id)
+        """The customer's combined profile (module docstring), or None without one (read
+        on the decision path's transaction)."""
+        key = {"customer_id": customer_id}
+        with self._db.hot_tx() as conn:
+            rows = self._db.rows(conn, _PROFILES_OF, key)
+            ids = self._db.rows(conn, _IDENTIFIERS_OF, key) if rows else []
+        return _combine(rows, ids).get(customer_id)
 
     def get_many(self, customer_ids: Sequence[str]) -> dict[str, StoredProfile]:
         """:meth:`get` for many customers in two queries per chunk (batch pages)."""

@@ -31,18 +31,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default=None, help="store URL (default: the policy's store_url)")
     sub = p.add_subparsers(dest="command", required=True)
     imp = sub.add_parser("import", help="import profiles from CSV or Parquet")
-    imp.add_argument("file")
+    imp.add_argument("file", help="CSV (any compression pandas reads) or Parquet")
     imp.add_argument("--mapping", default=None, help="YAML: field: column")
-    imp.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN")
+    imp.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="one field's column (repeatable; over --mapping); unmapped columns named "
+        "like a field are read as that field",
+    )
     imp.add_argument("--source", default=None, help="the source of every row (default: primary)")
     imp.add_argument("--strict", action="store_true", help="a bad row stops the import")
     m = sub.add_parser("merges", help="the merge audit of a customer")
-    m.add_argument("customer")
+    m.add_argument("customer", help="a customer id, profile id (pos:777) or kind:value")
     u = sub.add_parser("unmerge", help="undo a merge")
     u.add_argument("merge_id", type=int)
     e = sub.add_parser("erase", help="erase a customer (right to erasure)")
-    e.add_argument("customer")
-    e.add_argument("--reason", required=True)
+    e.add_argument("customer", help="a customer id, profile id (pos:777) or kind:value")
+    e.add_argument("--reason", required=True, help="why (kept in the erasure log)")
     return p
 
 
