@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "BOOL_WORDS",
     "CHANNELS",
     "CUSTOMER_COLUMNS",
     "EVENT_COLUMNS",
@@ -37,6 +38,17 @@ TRANSACTION_COLUMNS: dict[str, str] = {
     "country": "str",  # optional
 }
 _TX_REQUIRED = ("customer_id", "order_id", "ts", "quantity", "unit_price")
+# How exports spell a yes/no (lower-cased, trimmed)
+BOOL_WORDS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "y": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "n": False,
+}
 
 CHANNELS = ("sms", "email", "wechat", "app_push")
 CUSTOMER_COLUMNS: dict[str, str] = {
@@ -184,18 +196,7 @@ def validate_customers(df: pd.DataFrame, source: str = "customers") -> pd.DataFr
             out[col] = False if dtype == "bool" else None
         elif dtype == "bool":
             raw = df[col].astype("string").str.strip().str.lower()
-            mapped = raw.map(
-                {
-                    "1": True,
-                    "true": True,
-                    "yes": True,
-                    "y": True,
-                    "0": False,
-                    "false": False,
-                    "no": False,
-                    "n": False,
-                }
-            )
+            mapped = raw.map(BOOL_WORDS)
             bad = mapped.isna() & raw.notna()
             if bad.any():
                 raise DataContractError(source, col, "not a boolean", df.index[bad].tolist())

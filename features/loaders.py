@@ -81,6 +81,17 @@ class CleaningReport:
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
+    def count(self, tx: pd.DataFrame) -> None:
+        """Set what the clean transactions ``tx`` hold: rows, customers, orders, items,
+        returns and the period."""
+        self.rows_kept = len(tx)
+        self.customers = int(tx["customer_id"].nunique())
+        self.orders = int(tx["order_id"].nunique())
+        self.items = int(tx["item_id"].nunique()) if tx["item_id"].notna().any() else 0
+        self.return_rows = int((tx["quantity"] < 0).sum())
+        if len(tx):
+            self.first_ts, self.last_ts = str(tx["ts"].min()), str(tx["ts"].max())
+
     def to_text(self) -> str:
         lines = [
             f"source      {self.source}",
@@ -239,14 +250,7 @@ def _finish(
     tx: pd.DataFrame, report: CleaningReport, names: pd.Series | None, source: str
 ) -> Loaded:
     tx = validate_transactions(tx, source=source).reset_index(drop=True)
-    report.rows_kept = len(tx)
-    report.customers = int(tx["customer_id"].nunique())
-    report.orders = int(tx["order_id"].nunique())
-    report.items = int(tx["item_id"].nunique()) if tx["item_id"].notna().any() else 0
-    report.return_rows = int((tx["quantity"] < 0).sum())
-    if len(tx):
-        report.first_ts = str(tx["ts"].min())
-        report.last_ts = str(tx["ts"].max())
+    report.count(tx)
     if names is not None and len(tx):
         items = (
             pd.DataFrame({"item_id": tx["item_id"], "name": names.reset_index(drop=True)})

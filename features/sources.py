@@ -90,13 +90,7 @@ def _merged_report(parts: Sequence[tuple[str, Loaded]], tx: pd.DataFrame) -> Cle
         }
         for name, ld in parts
     }
-    report.rows_kept = len(tx)
-    report.customers = int(tx["customer_id"].nunique())
-    report.orders = int(tx["order_id"].nunique())
-    report.items = int(tx["item_id"].nunique()) if tx["item_id"].notna().any() else 0
-    report.return_rows = int((tx["quantity"] < 0).sum())
-    if len(tx):
-        report.first_ts, report.last_ts = str(tx["ts"].min()), str(tx["ts"].max())
+    report.count(tx)
     report.sha256 = ",".join(str(ld.report.sha256) for _, ld in parts)
     return report
 

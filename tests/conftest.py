@@ -158,6 +158,22 @@ def pg_url(pg_server):
     pg_server.drop_database(url)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    """A new contact store on each database: every store test runs on both (a test file
+    may define its own ``store`` instead)."""
+    from core.store import SqlContactStore
+
+    url = (
+        f"sqlite:///{tmp_path / 'store.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    s = SqlContactStore(url)
+    yield s
+    s.close()
+
+
 def forget_bentoml_metrics() -> None:
     """Unregister BentoML's HTTP metrics from the process-wide Prometheus registry.
 

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from core.identity import InvalidIdentifier, normalise, profile_id, split_ref, stitch
-from core.store import AmbiguousIdentifier, ProfileRecord, SqlContactStore, UnknownMerge
+from core.store import AmbiguousIdentifier, ProfileRecord, UnknownMerge
 
 T0 = datetime(2011, 6, 1, 10, tzinfo=UTC)
 
@@ -86,18 +86,6 @@ def test_a_blocked_pair_stays_apart_even_through_a_third_profile():
     out = stitch(links, limit=5, blocked=[("a", "b")])
     assert out.customer_of["a"] != out.customer_of["b"]
     assert out.customer_of["c"] in {out.customer_of["a"], out.customer_of["b"]}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    url = (
-        f"sqlite:///{tmp_path / 'store.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
-    s = SqlContactStore(url)
-    yield s
-    s.close()
 
 
 def _p(pid: str, source: str = "shop", **kw) -> ProfileRecord:

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,17 +20,6 @@ from core.store.jobs import LOST_AFTER
 from core.store.schema import jobs
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlContactStore]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    s = SqlContactStore(url)
-    yield s
-    s.close()
 
 
 def test_one_running_job_of_a_kind_and_a_silent_one_is_lost(store: SqlContactStore) -> None:

@@ -7,24 +7,10 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
-from core.store import Enrolment, SqlContactStore, StepRun
+from core.store import Enrolment, StepRun
 
 T0 = datetime(2011, 6, 1, 10, tzinfo=UTC)
 H = timedelta(hours=1)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    url = (
-        f"sqlite:///{tmp_path / 'store.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
-    s = SqlContactStore(url)
-    yield s
-    s.close()
 
 
 def _enrolment(cid: str, key: str = "order-1", at: datetime = T0, journey: str = "j") -> Enrolment:

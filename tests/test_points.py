@@ -20,7 +20,6 @@ from core.store import (
     InvalidRecord,
     PointsBalance,
     PointsEntry,
-    SqlContactStore,
 )
 from core.store.points import replay
 from service.config import load_settings
@@ -36,18 +35,6 @@ T0 = datetime(2011, 1, 1, tzinfo=UTC)
 
 def day(n: float) -> datetime:
     return T0 + timedelta(days=n)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    url = (
-        f"sqlite:///{tmp_path / 'store.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
-    s = SqlContactStore(url)
-    yield s
-    s.close()
 
 
 # --------------------------------------------------------------------------- the replay

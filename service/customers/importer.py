@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from core.store import ProfileRecord
+from features.contracts import BOOL_WORDS
 from service.config import CHANNELS, Settings
 from service.customers.desk import CustomerDesk, RowError, to_record
 from service.customers.models import CustomerIn
@@ -42,16 +43,6 @@ FIELDS = (
     "consent_ts",
     "consent_source",
 )
-_BOOL = {
-    "1": True,
-    "true": True,
-    "yes": True,
-    "y": True,
-    "0": False,
-    "false": False,
-    "no": False,
-    "n": False,
-}
 PAGE = 5_000
 _SAMPLE = 5  # line numbers kept per error field
 
@@ -137,9 +128,9 @@ def _row(rec: Mapping[str, Any], default_source: str | None) -> dict[str, Any]:
         v = text(f"consent_{ch}")
         if v is None:
             continue
-        if v.lower() not in _BOOL:
+        if v.lower() not in BOOL_WORDS:
             raise RowError(f"consent_{ch}", f"not yes/no: {v!r}")
-        given: dict[str, Any] = {"granted": _BOOL[v.lower()]}
+        given: dict[str, Any] = {"granted": BOOL_WORDS[v.lower()]}
         if ts := text("consent_ts"):
             given["ts"] = ts
         if src := text("consent_source"):
