@@ -14,6 +14,7 @@ from features.contracts import DataContractError
 from features.cutoff import parse_cutoff
 from features.lifecycle import STAGES, TIERS, assign_lifecycle
 from features.loaders import load_transactions
+from features.mapping import add_mapping_option
 from features.snapshot import build_features
 
 
@@ -29,6 +30,7 @@ def stage_tier_table(features: pd.DataFrame) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m features", description=__doc__)
     p.add_argument("--data", default=str(DEFAULT_DATA), help="transaction log (CSV, .gz ok)")
+    add_mapping_option(p)
     p.add_argument(
         "--cutoff", default=None, help="snapshot date (default: the day after the last transaction)"
     )
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --cutoff: {exc}", file=sys.stderr)
         return 2
     try:
-        loaded = load_transactions(args.data)
+        loaded = load_transactions(args.data, args.mapping)
     except (DataContractError, FileNotFoundError, UnicodeDecodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from features.contracts import DataContractError, validate_transactions
+from features.mapping import MAPPABLE, LogMapping
 
 __all__ = [
     "CleaningReport",
@@ -44,18 +45,6 @@ __all__ = [
 # (85123A, 15056BL, 79323LP ...); everything else is postage, fees, manual adjustments,
 # discounts, samples, gift vouchers or tests.
 _PRODUCT_CODE = re.compile(r"^\d{5}[A-Z]{0,2}\d?$")
-# contract columns a generic CSV may map (plus ``item_name`` for the item index)
-_MAPPABLE = (
-    "customer_id",
-    "ts",
-    "order_id",
-    "item_id",
-    "quantity",
-    "unit_price",
-    "amount",
-    "channel",
-    "country",
-)
 _RETAIL_COLUMNS = ["Invoice", "StockCode", "Quantity", "InvoiceDate", "Price", "Customer ID"]
 
 
@@ -338,21 +327,6 @@ def load_online_retail(path: str | Path) -> Loaded:
     return _finish(tx, report, names, source)
 
 
-def _check_mapping(mapping: Mapping[str, str]) -> None:
-    """A column mapping names known contract columns, the required ones and a way to value."""
-    allowed = set(_MAPPABLE) | {"item_name"}
-    unknown = set(mapping) - allowed
-    if unknown:
-        raise ValueError(
-            f"mapping: unknown contract column(s) {sorted(unknown)}; allowed {sorted(allowed)}"
-        )
-    for req in ("customer_id", "ts"):
-        if req not in mapping:
-            raise ValueError(f"mapping: '{req}' is required")
-    if "amount" not in mapping and not {"quantity", "unit_price"} <= set(mapping):
-        raise ValueError("mapping: give 'amount', or both 'quantity' and 'unit_price'")
-
-
 def _quantity_and_price(
     raw: pd.DataFrame, mapping: Mapping[str, str], source: str
 ) -> tuple[pd.Series, pd.Series]:
@@ -368,46 +342,57 @@ def _quantity_and_price(
     return qty, price
 
 
+def _returns(raw: pd.DataFrame, m: LogMapping, qty: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Quantity signed by the mapping's returns rule, and the rows ``drop`` removes."""
+    if m.returns == "flag":
+        flag = raw[m.return_column].astype("str").str.strip().isin(m.return_values)
+        qty = qty.abs().where(~flag, -qty.abs())
+    return qty, (qty < 0).to_numpy()
+
+
 def load_csv(
     path: str | Path,
-    mapping: Mapping[str, str],
+    mapping: LogMapping | Mapping[str, str],
     *,
     date_format: str | None = None,
     dayfirst: bool = False,
 ) -> Loaded:
-    """Load any shop's CSV through a column mapping {contract column: file column}.
+    """Load any shop's CSV through a column mapping (:mod:`features.mapping`; a plain
+    {contract column: file column} dict with ``date_format`` / ``dayfirst`` is one too).
 
-    Required: ``customer_id`` and ``ts``, and either ``quantity`` + ``unit_price`` or
-    ``amount`` (order value; then ``unit_price = amount / quantity`` when a quantity is
-    mapped, else quantity 1). Optional: ``order_id`` (default: one order per customer and
-    timestamp), ``item_id``, ``channel``, ``country``. Rows without a customer id and
-    zero-value rows are dropped and counted; exact duplicates are dropped and counted.
+    Only the mapped columns are read. Quantity and unit price come from ``amount`` when one
+    is mapped (``unit_price = amount / quantity``, quantity 1 when none is mapped); the
+    returns rule signs or drops returns. Rows without a customer id and zero-value rows are
+    dropped and counted; exact duplicates (of the mapped columns) are dropped and counted.
     """
+    m = (
+        mapping
+        if isinstance(mapping, LogMapping)
+        else LogMapping(columns=dict(mapping), date_format=date_format, dayfirst=dayfirst)
+    )
+    cols = m.columns
     source = str(path)
-    _check_mapping(mapping)
-    str_cols = {
-        mapping[c]: "str"
-        for c in ("customer_id", "order_id", "item_id", "ts", "channel", "country", "item_name")
-        if c in mapping
-    }
-    raw = _read_csv(path, dtype=str_cols)
-    missing = [v for v in mapping.values() if v not in raw.columns]
+    text_cols = ("customer_id", "order_id", "item_id", "ts", "channel", "country", "item_name")
+    raw = _read_csv(path, dtype={cols[c]: "str" for c in text_cols if c in cols})
+    missing = [v for v in m.used_columns if v not in raw.columns]
     if missing:
         raise DataContractError(source, missing[0], f"missing mapped column(s) {missing}")
+    raw = raw[m.used_columns]
     report = CleaningReport(source=source, rows_in=len(raw), sha256=file_sha256(path))
-    if dayfirst:
-        ts = pd.to_datetime(raw[mapping["ts"]], dayfirst=True, errors="coerce")
+    if m.dayfirst:
+        ts = pd.to_datetime(raw[cols["ts"]], dayfirst=True, errors="coerce")
         bad = ts.isna()
         if bad.any():
             raise DataContractError(
-                source, mapping["ts"], "unparsable or missing date", raw.index[bad].tolist()
+                source, cols["ts"], "unparsable or missing date", raw.index[bad].tolist()
             )
     else:
-        ts = _parse_ts(raw, mapping["ts"], source, date_format)
-    cust = raw[mapping["customer_id"]].astype("str").str.strip()
-    qty, price = _quantity_and_price(raw, mapping, source)
-    if "order_id" in mapping:
-        order = raw[mapping["order_id"]].astype("str").str.strip()
+        ts = _parse_ts(raw, cols["ts"], source, m.date_format)
+    cust = raw[cols["customer_id"]].astype("str").str.strip()
+    qty, price = _quantity_and_price(raw, cols, source)
+    qty, dropped_returns = _returns(raw, m, qty)
+    if "order_id" in cols:
+        order = raw[cols["order_id"]].astype("str").str.strip()
     else:
         order = cust.fillna("") + "@" + ts.dt.strftime("%Y-%m-%dT%H:%M:%S")
     keys = pd.util.hash_pandas_object(raw, index=False).to_numpy()
@@ -416,47 +401,50 @@ def load_csv(
         ("no customer id", (cust.isna() | (cust == "")).to_numpy()),
         ("zero quantity or zero value", ((qty == 0) | (price == 0)).to_numpy()),
     ]
+    if m.returns == "drop":
+        reasons.append(("return (mapping: returns: drop)", dropped_returns))
     keep = _drop(reasons, report)
-    if "amount" not in mapping:
-        _check_price(price, keep, source, mapping["unit_price"])
+    if "amount" not in cols:
+        _check_price(price, keep, source, cols["unit_price"])
     tx = pd.DataFrame(
         {"customer_id": cust, "order_id": order, "ts": ts, "quantity": qty, "unit_price": price},
         index=raw.index,
     )
-    if "item_id" in mapping:
-        tx["item_id"] = raw[mapping["item_id"]].astype("str").str.strip().str.upper()
+    if "item_id" in cols:
+        tx["item_id"] = raw[cols["item_id"]].astype("str").str.strip().str.upper()
     for opt in ("channel", "country"):
-        if opt in mapping:
-            tx[opt] = raw[mapping[opt]]
-    names = (
-        raw[mapping["item_name"]][keep] if "item_name" in mapping and "item_id" in mapping else None
-    )
+        if opt in cols:
+            tx[opt] = raw[cols[opt]]
+    names = raw[cols["item_name"]][keep] if "item_name" in cols and "item_id" in cols else None
     return _finish(tx[keep], report, names, source)
 
 
-def load_transactions(path: str | Path) -> Loaded:
-    """Load a transaction log, recognising Online Retail II by its header, else a contract CSV.
-
-    A file whose header already uses the contract's column names loads with the identity
-    mapping (``amount`` accepted instead of quantity/unit price).
+def load_transactions(path: str | Path, mapping: LogMapping | None = None) -> Loaded:
+    """Load a transaction log: through ``mapping`` when one is given (any shop's export,
+    :func:`load_csv`); else Online Retail II, recognised by its header; else a CSV whose
+    header uses the contract's column names (``amount`` accepted instead of quantity and
+    unit price).
     """
+    if mapping is not None:
+        return load_csv(path, mapping)
     path = Path(path)
     raw = _open_bytes(path)[:4096].decode("utf-8", errors="replace")
     header = [h.strip() for h in raw.splitlines()[0].split(",")] if raw else []
     if set(_RETAIL_COLUMNS) <= set(header):
         return load_online_retail(path)
-    mapping = {c: c for c in (*_MAPPABLE, "item_name") if c in header}
-    missing = [c for c in ("customer_id", "ts") if c not in mapping]
-    if "amount" not in mapping:
-        missing += [c for c in ("quantity", "unit_price") if c not in mapping]
+    columns = {c: c for c in MAPPABLE if c in header}
+    missing = [c for c in ("customer_id", "ts") if c not in columns]
+    if "amount" not in columns:
+        missing += [c for c in ("quantity", "unit_price") if c not in columns]
     if missing:
         raise DataContractError(
             str(path),
             missing[0],
             f"header is neither Online Retail II nor the transactions contract: "
-            f"missing {missing} (found {header})",
+            f"missing {missing} (found {header}); give a column mapping (--mapping FILE.yaml, "
+            f"see examples/mappings/)",
         )
-    return load_csv(path, mapping)
+    return load_csv(path, columns)
 
 
 HILLSTROM_ARMS = {

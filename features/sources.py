@@ -20,6 +20,7 @@ import pandas as pd
 
 from core.identity import erasure_hash, profile_id
 from features.loaders import CleaningReport, Loaded, load_transactions
+from features.mapping import LogMapping
 
 __all__ = ["Source", "drop_erased", "load_sources", "unify"]
 
@@ -30,6 +31,7 @@ class Source:
 
     name: str
     path: Path
+    mapping: LogMapping | None = None  # an export read through a column mapping
 
     def __post_init__(self) -> None:
         if not self.name or ":" in self.name:
@@ -107,7 +109,7 @@ def load_sources(
     names = [primary.name, *(s.name for s in more)]
     if len(set(names)) != len(names):
         raise ValueError(f"source names must be unique, got {names}")
-    parts = [(s.name, load_transactions(s.path)) for s in (primary, *more)]
+    parts = [(s.name, load_transactions(s.path, s.mapping)) for s in (primary, *more)]
     if more:
         tx = pd.concat([_qualified(ld, n, primary.name) for n, ld in parts], ignore_index=True)
         tx = tx.sort_values("ts", kind="stable").reset_index(drop=True)

@@ -45,6 +45,7 @@ from core.attribution import (
     MAX_PURCHASE_VALUE,
 )
 from core.env import PROJECT_ROOT, project_path, resolve_sqlite_url
+from features.mapping import LogMapping, read_log_mapping
 from service.api_config import ApiSettings
 from service.identity_config import IdentitySettings, TransactionSource
 from service.loyalty_config import LoyaltySettings
@@ -421,6 +422,10 @@ class Settings(BaseSettings):
     currency: str = Field(default="GBP", pattern=r"^[A-Z]{3}$")
     store_url: str = Field(default="sqlite:///var/revival.db", min_length=1)
     data_path: Path = Path("../shared/data/online_retail_II.csv.gz")
+    data_mapping: Path | None = Field(
+        default=None,
+        description="a column mapping (features.mapping) for a data_path in no known format",
+    )
     mlflow_tracking_uri: str = Field(default="sqlite:///mlflow/mlflow.db", min_length=1)
     model_names: ModelNames = ModelNames()
     model_alias: str = Field(default="champion", min_length=1)
@@ -498,6 +503,15 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_path(cls, value: Path) -> Path:
         return project_path(value)
+
+    @field_validator("data_mapping")
+    @classmethod
+    def _readable_mapping(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        path = project_path(value)
+        read_log_mapping(path)  # a bad mapping stops start-up, naming the file and key
+        return path
 
     @field_validator("default_timezone")
     @classmethod
@@ -587,6 +601,11 @@ class Settings(BaseSettings):
     def currency_symbol(self) -> str:
         """Symbol used in offer texts (the ISO code plus a space when no symbol is known)."""
         return _CURRENCY_SYMBOLS.get(self.currency, f"{self.currency} ")
+
+    @property
+    def log_mapping(self) -> LogMapping | None:
+        """``data_mapping`` read (checked at start-up), or None for a known format."""
+        return read_log_mapping(self.data_mapping) if self.data_mapping else None
 
     def channel(self, name: str) -> ChannelPolicy:
         """The policy of channel ``name``; KeyError naming the known channels otherwise."""

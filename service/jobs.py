@@ -65,6 +65,7 @@ class RetrainJobs:
             "training.retrain",
             "--data",
             str(s.data_path),
+            *(["--mapping", str(s.data_mapping)] if s.data_mapping else []),
             "--primary-source",
             s.identity.primary_source,
             *(f"--source={src.name}={src.path}" for src in s.identity.sources),

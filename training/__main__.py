@@ -8,6 +8,7 @@ import sys
 from core.env import DEFAULT_DATA, configure_environment, default_tracking_uri
 from features.contracts import DataContractError
 from features.cutoff import parse_cutoff
+from features.mapping import add_mapping_option
 from features.serving import DEFAULT_TIMEZONE
 from servable.bgnbd import BGNBDFitError
 from training.flags import add_source_options, source_pairs
@@ -58,6 +59,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="log no scoring run with the serving snapshot at the end",
     )
+    add_mapping_option(p)
     add_source_options(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     return p
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             sources=source_pairs(args.source),
             primary_source=args.primary_source,
             identities=args.identities or None,
+            mapping=args.mapping,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -22,6 +22,7 @@ from features.contracts import DataContractError
 from features.cutoff import parse_cutoff
 from features.labels import backtest_cutoff
 from features.loaders import load_transactions
+from features.mapping import add_mapping_option
 from training.pipeline import backtest_markdown, evaluate_propensity
 from training.registry import CHAMPION, champion_version, load_champion, use_store
 
@@ -29,6 +30,7 @@ from training.registry import CHAMPION, champion_version, load_champion, use_sto
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__)
     p.add_argument("--data", default="", help=f"default {DEFAULT_DATA}")
+    add_mapping_option(p)
     p.add_argument("--horizon", type=int, default=90)
     p.add_argument("--cutoff", default=None)
     p.add_argument("--tracking-uri", default=default_tracking_uri())
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        tx = load_transactions(args.data).transactions
+        tx = load_transactions(args.data, args.mapping).transactions
     except (DataContractError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

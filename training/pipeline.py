@@ -34,6 +34,7 @@ from core.store import open_store
 from features.cutoff import parse_cutoff
 from features.labels import backtest_cutoff, build_labels, build_training_frame, training_cutoffs
 from features.loaders import Loaded
+from features.mapping import LogMapping
 from features.serving import DEFAULT_TIMEZONE
 from features.snapshot import build_features, model_columns
 from features.sources import Source, load_sources
@@ -88,6 +89,8 @@ class TrainConfig:
     sources: tuple[tuple[str, Path], ...] = ()
     primary_source: str = "shop"
     identities: str | None = None
+    # ``data`` read through a column mapping (features.mapping); None: a known format
+    mapping: LogMapping | None = None
 
     def __post_init__(self) -> None:
         if self.cutoff is not None:  # a date string from MLproject or a caller: parsed once
@@ -251,7 +254,8 @@ def load_log(cfg: TrainConfig) -> Loaded:
             f"identities from {cfg.identities}: {len(identity):,} links, {len(erased):,} erased ids"
         )
     more = [Source(name, Path(path)) for name, path in cfg.sources]
-    return load_sources(Source(cfg.primary_source, Path(cfg.data)), more, identity, erased)
+    primary = Source(cfg.primary_source, Path(cfg.data), cfg.mapping)
+    return load_sources(primary, more, identity, erased)
 
 
 def _fingerprint(
@@ -311,6 +315,10 @@ def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
     cutoff = cfg.cutoff if cfg.cutoff is not None else backtest_cutoff(tx, cfg.horizon)
     bt_cutoffs = training_cutoffs(tx, cutoff, **_cutoff_kw(cfg))
     fp = _fingerprint(loaded, cutoff, bt_cutoffs, cfg.horizon)
+    if cfg.mapping is not None:  # how the export was read is part of what was trained on
+        fp["data.mapping"] = json.dumps(
+            {"file": cfg.mapping.source, "columns": dict(cfg.mapping.columns)}, sort_keys=True
+        )
     table, arrays, xs = _backtest(stages, cfg, tx, cutoff, bt_cutoffs)
     _log(
         f"\nbacktest (cutoff {cutoff.date()}, horizon {cfg.horizon} d)\n"

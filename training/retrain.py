@@ -62,6 +62,7 @@ from core.env import (
 from core.store import FRAME_MAX, StoreError, open_store
 from features.contracts import DataContractError
 from features.loaders import Loaded
+from features.mapping import add_mapping_option
 from training.event_guard import EventPurchasesRefused, check_event_purchases
 from training.flags import add_flag, add_source_options, source_pairs
 from training.offer_learning import (
@@ -441,6 +442,7 @@ def parser() -> argparse.ArgumentParser:
         "week's log orders; after the log's end its median weekly orders) (default: env "
         f"REVIVAL_EVENTS__MAX_EVENT_ORDER_RATIO, else {DEFAULT_MAX_EVENT_ORDER_RATIO:g})",
     )
+    add_mapping_option(p)
     add_source_options(p)
     add_flag(p, "--attribution-only", "attribute, print, stop")
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
@@ -496,6 +498,7 @@ def config_from_args(args: argparse.Namespace) -> RetrainConfig:
             primary_source=args.primary_source,
             # the service's own store: its stitched profiles and erasures (logged with the run)
             identities=args.identities or store_url,
+            mapping=args.mapping,
         ),
         store_url=store_url,
         timezone=timezone,

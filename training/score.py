@@ -30,6 +30,7 @@ from features.contracts import DataContractError
 from features.cutoff import parse_cutoff
 from features.lifecycle import assign_lifecycle
 from features.loaders import Loaded, load_transactions
+from features.mapping import add_mapping_option
 from features.serving import DEFAULT_TIMEZONE, build_serving
 from features.snapshot import build_features
 from features.stored import ARTIFACT_PATH, SCHEMA_VERSION, SNAPSHOT_TAG, write_stored
@@ -127,6 +128,7 @@ def parser() -> argparse.ArgumentParser:
     """The command line of ``python -m training.score``."""
     p = argparse.ArgumentParser(prog="python -m training.score", description=__doc__)
     p.add_argument("--data", default="", help=f"default {DEFAULT_DATA}")
+    add_mapping_option(p)
     p.add_argument("--cutoff", default=None, help="default: the day after the last transaction")
     p.add_argument(
         "--out",
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     mlflow.set_tracking_uri(args.tracking_uri)
     try:
-        loaded = load_transactions(args.data)
+        loaded = load_transactions(args.data, args.mapping)
     except (DataContractError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -152,7 +152,7 @@ def build_snapshot(
     t0 = time.perf_counter()
     ident = settings.identity
     loaded = load_sources(
-        Source(ident.primary_source, settings.data_path),
+        Source(ident.primary_source, settings.data_path, settings.log_mapping),
         [Source(s.name, s.path) for s in ident.sources],
         identity,
         erased,
@@ -184,8 +184,9 @@ def newest_snapshot_run(uri: str) -> str | None:
 def stored_snapshot(uri: str, run_id: str) -> Snapshot:
     """The snapshot stored by run ``run_id`` of ``uri`` (:class:`StoredSnapshotError`, a
     ``ValueError``, naming the run when it holds none or a damaged one)."""
-    import mlflow.artifacts
     from mlflow.exceptions import MlflowException
+
+    import mlflow.artifacts
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="revival-snapshot-") as tmp:
