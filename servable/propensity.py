@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
+import mlflow
 import numpy as np
 import pandas as pd
 
-import mlflow
 from servable.bgnbd import BGNBD
 
 __all__ = [

@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import lightgbm as lgb
+import mlflow
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-import mlflow
 from servable.checks import binary_flags, finite_values, is_binary
 
 __all__ = [

@@ -71,6 +71,7 @@ def champions(tmp_path_factory):
     import zlib
 
     import mlflow
+
     from core.env import DEFAULT_DATA
     from training.pipeline import TrainConfig, train
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
-import mlflow
 from training.crosssell import (
     ALSRecommender,
     CrossSellPyfunc,

@@ -19,11 +19,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 from mlflow.models import Model
 
-import mlflow
 from core.env import HILLSTROM_DATA
 from features.loaders import load_hillstrom
 from training.registry import use_store

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-import mlflow
 from features.labels import build_training_frame, training_cutoffs
 from features.snapshot import build_features, model_columns
 from servable.propensity import ChurnModel, GBMParams

@@ -20,9 +20,9 @@ NOW = datetime(2011, 12, 12, 10, 0, tzinfo=UTC)  # after the slice's snapshot
 def replicas(champions, tmp_path: Path) -> Iterator[tuple]:
     """Two runtimes on one SQLite store and a private copy of the champions' MLflow store
     (so registering a new version here changes no other test's registry)."""
+    import mlflow
     from mlflow.tracking import MlflowClient
 
-    import mlflow
     from service.runtime import Runtime
 
     data, uri = champions

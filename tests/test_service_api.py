@@ -698,9 +698,8 @@ def test_one_customer_economics_equal_the_vectorised_formula_to_the_last_bit(rea
 
 
 def test_reload_switches_to_the_current_champion_without_a_restart(api, champions):
-    from mlflow.tracking import MlflowClient
-
     import mlflow
+    from mlflow.tracking import MlflowClient
 
     _, uri = champions
     client = MlflowClient(uri)

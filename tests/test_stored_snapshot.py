@@ -11,11 +11,11 @@ import json
 import logging
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
-import mlflow
 from features.contracts import validate_transactions
 from features.loaders import CleaningReport, Loaded
 from features.serving import build_serving

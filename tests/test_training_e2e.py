@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import zlib
 
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-import mlflow
 from core.env import DEFAULT_DATA
 from features.loaders import load_online_retail
 from training.pipeline import TrainConfig, missing_champions, train

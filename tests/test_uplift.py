@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import math
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-import mlflow
 from training.registry import CHAMPION, champion_gate, champion_version, use_store
 from training.uplift import (
     MODEL_NAME,

@@ -14,9 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 
-import mlflow
 from core.env import DEFAULT_DATA, configure_environment, default_tracking_uri
 from features.contracts import DataContractError
 from features.cutoff import parse_cutoff

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-import mlflow
 from core.env import DEFAULT_DATA, default_tracking_uri
 from core.store import open_store
 from features.cutoff import parse_cutoff

@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-import mlflow
 from servable.propensity import ChurnModel, NextPurchaseModel, SnapshotPyfunc, snapshot_output
 from training.packaging import code_paths, pip_requirements
 

@@ -38,11 +38,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-import mlflow
 from core.attribution import (
     DEFAULT_FUTURE_TOLERANCE_SECONDS,
     DEFAULT_MAX_EVENT_ORDER_RATIO,

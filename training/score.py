@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-import mlflow
 from core.env import DEFAULT_DATA, PROJECT_ROOT, configure_environment, default_tracking_uri
 from features.contracts import DataContractError
 from features.cutoff import parse_cutoff

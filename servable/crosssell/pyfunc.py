@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pandas as pd
 
-import mlflow
 from servable.crosssell.base import Recommender, positions_frame
 
 # Recommender.load finds the saved class by name among the subclasses imported so far; the

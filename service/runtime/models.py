@@ -86,9 +86,8 @@ def _load_champion(
 ) -> tuple[M, PythonModel, str]:
     """One required champion, its python model and its version; :class:`ModelsUnavailable`
     naming the model when it is missing, cannot be loaded or does not fit ``protocol``."""
-    from mlflow.exceptions import MlflowException
-
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     try:
         version = _version(client, name, alias, pinned)
@@ -110,9 +109,8 @@ def load_models(settings: Settings, pinned: dict[str, str] | None = None) -> Mod
     """Load ``models:/<name>@<alias>`` for every role (by the version the alias points at),
     or exactly the ``pinned`` versions (name -> version: what every replica serves,
     :mod:`core.store.serving`)."""
-    from mlflow.tracking import MlflowClient
-
     import mlflow
+    from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(settings)
     mlflow.set_tracking_uri(uri)
@@ -148,9 +146,8 @@ def _load_offer_uplift(
     what it was trained on). Missing (or not among the ``pinned`` versions) or unloadable:
     ``(None, {"error": why})`` and the rules choose offers — an optional model never stops
     start-up."""
-    from mlflow.exceptions import MlflowException
-
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     try:
         version = _version(client, name, alias, pinned)

@@ -184,9 +184,8 @@ def newest_snapshot_run(uri: str) -> str | None:
 def stored_snapshot(uri: str, run_id: str) -> Snapshot:
     """The snapshot stored by run ``run_id`` of ``uri`` (:class:`StoredSnapshotError`, a
     ``ValueError``, naming the run when it holds none or a damaged one)."""
-    from mlflow.exceptions import MlflowException
-
     import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="revival-snapshot-") as tmp:

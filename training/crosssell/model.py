@@ -12,11 +12,11 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
-import mlflow
 from servable.crosssell.als import ALSRecommender
 from servable.crosssell.base import DAY, Recommender
 from servable.crosssell.pyfunc import CrossSellPyfunc

@@ -11,11 +11,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
-import mlflow
 from servable.uplift import OfferUplift, OfferUpliftPyfunc
 from training.packaging import code_paths, pip_requirements
 from training.uplift.design import ARMS, CONTROL, HILLSTROM_FEATURES, MODEL_NAME

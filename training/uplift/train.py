@@ -9,10 +9,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-import mlflow
 from core.env import HILLSTROM_DATA, default_tracking_uri
 from features.loaders import file_sha256, hillstrom_arm_summary, load_hillstrom
 from training.registry import GateDecision, champion_gate, metric_tag, use_store, write_json
