@@ -14,7 +14,19 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-__all__ = ["ChurnScorer", "CrossSellRecommender", "NextPurchaseScorer", "OfferUpliftScorer"]
+__all__ = [
+    "CROSS_SELL_SKIPPED",
+    "ChurnScorer",
+    "CrossSellRecommender",
+    "NextPurchaseScorer",
+    "OfferUpliftScorer",
+]
+
+# The tag training sets on the churn and next-purchase versions it registered without a
+# cross-sell model (a log without item ids; its value says why): the service then serves
+# without item recommendations instead of refusing to start, and `--if-missing` does not
+# count the absent cross-sell champion as missing.
+CROSS_SELL_SKIPPED = "cross_sell.skipped"
 
 
 @runtime_checkable

@@ -69,6 +69,7 @@ def test_reload_without_its_data_file_is_unavailable(tmp_path: Path):
         mlflow_tracking_uri=f"sqlite:///{tmp_path / 'empty.db'}",
         default_timezone="Europe/London",
         identity=IdentitySettings(),
+        log_mapping=None,
     )
     fake = SimpleNamespace(settings=settings, store=open_store(f"sqlite:///{tmp_path / 'c.db'}"))
     with pytest.raises(DataUnavailable, match="data_path"):

@@ -30,6 +30,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from core.env import DEFAULT_DATA, default_tracking_uri
+from core.protocols import CROSS_SELL_SKIPPED
 from core.store import open_store
 from features.cutoff import parse_cutoff
 from features.labels import backtest_cutoff, build_labels, build_training_frame, training_cutoffs
@@ -279,10 +280,15 @@ def _fingerprint(
 
 
 def missing_champions(tracking_uri: str, names: tuple[str, ...] = tuple(GATE_METRICS)) -> list[str]:
-    """Registered model names without a ``champion`` alias in the given store."""
+    """Registered model names without a ``champion`` alias in the given store (cross-sell
+    is not missing when the churn champion was trained without items)."""
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient()
-    return [n for n in names if champion_version(client, n) is None]
+    missing = [n for n in names if champion_version(client, n) is None]
+    churn = champion_version(client, "churn")
+    if "cross_sell" in missing and churn is not None and CROSS_SELL_SKIPPED in churn.tags:
+        missing.remove("cross_sell")  # the champions were trained on a log without items
+    return missing
 
 
 def champions_or_explain(tracking_uri: str) -> bool:
@@ -362,8 +368,9 @@ def _backtest(
     tx: pd.DataFrame,
     cutoff: pd.Timestamp,
     bt_cutoffs: list[pd.Timestamp],
-) -> tuple[pd.DataFrame, dict[str, Any], CrossSellResult]:
-    """Fit on the backtest cutoffs, score every model and baseline at ``cutoff``."""
+) -> tuple[pd.DataFrame, dict[str, Any], CrossSellResult | None]:
+    """Fit on the backtest cutoffs, score every model and baseline at ``cutoff``
+    (cross-sell: None for a log without items)."""
     frame = stages.run(
         f"features: backtest frame ({len(bt_cutoffs)} cutoffs)",
         lambda: build_training_frame(tx, bt_cutoffs, cfg.horizon, observed_until=cutoff),
@@ -382,11 +389,21 @@ def _backtest(
         "churn + next purchase: backtest vs baselines",
         lambda: evaluate_propensity(churn_bt, next_bt, tx, cutoff, cfg.horizon),
     )
+    if no_items_reason(tx) is not None:
+        _log(f"cross-sell: skipped ({no_items_reason(tx)})")
+        return table, arrays, None
     xs = stages.run(
         "cross-sell: tune + backtest vs baselines",
         lambda: run_backtest(tx, cutoff, cfg.horizon, grid=cfg.als_grid),
     )
     return pd.concat([table, xs.table], ignore_index=True), arrays, xs
+
+
+def no_items_reason(tx: pd.DataFrame) -> str | None:
+    """Why cross-sell cannot train on ``tx`` (a log without item ids), or None."""
+    if "item_id" not in tx.columns or not tx["item_id"].notna().any():
+        return "the log has no item ids"
+    return None
 
 
 @dataclass
@@ -395,10 +412,10 @@ class _Fitted:
 
     table: pd.DataFrame  # long backtest metrics of every task
     arrays: dict[str, Any]  # labels and scores of the propensity backtest (plots)
-    xs: CrossSellResult  # the cross-sell backtest (tuned params, tuning table)
+    xs: CrossSellResult | None  # the cross-sell backtest (None: a log without items)
     churn: ChurnModel
     nextp: NextPurchaseModel
-    recommender: ALSRecommender
+    recommender: ALSRecommender | None
     example: pd.DataFrame  # five snapshot rows: the input example of the snapshot models
 
 
@@ -408,7 +425,7 @@ def _refit(
     tx: pd.DataFrame,
     table: pd.DataFrame,
     arrays: dict[str, Any],
-    xs: CrossSellResult,
+    xs: CrossSellResult | None,
 ) -> _Fitted:
     """Refit the backtested recipes on the newest cutoffs (labels end at the log's end)."""
     end = tx["ts"].max().normalize() + pd.Timedelta(days=1)
@@ -427,8 +444,12 @@ def _refit(
             final_frame, model_columns(final_frame), bgnbd=churn.bgnbd
         ),
     )
-    recommender = stages.run(
-        "cross-sell: refit ALS on the whole log", lambda: fit_final(tx, end, xs.params)
+    recommender = (
+        None
+        if xs is None
+        else stages.run(
+            "cross-sell: refit ALS on the whole log", lambda: fit_final(tx, end, xs.params)
+        )
     )
     example = build_features(tx, end).head(5)
     return _Fitted(table, arrays, xs, churn, nextp, recommender, example)
@@ -456,7 +477,13 @@ def _log_to_mlflow(
         for _, r in table.iterrows():
             mlflow.log_metric(_key(r), r["value"])
         decisions = _log_snapshot_models(out, cfg, client, fp, fitted)
-        decisions += _log_cross_sell(out, cfg, client, fp, loaded, fitted)
+        if fitted.xs is None:
+            why = no_items_reason(loaded.transactions) or "not trained"
+            mlflow.set_tag(CROSS_SELL_SKIPPED, why)
+            for d in decisions:
+                client.set_model_version_tag(d.model, d.version, CROSS_SELL_SKIPPED, why)
+        else:
+            decisions += _log_cross_sell(out, cfg, client, fp, loaded, fitted)
         write_json(out / "gate.json", [d.to_dict() for d in decisions])
         mlflow.log_artifact(str(out / "gate.json"))
         for d in decisions:
@@ -518,7 +545,8 @@ def _log_cross_sell(
     fitted: _Fitted,
 ) -> list[GateDecision]:
     """Child run of the cross-sell model: tuned params, metrics, tuning table, registration."""
-    xs = fitted.xs
+    xs, recommender = fitted.xs, fitted.recommender
+    assert xs is not None and recommender is not None  # the caller skips a log without items
     with mlflow.start_run(run_name="cross_sell", nested=True):
         mlflow.log_params({f"als.{k}": v for k, v in xs.params.items()})
         for _, r in xs.table.iterrows():
@@ -527,7 +555,7 @@ def _log_cross_sell(
             xs.tuning.to_csv(out / "als_tuning.csv", index=False)
             mlflow.log_artifact(str(out / "als_tuning.csv"))
         info = log_pyfunc(
-            fitted.recommender,
+            recommender,
             name="cross_sell",
             item_names=loaded.items,
             registered_model_name="cross_sell" if cfg.register else None,

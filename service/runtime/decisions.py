@@ -29,7 +29,10 @@ from service.runtime.state import State
 from service.runtime.views import CustomerViews, StoredFacts
 from service.schemas import DecideRequest, ProfileIn
 
-__all__ = ["Decider"]
+__all__ = ["NO_ITEM_MODEL", "Decider"]
+
+# in every decision's reasons.what when the champions were trained without items
+NO_ITEM_MODEL = "items:none: no cross-sell model (trained on a log without item ids)"
 
 
 def _as_record(data: Mapping[str, Any], payload: str) -> DecisionRecord:
@@ -85,7 +88,7 @@ class Decider:
         views = self.views
         pos = views.position(customer_id, state)
         bought, returned = (found.purchases, found.returns) if found is not None else ((), ())
-        return decide_data(
+        data = decide_data(
             views.view(customer_id, profile, state, bought, returned, now, facts),
             views.model_scores(pos, state),
             views.candidates(customer_id, self.params.candidate_items, state),
@@ -103,6 +106,9 @@ class Decider:
             prepared=state.prepared.row(pos),
             journey=journey,
         )
+        if state.models.recommender is None:
+            data["reasons"]["what"].append(NO_ITEM_MODEL)
+        return data
 
     def decide_and_record(
         self,

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from core.env import tracking_uri as env_tracking_uri
-from core.protocols import ChurnScorer, CrossSellRecommender, NextPurchaseScorer, OfferUpliftScorer
+from core.protocols import (
+    CROSS_SELL_SKIPPED,
+    ChurnScorer,
+    CrossSellRecommender,
+    NextPurchaseScorer,
+    OfferUpliftScorer,
+)
 from service.config import OFFER_TYPES, Settings
 from service.engine import NO_OFFER_MODEL, OfferModel, offer_model_status
 from service.runtime.errors import ModelsUnavailable
@@ -44,7 +50,7 @@ class Models:
 
     churn: ChurnScorer
     next_purchase: NextPurchaseScorer
-    recommender: CrossSellRecommender
+    recommender: CrossSellRecommender | None  # None: trained on a log without items
     item_names: dict[str, str]
     versions: dict[str, str]
     uri: str
@@ -120,10 +126,16 @@ def load_models(settings: Settings, pinned: dict[str, str] | None = None) -> Mod
     nxt, _, v_next = _load_champion(
         client, names.next_purchase, alias, uri, NextPurchaseScorer, pinned
     )
-    rec, rec_inner, v_rec = _load_champion(
-        client, names.cross_sell, alias, uri, CrossSellRecommender, pinned
-    )
-    versions = {names.churn: v_churn, names.next_purchase: v_next, names.cross_sell: v_rec}
+    versions = {names.churn: v_churn, names.next_purchase: v_next}
+    rec, item_names = None, {}
+    skipped = client.get_model_version(names.churn, v_churn).tags.get(CROSS_SELL_SKIPPED)
+    if skipped is None:
+        rec, rec_inner, versions[names.cross_sell] = _load_champion(
+            client, names.cross_sell, alias, uri, CrossSellRecommender, pinned
+        )
+        item_names = dict(getattr(rec_inner, "names", {}) or {})  # the wrapper's item names
+    else:
+        log.warning("serving without item recommendations: %s (%s)", skipped, CROSS_SELL_SKIPPED)
     offer, meta = _load_offer_uplift(client, names.offer_uplift, alias, pinned)
     if "version" in meta:
         versions[names.offer_uplift] = meta["version"]
@@ -131,7 +143,7 @@ def load_models(settings: Settings, pinned: dict[str, str] | None = None) -> Mod
         churn=churn,
         next_purchase=nxt,
         recommender=rec,
-        item_names=dict(getattr(rec_inner, "names", {}) or {}),  # the wrapper's item names
+        item_names=item_names,
         versions=versions,
         uri=uri,
         offer_uplift=offer,

@@ -81,7 +81,7 @@ def score_snapshot(
     offer_model, tau = offer_scores(snapshot, models, settings)
     k = params.candidate_items
     candidates: dict[str, list[str]] = {}
-    if len(feats) <= PRECOMPUTE_CANDIDATES_UP_TO:
+    if models.recommender is not None and len(feats) <= PRECOMPUTE_CANDIDATES_UP_TO:
         ids = [str(c) for c in feats.index]
         found = models.recommender.recommend(ids, k=k, exclude_seen=True)
         candidates = {candidate_key(c, k): list(found.get(c, [])) for c in ids}

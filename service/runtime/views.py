@@ -152,11 +152,15 @@ class CustomerViews:
 
     @staticmethod
     def prefetch_candidates(customer_ids: Sequence[str], k: int, state: State) -> None:
-        """Fill the ALS cache for many customers in one vectorised call (batch pages)."""
+        """Fill the ALS cache for many customers in one vectorised call (batch pages); no
+        items without a cross-sell model."""
         missing = [c for c in customer_ids if candidate_key(c, k) not in state.candidates]
         if not missing:
             return
-        found = state.models.recommender.recommend(missing, k=k, exclude_seen=True)
+        recommender = state.models.recommender
+        found = (
+            {} if recommender is None else recommender.recommend(missing, k=k, exclude_seen=True)
+        )
         for c in missing:
             state.candidates[candidate_key(c, k)] = list(found.get(c, []))
 
