@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -319,8 +319,15 @@ def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
     tx = loaded.transactions
     _log(loaded.report.to_text())
     cutoff = cfg.cutoff if cfg.cutoff is not None else backtest_cutoff(tx, cfg.horizon)
+    cfg, protocol = choose_protocol(tx, cutoff, cfg)
+    _log(f"protocol: {protocol}")
     bt_cutoffs = training_cutoffs(tx, cutoff, **_cutoff_kw(cfg))
     fp = _fingerprint(loaded, cutoff, bt_cutoffs, cfg.horizon)
+    fp |= {
+        "protocol": protocol.split(" (")[0],
+        "protocol.min_history_days": cfg.min_history_days,
+        "protocol.step_days": cfg.step_days,
+    }
     if cfg.mapping is not None:  # how the export was read is part of what was trained on
         fp["data.mapping"] = json.dumps(
             {"file": cfg.mapping.source, "columns": dict(cfg.mapping.columns)}, sort_keys=True
@@ -351,6 +358,47 @@ def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
         )
         _log(f"serving snapshot logged: run {snapshot_run}")
     return TrainResult(run_id, table, decisions, stages.done, cutoff, fp, snapshot_run)
+
+
+# Fewer training cutoffs than this under the standard protocol: the short-history protocol
+SHORT_HISTORY_BELOW = 4
+SHORT_HISTORY = {"min_history_days": 90, "step_days": 14}
+
+
+def choose_protocol(
+    tx: pd.DataFrame, cutoff: pd.Timestamp, cfg: TrainConfig
+) -> tuple[TrainConfig, str]:
+    """The training protocol for this log, and a line saying which and why (printed and
+    logged, never silent). The standard protocol stacks training cutoffs every
+    ``step_days`` with ``min_history_days`` of history before the first; a log too short
+    for ``SHORT_HISTORY_BELOW`` of them (12–18 months with a 90-day horizon) gets the
+    short-history protocol: 90 days of history and a cutoff every 14 days, so that enough
+    labelled cutoffs fit before the backtest's. The horizon is the caller's, unchanged."""
+
+    def fitting(c: TrainConfig) -> int:
+        try:
+            return len(training_cutoffs(tx, cutoff, **_cutoff_kw(c)))
+        except ValueError:
+            return 0
+
+    span = (tx["ts"].max() - tx["ts"].min()).days
+    n = fitting(cfg)
+    short = replace(
+        cfg,
+        min_history_days=min(cfg.min_history_days, SHORT_HISTORY["min_history_days"]),
+        step_days=min(cfg.step_days, SHORT_HISTORY["step_days"]),
+    )
+    n_short = fitting(short)
+    if n >= SHORT_HISTORY_BELOW or n_short <= n:
+        return cfg, (
+            f"standard ({span} d of log: {n} training cutoffs every {cfg.step_days} d after "
+            f"{cfg.min_history_days} d of history, horizon {cfg.horizon} d)"
+        )
+    return short, (
+        f"short history ({span} d of log: the standard protocol fits {n} training cutoffs, "
+        f"fewer than {SHORT_HISTORY_BELOW}; {n_short} cutoffs every {short.step_days} d after "
+        f"{short.min_history_days} d of history, horizon {cfg.horizon} d)"
+    )
 
 
 def _cutoff_kw(cfg: TrainConfig) -> dict[str, int]:
