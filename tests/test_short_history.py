@@ -23,18 +23,18 @@ def test_a_long_log_keeps_the_standard_protocol(synthetic_tx):
     """540 days of log: the standard protocol fits its cutoffs; nothing changes."""
     cfg = TrainConfig(max_cutoffs=12)
     cutoff = synthetic_tx["ts"].max().normalize() - pd.Timedelta(days=90)
-    chosen, said = choose_protocol(synthetic_tx, cutoff, cfg)
-    assert chosen == cfg and said.startswith("standard (")
+    chosen, name, _ = choose_protocol(synthetic_tx, cutoff, cfg)
+    assert chosen == cfg and name == "standard"
 
 
 def test_a_year_of_log_gets_the_short_protocol_and_says_so(synthetic_tx):
     last = synthetic_tx["ts"].max()
     year = synthetic_tx[synthetic_tx["ts"] >= last - pd.Timedelta(days=365)]
     cutoff = last.normalize() - pd.Timedelta(days=90)
-    chosen, said = choose_protocol(year, cutoff, TrainConfig())
+    chosen, name, why = choose_protocol(year, cutoff, TrainConfig())
     assert (chosen.min_history_days, chosen.step_days) == tuple(SHORT_HISTORY.values())
-    assert chosen.horizon == 90 and said.startswith("short history (")
-    assert "fits 1 training cutoffs" in said or "fits 0 training cutoffs" in said
+    assert chosen.horizon == 90 and name == "short history"
+    assert "the standard protocol fits 1 training cutoffs" in why
 
 
 @pytest.mark.integration

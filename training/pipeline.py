@@ -319,12 +319,12 @@ def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
     tx = loaded.transactions
     _log(loaded.report.to_text())
     cutoff = cfg.cutoff if cfg.cutoff is not None else backtest_cutoff(tx, cfg.horizon)
-    cfg, protocol = choose_protocol(tx, cutoff, cfg)
-    _log(f"protocol: {protocol}")
+    cfg, protocol, why = choose_protocol(tx, cutoff, cfg)
+    _log(f"protocol: {protocol} ({why})")
     bt_cutoffs = training_cutoffs(tx, cutoff, **_cutoff_kw(cfg))
     fp = _fingerprint(loaded, cutoff, bt_cutoffs, cfg.horizon)
     fp |= {
-        "protocol": protocol.split(" (")[0],
+        "protocol": protocol,
         "protocol.min_history_days": cfg.min_history_days,
         "protocol.step_days": cfg.step_days,
     }
@@ -367,8 +367,8 @@ SHORT_HISTORY = {"min_history_days": 90, "step_days": 14}
 
 def choose_protocol(
     tx: pd.DataFrame, cutoff: pd.Timestamp, cfg: TrainConfig
-) -> tuple[TrainConfig, str]:
-    """The training protocol for this log, and a line saying which and why (printed and
+) -> tuple[TrainConfig, str, str]:
+    """The training protocol for this log: its settings, its name and why (printed and
     logged, never silent). The standard protocol stacks training cutoffs every
     ``step_days`` with ``min_history_days`` of history before the first; a log too short
     for ``SHORT_HISTORY_BELOW`` of them (12–18 months with a 90-day horizon) gets the
@@ -390,14 +390,18 @@ def choose_protocol(
     )
     n_short = fitting(short)
     if n >= SHORT_HISTORY_BELOW or n_short <= n:
-        return cfg, (
-            f"standard ({span} d of log: {n} training cutoffs every {cfg.step_days} d after "
-            f"{cfg.min_history_days} d of history, horizon {cfg.horizon} d)"
+        return (
+            cfg,
+            "standard",
+            f"{span} d of log: {n} training cutoffs every {cfg.step_days} d after "
+            f"{cfg.min_history_days} d of history, horizon {cfg.horizon} d",
         )
-    return short, (
-        f"short history ({span} d of log: the standard protocol fits {n} training cutoffs, "
-        f"fewer than {SHORT_HISTORY_BELOW}; {n_short} cutoffs every {short.step_days} d after "
-        f"{short.min_history_days} d of history, horizon {cfg.horizon} d)"
+    return (
+        short,
+        "short history",
+        f"{span} d of log: the standard protocol fits {n} training cutoffs, fewer than "
+        f"{SHORT_HISTORY_BELOW}; {n_short} cutoffs every {short.step_days} d after "
+        f"{short.min_history_days} d of history, horizon {cfg.horizon} d",
     )
 
 
