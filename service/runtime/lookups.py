@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from core.store import ContactStore, DecisionRecord
+from core.store import ContactStore, DecisionRecord, StoredProfile
 from service.config import Settings
 from service.engine import CustomerView, PolicyParams
 from service.runtime.clock import request_now
@@ -99,8 +99,10 @@ class CustomerLookups:
         at = request_now(now, self.settings, state.snapshot.at)
         pos = self.views.position(customer_id, state)
         found = self.histories.found(customer_id, at, state.snapshot.at)
-        view = self.views.view(customer_id, None, state, found.purchases, found.returns)
-        points = self.store.points.balance(customer_id, at, self.settings.loyalty.reminder_window)
+        facts = self.views.facts(customer_id, at)  # the stored profile and points, read once
+        view = self.views.view(customer_id, None, state, found.purchases, found.returns, at, facts)
+        points = facts.points
+        assert points is not None  # read at ``at``
         hist = self.histories.of(found)
         consents = {}
         for ch in self.settings.channels:
@@ -150,12 +152,13 @@ class CustomerLookups:
                 expiring=points.expiring,
                 expiring_by=points.expiring_by,
             ),
-            profile=self._profile(customer_id, view),
+            profile=self._profile(customer_id, view, facts.profile),
         )
 
-    def _profile(self, customer_id: str, view: CustomerView) -> dict[str, Any]:
-        """The stored profile as ``/customer`` shows it, with what messages use."""
-        stored = self.store.profiles.get(customer_id)
+    def _profile(
+        self, customer_id: str, view: CustomerView, stored: StoredProfile | None
+    ) -> dict[str, Any]:
+        """The ``stored`` profile as ``/customer`` shows it, with what messages use."""
         out: dict[str, Any] = {
             "locale": view.profile.locale or self.settings.default_locale,
             "timezone": view.profile.timezone or self.settings.default_timezone,

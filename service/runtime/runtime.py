@@ -186,10 +186,8 @@ class Runtime:
         this replica then publishes (atomically: replicas starting together agree)."""
         serving = self.store.serving
         served = serving.current()
-        profiles = self.store.profiles
-        identity, erased = profiles.identity_map(), profiles.erased_hashes()
-        snapshot = load_snapshot(
-            self.settings, served.snapshot if served is not None else None, identity, erased
+        snapshot = _unified_snapshot(
+            self.settings, self.store, served.snapshot if served is not None else None
         )
         models = load_models(self.settings, served.versions if served is not None else None)
         if served is None:
@@ -198,7 +196,7 @@ class Runtime:
             if served.versions != models.versions:  # another replica published first
                 models = load_models(self.settings, served.versions)
             if served.snapshot != snapshot.source:
-                snapshot = load_snapshot(self.settings, served.snapshot, identity, erased)
+                snapshot = _unified_snapshot(self.settings, self.store, served.snapshot)
         return snapshot, models, served.generation
 
     def _follow(self, served: Served) -> None:
@@ -233,10 +231,7 @@ class Runtime:
         stored one, else rebuilt from ``data_path``); an unreadable one is the deployment's
         problem (:class:`DataUnavailable`, 503), and the current snapshot stays served."""
         try:
-            profiles = self.store.profiles
-            return load_snapshot(
-                self.settings, source, profiles.identity_map(), profiles.erased_hashes()
-            )
+            return _unified_snapshot(self.settings, self.store, source)
         except (OSError, ValueError) as exc:
             raise DataUnavailable(
                 f"data_path / snapshot: cannot load a fresh snapshot "
@@ -337,6 +332,13 @@ class Runtime:
             )
         except BadReportRequest as exc:
             raise Rejected(str(exc)) from None
+
+
+def _unified_snapshot(settings: Settings, store: ContactStore, source: str | None) -> Snapshot:
+    """:func:`load_snapshot` on the customers the store's stitched profiles unify, without
+    the erased ones."""
+    profiles = store.profiles
+    return load_snapshot(settings, source, profiles.identity_map(), profiles.erased_hashes())
 
 
 def _as_customer(item: _Named, found: dict[str, str]) -> _Named:

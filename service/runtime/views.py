@@ -55,16 +55,10 @@ def combine_profile(
 
 class CustomerViews:
     """One customer as the decision engine sees it, from a :class:`State`, the purchases
-    stored since its snapshot and the stored profiles (``profiles``; None: none stored), and
-    the loyalty points at decision time (``points``; None: no ledger), counting as expiring
-    what expires within ``window``."""
+    stored since its snapshot, the stored ``profiles``, and the loyalty ``points`` at decision
+    time, counting as expiring what expires within ``window``."""
 
-    def __init__(
-        self,
-        profiles: ProfileStore | None = None,
-        points: PointsLedger | None = None,
-        window: timedelta = timedelta(days=30),
-    ) -> None:
+    def __init__(self, profiles: ProfileStore, points: PointsLedger, window: timedelta) -> None:
         self._profiles = profiles
         self._points = points
         self._window = window
@@ -122,12 +116,8 @@ class CustomerViews:
     def facts(self, customer_id: str, now: datetime | None) -> StoredFacts:
         """The stored profile and, given ``now``, the points balance then."""
         return StoredFacts(
-            profile=self._profiles.get(customer_id) if self._profiles is not None else None,
-            points=(
-                self._points.balance(customer_id, now, self._window)
-                if self._points is not None and now is not None
-                else None
-            ),
+            profile=self._profiles.get(customer_id),
+            points=None if now is None else self._points.balance(customer_id, now, self._window),
         )
 
     @staticmethod
