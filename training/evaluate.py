@@ -23,7 +23,7 @@ from features.cutoff import parse_cutoff
 from features.labels import backtest_cutoff
 from features.loaders import load_transactions
 from features.mapping import add_mapping_option
-from training.pipeline import backtest_markdown, evaluate_propensity
+from training.backtest import backtest_markdown, evaluate_propensity
 from training.registry import CHAMPION, champion_version, load_champion, use_store
 
 
