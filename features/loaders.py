@@ -115,6 +115,12 @@ class Loaded:
     report: CleaningReport
     items: pd.DataFrame  # item_id, name (most frequent description); empty without items
 
+    @property
+    def item_text(self) -> dict[str, str]:
+        """Item id → description, for the cross-sell model's content vectors."""
+        named = self.items.dropna(subset=["name"])
+        return dict(zip(named["item_id"].astype(str), named["name"].astype(str), strict=True))
+
 
 def file_sha256(path: str | Path) -> str:
     """sha256 of the file's bytes (the data fingerprint logged with every training run)."""

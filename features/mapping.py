@@ -127,9 +127,12 @@ def read_log_mapping(path: str | Path) -> LogMapping:
 
 def add_mapping_option(parser: argparse.ArgumentParser) -> None:
     """``--mapping FILE.yaml``: read ``--data`` through a column mapping (a
-    :class:`LogMapping`; the option's value is parsed, so a bad file is a usage error)."""
+    :class:`LogMapping`; the option's value is parsed, so a bad file is a usage error).
+    An empty value (MLproject's default) means no mapping."""
 
-    def parse(value: str) -> LogMapping:
+    def parse(value: str) -> LogMapping | None:
+        if not value:
+            return None
         try:
             return read_log_mapping(value)
         except ValueError as exc:

@@ -35,6 +35,13 @@ Definitions (days are fractional; ``t`` is the cutoff):
   item's median price before t: below 1 = buys cheap or discounted lines).
 * ``orders_same_season_ly``: orders in ``[t − 365, t − 275)`` — the coming 90 days, one
   year earlier (seasonal buyers).
+* Season of the prediction window (the same for every customer at a cutoff):
+  ``season_sin`` / ``season_cos`` place the middle of the coming 90 days on the year's
+  circle (day of year → angle), so a model trained on a year of cutoffs learns which
+  windows buy more; ``shop_trend_30d`` is the shop's orders in the last 30 days over a
+  third of its last 90 days' (its momentum going into the window); ``shop_season_ly`` is
+  the shop's orders in the coming 90 days a year earlier over those in the last 90 days
+  (NaN under a year of history) — how much busier the coming window was last year.
 * ``usual_hour``: the customer's most frequent ordering hour (for send times).
 * Engagement per channel (only when ``events`` are given): sends, opens, clicks in the
   last 90 days and the open rate.
@@ -51,12 +58,14 @@ __all__ = [
     "FEATURE_COLUMNS",
     "DEFAULT_GAP_DAYS",
     "GAP_PRIOR_WEIGHT",
+    "SEASON_COLUMNS",
     "WINDOWS",
     "build_features",
     "model_columns",
 ]
 
 WINDOWS = (30, 90, 180, 365)
+SEASON_COLUMNS = ["season_sin", "season_cos", "shop_trend_30d", "shop_season_ly"]
 GAP_PRIOR_WEIGHT = 2.0
 DEFAULT_GAP_DAYS = 90.0  # prior cycle when no customer in the snapshot has two purchase days
 _DAY = np.timedelta64(1, "D")
@@ -87,6 +96,7 @@ FEATURE_COLUMNS = [
     "top_family_share",
     "price_index",
     "orders_same_season_ly",
+    *SEASON_COLUMNS,
     "usual_hour",
 ]
 
@@ -139,6 +149,7 @@ def build_features(
     f["basket_lines"] = o.per_customer(o.n_lines.astype(float)) / f["orders_all"]
     _add_items(f, buy, o)
     f["orders_same_season_ly"] = o.per_customer(((o.age > 275) & (o.age <= 365)).astype(float))
+    _add_season(f, o, cutoff)
     f["usual_hour"] = _usual_hour(o)
     f = f[FEATURE_COLUMNS].astype("float64")
     if events is not None and len(events):
@@ -317,6 +328,21 @@ def _add_items(f: pd.DataFrame, buy: pd.DataFrame, o: _Orders) -> None:
     with np.errstate(invalid="ignore", divide="ignore"):
         rel = np.where(item_median > 0, price / item_median, np.nan)
     f["price_index"] = pd.Series(rel).groupby(lc).mean().reindex(range(n)).to_numpy()
+
+
+def _add_season(f: pd.DataFrame, o: _Orders, cutoff: pd.Timestamp) -> None:
+    """Shop-level season of the coming 90 days (see module docstring): one value per cutoff,
+    from every customer's orders before it."""
+    middle = cutoff + pd.Timedelta(days=45)
+    angle = 2.0 * np.pi * (middle.dayofyear - 1) / 365.25
+    f["season_sin"] = np.sin(angle)
+    f["season_cos"] = np.cos(angle)
+    last_90 = float((o.age <= 90).sum())
+    last_30 = float((o.age <= 30).sum())
+    f["shop_trend_30d"] = 3.0 * last_30 / last_90 if last_90 else np.nan
+    year_ago = float(((o.age > 275) & (o.age <= 365)).sum())
+    covered = o.age.max() >= 365  # the log reaches a year back
+    f["shop_season_ly"] = year_ago / last_90 if covered and last_90 else np.nan
 
 
 def _usual_hour(o: _Orders) -> np.ndarray:

@@ -14,7 +14,7 @@ the BG/NBD inputs are derived from the snapshot itself (``x`` = purchase days �
 Training uses a **time-ordered, purged** validation fold: the newest training cutoff is
 the validation fold and only cutoffs whose label windows end before it train (overlapping
 label windows would leak the validation labels through the same customers' rows). The
-fold early-stops the booster and fits a Platt calibrator (never the backtest window);
+fold early-stops the booster and fits its calibration slope (never the backtest window);
 the booster is then refit on every cutoff for ``refit_rounds`` × the early-stopped rounds,
 so the served model has seen the newest behaviour. Prediction runs on one numpy array per
 batch. Which snapshot columns a model trains on is the caller's choice (training passes
@@ -119,29 +119,33 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def fit_platt(raw: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+def fit_platt(raw: np.ndarray, y: np.ndarray, intercept: bool = True) -> tuple[float, float]:
     """Platt scaling (Platt 1999) on the logit of the raw score: ``σ(a·logit(raw) + b)``.
 
     Strictly monotone (a > 0 is enforced), so calibration never changes the ranking — an
-    isotonic step function would tie customers and cost AUC.
+    isotonic step function would tie customers and cost AUC. ``intercept=False`` fixes
+    ``b = 0``: temperature scaling (Guo et al. 2017), which corrects over- or
+    under-confidence without moving the base rate.
     """
     from scipy.optimize import minimize
 
     z = _logit(raw)
 
     def nll(w: np.ndarray) -> float:
-        s = w[0] * z + w[1]
+        s = w[0] * z + (w[1] if intercept else 0.0)
         return float(np.mean(np.logaddexp(0.0, s) - y * s))
 
-    res = minimize(
-        nll, np.array([1.0, 0.0]), method="L-BFGS-B", bounds=[(1e-3, 100.0), (-50.0, 50.0)]
-    )
+    bounds = [(1e-3, 100.0), (-50.0, 50.0) if intercept else (0.0, 0.0)]
+    res = minimize(nll, np.array([1.0, 0.0]), method="L-BFGS-B", bounds=bounds)
     return float(res.x[0]), float(res.x[1])
 
 
 @dataclass
 class _Classifier:
-    """A LightGBM booster plus a Platt calibrator fitted on a later, purged time fold."""
+    """A LightGBM booster plus a calibrator fitted on a later, purged time fold: the slope
+    of Platt scaling only. The fold is one season (the newest cutoff's label window), so an
+    intercept fitted on it would carry that season's base rate into every other window —
+    on the rolling backtest it doubled the calibration error (docs/results.md)."""
 
     booster: lgb.Booster
     platt: tuple[float, float]
@@ -158,7 +162,8 @@ class _Classifier:
         params: GBMParams,
     ) -> _Classifier:
         first, final = _train(x, y, tr, va, names, params, "binary")
-        return cls(final, fit_platt(first.predict(x[va]), y[va]), first.best_iteration)
+        platt = fit_platt(first.predict(x[va]), y[va], intercept=False)
+        return cls(final, platt, first.best_iteration)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         a, b = self.platt

@@ -81,7 +81,10 @@ def champions(tmp_path_factory):
     data = root / "slice.csv"
     raw[keep].to_csv(data, index=False)
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    train(TrainConfig(data=data, tracking_uri=uri, force=True, als_grid="small", max_cutoffs=4))
+    cfg = TrainConfig(
+        data=data, tracking_uri=uri, force=True, als_grid="small", max_cutoffs=4, origins=2
+    )
+    train(cfg)
     mlflow.set_tracking_uri(None)
     return data, uri
 

@@ -19,6 +19,7 @@ from training.crosssell import (
     ALSRecommender,
     CrossSellPyfunc,
     CrossSellResult,
+    HybridRecommender,
     ItemKNNRecommender,
     PopularityRecommender,
     Recommender,
@@ -101,10 +102,20 @@ BACKENDS = {
         random_state=0,
         num_threads=1,
     ),
+    "hybrid": lambda: HybridRecommender(
+        factors=4,
+        regularization=0.01,
+        iterations=20,
+        content_weight=0.25,
+        half_life_days=None,
+        popularity_days=365,
+        random_state=0,
+        num_threads=1,
+    ),
     "knn": lambda: ItemKNNRecommender(K=5, popularity_days=365, num_threads=1),
     "popularity": lambda: PopularityRecommender(popularity_days=365),
 }
-PERSONALISED = {"als", "als_log", "knn"}
+PERSONALISED = {"als", "als_log", "hybrid", "knn"}
 
 
 @pytest.fixture(scope="module", params=sorted(BACKENDS))
@@ -423,7 +434,7 @@ def test_run_backtest_small_grid(synthetic_tx):
     assert result.val_cutoff == pd.Timestamp("2021-01-31")
     bt = result.backtest
     assert set(zip(bt["model"], bt["population"], strict=True)) == {
-        (m, p) for m in ("als", "knn", "popularity") for p in ("all", "active_365d")
+        (m, p) for m in ("hybrid", "als", "knn", "popularity") for p in ("all", "active_365d")
     }
     assert {"recall@10", "ndcg@10", "hit_rate@10", "n_customers"} <= set(bt.columns)
     assert np.allclose(bt.loc[bt["model"] == "knn", "recall_vs_knn"], 1.0)
@@ -433,12 +444,62 @@ def test_run_backtest_small_grid(synthetic_tx):
     assert (
         result.params["popularity_days"] == result.baseline_params["popularity"]["popularity_days"]
     )
-    assert result.als.cutoff == pd.Timestamp("2021-04-01")
-    assert set(result.tuning["model"]) == {"als", "knn", "popularity"}
+    assert result.hybrid.cutoff == pd.Timestamp("2021-04-01")
+    assert set(result.tuning["model"]) == {"hybrid", "knn", "popularity"}
     assert isinstance(result.meets_target(), bool)
     final = fit_final(synthetic_tx, None, result.params)
     assert final.cutoff == synthetic_tx["ts"].max().normalize() + pd.Timedelta(days=1)
-    assert final.get_params() == result.als.get_params()
+    assert final.get_params() == result.hybrid.get_params()
+
+
+# ---------------------------------------------------------------------------------------------
+# The hybrid: a new arrival reached through its description
+# ---------------------------------------------------------------------------------------------
+
+
+def _new_arrival_log() -> tuple[pd.DataFrame, dict[str, str]]:
+    """Forty customers buy mugs (M1–M3) or bags (B1–B3); ``q`` bought two rose mugs. A rose
+    mug ``NEW`` arrived a week before the cutoff and has one buyer; two unrelated items have
+    been bought by many. Only the description ties ``NEW`` to what ``q`` buys."""
+    rows: list = []
+    for n in range(20):
+        _rows(rows, f"a{n}", ["M1", "M2", "M3", "P1"], 5 + 5 * n)
+        _rows(rows, f"b{n}", ["B1", "B2", "B3", "P2"], 6 + 5 * n)
+    _rows(rows, "q", ["M1", "M2"], 150)
+    _rows(rows, "z", ["NEW"], 175)
+    text = {
+        "M1": "RED ROSE MUG",
+        "M2": "WHITE ROSE MUG",
+        "M3": "BLUE ROSE MUG",
+        "NEW": "PINK ROSE MUG",
+        "B1": "JUMBO BAG RED",
+        "B2": "JUMBO BAG WHITE",
+        "B3": "JUMBO BAG BLUE",
+        "P1": "PAPER NAPKINS",
+        "P2": "GARDEN TWINE",
+    }
+    return _frame(rows), text
+
+
+@pytest.mark.parametrize("weight", [0.0, 2.0])
+def test_hybrid_reaches_a_new_arrival_through_its_words_only_with_content(weight):
+    tx, text = _new_arrival_log()
+    model = BACKENDS["hybrid"]().set_scoring_params(content_weight=weight)
+    model.fit(tx, CUTOFF, text)
+    ranked = model.recommend(["q"], k=5)["q"]
+    # ALS alone ranks the well-bought items above an item with one unrelated buyer; with the
+    # content term the new rose mug follows the other rose mug q has not bought
+    assert ranked[:2] == ["M3", "NEW"] if weight else "NEW" not in ranked
+    assert model.als_alone().content_weight == 0.0 and model.content_weight == weight
+
+
+def test_hybrid_content_survives_save_and_load(tmp_path):
+    tx, text = _new_arrival_log()
+    model = BACKENDS["hybrid"]().fit(tx, CUTOFF, text)
+    loaded = Recommender.load(model.save(tmp_path / "m"))
+    assert isinstance(loaded, HybridRecommender)
+    assert (loaded.content != model.content).nnz == 0
+    assert loaded.recommend(["q", "a1"], k=4) == model.recommend(["q", "a1"], k=4)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -153,6 +153,7 @@ def test_binary_report_collects_every_metric():
         "top_decile_lift": pytest.approx(2.0),
         "lift_quality": pytest.approx(0.5),
         "positive_rate": pytest.approx(0.5),
+        "predicted_rate": pytest.approx(0.475),
         "n": 4.0,
     }
 

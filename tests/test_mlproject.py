@@ -63,6 +63,11 @@ def test_defaults_render_to_what_the_clis_accept():
     assert module == "training"
     train = train_parser().parse_args(args)
     assert (train.data, train.cutoff, train.force, train.horizon) == ("", "", "false", 90)
+    assert train.mapping is None and train.origins == 4  # "" is no mapping
+    mapped = train_parser().parse_args(
+        argv("train", {"mapping": str(PROJECT_ROOT / "examples/mappings/orders_amount.yaml")})[1]
+    )
+    assert mapped.mapping.columns["customer_id"] == "customer_id"
     module, args = argv("retrain")
     retrain = retrain_parser().parse_args(args)
     assert module == "training.retrain"

@@ -43,6 +43,18 @@ def test_platt_recovers_a_known_logistic_map():
     assert b == pytest.approx(-0.5, abs=0.05)
 
 
+def test_temperature_scaling_keeps_the_base_rate_of_the_raw_score():
+    """Without an intercept only the slope is fitted: an over-confident score (true slope
+    0.5) is flattened, and the fold's own base rate is not imposed (b stays 0)."""
+    rng = np.random.default_rng(2)
+    raw = rng.uniform(0.02, 0.98, 50_000)
+    z = np.log(raw / (1 - raw))
+    y = (rng.uniform(size=raw.size) < 1 / (1 + np.exp(-(0.5 * z + 1.0)))).astype(float)
+    a, b = fit_platt(raw, y, intercept=False)
+    assert b == 0.0
+    assert 0.3 < a < 0.7
+
+
 def test_split_is_time_ordered_and_purged():
     cut = pd.to_datetime(["2021-01-01", "2021-02-01", "2021-03-01", "2021-04-01", "2021-05-01"])
     frame = pd.DataFrame({"cutoff": np.repeat(cut, 2)})

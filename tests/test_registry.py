@@ -82,6 +82,23 @@ def test_gate_requires_beating_baselines_unless_forced(store, churn_and_snapshot
     assert str(champion_version(store, "churn").version) == v1
 
 
+def test_gate_refuses_a_model_that_wins_on_average_but_loses_on_most_origins(
+    store, churn_and_snapshot
+):
+    model, snap = churn_and_snapshot
+    v1 = _register(model, snap)
+    # mean 0.80 beats bgnbd's 0.79, but bgnbd wins on 2 of the 3 origins
+    d = champion_gate(
+        store, "churn", v1, "auc", 0.80, {"bgnbd": 0.79}, origin_losses={"bgnbd": (2, 3)}
+    )
+    assert not d.promoted and "most backtest origins" in d.reason and "2 of 3" in d.reason
+    assert champion_version(store, "churn") is None
+    ok = champion_gate(
+        store, "churn", v1, "auc", 0.80, {"bgnbd": 0.79}, origin_losses={"bgnbd": (1, 3)}
+    )
+    assert ok.promoted
+
+
 def test_champion_loads_from_registry_with_identical_predictions(store, churn_and_snapshot):
     model, snap = churn_and_snapshot
     v = _register(model, snap)

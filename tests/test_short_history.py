@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from core.env import DEFAULT_DATA
-from training.pipeline import SHORT_HISTORY, TrainConfig, choose_protocol
+from training.pipeline import TrainConfig
+from training.protocol import SHORT_HISTORY, choose_protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 

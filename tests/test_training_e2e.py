@@ -30,7 +30,14 @@ def slice_csv(tmp_path_factory):
 @pytest.fixture(scope="module")
 def runs(slice_csv, tmp_path_factory):
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    cfg = dict(data=slice_csv, tracking_uri=uri, als_grid="small", max_cutoffs=4, experiment="e2e")
+    cfg = dict(
+        data=slice_csv,
+        tracking_uri=uri,
+        als_grid="small",
+        max_cutoffs=4,
+        origins=2,
+        experiment="e2e",
+    )
     assert set(missing_champions(uri)) == {"churn", "next_purchase", "cross_sell"}
     first = train(TrainConfig(**cfg, force_first=True))
     second = train(TrainConfig(**cfg, force_first=True))
@@ -59,7 +66,7 @@ def test_backtest_table_has_every_model_and_population(runs):
     for task, models in {
         "churn": {"model", "bgnbd", "recency"},
         "next_purchase": {"model", "bgnbd", "recency", "own_cycle"},
-        "cross_sell": {"als", "knn", "popularity"},
+        "cross_sell": {"hybrid", "als", "knn", "popularity"},
     }.items():
         assert set(t[t.task == task].model) == models
     assert set(t.population) == {"all", "active_365d"}
@@ -81,6 +88,32 @@ def test_run_logs_params_metrics_and_plots(runs):
     churn_run = next(r for r in children if r.info.run_name == "churn")
     plots = {f.path for f in client.list_artifacts(churn_run.info.run_id, "plots")}
     assert {"plots/lift.png", "plots/calibration.png", "plots/feature_importance.png"} <= plots
+    assert "plots/calibration_by_origin.png" in plots
+
+
+def test_the_rolling_origin_table_is_per_origin_and_its_mean_is_gated(runs):
+    uri, first, _ = runs
+    by = first.by_origin
+    origins = first.fingerprint["backtest.origins"].split(",")
+    assert len(origins) == 2 and sorted(set(by.origin), reverse=True) == origins
+    auc = by[(by.task == "churn") & (by.model == "model") & (by.metric == "auc")]
+    auc = auc[auc.population == "all"]
+    mean = first.metrics
+    logged = mean[
+        (mean.task == "churn")
+        & (mean.model == "model")
+        & (mean.metric == "auc")
+        & (mean.population == "all")
+    ]["value"].item()
+    assert logged == pytest.approx(auc["value"].mean())
+    client = MlflowClient(uri)
+    assert client.get_run(first.run_id).data.metrics["churn.model.all.auc"] == pytest.approx(logged)
+    history = client.get_metric_history(first.run_id, "churn.model.all.auc.by_origin")
+    assert sorted(h.step for h in history) == [0, 1]
+    arts = {f.path for f in client.list_artifacts(first.run_id)}
+    assert {"rolling_origin.md", "backtest_by_origin.csv"} <= arts
+    version = client.get_model_version_by_alias("churn", CHAMPION)
+    assert version.tags["backtest.origins"] == ",".join(origins)
 
 
 def test_second_identical_run_keeps_the_champion(runs):

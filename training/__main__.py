@@ -47,6 +47,12 @@ def parser() -> argparse.ArgumentParser:
         "(the main job's first run)",
     )
     p.add_argument("--max-cutoffs", type=int, default=12)
+    p.add_argument(
+        "--origins",
+        type=int,
+        default=4,
+        help="rolling-origin backtest: origins one horizon apart, newest first (4)",
+    )
     p.add_argument("--als-grid", choices=["default", "small"], default="default")
     p.add_argument(
         "--timezone",
@@ -72,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.horizon < 7:
         print("error: --horizon must be at least 7 days", file=sys.stderr)
         return 2
+    if args.origins < 1:
+        print("error: --origins must be at least 1", file=sys.stderr)
+        return 2
     try:
         cutoff = parse_cutoff(args.cutoff) if args.cutoff else None
     except ValueError as exc:
@@ -93,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             experiment=args.experiment,
             force=args.force,
             max_cutoffs=args.max_cutoffs,
+            origins=args.origins,
             als_grid=args.als_grid,
             snapshot_timezone=None if args.no_snapshot else args.timezone,
             sources=source_pairs(args.source),

@@ -183,7 +183,7 @@ def lift_quality(y: ArrayLike, score: ArrayLike) -> float:
 
 def binary_report(y: ArrayLike, score: ArrayLike, p: ArrayLike | None = None) -> dict[str, float]:
     """All binary metrics at once: auc, pr_auc, brier, ece, top_decile_lift, lift_quality,
-    positive_rate, n.
+    positive_rate, predicted_rate (the mean probability: the base rate the model expects), n.
 
     ``score`` ranks; ``p`` (default: ``score``) must be probabilities for ``brier`` and ``ece``.
     When ``p`` is omitted and ``score`` is not in [0, 1] (e.g. expected purchases), ``brier``
@@ -193,11 +193,12 @@ def binary_report(y: ArrayLike, score: ArrayLike, p: ArrayLike | None = None) ->
     s = finite_values("score", score, labels.size)
     _both_classes(labels, "binary_report")
     if p is None and np.any((s < 0) | (s > 1)):
-        brier_value = ece_value = float("nan")
+        brier_value = ece_value = predicted = float("nan")
     else:
         prob = s if p is None else _probabilities(p, labels.size)
         brier_value = brier(labels, prob)
         ece_value = expected_calibration_error(labels, prob)
+        predicted = float(prob.mean())
     return {
         "auc": roc_auc(labels, s),
         "pr_auc": pr_auc(labels, s),
@@ -206,6 +207,7 @@ def binary_report(y: ArrayLike, score: ArrayLike, p: ArrayLike | None = None) ->
         "top_decile_lift": top_decile_lift(labels, s),
         "lift_quality": lift_quality(labels, s),
         "positive_rate": float(labels.mean()),
+        "predicted_rate": predicted,
         "n": float(labels.size),
     }
 

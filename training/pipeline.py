@@ -1,13 +1,14 @@
 """The training run: backtest every model against its baselines, refit, register, gate.
 
-Protocol (issue #3, on top of :mod:`features.labels`): the last ``horizon`` days of the log
-are held out. Models are fitted on stacked cutoffs whose label windows end by the backtest
-cutoff and evaluated at it, against baselines, on the same customers, for two populations:
-``all`` (every customer seen before the cutoff) and ``active_365d`` (ordered in the 365
-days before it). The same recipe is then refitted on cutoffs whose labels end at the end of
-the log, and *that* model is registered with the backtest metrics of its recipe as tags
-(it is what the service will serve). One MLflow parent run per training, a child run per
-model; the champion gate (:mod:`training.registry`) decides whether aliases move.
+Protocol (issues #3 and #18, on top of :mod:`features.labels`): a rolling-origin backtest
+(:mod:`training.protocol`, :mod:`training.rolling`) — at each origin, the newest being the
+log's last day minus ``horizon``, models are fitted on stacked cutoffs whose label windows
+end by the origin and evaluated after it, against baselines, on the same customers, for two
+populations: ``all`` (every customer seen before the origin) and ``active_365d`` (ordered in
+the 365 days before it). The same recipe is then refitted on cutoffs whose labels end at the
+end of the log, and *that* model is registered with the mean backtest metrics of its recipe
+as tags (it is what the service will serve). One MLflow parent run per training, a child
+run per model; the champion gate (:mod:`training.registry`) decides whether aliases move.
 At its end a run that read its own log also logs a scoring run holding the serving snapshot
 of the log (:func:`training.score.log_snapshot_run`), which service replicas load at
 start-up; a retraining on an outcome-augmented log (:mod:`training.retrain`) logs none: the
@@ -19,7 +20,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -40,14 +41,9 @@ from features.snapshot import build_features, model_columns
 from features.sources import Source, load_sources
 from servable.propensity import ChurnModel, NextPurchaseModel
 from training import plots
-from training.backtest import backtest_markdown, evaluate_propensity, metric_value
-from training.crosssell import (
-    ALSRecommender,
-    CrossSellResult,
-    fit_final,
-    log_pyfunc,
-    run_backtest,
-)
+from training.backtest import backtest_markdown, metric_value
+from training.crosssell import CrossSellResult, HybridRecommender, fit_final, log_pyfunc
+from training.protocol import Origin, choose_protocol, cutoff_kw, plan_origins
 from training.registry import (
     GateDecision,
     champion_gate,
@@ -55,6 +51,14 @@ from training.registry import (
     log_snapshot_model,
     use_store,
     write_json,
+)
+from training.rolling import (
+    GATE_BASELINES,
+    GATE_MODELS,
+    RollingResult,
+    log_rolling_metrics,
+    rolling_backtest,
+    rolling_markdown,
 )
 from training.score import log_snapshot_run
 from training.stages import Measurement, StageLog
@@ -78,6 +82,7 @@ class TrainConfig:
     step_days: int = 30
     max_cutoffs: int = 12
     min_history_days: int = 180
+    origins: int = 4  # rolling-origin backtest: origins one horizon apart (training.protocol)
     als_grid: str = "default"  # "small" for quick runs (tests)
     register: bool = True
     # zone of the log's wall-clock times for the stored snapshot (the service's
@@ -115,6 +120,7 @@ class TrainResult:
     cutoff: pd.Timestamp
     fingerprint: dict[str, Any]
     snapshot_run: str | None = None  # the scoring run holding the serving snapshot
+    by_origin: pd.DataFrame | None = None  # the rolling-origin backtest, per origin
 
 
 def _log(msg: str) -> None:
@@ -201,11 +207,12 @@ def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
     tx = loaded.transactions
     _log(loaded.report.to_text())
     cutoff = cfg.cutoff if cfg.cutoff is not None else backtest_cutoff(tx, cfg.horizon)
-    cfg, protocol, why = choose_protocol(tx, cutoff, cfg)
+    origins = _plan(tx, cutoff, cfg)
+    cfg, protocol, why = choose_protocol(tx, cutoff, cfg)  # the newest origin's: refitted
     _log(f"protocol: {protocol} ({why})")
-    bt_cutoffs = training_cutoffs(tx, cutoff, **_cutoff_kw(cfg))
-    fp = _fingerprint(loaded, cutoff, bt_cutoffs, cfg.horizon)
+    fp = _fingerprint(loaded, cutoff, list(origins[0].train_cutoffs), cfg.horizon)
     fp |= {
+        "backtest.origins": ",".join(o.label for o in origins),
         "protocol": protocol,
         "protocol.min_history_days": cfg.min_history_days,
         "protocol.step_days": cfg.step_days,
@@ -214,12 +221,12 @@ def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
         fp["data.mapping"] = json.dumps(
             {"file": cfg.mapping.source, "columns": dict(cfg.mapping.columns)}, sort_keys=True
         )
-    table, arrays, xs = _backtest(stages, cfg, tx, cutoff, bt_cutoffs)
+    rolling = _backtest(stages, cfg, tx, origins, loaded.item_text)
     _log(
-        f"\nbacktest (cutoff {cutoff.date()}, horizon {cfg.horizon} d)\n"
-        f"{backtest_markdown(table)}\n"
+        f"\nrolling-origin backtest ({len(origins)} origins, horizon {cfg.horizon} d)\n"
+        f"{rolling_markdown(rolling)}\n\nmean over origins\n{backtest_markdown(rolling.table)}\n"
     )
-    fitted = _refit(stages, cfg, tx, table, arrays, xs)
+    fitted = _refit(stages, cfg, tx, rolling, loaded.item_text)
     run_id, decisions = stages.run(
         "mlflow: log, register, champion gate",
         lambda: _log_to_mlflow(cfg, client, fp, loaded, fitted),
@@ -239,98 +246,46 @@ def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
             ),
         )
         _log(f"serving snapshot logged: run {snapshot_run}")
-    return TrainResult(run_id, table, decisions, stages.done, cutoff, fp, snapshot_run)
-
-
-# Fewer training cutoffs than this under the standard protocol: the short-history protocol
-SHORT_HISTORY_BELOW = 4
-SHORT_HISTORY = {"min_history_days": 90, "step_days": 14}
-
-
-def choose_protocol(
-    tx: pd.DataFrame, cutoff: pd.Timestamp, cfg: TrainConfig
-) -> tuple[TrainConfig, str, str]:
-    """The training protocol for this log: its settings, its name and why (printed and
-    logged, never silent). The standard protocol stacks training cutoffs every
-    ``step_days`` with ``min_history_days`` of history before the first; a log too short
-    for ``SHORT_HISTORY_BELOW`` of them (12–18 months with a 90-day horizon) gets the
-    short-history protocol: 90 days of history and a cutoff every 14 days, so that enough
-    labelled cutoffs fit before the backtest's. The horizon is the caller's, unchanged."""
-
-    def fitting(c: TrainConfig) -> int:
-        try:
-            return len(training_cutoffs(tx, cutoff, **_cutoff_kw(c)))
-        except ValueError:
-            return 0
-
-    span = (tx["ts"].max() - tx["ts"].min()).days
-    n = fitting(cfg)
-    short = replace(
-        cfg,
-        min_history_days=min(cfg.min_history_days, SHORT_HISTORY["min_history_days"]),
-        step_days=min(cfg.step_days, SHORT_HISTORY["step_days"]),
+    return TrainResult(
+        run_id, rolling.table, decisions, stages.done, cutoff, fp, snapshot_run, rolling.by_origin
     )
-    n_short = fitting(short)
-    if n >= SHORT_HISTORY_BELOW or n_short <= n:
-        return (
-            cfg,
-            "standard",
-            f"{span} d of log: {n} training cutoffs every {cfg.step_days} d after "
-            f"{cfg.min_history_days} d of history, horizon {cfg.horizon} d",
+
+
+def _plan(tx: pd.DataFrame, newest: pd.Timestamp, cfg: TrainConfig) -> list[Origin]:
+    """The backtest origins (:func:`training.protocol.plan_origins`), printed with their
+    protocols; a ValueError naming every reason when none fits."""
+    origins, dropped = plan_origins(tx, newest, cfg, cfg.origins)
+    for d in dropped:
+        _log(f"origin left out: {d}")
+    if not origins or origins[0].cutoff != newest:
+        raise ValueError(
+            f"no training protocol fits the backtest cutoff {newest.date()}: " + "; ".join(dropped)
         )
-    return (
-        short,
-        "short history",
-        f"{span} d of log: the standard protocol fits {n} training cutoffs, fewer than "
-        f"{SHORT_HISTORY_BELOW}; {n_short} cutoffs every {short.step_days} d after "
-        f"{short.min_history_days} d of history, horizon {cfg.horizon} d",
-    )
-
-
-def _cutoff_kw(cfg: TrainConfig) -> dict[str, int]:
-    return {
-        "horizon": cfg.horizon,
-        "step_days": cfg.step_days,
-        "max_cutoffs": cfg.max_cutoffs,
-        "min_history_days": cfg.min_history_days,
-    }
+    for o in origins:
+        _log(f"origin {o.label} ({o.window}): protocol {o.protocol} ({o.why})")
+    return origins
 
 
 def _backtest(
     stages: StageLog,
     cfg: TrainConfig,
     tx: pd.DataFrame,
-    cutoff: pd.Timestamp,
-    bt_cutoffs: list[pd.Timestamp],
-) -> tuple[pd.DataFrame, dict[str, Any], CrossSellResult | None]:
-    """Fit on the backtest cutoffs, score every model and baseline at ``cutoff``
-    (cross-sell: None for a log without items)."""
-    frame = stages.run(
-        f"features: backtest frame ({len(bt_cutoffs)} cutoffs)",
-        lambda: build_training_frame(tx, bt_cutoffs, cfg.horizon, observed_until=cutoff),
+    origins: list[Origin],
+    item_text: dict[str, str],
+) -> RollingResult:
+    """The rolling-origin backtest of every model and baseline (cross-sell skipped, with the
+    reason printed, for a log without items)."""
+    skip = no_items_reason(tx)
+    if skip is not None:
+        _log(f"cross-sell: skipped ({skip})")
+    return rolling_backtest(
+        tx,
+        origins,
+        als_grid=cfg.als_grid,
+        cross_sell=skip is None,
+        run=stages.run,
+        item_text=item_text,
     )
-    churn_bt = stages.run(
-        "churn: fit (backtest)",
-        lambda: ChurnModel(horizon=cfg.horizon).fit(frame, model_columns(frame)),
-    )
-    next_bt = stages.run(
-        "next purchase: fit (backtest)",
-        lambda: NextPurchaseModel(horizon=cfg.horizon).fit(
-            frame, model_columns(frame), bgnbd=churn_bt.bgnbd
-        ),
-    )
-    table, arrays = stages.run(
-        "churn + next purchase: backtest vs baselines",
-        lambda: evaluate_propensity(churn_bt, next_bt, tx, cutoff, cfg.horizon),
-    )
-    if no_items_reason(tx) is not None:
-        _log(f"cross-sell: skipped ({no_items_reason(tx)})")
-        return table, arrays, None
-    xs = stages.run(
-        "cross-sell: tune + backtest vs baselines",
-        lambda: run_backtest(tx, cutoff, cfg.horizon, grid=cfg.als_grid),
-    )
-    return pd.concat([table, xs.table], ignore_index=True), arrays, xs
 
 
 def no_items_reason(tx: pd.DataFrame) -> str | None:
@@ -344,26 +299,33 @@ def no_items_reason(tx: pd.DataFrame) -> str | None:
 class _Fitted:
     """What a run logs and registers: the backtest and the models refitted for serving."""
 
-    table: pd.DataFrame  # long backtest metrics of every task
-    arrays: dict[str, Any]  # labels and scores of the propensity backtest (plots)
-    xs: CrossSellResult | None  # the cross-sell backtest (None: a log without items)
+    rolling: RollingResult  # the rolling-origin backtest of every task
     churn: ChurnModel
     nextp: NextPurchaseModel
-    recommender: ALSRecommender | None
+    recommender: HybridRecommender | None
     example: pd.DataFrame  # five snapshot rows: the input example of the snapshot models
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """Mean backtest metrics over origins (long format)."""
+        return self.rolling.table
+
+    @property
+    def xs(self) -> CrossSellResult | None:
+        """The newest origin's cross-sell backtest (None: a log without items)."""
+        return self.rolling.xs
 
 
 def _refit(
     stages: StageLog,
     cfg: TrainConfig,
     tx: pd.DataFrame,
-    table: pd.DataFrame,
-    arrays: dict[str, Any],
-    xs: CrossSellResult | None,
+    rolling: RollingResult,
+    item_text: dict[str, str],
 ) -> _Fitted:
     """Refit the backtested recipes on the newest cutoffs (labels end at the log's end)."""
     end = tx["ts"].max().normalize() + pd.Timedelta(days=1)
-    final_cutoffs = training_cutoffs(tx, end, **_cutoff_kw(cfg))
+    final_cutoffs = training_cutoffs(tx, end, **cutoff_kw(cfg))
     final_frame = stages.run(
         f"features: serving frame ({len(final_cutoffs)} cutoffs)",
         lambda: build_training_frame(tx, final_cutoffs, cfg.horizon),
@@ -378,15 +340,17 @@ def _refit(
             final_frame, model_columns(final_frame), bgnbd=churn.bgnbd
         ),
     )
+    xs = rolling.xs
     recommender = (
         None
         if xs is None
         else stages.run(
-            "cross-sell: refit ALS on the whole log", lambda: fit_final(tx, end, xs.params)
+            "cross-sell: refit the hybrid on the whole log",
+            lambda: fit_final(tx, end, xs.params, item_text),
         )
     )
     example = build_features(tx, end).head(5)
-    return _Fitted(table, arrays, xs, churn, nextp, recommender, example)
+    return _Fitted(rolling, churn, nextp, recommender, example)
 
 
 def _log_to_mlflow(
@@ -406,10 +370,18 @@ def _log_to_mlflow(
         write_json(out / "cleaning_report.json", loaded.report.to_dict())
         table.to_csv(out / "backtest.csv", index=False)
         (out / "backtest.md").write_text(backtest_markdown(table))
-        for f in ("cleaning_report.txt", "cleaning_report.json", "backtest.csv", "backtest.md"):
+        fitted.rolling.by_origin.to_csv(out / "backtest_by_origin.csv", index=False)
+        (out / "rolling_origin.md").write_text(rolling_markdown(fitted.rolling))
+        for f in (
+            "cleaning_report.txt",
+            "cleaning_report.json",
+            "backtest.csv",
+            "backtest.md",
+            "backtest_by_origin.csv",
+            "rolling_origin.md",
+        ):
             mlflow.log_artifact(str(out / f))
-        for _, r in table.iterrows():
-            mlflow.log_metric(_key(r), r["value"])
+        log_rolling_metrics(fitted.rolling)
         decisions = _log_snapshot_models(out, cfg, client, fp, fitted)
         if fitted.xs is None:
             why = no_items_reason(loaded.transactions) or "not trained"
@@ -431,42 +403,21 @@ def _log_snapshot_models(
     out: Path, cfg: TrainConfig, client: MlflowClient, fp: dict[str, Any], fitted: _Fitted
 ) -> list[GateDecision]:
     """Child runs of the churn and next-purchase models: params, metrics, plots, registration."""
-    table = fitted.table
-    children = {
-        "churn": (
-            fitted.churn,
-            "churn",
-            {
-                "bgnbd": metric_value(table, "churn", "bgnbd", "auc"),
-                "recency": metric_value(table, "churn", "recency", "auc"),
-            },
-        ),
-        "next_purchase": (
-            fitted.nextp,
-            "next_purchase",
-            {
-                "bgnbd": metric_value(table, "next_purchase", "bgnbd", "auc"),
-                "recency": metric_value(table, "next_purchase", "recency", "auc"),
-            },
-        ),
-    }
+    children = {"churn": fitted.churn, "next_purchase": fitted.nextp}
     decisions = []
-    for name, (model, task, baselines) in children.items():
+    for name, model in children.items():
         with mlflow.start_run(run_name=name, nested=True):
             mlflow.log_params({f"gbm.{k}": v for k, v in model.params.__dict__.items()})
             mlflow.log_params({f"fit.{k}": v for k, v in model.info.items()})
             mlflow.log_params({f"bgnbd.{k}": round(v, 6) for k, v in model.bgnbd.params_.items()})
-            sub = table[table.task == task]
-            for _, r in sub.iterrows():
-                mlflow.log_metric(_key(r), r["value"])
-            _plots(out / name, task, fitted.arrays, model)
+            log_rolling_metrics(fitted.rolling, task=name)
+            _plots(out / name, name, fitted.rolling, model)
             mlflow.log_artifacts(str(out / name), artifact_path="plots")
             info = log_snapshot_model(
                 model, name, fitted.example, registered_model_name=name if cfg.register else None
             )
             if cfg.register:
-                value = metric_value(table, task, "model", GATE_METRICS[name])
-                decisions.append(_gate(client, name, info, value, baselines, cfg, fp))
+                decisions.append(_gate(client, name, info, fitted.rolling, cfg, fp))
     return decisions
 
 
@@ -482,9 +433,8 @@ def _log_cross_sell(
     xs, recommender = fitted.xs, fitted.recommender
     assert xs is not None and recommender is not None  # the caller skips a log without items
     with mlflow.start_run(run_name="cross_sell", nested=True):
-        mlflow.log_params({f"als.{k}": v for k, v in xs.params.items()})
-        for _, r in xs.table.iterrows():
-            mlflow.log_metric(_key(r), r["value"])
+        mlflow.log_params({f"hybrid.{k}": v for k, v in xs.params.items()})
+        log_rolling_metrics(fitted.rolling, task="cross_sell")
         if xs.tuning is not None:
             xs.tuning.to_csv(out / "als_tuning.csv", index=False)
             mlflow.log_artifact(str(out / "als_tuning.csv"))
@@ -496,43 +446,63 @@ def _log_cross_sell(
         )
         if not cfg.register:
             return []
-        value = metric_value(xs.table, "cross_sell", "als", "recall@10")
-        baselines = {
-            m: metric_value(xs.table, "cross_sell", m, "recall@10")
-            for m in xs.table["model"].unique()
-            if m != "als"
-        }
-        return [_gate(client, "cross_sell", info, value, baselines, cfg, fp)]
-
-
-def _key(r: pd.Series) -> str:
-    metric = str(r["metric"]).replace("@", "_at_")
-    return f"{r['task']}.{r['model']}.{r['population']}.{metric}"
+        return [_gate(client, "cross_sell", info, fitted.rolling, cfg, fp)]
 
 
 def _gate(
     client: MlflowClient,
     name: str,
     info: Any,
-    value: float,
-    baselines: dict[str, float],
+    rolling: RollingResult,
     cfg: TrainConfig,
     fp: dict,
 ) -> GateDecision:
+    """The champion gate on the mean over origins, refusing a model that loses to a
+    baseline on most origins."""
     version = str(info.registered_model_version)
     client.set_model_version_tag(name, version, "data.sha256", fp["data.sha256"])
     client.set_model_version_tag(name, version, "backtest.cutoff", fp["backtest.cutoff"])
+    client.set_model_version_tag(name, version, "backtest.origins", fp["backtest.origins"])
     client.set_model_version_tag(name, version, "data.last_ts", fp["data.last_ts"])
+    metric, table = GATE_METRICS[name], rolling.table
+    value = metric_value(table, name, GATE_MODELS[name], metric)
+    baselines = {m: metric_value(table, name, m, metric) for m in GATE_BASELINES[name]}
     force = cfg.force or (cfg.force_first and champion_version(client, name) is None)
-    return champion_gate(client, name, version, GATE_METRICS[name], value, baselines, force=force)
+    return champion_gate(
+        client,
+        name,
+        version,
+        metric,
+        value,
+        baselines,
+        force=force,
+        origin_losses=rolling.losses(name, metric),
+    )
 
 
-def _plots(folder: Path, task: str, arrays: dict, model: Any) -> None:
+def _plots(folder: Path, task: str, rolling: RollingResult, model: Any) -> None:
+    """Lift and calibration at the newest origin, calibration at every origin, importances."""
     folder.mkdir(parents=True, exist_ok=True)
-    y = arrays["buy"] if task == "churn" else arrays["b30"]
-    scores = arrays["scores"][task]
-    plots.lift_chart(y, {k: v[0] for k, v in scores.items()}, folder / "lift.png")
-    plots.calibration_curve(y, {"model": scores["model"][1]}, folder / "calibration.png")
+
+    def label(arrays: dict) -> Any:
+        return arrays["buy"] if task == "churn" else arrays["b30"]
+
+    newest = rolling.arrays[rolling.newest.label]
+    scores = newest["scores"][task]
+    plots.lift_chart(label(newest), {k: v[0] for k, v in scores.items()}, folder / "lift.png")
+    plots.calibration_curve(
+        label(newest), {"model": scores["model"][1]}, folder / "calibration.png"
+    )
+    plots.calibration_curves(
+        {
+            o.label: (
+                label(rolling.arrays[o.label]),
+                rolling.arrays[o.label]["scores"][task]["model"][1],
+            )
+            for o in rolling.origins
+        },
+        folder / "calibration_by_origin.png",
+    )
     imp = model.importance()
     col = imp.columns[0]
     plots.feature_importance(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -26,7 +27,7 @@ from training.metrics import (  # noqa: E402
     lift_quality,
 )
 
-__all__ = ["calibration_curve", "feature_importance", "lift_chart"]
+__all__ = ["calibration_curve", "calibration_curves", "feature_importance", "lift_chart"]
 
 _DPI = 120
 
@@ -41,7 +42,7 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
     return out
 
 
-def _check_models(kind: str, models: Mapping[str, ArrayLike]) -> None:
+def _check_models(kind: str, models: Mapping[str, Any]) -> None:
     if not models:
         raise ValueError(f"{kind} is empty: pass at least one model")
 
@@ -96,13 +97,22 @@ def calibration_curve(
     """Reliability diagram (observed rate vs mean prediction per equal-width bin, with the
     diagonal) above a histogram of the predicted probabilities."""
     _check_models("probs", probs)
-    labels = np.asarray(y)
+    return calibration_curves({name: (y, p) for name, p in probs.items()}, path, n_bins)
+
+
+def calibration_curves(
+    curves: Mapping[str, tuple[ArrayLike, ArrayLike]], path: str | Path, n_bins: int = 10
+) -> Path:
+    """:func:`calibration_curve` for curves with their own labels, e.g. one per backtest
+    origin: ``{name: (y, p)}``."""
+    _check_models("curves", curves)
     fig, (ax_rel, ax_hist) = plt.subplots(
         2, 1, figsize=(7, 8), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
     ax_rel.plot([0, 1], [0, 1], "k--", lw=1, label="perfectly calibrated")
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    for name, p in probs.items():
+    for name, (y, p) in curves.items():
+        labels = np.asarray(y)
         mean_p, rate, counts = calibration_bins(labels, p, n_bins)
         used = counts > 0
         ece = expected_calibration_error(labels, p, n_bins)

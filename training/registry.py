@@ -8,8 +8,9 @@ with the :mod:`servable` package as ``code_paths`` and pinned requirements
 (``backtest.<metric>``, ``@`` spelt ``_at_``), so the gate compares like with like without re-running anything.
 
 **Champion gate** (:func:`champion_gate`): the alias ``champion`` moves to a new version
-only if its gate metric beats the current champion's *and* every baseline's on the same
-backtest; with no champion yet, beating the baselines is enough; ``force`` overrides
+only if its gate metric, averaged over the rolling backtest origins, beats the current
+champion's *and* every baseline's on the same customers, and it does not lose to a baseline
+on most origins; with no champion yet, beating the baselines is enough; ``force`` overrides
 (first deployment). The decision and its reason are returned, tagged on the version and
 logged by the caller.
 """
@@ -152,11 +153,15 @@ def champion_gate(
     value: float,
     baselines: dict[str, float],
     force: bool = False,
+    origin_losses: dict[str, tuple[int, int]] | None = None,
 ) -> GateDecision:
     """Move ``champion`` to ``version`` iff it beats the champion and the baselines.
 
-    ``value`` and ``baselines`` are the backtest values of ``metric`` (higher is better).
-    The new version is tagged with :func:`metric_tag`, the decision and its reason.
+    ``value`` and ``baselines`` are the backtest values of ``metric`` (higher is better),
+    the mean over the rolling origins. ``origin_losses``: per baseline, (origins where the
+    model did not beat it, origins) — a model losing to a baseline on most origins is
+    refused even when its mean is higher. The new version is tagged with
+    :func:`metric_tag`, the decision and its reason.
     """
     version = str(version)
     key = metric_tag(metric)
@@ -167,8 +172,14 @@ def champion_gate(
         tag = current.tags.get(key)
         cur_value = float(tag) if tag is not None else -math.inf
     lost_to = {b: v for b, v in baselines.items() if not value > v}
+    mostly_lost = {b: ln for b, ln in (origin_losses or {}).items() if 2 * ln[0] > ln[1]}
     if not math.isfinite(value):
         promoted, reason = False, f"{metric} is not finite ({value})"
+    elif mostly_lost:
+        promoted = False
+        reason = "loses on most backtest origins to " + ", ".join(
+            f"{b} ({lost} of {n})" for b, (lost, n) in mostly_lost.items()
+        )
     elif lost_to:
         promoted = False
         reason = "does not beat baseline(s) " + ", ".join(

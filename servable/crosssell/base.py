@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from servable.crosssell.content import item_content
+
 __all__ = [
     "DAY",
     "Interactions",
@@ -49,6 +51,7 @@ class Interactions:
     popularity: np.ndarray  # distinct customers buying the item in the popularity window
     pop_order: np.ndarray  # item positions, most popular first (recent, then all-time, then id)
     active: np.ndarray  # bool per item: sold in the catalogue window (dead items are False)
+    content: sp.csr_matrix  # item × token TF-IDF of the item's text and family (content.py)
 
 
 def _ids(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -62,17 +65,23 @@ def build_interactions(
     half_life_days: float | None = None,
     popularity_days: int = 90,
     active_days: int | None = None,
+    item_text: Mapping[str, str] | None = None,
 ) -> Interactions:
     """The matrices of :class:`Interactions` from the rows strictly before ``cutoff``.
 
     ``counts`` weighs each order by ``0.5 ** (age / half_life_days)`` (1 without a half-life);
     ``popularity`` counts buyers in the ``popularity_days`` before the cutoff; an item is
-    ``active`` if sold in the ``active_days`` before it (ever, when ``None``).
+    ``active`` if sold in the ``active_days`` before it (ever, when ``None``). ``content``
+    holds each item's ``item_text`` (id → description, known at the cutoff) and family (the
+    log's ``category`` column when it has one) as TF-IDF vectors.
     """
     t = cutoff
     ts = transactions["ts"]
     keep = (ts < t) & transactions["item_id"].notna()
-    tx = transactions.loc[keep, ["customer_id", "order_id", "ts", "item_id", "quantity"]]
+    cols = ["customer_id", "order_id", "ts", "item_id", "quantity"]
+    if "category" in transactions.columns:
+        cols.append("category")
+    tx = transactions.loc[keep, cols]
     if tx.empty:
         raise ValueError(f"no transactions with an item before the cutoff {t}")
     c, customer_ids = _ids(tx["customer_id"])
@@ -110,7 +119,15 @@ def build_interactions(
         active = ever > 0
     else:
         active = np.bincount(pi[pair_age <= active_days], minlength=n_items) > 0
-    return Interactions(t, customer_ids, item_ids, counts, seen, popularity, pop_order, active)
+    families = (
+        dict(zip(tx["item_id"], tx["category"].astype(str), strict=True))
+        if "category" in tx.columns
+        else None
+    )
+    content = item_content(item_ids, item_text, families)
+    return Interactions(
+        t, customer_ids, item_ids, counts, seen, popularity, pop_order, active, content
+    )
 
 
 def csr_arrays(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
@@ -176,10 +193,21 @@ class Recommender(ABC):
 
     # -- fitting -----------------------------------------------------------------------------
 
-    def fit(self, transactions: pd.DataFrame, cutoff: pd.Timestamp) -> Recommender:
-        """Learn from the rows of ``transactions`` strictly before ``cutoff``."""
+    def fit(
+        self,
+        transactions: pd.DataFrame,
+        cutoff: pd.Timestamp,
+        item_text: Mapping[str, str] | None = None,
+    ) -> Recommender:
+        """Learn from the rows of ``transactions`` strictly before ``cutoff`` (and the items'
+        ``item_text``, id → description, for models that read content)."""
         data = build_interactions(
-            transactions, cutoff, self.half_life_days, self.popularity_days, self.active_days
+            transactions,
+            cutoff,
+            self.half_life_days,
+            self.popularity_days,
+            self.active_days,
+            item_text,
         )
         return self.fit_interactions(data)
 
@@ -193,6 +221,7 @@ class Recommender(ABC):
         self.popularity = data.popularity
         self.pop_order = data.pop_order
         self.active = data.active
+        self.content = data.content
         self._index()
         self._fit(data)
         self._prepare_scoring()
@@ -409,6 +438,7 @@ class Recommender(ABC):
             active=self.active,
             **csr_arrays("counts", self.counts),
             **csr_arrays("seen", self.seen),
+            **csr_arrays("content", self.content),
         )
         np.savez(path / "model.npz", **self._state())
         return path
@@ -433,6 +463,10 @@ class Recommender(ABC):
             obj.active = z["active"]
             obj.counts = csr_from("counts", z)
             obj.seen = csr_from("seen", z)
+            # models saved before the content vectors existed: every item its own family
+            obj.content = (
+                csr_from("content", z) if "content_data" in z.files else item_content(obj.item_ids)
+            )
         with np.load(path / "model.npz", allow_pickle=False) as z:
             obj._restore({k: z[k] for k in z.files})
         obj._index()

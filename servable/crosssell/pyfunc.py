@@ -12,7 +12,7 @@ import pandas as pd
 from servable.crosssell.base import Recommender, positions_frame
 
 # Recommender.load finds the saved class by name among the subclasses imported so far; the
-# package's __init__ (always run before this module) imports all three.
+# package's __init__ (always run before this module) imports all four.
 
 __all__ = ["CrossSellPyfunc"]
 

@@ -48,13 +48,13 @@ def message_items(
         return chosen
 
     chosen: list[str] = []
-    source = "als"
+    source = "cross_sell"  # the registered cross-sell model's picks
     if intent in OWN_ITEM_INTENTS:
         chosen = pick(view.regulars or regulars(view.bought))
         source = "own_regulars"
     if not chosen:
         chosen = pick(candidates)
-        source = "als" if source == "als" else "als_fallback"
+        source = "cross_sell" if source == "cross_sell" else "cross_sell_fallback"
     reasons = [f"items:{source}:{len(chosen)}"]
     if dropped["returned"]:
         reasons.append(f"excluded_returned_{p.return_block_days:g}d:{dropped['returned']}")

@@ -1,12 +1,15 @@
 """Cross-sell: which items a customer has not bought yet is likely to buy, and "bought together".
 
-Three recommenders share one interface (:class:`Recommender`, in the style of implicit's
+Four recommenders share one interface (:class:`Recommender`, in the style of implicit's
 ``RecommenderBase`` but keyed by the contract's string ids); they live in
 :mod:`servable.crosssell` (shipped with the registered model) and are re-exported here:
 
 * :class:`ALSRecommender` — implicit's ALS (Hu, Koren & Volinsky 2008) on the
   customer × item matrix of purchase orders, with recency decay (half-life) and BM25 or log
   confidence weighting;
+* :class:`HybridRecommender` — ALS next to each item's content (description words, family;
+  TF-IDF) matched against the customer's purchases: a weighted hybrid that reaches items
+  launched too recently for ALS to know (the served model; ALS alone is its ablation);
 * :class:`ItemKNNRecommender` — implicit's item-item BM25 nearest neighbours
   (baseline);
 * :class:`PopularityRecommender` — most-bought items by distinct
@@ -23,13 +26,14 @@ targets are items bought in ``[cutoff, cutoff + H)`` that the customer never bou
 cutoff; hyper-parameters are chosen on a validation split whose label window ends at the
 backtest cutoff (:mod:`.tuning`), never on the backtest window.
 
-:mod:`.model`: :func:`fit_final` (the ALS refit that is served) and :func:`log_pyfunc`, which
+:mod:`.model`: :func:`fit_final` (the hybrid refit that is served) and :func:`log_pyfunc`, which
 registers it as :class:`CrossSellPyfunc` with the :mod:`servable` code and pinned
 requirements.
 """
 
 from servable.crosssell.als import ALSRecommender
 from servable.crosssell.base import Interactions, Recommender, build_interactions
+from servable.crosssell.hybrid import HybridRecommender
 from servable.crosssell.knn import ItemKNNRecommender
 from servable.crosssell.popularity import PopularityRecommender
 from training.crosssell.backtest import POPULATIONS, CrossSellResult, run_backtest
@@ -38,11 +42,13 @@ from training.crosssell.model import CrossSellPyfunc, fit_final, log_pyfunc
 from training.crosssell.tuning import (
     DEFAULT_ALS_GRID,
     DEFAULT_GRIDS,
+    DEFAULT_HYBRID_GRID,
     DEFAULT_KNN_GRID,
     DEFAULT_POPULARITY_GRID,
     SMALL_GRIDS,
     tune,
     tune_als,
+    tune_hybrid,
     tune_knn,
     tune_popularity,
 )
@@ -50,6 +56,7 @@ from training.crosssell.tuning import (
 __all__ = [
     "DEFAULT_ALS_GRID",
     "DEFAULT_GRIDS",
+    "DEFAULT_HYBRID_GRID",
     "DEFAULT_KNN_GRID",
     "DEFAULT_POPULARITY_GRID",
     "POPULATIONS",
@@ -57,6 +64,7 @@ __all__ = [
     "ALSRecommender",
     "CrossSellPyfunc",
     "CrossSellResult",
+    "HybridRecommender",
     "Interactions",
     "ItemKNNRecommender",
     "PopularityRecommender",
@@ -70,6 +78,7 @@ __all__ = [
     "run_backtest",
     "tune",
     "tune_als",
+    "tune_hybrid",
     "tune_knn",
     "tune_popularity",
 ]

@@ -1,4 +1,4 @@
-"""What gets registered: the final ALS refit on the whole log, logged as the pyfunc
+"""What gets registered: the final hybrid (ALS + content) refit on the whole log, logged as the pyfunc
 :class:`CrossSellPyfunc` (it lives in :mod:`servable.crosssell.pyfunc`, logged with the
 model; re-exported here, so models registered before the move, which pickled
 ``training.crosssell.model.CrossSellPyfunc``, still load inside the repository)."""
@@ -17,8 +17,8 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
-from servable.crosssell.als import ALSRecommender
 from servable.crosssell.base import DAY, Recommender
+from servable.crosssell.hybrid import HybridRecommender
 from servable.crosssell.pyfunc import CrossSellPyfunc
 from training.packaging import code_paths, pip_requirements
 
@@ -29,15 +29,17 @@ def fit_final(
     transactions: pd.DataFrame,
     cutoff: pd.Timestamp | None = None,
     params: Mapping[str, Any] | None = None,
-) -> ALSRecommender:
-    """Refit ALS with the chosen ``params`` on every row before ``cutoff`` (for serving).
+    item_text: Mapping[str, str] | None = None,
+) -> HybridRecommender:
+    """Refit the hybrid with the chosen ``params`` on every row before ``cutoff`` (for
+    serving); ``item_text`` maps item ids to their descriptions (the content vectors).
 
     ``cutoff`` defaults to the day after the log's last day (all rows are used).
     """
     if cutoff is None:
         cutoff = transactions["ts"].max().normalize() + DAY
-    model = ALSRecommender(**dict(params or {}))
-    return model.fit(transactions, cutoff)  # type: ignore[return-value]
+    model = HybridRecommender(**dict(params or {}))
+    return model.fit(transactions, cutoff, item_text)  # type: ignore[return-value]
 
 
 def _signature() -> ModelSignature:

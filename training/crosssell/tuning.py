@@ -15,6 +15,7 @@ import pandas as pd
 
 from servable.crosssell.als import ALSRecommender
 from servable.crosssell.base import Interactions, Recommender, build_interactions
+from servable.crosssell.hybrid import HybridRecommender
 from servable.crosssell.knn import ItemKNNRecommender
 from servable.crosssell.popularity import PopularityRecommender
 from training.crosssell.evaluation import cross_sell_targets, customers_before, evaluate
@@ -22,6 +23,7 @@ from training.crosssell.evaluation import cross_sell_targets, customers_before, 
 __all__ = [
     "DEFAULT_ALS_GRID",
     "DEFAULT_GRIDS",
+    "DEFAULT_HYBRID_GRID",
     "DEFAULT_KNN_GRID",
     "DEFAULT_POPULARITY_GRID",
     "SMALL_GRIDS",
@@ -29,6 +31,7 @@ __all__ = [
     "grids",
     "tune",
     "tune_als",
+    "tune_hybrid",
     "tune_knn",
     "tune_popularity",
 ]
@@ -48,6 +51,15 @@ DEFAULT_ALS_GRID: dict[str, tuple] = {
     "weighting": ("bm25", "log"),
     "half_life_days": (60, 120),
     "popularity_blend": (0.0, 0.25, 0.5, 1.0),
+}
+#: the hybrid: the ALS grid and the weight of the content term (0 = plain ALS); both blends
+#: only change scoring. No popularity blend and a content weight of 0.5 came last on the
+#: newest origin's validation split of the shared log (docs/results.md): left out, 48
+#: evaluations instead of 128.
+DEFAULT_HYBRID_GRID: dict[str, tuple] = {
+    **DEFAULT_ALS_GRID,
+    "popularity_blend": (0.5, 1.0),
+    "content_weight": (0.0, 0.1, 0.25),
 }
 
 
@@ -69,6 +81,7 @@ def tune(
     *,
     base: Mapping[str, Any] | None = None,
     k: int = 10,
+    item_text: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Grid-search one recommender class on the validation split; best by recall@k.
 
@@ -76,8 +89,8 @@ def tune(
     of parameter dicts; default the class's entry of :data:`DEFAULT_GRIDS`. ``base`` holds
     fixed parameters (e.g. the shared ``active_days`` / ``popularity_days``). The caller passes
     ``val_cutoff = backtest_cutoff − horizon_days`` so the validation labels end where the
-    backtest starts. Returns ``(best_params, table)``; the table has one row per grid point,
-    best first.
+    backtest starts. ``item_text`` (item id → description) feeds the content vectors.
+    Returns ``(best_params, table)``; the table has one row per grid point, best first.
 
     Every grid point is fitted before ``val_cutoff`` and scored on ``[val_cutoff, +H)``.
 
@@ -102,7 +115,7 @@ def tune(
         model = klass(**point["fit"])
         data_key = (model.half_life_days, model.popularity_days, model.active_days)
         if data_key not in cache:
-            cache[data_key] = build_interactions(tx, t, *data_key)
+            cache[data_key] = build_interactions(tx, t, *data_key, item_text)
         start = time.perf_counter()
         model.fit_interactions(cache[data_key])
         fit_s = time.perf_counter() - start
@@ -137,6 +150,7 @@ def _plain(value: Any) -> Any:
 
 # the three searches the backtest runs, each with its class's default grid
 tune_als = functools.partial(tune, ALSRecommender)
+tune_hybrid = functools.partial(tune, HybridRecommender)
 tune_knn = functools.partial(tune, ItemKNNRecommender)
 tune_popularity = functools.partial(tune, PopularityRecommender)
 
@@ -152,18 +166,27 @@ SMALL_GRIDS: dict[str, dict[str, tuple]] = {
         "half_life_days": (120,),
         "popularity_blend": (0.0, 0.5),
     },
+    "hybrid": {
+        "factors": (32,),
+        "iterations": (6,),
+        "weighting": ("bm25",),
+        "half_life_days": (120,),
+        "popularity_blend": (0.5,),
+        "content_weight": (0.0, 0.25),
+    },
 }
 DEFAULT_GRIDS: dict[str, dict[str, tuple]] = {
     "popularity": DEFAULT_POPULARITY_GRID,
     "knn": DEFAULT_KNN_GRID,
     "als": DEFAULT_ALS_GRID,
+    "hybrid": DEFAULT_HYBRID_GRID,
 }
 
 
 def grids(
     grid: str | Grid | None, knn_grid: Grid | None, popularity_grid: Grid | None
 ) -> dict[str, Grid]:
-    """The grid of each model: a preset (``"default"``, ``"small"``) or an ALS grid, with
+    """The grid of each model: a preset (``"default"``, ``"small"``) or a hybrid grid, with
     optional item-kNN and popularity grids overriding the defaults."""
     if grid is None or isinstance(grid, str):
         presets = {"default": DEFAULT_GRIDS, "small": SMALL_GRIDS}
@@ -171,7 +194,7 @@ def grids(
             raise ValueError(f"grid must be 'default', 'small' or a grid, got {grid!r}")
         out = dict(presets[grid or "default"])
     else:
-        out = {**DEFAULT_GRIDS, "als": grid}
+        out = {**DEFAULT_GRIDS, "hybrid": grid}
     if knn_grid is not None:
         out["knn"] = knn_grid
     if popularity_grid is not None:

@@ -1,0 +1,224 @@
+"""The rolling-origin backtest: every model and baseline refitted and scored at several
+origins (:func:`training.protocol.plan_origins`), the numbers per origin and their mean.
+
+At each origin the churn and next-purchase recipes are fitted on that origin's training
+cutoffs (labels observed only before it) and scored with :func:`training.backtest.
+evaluate_propensity`; cross-sell is tuned and scored with :func:`training.crosssell.
+run_backtest`. Model and baselines are always scored on the same customers. The mean over
+origins is what the champion gate compares, and :meth:`RollingResult.losses` says on how
+many origins the model lost to each baseline (the gate refuses a model that loses on most).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from features.labels import build_training_frame
+from features.snapshot import model_columns
+from servable.propensity import ChurnModel, NextPurchaseModel
+from training.backtest import evaluate_propensity
+from training.crosssell import CrossSellResult, run_backtest
+from training.protocol import Origin
+
+__all__ = [
+    "GATE_BASELINES",
+    "GATE_MODELS",
+    "RollingResult",
+    "log_rolling_metrics",
+    "rolling_backtest",
+    "rolling_markdown",
+]
+
+#: the model whose metric each task's gate compares, and the baselines it must beat (other
+#: rows, such as cross-sell's ALS alone — the hybrid with its content term off — are
+#: ablations, reported but not gated on)
+GATE_MODELS = {"churn": "model", "next_purchase": "model", "cross_sell": "hybrid"}
+GATE_BASELINES = {
+    "churn": ("bgnbd", "recency"),
+    "next_purchase": ("bgnbd", "recency"),
+    "cross_sell": ("knn", "popularity"),
+}
+_KEYS = ["task", "model", "population", "metric"]
+
+T = TypeVar("T")
+Runner = Callable[[str, Callable[[], T]], T]
+
+
+@dataclass
+class RollingResult:
+    """Per-origin metrics (long, with an ``origin`` column), the arrays behind the plots per
+    origin, and the newest origin's cross-sell backtest (its tuned parameters are served)."""
+
+    origins: list[Origin]
+    by_origin: pd.DataFrame
+    arrays: dict[str, dict[str, Any]]
+    xs: CrossSellResult | None
+
+    @property
+    def newest(self) -> Origin:
+        return self.origins[0]
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """The mean over origins, in the pipeline's long format (no ``origin`` column)."""
+        return self.by_origin.groupby(_KEYS, sort=False, as_index=False)["value"].mean()
+
+    def losses(self, task: str, metric: str, population: str = "all") -> dict[str, tuple[int, int]]:
+        """Per baseline of ``task`` (:data:`GATE_BASELINES`): (origins where the gated model did
+        not beat it, origins)."""
+        sel = self.by_origin[
+            (self.by_origin.task == task)
+            & (self.by_origin.metric == metric)
+            & (self.by_origin.population == population)
+        ]
+        wide = sel.pivot_table(index="origin", columns="model", values="value")
+        model = GATE_MODELS[task]
+        if model not in wide.columns:
+            return {}
+        return {
+            b: (int((~(wide[model] > wide[b])).sum()), len(wide))
+            for b in GATE_BASELINES[task]
+            if b in wide.columns and wide[b].notna().any()
+        }
+
+
+def rolling_backtest(
+    tx: pd.DataFrame,
+    origins: list[Origin],
+    *,
+    als_grid: str,
+    cross_sell: bool,
+    run: Runner,
+    item_text: Mapping[str, str] | None = None,
+) -> RollingResult:
+    """Fit and score every model at every origin, newest first; ``run(stage, fn)`` times and
+    prints each stage (:class:`training.stages.StageLog.run`); ``item_text`` (item id →
+    description) feeds the cross-sell hybrid's content vectors."""
+    tables, arrays = [], {}
+    xs_newest: CrossSellResult | None = None
+    for o in origins:
+        frame = run(
+            f"origin {o.label}: features ({len(o.train_cutoffs)} cutoffs, {o.protocol})",
+            lambda o=o: build_training_frame(
+                tx, o.train_cutoffs, o.horizon, observed_until=o.cutoff
+            ),
+        )
+        churn, nextp = run(
+            f"origin {o.label}: fit churn + next purchase",
+            lambda frame=frame, o=o: _fit_propensity(frame, o.horizon),
+        )
+        table, arr = run(
+            f"origin {o.label}: score vs baselines",
+            lambda churn=churn, nextp=nextp, o=o: evaluate_propensity(
+                churn, nextp, tx, o.cutoff, o.horizon
+            ),
+        )
+        parts = [table]
+        if cross_sell:
+            xs = run(
+                f"origin {o.label}: cross-sell tune + score",
+                lambda o=o: run_backtest(
+                    tx, o.cutoff, o.horizon, grid=als_grid, item_text=item_text
+                ),
+            )
+            parts.append(xs.table)
+            xs_newest = xs_newest or xs
+        t = pd.concat(parts, ignore_index=True)
+        t.insert(0, "origin", o.label)
+        tables.append(t)
+        arrays[o.label] = arr
+    return RollingResult(origins, pd.concat(tables, ignore_index=True), arrays, xs_newest)
+
+
+def _fit_propensity(frame: pd.DataFrame, horizon: int) -> tuple[ChurnModel, NextPurchaseModel]:
+    cols = model_columns(frame)
+    churn = ChurnModel(horizon=horizon).fit(frame, cols)
+    nextp = NextPurchaseModel(horizon=horizon).fit(frame, cols, bgnbd=churn.bgnbd)
+    return churn, nextp
+
+
+def _value(t: pd.DataFrame, task: str, model: str, metric: str) -> float:
+    sel = t[(t.task == task) & (t.model == model) & (t.metric == metric) & (t.population == "all")]
+    return float(sel["value"].iloc[0]) if len(sel) else float("nan")
+
+
+def _row(t: pd.DataFrame) -> list[float]:
+    """One table row: churn (AUC model, BG/NBD, recency, ECE, predicted and observed buy
+    rate), next purchase (AUC model, BG/NBD, ECE), cross-sell recall@10 (hybrid, its ALS
+    alone, item-kNN, popularity)."""
+    return [
+        _value(t, "churn", "model", "auc"),
+        _value(t, "churn", "bgnbd", "auc"),
+        _value(t, "churn", "recency", "auc"),
+        _value(t, "churn", "model", "ece"),
+        _value(t, "churn", "model", "predicted_rate"),
+        _value(t, "churn", "model", "positive_rate"),
+        _value(t, "next_purchase", "model", "auc"),
+        _value(t, "next_purchase", "bgnbd", "auc"),
+        _value(t, "next_purchase", "model", "ece"),
+        _value(t, "cross_sell", "hybrid", "recall@10"),
+        _value(t, "cross_sell", "als", "recall@10"),
+        _value(t, "cross_sell", "knn", "recall@10"),
+        _value(t, "cross_sell", "popularity", "recall@10"),
+    ]
+
+
+_HEADER = (
+    "| origin | label window | protocol | churn AUC | BG/NBD | recency | ECE | buy rate "
+    "pred / obs | next-30 d AUC | BG/NBD | ECE | recall@10 hybrid | ALS | item-kNN | popularity |"
+)
+
+
+def rolling_markdown(result: RollingResult) -> str:
+    """The rolling-origin table (population ``all``): one row per origin, then the mean and
+    the origins where the model beats BG/NBD."""
+
+    def fmt(vals: list[float]) -> list[str]:
+        cells = [f"{v:.4f}" if np.isfinite(v) else "–" for v in vals]
+        cells[4:6] = [f"{vals[4]:.3f} / {vals[5]:.3f}" if np.isfinite(vals[4]) else "–"]
+        return cells
+
+    lines = [_HEADER, "|---|---|---|" + "---:|" * 12]
+    for o in result.origins:
+        t = result.by_origin[result.by_origin.origin == o.label]
+        lines.append(
+            f"| {o.label} | {o.window} | {o.protocol} | " + " | ".join(fmt(_row(t))) + " |"
+        )
+    lines.append("| **mean** | | | " + " | ".join(fmt(_row(result.table))) + " |")
+    wins = []
+    for task, metric, base in (
+        ("churn", "auc", "bgnbd"),
+        ("next_purchase", "auc", "bgnbd"),
+        ("cross_sell", "recall@10", "knn"),
+    ):
+        if base in (losses := result.losses(task, metric)):
+            lost, n = losses[base]
+            wins.append(f"{task} beats {base} on {n - lost}/{n}")
+    lines.append(f"\norigins won: {', '.join(wins)}")
+    return "\n".join(lines)
+
+
+def _key(r: pd.Series) -> str:
+    metric = str(r["metric"]).replace("@", "_at_")
+    return f"{r['task']}.{r['model']}.{r['population']}.{metric}"
+
+
+def log_rolling_metrics(rolling: RollingResult, task: str | None = None) -> None:
+    """The mean over origins under ``task.model.population.metric``, and each origin's value
+    under the same key + ``.by_origin`` at step 0, 1, … (oldest first: MLflow plots it)."""
+    mean, per = rolling.table, rolling.by_origin
+    if task is not None:
+        mean, per = mean[mean.task == task], per[per.task == task]
+    finite = mean[np.isfinite(mean["value"])]
+    mlflow.log_metrics({_key(r): float(r["value"]) for _, r in finite.iterrows()})
+    for step, o in enumerate(reversed(rolling.origins)):
+        rows = per[(per.origin == o.label) & np.isfinite(per["value"])]
+        mlflow.log_metrics(
+            {_key(r) + ".by_origin": float(r["value"]) for _, r in rows.iterrows()}, step=step
+        )
