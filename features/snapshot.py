@@ -61,6 +61,10 @@ __all__ = [
     "SEASON_COLUMNS",
     "WINDOWS",
     "build_features",
+    "customer_features",
+    "customer_partitions",
+    "finish_features",
+    "item_median_prices",
     "model_columns",
 ]
 
@@ -129,17 +133,66 @@ def build_features(
     transactions: pd.DataFrame,
     cutoff: pd.Timestamp,
     events: pd.DataFrame | None = None,
+    partitions: int = 1,
 ) -> pd.DataFrame:
     """Feature snapshot at ``cutoff`` for every customer with an order before it.
 
     ``transactions`` follows the transactions contract (see :mod:`features.contracts`).
     Returns a frame indexed by ``customer_id`` (sorted) with :data:`FEATURE_COLUMNS`.
+
+    Built per customer partition (:func:`customer_partitions`): a customer's features read
+    only their own rows and two shop-level aggregates — the items' median prices before the
+    cutoff, computed once up front (a median does not add up over partitions), and the
+    population's cycle and the season, reduced once at the end from the partitions' own
+    columns (:func:`finish_features`). Any number of ``partitions`` gives the same frame.
     """
     t = cutoff.to_datetime64().astype("datetime64[ns]")
     tx = transactions[transactions["ts"].to_numpy() < t]
     buy = tx[tx["quantity"].to_numpy() > 0]
     if buy.empty:
         return pd.DataFrame(columns=FEATURE_COLUMNS, index=pd.Index([], name="customer_id"))
+    prices = item_median_prices(buy)
+    parts = [
+        customer_features(part, cutoff, prices, events)
+        for part in customer_partitions(tx, partitions)
+    ]
+    return finish_features(pd.concat([p for p in parts if len(p)]), cutoff)
+
+
+def customer_partitions(transactions: pd.DataFrame, n: int) -> list[pd.DataFrame]:
+    """The rows split into ``n`` partitions by a stable hash of the customer id (all of a
+    customer's rows in one partition)."""
+    if n < 1:
+        raise ValueError(f"partitions must be at least 1, got {n!r}")
+    if n == 1:
+        return [transactions]
+    hashed = pd.util.hash_pandas_object(transactions["customer_id"], index=False).to_numpy()
+    part = hashed % np.uint64(n)
+    return [transactions[part == k] for k in range(n)]
+
+
+def item_median_prices(buy: pd.DataFrame) -> pd.Series | None:
+    """Each item's median unit price over the purchase lines given (the shop before the
+    cutoff); None for a log without items."""
+    if not ("item_id" in buy.columns and buy["item_id"].notna().any()):
+        return None
+    return buy.groupby("item_id")["unit_price"].median()
+
+
+def customer_features(
+    transactions: pd.DataFrame,
+    cutoff: pd.Timestamp,
+    prices: pd.Series | None,
+    events: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """The features of the customers in ``transactions`` that need nothing but their own
+    rows and the items' median ``prices``; the population cycle and the season are left to
+    :func:`finish_features` (a private ``_sum_log_gap`` column carries what it needs)."""
+    t = cutoff.to_datetime64().astype("datetime64[ns]")
+    tx = transactions[transactions["ts"].to_numpy() < t]
+    buy = tx[tx["quantity"].to_numpy() > 0]
+    if buy.empty:
+        return pd.DataFrame(index=pd.Index([], name="customer_id"))
     o = _orders(buy, t)
     f = pd.DataFrame(index=o.customers)
     _add_windows(f, o)
@@ -147,14 +200,37 @@ def build_features(
     _add_returns(f, tx, o, t)
     f["basket_value"] = f["monetary_all"] / f["orders_all"]
     f["basket_lines"] = o.per_customer(o.n_lines.astype(float)) / f["orders_all"]
-    _add_items(f, buy, o)
+    _add_items(f, buy, o, prices)
     f["orders_same_season_ly"] = o.per_customer(((o.age > 275) & (o.age <= 365)).astype(float))
-    _add_season(f, o, cutoff)
     f["usual_hour"] = _usual_hour(o)
-    f = f[FEATURE_COLUMNS].astype("float64")
     if events is not None and len(events):
         f = f.join(_engagement(events, t, o.customers))
     return f
+
+
+def finish_features(f: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
+    """The shop-level reductions over every customer's partial features: the shrunk gap
+    (towards the population's typical cycle), recency in cycles, the season; then the
+    columns in :data:`FEATURE_COLUMNS` order (engagement columns after them)."""
+    f = f.sort_index()
+    sum_log = f.pop("_sum_log_gap").to_numpy()
+    n_gaps = f["purchase_days"].to_numpy() - 1.0
+    # the prior is the typical *customer's* cycle (each customer with a gap counts once),
+    # not the typical gap, which frequent buyers dominate
+    has_gap = n_gaps > 0
+    pop_mean_log = (
+        float((sum_log[has_gap] / n_gaps[has_gap]).mean())
+        if has_gap.any()
+        else np.log(DEFAULT_GAP_DAYS)
+    )
+    k = GAP_PRIOR_WEIGHT
+    f["gap_shrunk"] = np.exp((sum_log + k * pop_mean_log) / (n_gaps + k))
+    f["recency_ratio"] = f["recency_days"] / f["gap_shrunk"]
+    _add_season(f, cutoff)
+    out = f[FEATURE_COLUMNS].astype("float64")
+    for col in (c for c in f.columns if c.startswith("eng_")):
+        out[col] = f[col]
+    return out
 
 
 @dataclass
@@ -186,11 +262,13 @@ def _orders(buy: pd.DataFrame, t: np.datetime64) -> _Orders:
             "value": value,
         }
     )
-    orders = (
-        lines.groupby(["customer_id", "order_id"], sort=False)
-        .agg(ts=("ts", "min"), value=("value", "sum"), n_lines=("value", "size"))
-        .reset_index()
-    )
+    grouped = lines.groupby(["customer_id", "order_id"], sort=False)
+    orders = grouped["ts"].min().reset_index()
+    # values summed in row order (np.bincount): a customer's orders are worth the same to
+    # the cent whether built with the whole log or with their partition
+    code = grouped.ngroup().to_numpy()
+    orders["value"] = np.bincount(code, weights=value, minlength=len(orders))
+    orders["n_lines"] = np.bincount(code, minlength=len(orders))
     customers = pd.Index(np.sort(orders["customer_id"].unique()), name="customer_id")
     o_ts = orders["ts"].to_numpy()
     return _Orders(
@@ -221,7 +299,8 @@ def _add_windows(f: pd.DataFrame, o: _Orders) -> None:
 
 
 def _add_cycle(f: pd.DataFrame, o: _Orders) -> None:
-    """Purchase days, rates per year of tenure, inter-purchase gaps (own and shrunk), trend."""
+    """Purchase days, rates per year of tenure, the customer's own inter-purchase gaps (and
+    the sum of their logs, for the shrunk gap), trend."""
     n = o.n
     day = pd.DataFrame({"c": o.code, "d": o.ts.astype("datetime64[D]")}).drop_duplicates()
     day = day.sort_values(["c", "d"], kind="stable")
@@ -243,18 +322,8 @@ def _add_cycle(f: pd.DataFrame, o: _Orders) -> None:
     with np.errstate(invalid="ignore", divide="ignore"):
         f["gap_cv"] = np.where(n_gaps >= 2, gap_std / gap_mean, np.nan)
     log_gap = np.log(g["gap"].to_numpy())
-    sum_log = np.bincount(g["c"].to_numpy(), weights=log_gap, minlength=n)
-    # the prior is the typical *customer's* cycle (each customer with a gap counts once),
-    # not the typical gap, which frequent buyers dominate
-    has_gap = n_gaps > 0
-    pop_mean_log = (
-        float((sum_log[has_gap] / n_gaps[has_gap]).mean())
-        if has_gap.any()
-        else np.log(DEFAULT_GAP_DAYS)
-    )
-    k = GAP_PRIOR_WEIGHT
-    f["gap_shrunk"] = np.exp((sum_log + k * pop_mean_log) / (n_gaps + k))
-    f["recency_ratio"] = f["recency_days"] / f["gap_shrunk"]
+    # the shrunk gap needs the population's cycle: finish_features reduces it from this
+    f["_sum_log_gap"] = np.bincount(g["c"].to_numpy(), weights=log_gap, minlength=n)
     m_prev = o.per_customer(np.where((o.age > 90) & (o.age <= 180), o.value, 0.0))
     m_recent = f["monetary_90d"].to_numpy()
     denom = m_recent + m_prev
@@ -288,10 +357,11 @@ def _add_returns(f: pd.DataFrame, tx: pd.DataFrame, o: _Orders, t: np.datetime64
     f["days_since_return"] = np.where(np.isfinite(since_ret), since_ret, np.nan)
 
 
-def _add_items(f: pd.DataFrame, buy: pd.DataFrame, o: _Orders) -> None:
-    """Distinct items, top product family share, price index (NaN when lines have no item)."""
+def _add_items(f: pd.DataFrame, buy: pd.DataFrame, o: _Orders, prices: pd.Series | None) -> None:
+    """Distinct items, top product family share, price index against the shop's median
+    ``prices`` (NaN when lines have no item)."""
     n = o.n
-    if not ("item_id" in buy.columns and buy["item_id"].notna().any()):
+    if prices is None or not ("item_id" in buy.columns and buy["item_id"].notna().any()):
         f["distinct_items"] = np.nan
         f["top_family_share"] = np.nan
         f["price_index"] = np.nan
@@ -324,24 +394,30 @@ def _add_items(f: pd.DataFrame, buy: pd.DataFrame, o: _Orders) -> None:
     tot = fam_counts.groupby(level=0).sum().reindex(range(n)).to_numpy()
     f["top_family_share"] = top / tot
     price = buy["unit_price"].to_numpy()
-    item_median = pd.Series(price).groupby(items).transform("median").to_numpy()
+    item_median = prices.reindex(items).to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
         rel = np.where(item_median > 0, price / item_median, np.nan)
-    f["price_index"] = pd.Series(rel).groupby(lc).mean().reindex(range(n)).to_numpy()
+    # summed in row order per customer (np.bincount), so a partition's customers get the
+    # very same value as in the whole log
+    priced = ~np.isnan(rel)
+    total = np.bincount(lc[priced], weights=rel[priced], minlength=n)
+    lines = np.bincount(lc[priced], minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f["price_index"] = np.where(lines > 0, total / lines, np.nan)
 
 
-def _add_season(f: pd.DataFrame, o: _Orders, cutoff: pd.Timestamp) -> None:
+def _add_season(f: pd.DataFrame, cutoff: pd.Timestamp) -> None:
     """Shop-level season of the coming 90 days (see module docstring): one value per cutoff,
-    from every customer's orders before it."""
+    summed from every customer's windowed order counts."""
     middle = cutoff + pd.Timedelta(days=45)
     angle = 2.0 * np.pi * (middle.dayofyear - 1) / 365.25
     f["season_sin"] = np.sin(angle)
     f["season_cos"] = np.cos(angle)
-    last_90 = float((o.age <= 90).sum())
-    last_30 = float((o.age <= 30).sum())
+    last_90 = float(f["orders_90d"].sum())
+    last_30 = float(f["orders_30d"].sum())
     f["shop_trend_30d"] = 3.0 * last_30 / last_90 if last_90 else np.nan
-    year_ago = float(((o.age > 275) & (o.age <= 365)).sum())
-    covered = o.age.max() >= 365  # the log reaches a year back
+    year_ago = float(f["orders_same_season_ly"].sum())
+    covered = f["tenure_days"].max() >= 365  # the log reaches a year back
     f["shop_season_ly"] = year_ago / last_90 if covered and last_90 else np.nan
 
 

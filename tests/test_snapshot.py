@@ -20,6 +20,7 @@ from features.snapshot import (
     FEATURE_COLUMNS,
     GAP_PRIOR_WEIGHT,
     build_features,
+    customer_partitions,
     model_columns,
 )
 
@@ -447,3 +448,69 @@ def test_purchase_and_monetary_rates_are_per_year_of_tenure(gaps):
     assert 99 < tenure < 101
     assert gaps.loc["G1", "purchase_rate"] == pytest.approx(4 * 365 / tenure)
     assert gaps.loc["G1", "monetary_rate"] == pytest.approx(5.0 * 365 / tenure)
+
+
+# --------------------------------------------------------------------------- season
+
+
+def test_season_features_are_the_shops_and_have_known_values():
+    rows = [
+        ("S", "s1", at(300), "10001", 1, 1.0),  # the coming 90 days, a year earlier
+        ("S", "s2", at(280), "10001", 1, 1.0),  # likewise
+        ("S", "s3", at(400), "10001", 1, 1.0),  # the log reaches over a year back
+        ("S", "s4", at(60), "10001", 1, 1.0),
+        ("Q", "q1", at(10), "10001", 1, 1.0),
+        ("Q", "q2", at(20), "10001", 1, 1.0),
+        ("Q", "q3", at(80), "10001", 1, 1.0),
+        ("Q", "q4", at(120), "10001", 1, 1.0),  # outside the last 90 days
+    ]
+    out = build_features(make_tx(rows), T)
+    middle_day = (T + pd.Timedelta(days=45)).dayofyear  # 15 February: day 46
+    angle = 2 * math.pi * (middle_day - 1) / 365.25
+    for c in ("S", "Q"):  # the same for every customer
+        assert out.loc[c, "season_sin"] == pytest.approx(math.sin(angle))
+        assert out.loc[c, "season_cos"] == pytest.approx(math.cos(angle))
+        # last 90 days: s4, q1, q2, q3 = 4 orders; last 30: q1, q2 = 2; 3 × 2 / 4
+        assert out.loc[c, "shop_trend_30d"] == pytest.approx(1.5)
+        # a year before the coming window: s1, s2 = 2 orders, over the last 90 days' 4
+        assert out.loc[c, "shop_season_ly"] == pytest.approx(0.5)
+    young = build_features(make_tx([r for r in rows if r[1] != "s3"]), T)
+    assert young["shop_season_ly"].isna().all()  # under a year of history: unknown
+
+
+# --------------------------------------------------------------------------- partitions
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_a_partitioned_build_is_the_same_frame(n):
+    tx = make_tx(window_rows() + season_rows())
+    ev = validate_events(
+        pd.DataFrame(
+            [("A", at(10), "email", "c", "sent"), ("E", at(3), "sms", "c", "sent")],
+            columns=["customer_id", "ts", "channel", "campaign_id", "event"],
+        )
+    )
+    whole = build_features(tx, T, events=ev)
+    parts = build_features(tx, T, events=ev, partitions=n)
+    pd.testing.assert_frame_equal(parts, whole, check_exact=True)
+
+
+def test_every_customer_is_in_exactly_one_partition():
+    tx = make_tx(window_rows() + season_rows())
+    parts = customer_partitions(tx, 3)
+    assert sum(len(p) for p in parts) == len(tx)
+    owners = [set(p["customer_id"]) for p in parts]
+    assert set().union(*owners) == set(tx["customer_id"])
+    assert all(not (a & b) for i, a in enumerate(owners) for b in owners[i + 1 :])
+    with pytest.raises(ValueError, match="partitions"):
+        customer_partitions(tx, 0)
+
+
+def season_rows():
+    return [
+        ("S", "s1", at(300), "10001", 1, 1.0),
+        ("S", "s2", at(60), "10002", 3, 2.5),
+        ("Q", "q1", at(10), "10002", 1, 2.0),
+        ("Q", "q2", at(20), "10001", 2, 1.5),
+        ("Q", "q3", at(15), "10001", -1, 1.5),
+    ]
