@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.uplift
 	$(PY) -m benchmarks.journeys --replay
 	$(PY) -m benchmarks.customers
+	$(PY) -m benchmarks.scale --factors 1,4
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

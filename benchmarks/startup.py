@@ -38,20 +38,27 @@ EXPERIMENT = "revival"
 
 
 def tile_log(src: Path, dst: Path, tiles: int) -> None:
-    """Write ``tiles`` disjoint copies of the Online Retail II log ``src`` to ``dst``."""
+    """Write ``tiles`` disjoint copies of the Online Retail II log ``src`` to ``dst``: the
+    customers and invoices of copy k > 0 prefixed ``t<k>-``, timestamps kept. One copy is
+    in memory at a time (appended as gzip members), so a 64× log needs no more than 1×."""
     import pandas as pd
 
     raw = pd.read_csv(src, dtype=str, keep_default_na=False)
-    parts = [raw]
-    for k in range(1, tiles):
-        part = raw.copy()
-        cust = part["Customer ID"]
-        part["Customer ID"] = cust.where(cust == "", f"t{k}-" + cust)
-        part["Invoice"] = part["Invoice"].str.replace(r"^([AC]?)", rf"\g<1>t{k}-", regex=True)
-        parts.append(part)
-    pd.concat(parts, ignore_index=True).to_csv(
-        dst, index=False, compression={"method": "gzip", "compresslevel": 1}
-    )
+    dst.unlink(missing_ok=True)
+    for k in range(tiles):
+        part = raw
+        if k:
+            part = raw.copy()
+            cust = part["Customer ID"]
+            part["Customer ID"] = cust.where(cust == "", f"t{k}-" + cust)
+            part["Invoice"] = part["Invoice"].str.replace(r"^([AC]?)", rf"\g<1>t{k}-", regex=True)
+        part.to_csv(
+            dst,
+            index=False,
+            header=k == 0,
+            mode="a",
+            compression={"method": "gzip", "compresslevel": 1},
+        )
 
 
 def _python(*args: str, env: dict[str, str] | None = None) -> str:

@@ -123,3 +123,14 @@ def test_second_identical_run_keeps_the_champion(runs):
         assert not d.promoted, d
         assert "does not beat champion" in d.reason or "baseline" in d.reason
         assert str(client.get_model_version_by_alias(d.model, CHAMPION).version) == "1"
+
+
+def test_every_stage_has_its_column_in_the_scale_benchmark(runs):
+    from benchmarks.scale import stage_kind
+
+    _, first, _ = runs
+    kinds = {m.name: stage_kind(m.name) for m in first.stages}
+    assert "other" not in kinds.values(), kinds
+    assert {"load", "features", "propensity", "cross-sell", "refit", "mlflow"} <= set(
+        kinds.values()
+    )

@@ -518,6 +518,10 @@ def summary_json(result: TrainResult) -> str:
             "run_id": result.run_id,
             "snapshot_run": result.snapshot_run,
             "cutoff": str(result.cutoff.date()),
+            "data": {
+                "rows_kept": result.fingerprint["data.rows_kept"],
+                "customers": result.fingerprint["data.customers"],
+            },
             "decisions": [d.to_dict() for d in result.decisions],
             "stages": [m.__dict__ for m in result.stages],
         },
