@@ -8,7 +8,7 @@ import pytest
 from features.labels import backtest_cutoff
 from training.pipeline import TrainConfig
 from training.protocol import Origin, plan_origins
-from training.rolling import RollingResult
+from training.rolling import RollingResult, rolling_markdown
 
 
 def test_origins_are_one_horizon_apart_and_short_ones_are_left_out_with_a_reason(synthetic_tx):
@@ -51,3 +51,14 @@ def test_losses_count_the_origins_where_the_model_does_not_beat_each_baseline():
     assert r.losses("churn", "auc") == {"bgnbd": (2, 3), "recency": (0, 3)}  # a tie is a loss
     mean = r.table
     assert mean.loc[mean.model == "model", "value"].item() == pytest.approx(0.75)
+
+
+def test_the_table_has_a_row_per_origin_the_mean_and_the_wins():
+    r = _result({"model": [0.80, 0.75, 0.70], "bgnbd": [0.79, 0.76, 0.70], "recency": [0.6] * 3})
+    md = rolling_markdown(r).splitlines()
+    rows = [line for line in md if line.startswith("| 20")]
+    assert [row.split(" | ")[0] for row in rows] == ["| 2011-06-02", "| 2011-03-04", "| 2010-12-04"]
+    assert rows[0].split(" | ")[3:6] == ["0.8000", "0.7900", "0.6000"]  # AUC model, BG/NBD, recency
+    mean = next(line for line in md if line.startswith("| **mean**"))
+    assert mean.split(" | ")[3] == "0.7500"
+    assert md[-1] == "origins won: churn beats bgnbd on 1/3"

@@ -148,31 +148,31 @@ def _value(t: pd.DataFrame, task: str, model: str, metric: str) -> float:
     return float(sel["value"].iloc[0]) if len(sel) else float("nan")
 
 
-def _row(t: pd.DataFrame) -> list[float]:
-    """One table row: churn (AUC model, BG/NBD, recency, ECE, predicted and observed buy
-    rate), next purchase (AUC model, BG/NBD, ECE), cross-sell recall@10 (hybrid, its ALS
-    alone, item-kNN, popularity)."""
-    return [
-        _value(t, "churn", "model", "auc"),
-        _value(t, "churn", "bgnbd", "auc"),
-        _value(t, "churn", "recency", "auc"),
-        _value(t, "churn", "model", "ece"),
-        _value(t, "churn", "model", "predicted_rate"),
-        _value(t, "churn", "model", "positive_rate"),
-        _value(t, "next_purchase", "model", "auc"),
-        _value(t, "next_purchase", "bgnbd", "auc"),
-        _value(t, "next_purchase", "model", "ece"),
-        _value(t, "cross_sell", "hybrid", "recall@10"),
-        _value(t, "cross_sell", "als", "recall@10"),
-        _value(t, "cross_sell", "knn", "recall@10"),
-        _value(t, "cross_sell", "popularity", "recall@10"),
-    ]
-
-
-_HEADER = (
-    "| origin | label window | protocol | churn AUC | BG/NBD | recency | ECE | buy rate "
-    "pred / obs | next-30 d AUC | BG/NBD | ECE | recall@10 hybrid | ALS | item-kNN | popularity |"
+#: the table's columns after origin, window and protocol: (header, task, model, metric);
+#: predicted and observed buy rate share one cell
+_COLUMNS = (
+    ("churn AUC", "churn", "model", "auc"),
+    ("BG/NBD", "churn", "bgnbd", "auc"),
+    ("recency", "churn", "recency", "auc"),
+    ("ECE", "churn", "model", "ece"),
+    ("buy rate pred / obs", "churn", "model", "predicted_rate"),
+    ("", "churn", "model", "positive_rate"),
+    ("next-30 d AUC", "next_purchase", "model", "auc"),
+    ("BG/NBD", "next_purchase", "bgnbd", "auc"),
+    ("ECE", "next_purchase", "model", "ece"),
+    ("recall@10 hybrid", "cross_sell", "hybrid", "recall@10"),
+    ("ALS", "cross_sell", "als", "recall@10"),
+    ("item-kNN", "cross_sell", "knn", "recall@10"),
+    ("popularity", "cross_sell", "popularity", "recall@10"),
 )
+_HEADER = (
+    "| origin | label window | protocol | " + " | ".join(c[0] for c in _COLUMNS if c[0]) + " |"
+)
+
+
+def _row(t: pd.DataFrame) -> list[float]:
+    """One table row's values, in :data:`_COLUMNS` order."""
+    return [_value(t, task, model, metric) for _, task, model, metric in _COLUMNS]
 
 
 def rolling_markdown(result: RollingResult) -> str:
@@ -184,7 +184,7 @@ def rolling_markdown(result: RollingResult) -> str:
         cells[4:6] = [f"{vals[4]:.3f} / {vals[5]:.3f}" if np.isfinite(vals[4]) else "–"]
         return cells
 
-    lines = [_HEADER, "|---|---|---|" + "---:|" * 12]
+    lines = [_HEADER, "|---|---|---|" + "---:|" * (len(_COLUMNS) - 1)]
     for o in result.origins:
         t = result.by_origin[result.by_origin.origin == o.label]
         lines.append(
