@@ -22,8 +22,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from servable.crosssell.content import item_content
-
 __all__ = [
     "DAY",
     "Interactions",
@@ -51,7 +49,8 @@ class Interactions:
     popularity: np.ndarray  # distinct customers buying the item in the popularity window
     pop_order: np.ndarray  # item positions, most popular first (recent, then all-time, then id)
     active: np.ndarray  # bool per item: sold in the catalogue window (dead items are False)
-    content: sp.csr_matrix  # item × token TF-IDF of the item's text and family (content.py)
+    item_text: Mapping[str, str]  # item id → description, known at the cutoff (may be empty)
+    families: Mapping[str, str] | None  # item id → the log's ``category``; None: no such column
 
 
 def _ids(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -71,9 +70,9 @@ def build_interactions(
 
     ``counts`` weighs each order by ``0.5 ** (age / half_life_days)`` (1 without a half-life);
     ``popularity`` counts buyers in the ``popularity_days`` before the cutoff; an item is
-    ``active`` if sold in the ``active_days`` before it (ever, when ``None``). ``content``
-    holds each item's ``item_text`` (id → description, known at the cutoff) and family (the
-    log's ``category`` column when it has one) as TF-IDF vectors.
+    ``active`` if sold in the ``active_days`` before it (ever, when ``None``). ``item_text``
+    (id → description) and the log's ``category`` column, when it has one, pass through for
+    models that read what an item is (:mod:`servable.crosssell.hybrid`).
     """
     t = cutoff
     ts = transactions["ts"]
@@ -119,14 +118,21 @@ def build_interactions(
         active = ever > 0
     else:
         active = np.bincount(pi[pair_age <= active_days], minlength=n_items) > 0
-    families = (
-        dict(zip(tx["item_id"], tx["category"].astype(str), strict=True))
-        if "category" in tx.columns
-        else None
-    )
-    content = item_content(item_ids, item_text, families)
+    families = None
+    if "category" in tx.columns:  # the category on the item's last line
+        last = tx.drop_duplicates("item_id", keep="last")
+        families = dict(zip(last["item_id"], last["category"].astype(str), strict=True))
     return Interactions(
-        t, customer_ids, item_ids, counts, seen, popularity, pop_order, active, content
+        t,
+        customer_ids,
+        item_ids,
+        counts,
+        seen,
+        popularity,
+        pop_order,
+        active,
+        dict(item_text or {}),
+        families,
     )
 
 
@@ -221,7 +227,6 @@ class Recommender(ABC):
         self.popularity = data.popularity
         self.pop_order = data.pop_order
         self.active = data.active
-        self.content = data.content
         self._index()
         self._fit(data)
         self._prepare_scoring()
@@ -438,7 +443,6 @@ class Recommender(ABC):
             active=self.active,
             **csr_arrays("counts", self.counts),
             **csr_arrays("seen", self.seen),
-            **csr_arrays("content", self.content),
         )
         np.savez(path / "model.npz", **self._state())
         return path
@@ -463,10 +467,6 @@ class Recommender(ABC):
             obj.active = z["active"]
             obj.counts = csr_from("counts", z)
             obj.seen = csr_from("seen", z)
-            # models saved before the content vectors existed: every item its own family
-            obj.content = (
-                csr_from("content", z) if "content_data" in z.files else item_content(obj.item_ids)
-            )
         with np.load(path / "model.npz", allow_pickle=False) as z:
             obj._restore({k: z[k] for k in z.files})
         obj._index()

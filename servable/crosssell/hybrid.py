@@ -16,11 +16,14 @@ it is a scoring parameter, so tuning varies it without refitting.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 
 import numpy as np
 import scipy.sparse as sp
 
 from servable.crosssell.als import ALSRecommender
+from servable.crosssell.base import Interactions, csr_arrays, csr_from
+from servable.crosssell.content import item_content
 
 __all__ = ["HybridRecommender"]
 
@@ -32,6 +35,15 @@ def _standardise(s: np.ndarray) -> np.ndarray:
     std = s.std(axis=1, keepdims=True)
     std[~(std > 0)] = 1.0
     return (s - mean) / std
+
+
+def _profiles(counts: sp.csr_matrix, content: sp.csr_matrix) -> sp.csr_matrix:
+    """Each customer's profile: the content vectors of what they bought, weighted by their
+    order counts, L2-normalised (fit-time state: scoring parameters do not change it)."""
+    profile = (counts @ content).tocsr()
+    norms = np.sqrt(np.asarray(profile.multiply(profile).sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    return (sp.diags(1.0 / norms) @ profile).astype(np.float32).tocsr()
 
 
 class HybridRecommender(ALSRecommender):
@@ -82,12 +94,18 @@ class HybridRecommender(ALSRecommender):
         copy; the ablation the backtest reports next to the hybrid)."""
         return copy.copy(self).set_scoring_params(content_weight=0.0)  # type: ignore[return-value]
 
-    def _prepare_scoring(self) -> None:
-        super()._prepare_scoring()
-        profile = (self.counts @ self.content).tocsr()
-        norms = np.sqrt(np.asarray(profile.multiply(profile).sum(axis=1)).ravel())
-        norms[norms == 0] = 1.0
-        self._profile = (sp.diags(1.0 / norms) @ profile).astype(np.float32).tocsr()
+    def _fit(self, data: Interactions) -> None:
+        super()._fit(data)
+        self.content = item_content(data.item_ids, data.item_text, data.families)
+        self._profile = _profiles(self.counts, self.content)
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {**super()._state(), **csr_arrays("content", self.content)}
+
+    def _restore(self, arrays: Mapping[str, np.ndarray]) -> None:
+        super()._restore(arrays)
+        self.content = csr_from("content", arrays)
+        self._profile = _profiles(self.counts, self.content)
 
     def _score(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
         als = super()._score(rows, items)
