@@ -37,7 +37,7 @@ from features.labels import backtest_cutoff, build_training_frame, training_cuto
 from features.loaders import Loaded
 from features.mapping import LogMapping
 from features.serving import DEFAULT_TIMEZONE
-from features.snapshot import build_features, model_columns
+from features.snapshot import build_features
 from features.sources import Source, load_sources
 from servable.propensity import ChurnModel, NextPurchaseModel
 from training import plots
@@ -54,8 +54,10 @@ from training.registry import (
 )
 from training.rolling import (
     GATE_BASELINES,
+    GATE_METRICS,
     GATE_MODELS,
     RollingResult,
+    fit_propensity,
     log_rolling_metrics,
     rolling_backtest,
     rolling_markdown,
@@ -64,8 +66,6 @@ from training.score import log_snapshot_run
 from training.stages import Measurement, StageLog
 
 __all__ = ["TrainConfig", "TrainResult", "champions_or_explain", "missing_champions", "train"]
-
-GATE_METRICS = {"churn": "auc", "next_purchase": "auc", "cross_sell": "recall@10"}
 
 
 @dataclass
@@ -221,12 +221,13 @@ def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
         fp["data.mapping"] = json.dumps(
             {"file": cfg.mapping.source, "columns": dict(cfg.mapping.columns)}, sort_keys=True
         )
-    rolling = _backtest(stages, cfg, tx, origins, loaded.item_text)
+    item_text = loaded.item_text
+    rolling = _backtest(stages, cfg, tx, origins, item_text)
     _log(
         f"\nrolling-origin backtest ({len(origins)} origins, horizon {cfg.horizon} d)\n"
         f"{rolling_markdown(rolling)}\n\nmean over origins\n{backtest_markdown(rolling.table)}\n"
     )
-    fitted = _refit(stages, cfg, tx, rolling, loaded.item_text)
+    fitted = _refit(stages, cfg, tx, rolling, item_text)
     run_id, decisions = stages.run(
         "mlflow: log, register, champion gate",
         lambda: _log_to_mlflow(cfg, client, fp, loaded, fitted),
@@ -330,15 +331,9 @@ def _refit(
         f"features: serving frame ({len(final_cutoffs)} cutoffs)",
         lambda: build_training_frame(tx, final_cutoffs, cfg.horizon),
     )
-    churn = stages.run(
-        "churn: refit on the newest cutoffs",
-        lambda: ChurnModel(horizon=cfg.horizon).fit(final_frame, model_columns(final_frame)),
-    )
-    nextp = stages.run(
-        "next purchase: refit on the newest cutoffs",
-        lambda: NextPurchaseModel(horizon=cfg.horizon).fit(
-            final_frame, model_columns(final_frame), bgnbd=churn.bgnbd
-        ),
+    churn, nextp = stages.run(
+        "churn + next purchase: refit on the newest cutoffs",
+        lambda: fit_propensity(final_frame, cfg.horizon),
     )
     xs = rolling.xs
     recommender = (
@@ -436,8 +431,8 @@ def _log_cross_sell(
         mlflow.log_params({f"hybrid.{k}": v for k, v in xs.params.items()})
         log_rolling_metrics(fitted.rolling, task="cross_sell")
         if xs.tuning is not None:
-            xs.tuning.to_csv(out / "als_tuning.csv", index=False)
-            mlflow.log_artifact(str(out / "als_tuning.csv"))
+            xs.tuning.to_csv(out / "cross_sell_tuning.csv", index=False)
+            mlflow.log_artifact(str(out / "cross_sell_tuning.csv"))
         info = log_pyfunc(
             recommender,
             name="cross_sell",
