@@ -39,6 +39,7 @@ __all__ = [
     "OutboundMessage",
     "SendResult",
     "WebhookProvider",
+    "abandon_open_attempt",
     "dispatch",
 ]
 
@@ -247,6 +248,30 @@ def _stored(attempt: DispatchAttempt) -> SendResult:
         attempts=0,
         duplicate=True,
     )
+
+
+def abandon_open_attempt(store: ContactStore, decision_id: str, reason: str) -> bool:
+    """Close the decision's open attempt (``sending`` without an outcome) as ``failed``.
+
+    For the worker that opened it and died mid-send (a journey agent restarted under the
+    same name): the attempt can never finish, and waiting out its lease would retry later
+    than an uninterrupted run. The retry is safe because every provider request carries
+    ``Idempotency-Key: <decision_id>``. Returns whether an attempt was closed."""
+    attempts = store.dispatch_attempts(decision_id)
+    last = max((a.attempt for a in attempts), default=0)
+    rows = [a for a in attempts if a.attempt == last]
+    if not rows or any(a.status != "sending" for a in rows):
+        return False
+    store.finish_dispatch(
+        DispatchAttempt(
+            decision_id=decision_id,
+            attempt=last,
+            status="failed",
+            ts=rows[0].ts,
+            error=reason[:255],
+        )
+    )
+    return True
 
 
 def dispatch(

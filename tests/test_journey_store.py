@@ -46,7 +46,7 @@ def test_claims_lease_enrolments_to_one_worker_at_a_time(store):
     assert js.claim(T0, "w3", 100, timedelta(minutes=5)) == []
     # a worker restarted under the same name releases its leases; a paused journey is left
     assert js.claim(T0, "w1", 100, timedelta(minutes=5)) == []
-    assert js.release("w1") == 4
+    assert sorted(e.customer_id for e in js.release("w1")) == sorted(e.customer_id for e in first)
     assert js.claim(T0, "w1", 100, timedelta(minutes=5), exclude=["j"]) == []
     assert len(js.claim(T0, "w1", 100, timedelta(minutes=5))) == 4
     # not due yet: not claimed

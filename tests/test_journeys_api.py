@@ -123,6 +123,59 @@ def test_a_paused_journey_runs_nothing_until_resumed(api):
     assert [s["step_id"] for s in e["steps"]][:2] == ["first_wait", "reminder"]
 
 
+class _Died(BaseException):
+    """The agent's process dying inside a provider call (not an error it could catch)."""
+
+
+class _DyingProvider:
+    """A provider whose first send never returns: the process dies mid-send."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def send(self, message):
+        self.calls += 1
+        raise _Died(message.decision_id)
+
+
+def test_an_agent_restarted_after_dying_mid_send_sends_in_the_same_tick(api):
+    """Died between opening the send attempt and its outcome: the restarted agent (same
+    worker name) closes its dead attempt and sends at once, instead of waiting out the
+    attempt's lease as if another worker were sending."""
+    from service.journeys import Agent
+
+    providers = api.runtime.dispatcher.providers
+    kept, dying = dict(providers), _DyingProvider()
+    t = T + timedelta(days=20)
+    try:
+        providers.update({channel: dying for channel in providers})
+        # the first message any journey sends (a cart reminder, unless another is due first)
+        for i, cid in enumerate(list(api.runtime.state.snapshot.positions)[10:40]):
+            at = t + timedelta(days=2 * i)  # a local day of its own: no same-day conflict
+            cart = {"customer_id": cid, "event": "cart_abandoned", "ts": at.isoformat(),
+                    "item_ids": ["85123A"], "value": 40.0}  # fmt: skip
+            api.client.post("/events", json={"events": [cart]})
+            try:
+                for now in (at + timedelta(minutes=10), at + timedelta(hours=2)):
+                    api.agent.tick(now)
+            except _Died as died:
+                decision_id = str(died)
+                break
+        assert dying.calls == 1, "no message was sent in 30 carts' reminders"
+    finally:
+        providers.update(kept)
+    store = api.runtime.store
+    assert [a.status for a in store.dispatch_attempts(decision_id)] == ["sending"]
+    restarted = Agent(api.runtime, api.agent.journeys, worker=api.agent.worker)
+    restarted.tick(now)
+    attempts = store.dispatch_attempts(decision_id)
+    assert [(a.attempt, a.status) for a in attempts] == [(1, "sending"), (1, "failed"),
+                                                         (2, "sending"), (2, "sent")]  # fmt: skip
+    assert "restarted during the send" in attempts[1].error
+    (run,) = [r for r in store.journeys.step_runs() if r.decision_id == decision_id]
+    assert run.outcome == "sent" and run.ran_at == now
+
+
 def test_dry_run_plans_messages_with_channel_and_cost_and_stores_nothing(api):
     before = api.runtime.store.counts()
     body = {

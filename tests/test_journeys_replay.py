@@ -5,7 +5,7 @@ Checked on every run: no cap exceeded in any window, no message after the purcha
 should have ended its journey, no step or dispatch twice, every first cart reminder the same
 local day unless quiet hours moved it (or a reason is recorded). Then: the agent killed with
 SIGKILL mid-replay and restarted ends with exactly the uninterrupted run's step runs, and two
-agents ticking at once on one PostgreSQL store keep every rule.
+agents ticking at once on one PostgreSQL store (the last 30 days) keep every rule.
 """
 
 from __future__ import annotations
@@ -82,11 +82,11 @@ def _steps(store_url: str) -> set[tuple]:
         store.close()
 
 
-def _replay_cmd(data, folder, store_url: str, worker: str) -> list[str]:
+def _replay_cmd(data, folder, store_url: str, worker: str, days: int = 90) -> list[str]:
     return [
         sys.executable, "-m", "tools.journey_replay", "--folder", str(folder), "--data",
         str(data), "--seed", str(SEED), "--lost-carts", str(LOST_CARTS), "--store", store_url,
-        "--worker", worker,
+        "--worker", worker, "--days", str(days),
     ]  # fmt: skip
 
 
@@ -110,12 +110,19 @@ def test_the_replay_keeps_every_rule(replayed):
 
 
 def test_a_killed_agent_restarted_ends_with_the_same_step_runs(replayed, champions, tmp_path):
-    """kill -9 mid-replay, restart: the step runs equal the uninterrupted run's."""
+    """kill -9 mid-replay, restart: the step runs equal an uninterrupted run's (both replay
+    the last 30 days, in processes of their own)."""
     runtime, _, _, folder, _ = replayed
     data, uri = champions
     url = f"sqlite:///{tmp_path / 'store.db'}"
     env = {**os.environ, **_env(uri, folder / "before.csv", url)}
-    cmd = _replay_cmd(data, tmp_path, url, "crashy")
+    whole = f"sqlite:///{tmp_path / 'whole' / 'store.db'}"
+    ref = subprocess.run(
+        _replay_cmd(data, tmp_path / "whole", whole, "steady", days=30),
+        env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    cmd = _replay_cmd(data, tmp_path, url, "crashy", days=30)
     proc = subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL)
     engine = sa.create_engine(url)
     try:
@@ -138,18 +145,23 @@ def test_a_killed_agent_restarted_ends_with_the_same_step_runs(replayed, champio
     assert partial, "nothing ran before the kill"
     done = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    expected = _steps(f"sqlite:///{folder / 'store.db'}")
+    expected = _steps(whole)
     assert len(expected) > len(partial)
-    assert _steps(url) == expected
+    got = _steps(url)
+    diff = [f"missing {r}" for r in sorted(expected - got, key=str)]
+    diff += [f"extra {r}" for r in sorted(got - expected, key=str)]
+    assert not diff, f"{len(partial)} step runs before the kill; " + "\n".join(diff[:20])
 
 
 def test_two_agents_on_one_postgresql_store_keep_every_rule(replayed, champions, pg_url, tmp_path):
+    """Two agents replay the last 30 days at once (a month is enough to race on every
+    journey's steps; the rules are checked over the whole window)."""
     runtime, agent, feed, folder, _ = replayed
     data, uri = champions
     env = {**os.environ, **_env(uri, folder / "before.csv", pg_url)}
     procs = [
         subprocess.Popen(
-            _replay_cmd(data, tmp_path / name, pg_url, name),
+            _replay_cmd(data, tmp_path / name, pg_url, name, days=30),
             env=env,
             cwd=PROJECT_ROOT,
             stdout=subprocess.DEVNULL,

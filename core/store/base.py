@@ -183,6 +183,10 @@ class ContactStore(abc.ABC):
         """The successful attempt of ``decision_id``, if any."""
 
     @abc.abstractmethod
+    def dispatch_attempts(self, decision_id: str) -> list[DispatchAttempt]:
+        """The dispatch log of ``decision_id`` in order (``sending`` rows and outcomes)."""
+
+    @abc.abstractmethod
     def close(self) -> None:
         """Release connections; the store is unusable afterwards."""
 

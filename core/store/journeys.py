@@ -261,18 +261,19 @@ class JourneyState:
                 )
         return [_enrolment(r) for r in rows]
 
-    def release(self, worker: str) -> int:
-        """Drop every lease ``worker`` holds (an agent restarted under the same name takes
-        its enrolments back at once instead of waiting for the leases to run out)."""
+    def release(self, worker: str) -> list[Enrolment]:
+        """Drop every lease ``worker`` holds and return those enrolments (an agent restarted
+        under the same name takes them back at once instead of waiting for the leases to
+        run out, and knows which steps it was in the middle of)."""
         c = journey_enrolments.c
         with self._db.tx(write=True) as conn:
-            return _count(
-                conn,
+            rows = conn.execute(
                 sa.update(journey_enrolments)
                 .where(c.lease_owner == worker)
                 .values(lease_owner=None, lease_until=None)
-                .returning(c.enrolment_id),
-            )
+                .returning(*journey_enrolments.c)
+            ).all()
+        return [_enrolment(r) for r in rows]
 
     def advance(
         self,

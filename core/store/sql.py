@@ -677,7 +677,6 @@ class SqlContactStore(ContactStore):
         return None if row is None else attempt_from(row, status="sent")
 
     def dispatch_attempts(self, decision_id: str) -> list[DispatchAttempt]:
-        """The dispatch log of ``decision_id`` in order."""
         q = (
             sa.select(dispatches)
             .where(dispatches.c.decision_id == decision_id)

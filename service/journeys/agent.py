@@ -17,7 +17,8 @@ A tick at ``now`` (the wall clock when served, a simulated clock in a replay):
    the reason is recorded.
 
 Each step's run is written once (:mod:`core.store.journeys`), so a tick killed midway and run
-again, or two agents ticking at once, run no step twice.
+again, or two agents ticking at once, run no step twice. An agent restarted under its name
+takes back its enrolments and closes the send attempts it died in (see :meth:`Agent._take_back`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 
 from core.store import ContactStore, Enrolment, StepRun
+from service.channels import abandon_open_attempt
 from service.journeys.config import (
     BranchStep,
     DecideStep,
@@ -98,9 +100,31 @@ class Agent:
         self.first_window = first_window
         self._by_id = {j.id: j for j in journeys.journeys}
         self._zone = runtime.settings.zone
-        released = runtime.store.journeys.release(self.worker)  # a restart under our name
-        if released:
-            log.info("agent %s: took back %d enrolments it held before", self.worker, released)
+        self._take_back()
+
+    def _take_back(self) -> None:
+        """A restart under our name: take back the enrolments we held, and close the send
+        attempts we opened for them and never finished (we died mid-send), so their steps
+        retry at once, as an uninterrupted run would have sent them."""
+        released = self._store.journeys.release(self.worker)
+        if not released:
+            return
+        closed = 0
+        for e in released:
+            journey = self._by_id.get(e.journey_id)
+            if journey is None or e.step >= len(journey.steps):
+                continue
+            step = journey.steps[e.step]
+            if isinstance(step, DecideStep | SendStep):
+                reason = f"agent {self.worker} restarted during the send"
+                did = step_decision_id(e.enrolment_id, step.id)
+                closed += abandon_open_attempt(self._store, did, reason)
+        log.info(
+            "agent %s: took back %d enrolments it held before (%d open sends closed)",
+            self.worker,
+            len(released),
+            closed,
+        )
 
     @property
     def _store(self) -> ContactStore:
