@@ -29,7 +29,11 @@ def stage_tier_table(features: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m features", description=__doc__)
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="transaction log (CSV, .gz ok)")
+    p.add_argument(
+        "--data",
+        default=str(DEFAULT_DATA),
+        help="transaction log: CSV (.gz ok) or a Parquet file or folder",
+    )
     add_mapping_option(p)
     p.add_argument(
         "--cutoff", default=None, help="snapshot date (default: the day after the last transaction)"

@@ -4,6 +4,11 @@
   doi:10.24432/C5CG6D, CC BY 4.0).
 * :func:`load_csv` — any shop's export through a column mapping; works without item ids
   and with an order *amount* instead of quantity × price.
+
+Every loader reads a CSV file (gzipped or not) or a **Parquet dataset**: a ``.parquet`` file
+or a folder of them (hive-partitioned folders too — what a warehouse export writes), of
+which only the needed columns are read (:func:`read_table`). Errors in a Parquet dataset
+name the row number (1-based, in the dataset's file order) where a CSV's name the line.
 * :func:`load_hillstrom` — Kevin Hillstrom's MineThatData e-mail experiment (2008) as a
   campaign table (treatment arm, pre-treatment features, outcomes).
 
@@ -35,10 +40,13 @@ __all__ = [
     "Loaded",
     "file_sha256",
     "hillstrom_arm_summary",
+    "is_parquet",
     "load_csv",
     "load_hillstrom",
     "load_online_retail",
     "load_transactions",
+    "read_table",
+    "table_columns",
 ]
 
 # Online Retail II product codes are five digits plus an optional variant suffix
@@ -123,12 +131,68 @@ class Loaded:
 
 
 def file_sha256(path: str | Path) -> str:
-    """sha256 of the file's bytes (the data fingerprint logged with every training run)."""
+    """sha256 of the file's bytes (the data fingerprint logged with every training run); for
+    a folder (a Parquet dataset), of every file's relative path and bytes in path order."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    for file in files:
+        if path.is_dir():
+            h.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as f:
+            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()
+
+
+def is_parquet(path: str | Path) -> bool:
+    """A Parquet dataset: a ``.parquet`` file or a folder (of Parquet files)."""
+    path = Path(path)
+    return path.is_dir() or path.suffix == ".parquet"
+
+
+def _parquet_dataset(path: Path):  # noqa: ANN202 - pyarrow is imported only for Parquet
+    import pyarrow.dataset as ds
+
+    try:
+        return ds.dataset(path, format="parquet", partitioning="hive")
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ValueError, …
+        raise DataContractError(str(path), None, f"unreadable Parquet dataset: {exc}") from None
+
+
+def table_columns(path: str | Path) -> list[str]:
+    """The column names of a CSV's header or a Parquet dataset's schema."""
+    path = Path(path)
+    if not path.exists():
+        raise DataContractError(str(path), None, "file not found")
+    if is_parquet(path):
+        return list(_parquet_dataset(path).schema.names)
+    raw = _open_bytes(path)[:4096].decode("utf-8", errors="replace")
+    return [h.strip() for h in raw.splitlines()[0].split(",")] if raw else []
+
+
+def read_table(
+    path: str | Path,
+    dtype: Mapping[str, str] | None = None,
+    columns: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """A CSV (:func:`_read_csv`; every column) or only ``columns`` of a Parquet dataset,
+    indexed by line (CSV) or row number (Parquet); ``dtype``'s ``str`` columns come back as
+    text with missing values as NaN either way."""
+    path = Path(path)
+    if not is_parquet(path):
+        return _read_csv(path, dtype)
+    if not path.exists():
+        raise DataContractError(str(path), None, "file not found")
+    dataset = _parquet_dataset(path)
+    names = [c for c in (columns or dataset.schema.names) if c in dataset.schema.names]
+    df = dataset.to_table(columns=names).to_pandas()
+    for col, kind in (dtype or {}).items():
+        if kind == "str" and col in df.columns:
+            text = df[col].astype("str")
+            df[col] = text.where(df[col].notna(), np.nan)
+    df.index = pd.RangeIndex(1, len(df) + 1)
+    return df
 
 
 def _open_bytes(path: Path) -> bytes:
@@ -273,7 +337,7 @@ def load_online_retail(path: str | Path) -> Loaded:
     a positive quantity. Item ids are upper-cased.
     """
     source = str(path)
-    raw = _read_csv(
+    raw = read_table(
         path,
         dtype={
             "Invoice": "str",
@@ -363,8 +427,8 @@ def load_csv(
     date_format: str | None = None,
     dayfirst: bool = False,
 ) -> Loaded:
-    """Load any shop's CSV through a column mapping (:mod:`features.mapping`; a plain
-    {contract column: file column} dict with ``date_format`` / ``dayfirst`` is one too).
+    """Load any shop's CSV or Parquet dataset through a column mapping (:mod:`features.mapping`;
+    a plain {contract column: file column} dict with ``date_format`` / ``dayfirst`` is one too).
 
     Only the mapped columns are read. Quantity and unit price come from ``amount`` when one
     is mapped (``unit_price = amount / quantity``, quantity 1 when none is mapped); the
@@ -379,7 +443,9 @@ def load_csv(
     cols = m.columns
     source = str(path)
     text_cols = ("customer_id", "order_id", "item_id", "ts", "channel", "country", "item_name")
-    raw = _read_csv(path, dtype={cols[c]: "str" for c in text_cols if c in cols})
+    raw = read_table(
+        path, dtype={cols[c]: "str" for c in text_cols if c in cols}, columns=m.used_columns
+    )
     missing = [v for v in m.used_columns if v not in raw.columns]
     if missing:
         raise DataContractError(source, missing[0], f"missing mapped column(s) {missing}")
@@ -434,8 +500,7 @@ def load_transactions(path: str | Path, mapping: LogMapping | None = None) -> Lo
     if mapping is not None:
         return load_csv(path, mapping)
     path = Path(path)
-    raw = _open_bytes(path)[:4096].decode("utf-8", errors="replace")
-    header = [h.strip() for h in raw.splitlines()[0].split(",")] if raw else []
+    header = table_columns(path)
     if set(_RETAIL_COLUMNS) <= set(header):
         return load_online_retail(path)
     columns = {c: c for c in MAPPABLE if c in header}

@@ -27,7 +27,7 @@ __all__ = ["Source", "drop_erased", "load_sources", "unify"]
 
 @dataclass(frozen=True)
 class Source:
-    """A named transaction log (CSV/.gz in any format :func:`load_transactions` reads)."""
+    """A named transaction log (CSV/.gz or Parquet, in any format :func:`load_transactions` reads)."""
 
     name: str
     path: Path

@@ -428,6 +428,26 @@ def test_tune_knn_accepts_a_list_of_points(synthetic_tx):
     assert best["K"] == table.loc[0, "K"]
 
 
+def test_sample_customers_is_a_stable_subset_of_the_asked_size():
+    from training.crosssell.evaluation import sample_customers
+
+    targets = {f"c{i}": {f"i{i % 7}"} for i in range(50)}
+    some = sample_customers(targets, 10)
+    assert len(some) == 10 and all(targets[c] == v for c, v in some.items())
+    # the same customers whatever the order of the dict or the other customers in it
+    shuffled = dict(reversed(list(targets.items())))
+    assert sample_customers(shuffled, 10) == some
+    assert set(sample_customers(targets, 20)) >= set(some)
+    assert sample_customers(targets, None) == targets == sample_customers(targets, 50)
+
+
+def test_tuning_scores_at_most_the_validation_users_asked_for(synthetic_tx):
+    val = pd.Timestamp("2021-03-01")
+    _, everyone = tune_knn(synthetic_tx, val, 60, [{"K": 3}])
+    _, sampled = tune_knn(synthetic_tx, val, 60, [{"K": 3}], validation_users=2)
+    assert everyone.loc[0, "n_customers"] > 2 and sampled.loc[0, "n_customers"] == 2
+
+
 def test_run_backtest_small_grid(synthetic_tx):
     result = run_backtest(synthetic_tx, pd.Timestamp("2021-04-01"), 60, grid="small")
     assert isinstance(result, CrossSellResult)

@@ -25,6 +25,7 @@ from features.loaders import (
     load_csv,
     load_hillstrom,
     load_online_retail,
+    load_transactions,
 )
 from features.snapshot import FEATURE_COLUMNS, build_features
 
@@ -308,3 +309,19 @@ def test_cli_bad_file_exits_2_naming_the_file(tmp_path):
     res = run_cli("--data", str(unknown))
     assert res.returncode == 2
     assert str(unknown) in res.stderr and "Traceback" not in res.stderr
+
+
+def test_the_log_as_a_parquet_dataset_loads_to_the_same_transactions(retail, tmp_path):
+    """The shared log with typed columns, written as a folder of Parquet parts (as a
+    warehouse export would be), cleans to the CSV's transactions, counts and item names."""
+    typed = pd.read_csv(DEFAULT_DATA, parse_dates=["InvoiceDate"])
+    folder = tmp_path / "log"
+    folder.mkdir()
+    for i, start in enumerate(range(0, len(typed), 200_000)):
+        part = typed.iloc[start : start + 200_000]
+        part.to_parquet(folder / f"part-{i:03d}.parquet", index=False)
+    loaded = load_transactions(folder)
+    pd.testing.assert_frame_equal(loaded.transactions, retail.transactions, check_exact=True)
+    pd.testing.assert_frame_equal(loaded.items, retail.items)
+    assert loaded.report.dropped == retail.report.dropped
+    assert loaded.report.rows_in == retail.report.rows_in == 846_166

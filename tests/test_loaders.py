@@ -426,6 +426,69 @@ def test_load_transactions_contract_header(tmp_path):
     assert tx["order_id"].tolist() == ["c1@2021-01-05T00:00:00"]
 
 
+# --------------------------------------------------------------------------- Parquet datasets
+
+
+def _parquet_parts(frame: pd.DataFrame, folder: Path, rows: int) -> Path:
+    """``frame`` as a folder of Parquet files of ``rows`` rows each (a warehouse export)."""
+    folder.mkdir()
+    for i, start in enumerate(range(0, len(frame), rows)):
+        frame.iloc[start : start + rows].to_parquet(folder / f"part-{i:03d}.parquet", index=False)
+    return folder
+
+
+def test_a_parquet_dataset_loads_like_the_same_rows_as_csv(tmp_path):
+    """Online Retail II with typed columns (timestamps, float customer ids, int quantities)
+    in three files gives the CSV's frame, report counts and item names."""
+    csv = retail_file(tmp_path)
+    typed = pd.read_csv(csv, parse_dates=["InvoiceDate"])
+    assert typed["Customer ID"].dtype == "float64"
+    folder = _parquet_parts(typed, tmp_path / "retail", rows=6)
+    assert len(list(folder.iterdir())) > 2
+    a, b = load_transactions(csv), load_transactions(folder)
+    pd.testing.assert_frame_equal(a.transactions, b.transactions, check_exact=True)
+    pd.testing.assert_frame_equal(a.items, b.items)
+    assert b.report.dropped == a.report.dropped and b.report.rows_in == a.report.rows_in
+    # a contract-named single file, read with only its mapped columns
+    contract = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c2"],
+            "ts": pd.to_datetime(["2021-01-05 10:00", "2021-01-06 11:00"]),
+            "amount": [9.5, 4.0],
+            "unused": ["x" * 50, "y"],
+        }
+    )
+    path = tmp_path / "orders.parquet"
+    contract.to_parquet(path, index=False)
+    tx = load_transactions(path).transactions
+    assert tx["unit_price"].tolist() == [9.5, 4.0] and "unused" not in tx.columns
+
+
+def test_parquet_errors_name_the_dataset_column_and_row(tmp_path):
+    bad = pd.DataFrame({"customer_id": ["c1", "c2", "c3"], "ts": ["2021-01-05", "soon", "x"],
+                        "amount": [1.0, 2.0, 3.0]})  # fmt: skip
+    folder = _parquet_parts(bad, tmp_path / "bad", rows=2)
+    with pytest.raises(DataContractError) as err:
+        load_transactions(folder)
+    assert err.value.column == "ts" and err.value.rows == [2, 3]
+    assert str(folder) in str(err.value)
+    with pytest.raises(DataContractError, match="Parquet"):
+        load_transactions(write(tmp_path / "broken.parquet", ["not parquet"]))
+
+
+def test_the_fingerprint_of_a_dataset_changes_with_any_of_its_files(tmp_path):
+    from features.loaders import file_sha256
+
+    frame = pd.DataFrame(
+        {"customer_id": ["c1", "c2"], "ts": ["2021-01-05"] * 2, "amount": [1.0, 2.0]}
+    )
+    folder = _parquet_parts(frame, tmp_path / "ds", rows=1)
+    before = file_sha256(folder)
+    assert file_sha256(folder) == before
+    frame.iloc[1:].assign(amount=3.0).to_parquet(folder / "part-001.parquet", index=False)
+    assert file_sha256(folder) != before
+
+
 def test_load_transactions_unknown_header_names_the_file(tmp_path):
     path = write(tmp_path / "mystery.csv", ["who,when,what", "1,2021-01-01,3"])
     with pytest.raises(DataContractError) as err:

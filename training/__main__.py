@@ -11,6 +11,7 @@ from features.cutoff import parse_cutoff
 from features.mapping import add_mapping_option
 from features.serving import DEFAULT_TIMEZONE
 from servable.bgnbd import BGNBDFitError
+from training.crosssell import VALIDATION_USERS
 from training.flags import add_source_options, source_pairs
 from training.pipeline import TrainConfig, missing_champions, summary_json, train
 
@@ -18,7 +19,9 @@ from training.pipeline import TrainConfig, missing_champions, summary_json, trai
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     p.add_argument(
-        "--data", default="", help=f"transaction log, CSV or .gz (default {DEFAULT_DATA})"
+        "--data",
+        default="",
+        help=f"transaction log: CSV (.gz ok) or a Parquet file or folder (default {DEFAULT_DATA})",
     )
     p.add_argument("--horizon", type=int, default=90, help="churn horizon in days (90)")
     p.add_argument(
@@ -54,6 +57,13 @@ def parser() -> argparse.ArgumentParser:
         help="rolling-origin backtest: origins one horizon apart, newest first (4)",
     )
     p.add_argument("--als-grid", choices=["default", "small"], default="default")
+    p.add_argument(
+        "--validation-users",
+        type=int,
+        default=VALIDATION_USERS,
+        help="cross-sell tuning scores each grid point on a stable sample of at most this "
+        f"many validation customers ({VALIDATION_USERS}; 0: all)",
+    )
     p.add_argument(
         "--timezone",
         default=DEFAULT_TIMEZONE,
@@ -104,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             max_cutoffs=args.max_cutoffs,
             origins=args.origins,
             als_grid=args.als_grid,
+            validation_users=args.validation_users or None,
             snapshot_timezone=None if args.no_snapshot else args.timezone,
             sources=source_pairs(args.source),
             primary_source=args.primary_source,

@@ -42,7 +42,13 @@ from features.sources import Source, load_sources
 from servable.propensity import ChurnModel, NextPurchaseModel
 from training import plots
 from training.backtest import backtest_markdown, metric_value
-from training.crosssell import CrossSellResult, HybridRecommender, fit_final, log_pyfunc
+from training.crosssell import (
+    VALIDATION_USERS,
+    CrossSellResult,
+    HybridRecommender,
+    fit_final,
+    log_pyfunc,
+)
 from training.protocol import Origin, choose_protocol, cutoff_kw, plan_origins
 from training.registry import (
     GateDecision,
@@ -84,6 +90,9 @@ class TrainConfig:
     min_history_days: int = 180
     origins: int = 4  # rolling-origin backtest: origins one horizon apart (training.protocol)
     als_grid: str = "default"  # "small" for quick runs (tests)
+    # cross-sell tuning scores each grid point on a stable sample of at most this many
+    # validation customers (training.crosssell.evaluation.sample_customers); None: all
+    validation_users: int | None = VALIDATION_USERS
     register: bool = True
     # zone of the log's wall-clock times for the stored snapshot (the service's
     # default_timezone); None: log no snapshot run
@@ -283,6 +292,7 @@ def _backtest(
         tx,
         origins,
         als_grid=cfg.als_grid,
+        validation_users=cfg.validation_users,
         cross_sell=skip is None,
         run=stages.run,
         item_text=item_text,
@@ -429,6 +439,7 @@ def _log_cross_sell(
     assert xs is not None and recommender is not None  # the caller skips a log without items
     with mlflow.start_run(run_name="cross_sell", nested=True):
         mlflow.log_params({f"hybrid.{k}": v for k, v in xs.params.items()})
+        mlflow.log_param("tuning.validation_users", cfg.validation_users)
         log_rolling_metrics(fitted.rolling, task="cross_sell")
         if xs.tuning is not None:
             xs.tuning.to_csv(out / "cross_sell_tuning.csv", index=False)

@@ -23,7 +23,7 @@ from features.labels import build_training_frame
 from features.snapshot import model_columns
 from servable.propensity import ChurnModel, NextPurchaseModel
 from training.backtest import evaluate_propensity, metric_value
-from training.crosssell import CrossSellResult, run_backtest
+from training.crosssell import VALIDATION_USERS, CrossSellResult, run_backtest
 from training.protocol import Origin
 
 __all__ = [
@@ -97,6 +97,7 @@ def rolling_backtest(
     *,
     als_grid: str,
     cross_sell: bool,
+    validation_users: int | None = VALIDATION_USERS,
     run: Runner,
     item_text: Mapping[str, str] | None = None,
 ) -> RollingResult:
@@ -127,7 +128,12 @@ def rolling_backtest(
             xs = run(
                 f"origin {o.label}: cross-sell tune + score",
                 lambda o=o: run_backtest(
-                    tx, o.cutoff, o.horizon, grid=als_grid, item_text=item_text
+                    tx,
+                    o.cutoff,
+                    o.horizon,
+                    grid=als_grid,
+                    item_text=item_text,
+                    validation_users=validation_users,
                 ),
             )
             parts.append(xs.table)

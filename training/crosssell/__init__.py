@@ -37,7 +37,12 @@ from servable.crosssell.hybrid import HybridRecommender
 from servable.crosssell.knn import ItemKNNRecommender
 from servable.crosssell.popularity import PopularityRecommender
 from training.crosssell.backtest import POPULATIONS, CrossSellResult, run_backtest
-from training.crosssell.evaluation import cross_sell_targets, customers_before, evaluate
+from training.crosssell.evaluation import (
+    cross_sell_targets,
+    customers_before,
+    evaluate,
+    sample_customers,
+)
 from training.crosssell.model import CrossSellPyfunc, fit_final, log_pyfunc
 from training.crosssell.tuning import (
     DEFAULT_ALS_GRID,
@@ -46,6 +51,7 @@ from training.crosssell.tuning import (
     DEFAULT_KNN_GRID,
     DEFAULT_POPULARITY_GRID,
     SMALL_GRIDS,
+    VALIDATION_USERS,
     tune,
     tune_als,
     tune_hybrid,
@@ -61,6 +67,7 @@ __all__ = [
     "DEFAULT_POPULARITY_GRID",
     "POPULATIONS",
     "SMALL_GRIDS",
+    "VALIDATION_USERS",
     "ALSRecommender",
     "CrossSellPyfunc",
     "CrossSellResult",
@@ -76,6 +83,7 @@ __all__ = [
     "fit_final",
     "log_pyfunc",
     "run_backtest",
+    "sample_customers",
     "tune",
     "tune_als",
     "tune_hybrid",

@@ -15,7 +15,14 @@ from servable.crosssell.hybrid import HybridRecommender
 from servable.crosssell.knn import ItemKNNRecommender
 from servable.crosssell.popularity import PopularityRecommender
 from training.crosssell.evaluation import cross_sell_targets, customers_before, evaluate
-from training.crosssell.tuning import Grid, grids, tune_hybrid, tune_knn, tune_popularity
+from training.crosssell.tuning import (
+    VALIDATION_USERS,
+    Grid,
+    grids,
+    tune_hybrid,
+    tune_knn,
+    tune_popularity,
+)
 
 __all__ = [
     "POPULATIONS",
@@ -78,6 +85,7 @@ def run_backtest(
     active_days: int | None = 30,
     k: int = 10,
     item_text: Mapping[str, str] | None = None,
+    validation_users: int | None = VALIDATION_USERS,
 ) -> CrossSellResult:
     """Tune on the validation split, refit at the backtest cutoff, evaluate model × population.
 
@@ -92,6 +100,10 @@ def run_backtest(
        bought in ``[cutoff, cutoff + horizon)`` and never bought before, for each population in
        :data:`POPULATIONS`. ``als`` is the hybrid's own fit with the content term off — what
        the content adds, measured on the same factors.
+
+    Every grid point is scored on the same stable sample of at most ``validation_users``
+    validation customers (:func:`~training.crosssell.evaluation.sample_customers`); the
+    backtest itself scores everyone.
 
     ``cutoff`` defaults to :func:`features.labels.backtest_cutoff` (log end − 90 days).
     """
@@ -112,17 +124,33 @@ def run_backtest(
     pop_params, pop_table = timed(
         "tune_popularity_s",
         lambda: tune_popularity(
-            before, val, horizon, chosen["popularity"], base={"active_days": active_days}, k=k
+            before,
+            val,
+            horizon,
+            chosen["popularity"],
+            base={"active_days": active_days},
+            k=k,
+            validation_users=validation_users,
         ),
     )
     shared = {"active_days": active_days, "popularity_days": pop_params["popularity_days"]}
     knn_params, knn_table = timed(
-        "tune_knn_s", lambda: tune_knn(before, val, horizon, chosen["knn"], base=shared, k=k)
+        "tune_knn_s",
+        lambda: tune_knn(
+            before, val, horizon, chosen["knn"], base=shared, k=k, validation_users=validation_users
+        ),
     )
     params, hybrid_table = timed(
         "tune_hybrid_s",
         lambda: tune_hybrid(
-            before, val, horizon, chosen["hybrid"], base=shared, k=k, item_text=item_text
+            before,
+            val,
+            horizon,
+            chosen["hybrid"],
+            base=shared,
+            k=k,
+            item_text=item_text,
+            validation_users=validation_users,
         ),
     )
     models: dict[str, Recommender] = {
