@@ -1,0 +1,100 @@
+"""The feature snapshot on Dask (``dask.distributed``): the customer-partitioned build of
+:func:`features.snapshot.build_features` spread over a cluster's workers.
+
+Reads a Parquet dataset in the transactions contract (clean rows: ``customer_id``,
+``order_id``, ``ts``, ``quantity``, ``unit_price``, optional ``item_id``; the format
+``python -m features --export`` writes), never the whole log on one machine:
+
+1. the rows before the cutoff are read by the workers, only the contract's columns;
+2. the items' median prices (a shop-level aggregate that does not add up over partitions)
+   are reduced on the cluster with a shuffle by item and gathered (one number per item,
+   as :func:`~features.snapshot.item_median_prices` computes them locally);
+3. the rows are shuffled by customer id into ``partitions`` parts, so every customer's rows
+   sit in one part, and each part's features are built by the worker holding it with
+   :func:`~features.snapshot.customer_features` — the local engine's own code;
+4. the per-customer frames (one row per customer, small next to the log) are gathered and
+   :func:`~features.snapshot.finish_features` reduces the population cycle and the season.
+
+Rows within a shuffled part are put back in time order first; sums over a customer's rows
+then differ from the one-piece build only where equal timestamps are summed in another
+order (relative ≤ 1e-12, ``tests/test_distributed.py``). Dask is an optional dependency
+(the ``dask`` extra): this module imports it, nothing else in :mod:`features` does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from features.contracts import DataContractError, validate_transactions
+from features.snapshot import FEATURE_COLUMNS, customer_features, finish_features
+
+__all__ = ["CONTRACT_COLUMNS", "build_features_dask", "export_contract"]
+
+#: the columns read from the dataset (``item_id`` when present)
+CONTRACT_COLUMNS = ("customer_id", "order_id", "ts", "item_id", "quantity", "unit_price")
+
+
+def export_contract(transactions: pd.DataFrame, folder: Path, rows_per_file: int = 500_000) -> Path:
+    """Write clean transactions as a Parquet dataset of ``rows_per_file``-row parts (the
+    input of :func:`build_features_dask`); returns ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cols = [c for c in CONTRACT_COLUMNS if c in transactions.columns]
+    for i, start in enumerate(range(0, len(transactions), rows_per_file)):
+        part = transactions.iloc[start : start + rows_per_file][cols]
+        part.to_parquet(folder / f"part-{i:05d}.parquet", index=False)
+    return folder
+
+
+def _part_features(
+    part: pd.DataFrame, cutoff: pd.Timestamp, prices: pd.Series | None, source: str
+) -> pd.DataFrame:
+    """One customer partition's features (on a worker): validated, in time order."""
+    part = part.reset_index(drop=True)
+    for col in ("customer_id", "order_id", "item_id"):  # text as the loaders give it
+        if col in part.columns:
+            part[col] = part[col].astype(object).where(part[col].notna(), None)
+    part = validate_transactions(part, source=source)
+    part = part.sort_values("ts", kind="stable").reset_index(drop=True)
+    return customer_features(part, cutoff, prices)
+
+
+def build_features_dask(
+    dataset: str | Path,
+    cutoff: pd.Timestamp,
+    client,  # noqa: ANN001 - a distributed.Client; dask is optional
+    partitions: int | None = None,
+) -> pd.DataFrame:
+    """The snapshot at ``cutoff`` of the Parquet ``dataset`` built on ``client``'s cluster;
+    the same frame as :func:`features.snapshot.build_features` on the loaded rows (within
+    the summation order of equal timestamps). ``partitions``: customer parts (default
+    twice the workers' threads)."""
+    import dask
+    import dask.dataframe as dd
+
+    source = str(dataset)
+    ddf = dd.read_parquet(dataset)
+    missing = [c for c in ("customer_id", "ts", "quantity", "unit_price") if c not in ddf.columns]
+    if missing:
+        raise DataContractError(source, missing[0], f"missing contract column(s) {missing}")
+    ddf = ddf[[c for c in CONTRACT_COLUMNS if c in ddf.columns]]
+    ddf = ddf[ddf["ts"] < cutoff]
+    prices = None
+    if "item_id" in ddf.columns:
+        buy = ddf[ddf["quantity"] > 0]  # the median skips missing items, as locally
+        prices = client.compute(buy.groupby("item_id")["unit_price"].median()).result()
+        if len(prices):
+            prices.index = prices.index.astype(object)
+            prices = prices.sort_index().rename("unit_price")
+        else:
+            prices = None
+    n = partitions or 2 * max(1, sum(client.nthreads().values()))
+    parts = ddf.shuffle("customer_id", npartitions=n).to_delayed()
+    frames = client.compute(
+        [dask.delayed(_part_features)(p, cutoff, prices, source) for p in parts]
+    )
+    out = [f for f in client.gather(frames) if len(f)]
+    if not out:
+        return pd.DataFrame(columns=FEATURE_COLUMNS, index=pd.Index([], name="customer_id"))
+    return finish_features(pd.concat(out), cutoff)

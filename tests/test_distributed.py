@@ -1,0 +1,87 @@
+"""The feature snapshot on a Dask ``LocalCluster`` (2 worker processes, a memory limit each)
+against the local engine: every feature of every customer of the shared log, and the CLI's
+``--export`` then ``--engine dask --scheduler ADDRESS``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.env import DEFAULT_DATA, PROJECT_ROOT
+from features.contracts import DataContractError, validate_transactions
+from features.distributed import build_features_dask
+from features.snapshot import build_features
+
+pytestmark = pytest.mark.integration
+
+CUTOFF = "2011-06-02"
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        memory_limit="1.5GiB",
+        dashboard_address=None,
+    ) as cluster, Client(cluster) as c:  # fmt: skip
+        yield c
+
+
+def _features(*args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "features", "--cutoff", CUTOFF, *args],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The shared log cleaned and exported by the CLI: ``(folder, its stdout)``."""
+    folder = tmp_path_factory.mktemp("export") / "log"
+    return folder, _features("--data", str(DEFAULT_DATA), "--export", str(folder))
+
+
+def test_the_cluster_builds_every_feature_of_every_customer_as_the_local_engine(client, exported):
+    folder, _ = exported
+    assert len(list(folder.glob("*.parquet"))) == 2  # 622,943 rows, 500,000 per part
+    tx = validate_transactions(pd.read_parquet(folder))
+    local = build_features(tx, pd.Timestamp(CUTOFF))
+    remote = build_features_dask(folder, pd.Timestamp(CUTOFF), client, partitions=8)
+    assert list(remote.columns) == list(local.columns)
+    assert remote.index.equals(local.index) and len(local) > 4_000
+    a, b = local.to_numpy(), remote.to_numpy()
+    assert np.array_equal(np.isnan(a), np.isnan(b))
+    # equal up to the order in which lines with the same timestamp are summed
+    assert np.allclose(a, b, rtol=1e-12, atol=0, equal_nan=True)
+
+
+def test_the_cli_on_a_scheduler_prints_the_local_engines_table(client, exported):
+    folder, local = exported
+    remote = _features(
+        "--data", str(folder), "--engine", "dask", "--scheduler", client.scheduler.address
+    )
+    assert "dask: 2 workers" in remote
+    table = local[local.index("snapshot at") :]
+    assert table.split("(")[0] == remote[remote.index("snapshot at") :].split("(")[0]
+    assert table.split(")", 1)[1] == remote[remote.index("snapshot at") :].split(")", 1)[1]
+
+
+def test_a_dataset_without_a_contract_column_is_refused_naming_it(client, tmp_path):
+    frame = pd.DataFrame(
+        {"customer_id": ["c1"], "ts": pd.to_datetime(["2011-01-01"]), "quantity": [1.0]}
+    )
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    frame.to_parquet(folder / "part-0.parquet", index=False)
+    with pytest.raises(DataContractError, match="unit_price"):
+        build_features_dask(folder, pd.Timestamp(CUTOFF), client)
