@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.journeys --replay
 	$(PY) -m benchmarks.customers
 	$(PY) -m benchmarks.scale --factors 1,4
+	$(PY) -m benchmarks.crosssell --factor 8
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
