@@ -63,7 +63,7 @@ def _part_features(
 def build_features_dask(
     dataset: str | Path,
     cutoff: pd.Timestamp,
-    client,  # noqa: ANN001 - a distributed.Client; dask is optional
+    client,  # a distributed.Client (dask is optional: not imported at module level)
     partitions: int | None = None,
 ) -> pd.DataFrame:
     """The snapshot at ``cutoff`` of the Parquet ``dataset`` built on ``client``'s cluster;

@@ -151,7 +151,7 @@ def is_parquet(path: str | Path) -> bool:
     return path.is_dir() or path.suffix == ".parquet"
 
 
-def _parquet_dataset(path: Path):  # noqa: ANN202 - pyarrow is imported only for Parquet
+def _parquet_dataset(path: Path):  # -> pyarrow.dataset.Dataset (pyarrow imported here only)
     import pyarrow.dataset as ds
 
     try:
