@@ -4,6 +4,7 @@ lifecycle stage × value tier table at a cutoff (default: the end of the log).""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -84,8 +85,11 @@ def _on_dask(data: str, cutoff: pd.Timestamp, scheduler: str) -> int:
 
     from features.distributed import build_features_dask
 
-    cluster = LocalCluster(dashboard_address=None) if scheduler == "local" else None
-    with Client(cluster or scheduler) as client:
+    with contextlib.ExitStack() as stack:
+        target = scheduler
+        if scheduler == "local":
+            target = stack.enter_context(LocalCluster(dashboard_address=None))
+        client = stack.enter_context(Client(target))
         print(f"dask: {len(client.nthreads())} workers at {client.scheduler.address}")
         t0 = time.perf_counter()
         try:
@@ -94,8 +98,6 @@ def _on_dask(data: str, cutoff: pd.Timestamp, scheduler: str) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         _print_snapshot(feats, cutoff, time.perf_counter() - t0)
-    if cluster is not None:
-        cluster.close()
     return 0
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from features.contracts import DataContractError, validate_transactions
+from features.loaders import is_parquet, table_columns
 from features.snapshot import FEATURE_COLUMNS, customer_features, finish_features
 
 __all__ = ["CONTRACT_COLUMNS", "build_features_dask", "export_contract"]
@@ -51,11 +52,7 @@ def _part_features(
     part: pd.DataFrame, cutoff: pd.Timestamp, prices: pd.Series | None, source: str
 ) -> pd.DataFrame:
     """One customer partition's features (on a worker): validated, in time order."""
-    part = part.reset_index(drop=True)
-    for col in ("customer_id", "order_id", "item_id"):  # text as the loaders give it
-        if col in part.columns:
-            part[col] = part[col].astype(object).where(part[col].notna(), None)
-    part = validate_transactions(part, source=source)
+    part = validate_transactions(part.reset_index(drop=True), source=source)
     part = part.sort_values("ts", kind="stable").reset_index(drop=True)
     return customer_features(part, cutoff, prices)
 
@@ -74,11 +71,13 @@ def build_features_dask(
     import dask.dataframe as dd
 
     source = str(dataset)
-    ddf = dd.read_parquet(dataset)
-    missing = [c for c in ("customer_id", "ts", "quantity", "unit_price") if c not in ddf.columns]
+    if not is_parquet(dataset):
+        raise DataContractError(source, None, "the dask engine reads a Parquet dataset")
+    names = table_columns(dataset)  # the dataset's schema; unreadable: a clear error
+    missing = [c for c in ("customer_id", "ts", "quantity", "unit_price") if c not in names]
     if missing:
         raise DataContractError(source, missing[0], f"missing contract column(s) {missing}")
-    ddf = ddf[[c for c in CONTRACT_COLUMNS if c in ddf.columns]]
+    ddf = dd.read_parquet(dataset, columns=[c for c in CONTRACT_COLUMNS if c in names])
     ddf = ddf[ddf["ts"] < cutoff]
     prices = None
     if "item_id" in ddf.columns:

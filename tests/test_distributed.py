@@ -76,7 +76,7 @@ def test_the_cli_on_a_scheduler_prints_the_local_engines_table(client, exported)
     assert table.split(")", 1)[1] == remote[remote.index("snapshot at") :].split(")", 1)[1]
 
 
-def test_a_dataset_without_a_contract_column_is_refused_naming_it(client, tmp_path):
+def test_a_dataset_without_a_contract_column_or_not_parquet_is_refused(client, tmp_path):
     frame = pd.DataFrame(
         {"customer_id": ["c1"], "ts": pd.to_datetime(["2011-01-01"]), "quantity": [1.0]}
     )
@@ -85,3 +85,5 @@ def test_a_dataset_without_a_contract_column_is_refused_naming_it(client, tmp_pa
     frame.to_parquet(folder / "part-0.parquet", index=False)
     with pytest.raises(DataContractError, match="unit_price"):
         build_features_dask(folder, pd.Timestamp(CUTOFF), client)
+    with pytest.raises(DataContractError, match="Parquet"):
+        build_features_dask(DEFAULT_DATA, pd.Timestamp(CUTOFF), client)
