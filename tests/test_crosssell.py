@@ -439,6 +439,9 @@ def test_sample_customers_is_a_stable_subset_of_the_asked_size():
     assert sample_customers(shuffled, 10) == some
     assert set(sample_customers(targets, 20)) >= set(some)
     assert sample_customers(targets, None) == targets == sample_customers(targets, 50)
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="validation_users"):
+            sample_customers(targets, bad)
 
 
 def test_tuning_scores_at_most_the_validation_users_asked_for(synthetic_tx):

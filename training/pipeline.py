@@ -107,6 +107,11 @@ class TrainConfig:
     mapping: LogMapping | None = None
 
     def __post_init__(self) -> None:
+        if self.validation_users is not None and self.validation_users < 1:
+            raise ValueError(
+                f"validation_users: at least 1, or None for every customer; "
+                f"got {self.validation_users!r}"
+            )
         if self.cutoff is not None:  # a date string from MLproject or a caller: parsed once
             self.cutoff = parse_cutoff(self.cutoff)
         if self.snapshot_timezone:  # checked now, not after the training

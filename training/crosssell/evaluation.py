@@ -84,6 +84,8 @@ def sample_customers(targets: Mapping[str, set[str]], n: int | None) -> dict[str
     point and every run is scored on the same people. Tuning needs a ranking of grid points,
     not the metric to the last digit; a few thousand customers give that, and the cost of
     each evaluation then stops growing with the customer base. ``None``: everyone."""
+    if n is not None and n < 1:
+        raise ValueError(f"validation_users: at least 1, or None for every customer; got {n!r}")
     if n is None or len(targets) <= n:
         return dict(targets)
     ids = sorted(targets, key=lambda c: (zlib.crc32(c.encode()), c))[:n]
