@@ -154,6 +154,8 @@ def is_parquet(path: str | Path) -> bool:
 def _parquet_dataset(path: Path):  # -> pyarrow.dataset.Dataset (pyarrow imported here only)
     import pyarrow.dataset as ds
 
+    if not path.exists():
+        raise DataContractError(str(path), None, "file not found")
     try:
         return ds.dataset(path, format="parquet", partitioning="hive")
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ValueError, …
@@ -163,10 +165,10 @@ def _parquet_dataset(path: Path):  # -> pyarrow.dataset.Dataset (pyarrow importe
 def table_columns(path: str | Path) -> list[str]:
     """The column names of a CSV's header or a Parquet dataset's schema."""
     path = Path(path)
-    if not path.exists():
-        raise DataContractError(str(path), None, "file not found")
     if is_parquet(path):
         return list(_parquet_dataset(path).schema.names)
+    if not path.exists():
+        raise DataContractError(str(path), None, "file not found")
     raw = _open_bytes(path)[:4096].decode("utf-8", errors="replace")
     return [h.strip() for h in raw.splitlines()[0].split(",")] if raw else []
 
@@ -182,8 +184,6 @@ def read_table(
     path = Path(path)
     if not is_parquet(path):
         return _read_csv(path, dtype)
-    if not path.exists():
-        raise DataContractError(str(path), None, "file not found")
     dataset = _parquet_dataset(path)
     names = [c for c in (columns or dataset.schema.names) if c in dataset.schema.names]
     df = dataset.to_table(columns=names).to_pandas()
