@@ -21,6 +21,7 @@ from features.loaders import (
     load_hillstrom,
     load_online_retail,
     load_transactions,
+    read_table,
 )
 from features.snapshot import build_features
 
@@ -337,6 +338,17 @@ def test_generic_csv_amount_only_and_optional_columns(tmp_path):
     assert tx["channel"].tolist() == ["web", "web"]
     assert tx["country"].tolist() == ["DE", "DE"]
     assert tx["ts"].tolist() == [pd.Timestamp("2021-01-05 10:00"), pd.Timestamp("2021-01-09 11:00")]
+
+
+def test_only_the_mapped_columns_of_a_csv_are_read(tmp_path):
+    lines = ["c1,2021-01-05,30.0,a long note", "c2,2021-01-06,12.0,"]
+    path = cd_file(tmp_path, lines, header="cust,when,total,notes")
+    df = read_table(path, dtype={"cust": "str"}, columns=["cust", "total", "absent"])
+    assert list(df.columns) == ["cust", "total"]  # an asked-for column not in the file is skipped
+    assert df.index.tolist() == [2, 3]  # still indexed by file line
+    assert list(read_table(path).columns) == ["cust", "when", "total", "notes"]
+    mapping = {"customer_id": "cust", "ts": "when", "amount": "total"}
+    assert load_csv(path, mapping).transactions["customer_id"].tolist() == ["c1", "c2"]
 
 
 def test_generic_csv_dayfirst(tmp_path):
