@@ -368,9 +368,10 @@ def _add_items(f: pd.DataFrame, buy: pd.DataFrame, o: _Orders, prices: pd.Series
         return
     items = buy["item_id"].to_numpy()
     lc = o.customers.get_indexer(buy["customer_id"])
+    item_code, item_ids = pd.factorize(buy["item_id"])  # -1: a line without an item
+    has_item = item_code >= 0
     f["distinct_items"] = (
-        pd.DataFrame({"c": lc, "i": items})
-        .dropna()
+        pd.DataFrame({"c": lc[has_item], "i": item_code[has_item]})
         .drop_duplicates()
         .groupby("c")
         .size()
@@ -378,18 +379,9 @@ def _add_items(f: pd.DataFrame, buy: pd.DataFrame, o: _Orders, prices: pd.Series
         .to_numpy()
         .astype(float)
     )
-    fam_src = (
-        buy["category"]
-        if "category" in buy.columns
-        else (
-            buy["item_id"]
-            .astype("str")
-            .str.replace(r"(?<=\d)[A-Z]+\d?$", "", regex=True)
-            .where(buy["item_id"].notna())  # lines without an item have no family
-        )
-    )
-    fam = pd.DataFrame({"c": lc, "fam": fam_src.to_numpy()}).dropna()
-    fam_counts = fam.groupby(["c", "fam"]).size()
+    fam = _family_codes(buy, item_code, item_ids)
+    has_fam = fam >= 0
+    fam_counts = pd.DataFrame({"c": lc[has_fam], "fam": fam[has_fam]}).groupby(["c", "fam"]).size()
     top = fam_counts.groupby(level=0).max().reindex(range(n)).to_numpy()
     tot = fam_counts.groupby(level=0).sum().reindex(range(n)).to_numpy()
     f["top_family_share"] = top / tot
@@ -404,6 +396,17 @@ def _add_items(f: pd.DataFrame, buy: pd.DataFrame, o: _Orders, prices: pd.Series
     lines = np.bincount(lc[priced], minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
         f["price_index"] = np.where(lines > 0, total / lines, np.nan)
+
+
+def _family_codes(buy: pd.DataFrame, item_code: np.ndarray, item_ids: pd.Index) -> np.ndarray:
+    """Each line's product family as an integer code (-1: none): the log's ``category``, else
+    the item id without its variant suffix (85123A → 85123), worked out once per distinct
+    item rather than per line."""
+    if "category" in buy.columns:
+        return pd.factorize(buy["category"])[0]
+    family = pd.Series(item_ids.astype("str")).str.replace(r"(?<=\d)[A-Z]+\d?$", "", regex=True)
+    family_code = pd.factorize(family)[0]
+    return np.where(item_code >= 0, family_code[np.maximum(item_code, 0)], -1)
 
 
 def _add_season(f: pd.DataFrame, cutoff: pd.Timestamp) -> None:
