@@ -1,14 +1,15 @@
-"""``python -m benchmarks.crosssell``: cross-sell tuning on a tiled log, every validation
-customer scored vs a stable sample of them (issue #19: tuning that does not grow with the
-customer base).
+"""``python -m benchmarks.crosssell``: cross-sell tuning on a tiled log, on every customer vs
+stable samples of them (issue #19: tuning that does not grow with the customer base).
 
 The shared log is tiled ``--factor`` times (:func:`benchmarks.startup.tile_log`) and the
-hybrid's default grid is tuned at the newest origin's validation split twice, in one run:
-scoring every customer with targets, and scoring at most ``--users`` of them
-(:func:`training.crosssell.evaluation.sample_customers`). Printed per run: customers scored,
-seconds (fits and evaluations), the winning grid point, and that winner's recall@10 over
-*every* validation customer (read from the full run's table), so the table shows what the
-sample costs in model quality as well as what it saves in time.
+hybrid's default grid is tuned at the newest origin's validation split three times, in one
+run: fitted on and scoring every customer; fitted on every customer, scoring at most
+``--users`` (:func:`training.crosssell.evaluation.sample_customers`); fitted on the rows of at
+most ``--fit-customers`` customers and scoring at most ``--users`` of them
+(:func:`training.crosssell.evaluation.sample_rows`; the training default). Printed per run:
+customers scored, seconds (fits and evaluations), the winning grid point, and that winner's
+recall@10 over *every* validation customer (read from the full run's table), so the table
+shows what a sample costs in model quality as well as what it saves in time.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from features.loaders import load_online_retail
     from training.crosssell import (
         DEFAULT_HYBRID_GRID,
+        TUNING_CUSTOMERS,
         VALIDATION_USERS,
         HybridRecommender,
         tune_hybrid,
@@ -41,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--factor", type=int, default=8, help="tiling factor (8)")
     p.add_argument("--users", type=int, default=VALIDATION_USERS)
+    p.add_argument("--fit-customers", type=int, default=TUNING_CUSTOMERS)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "tiled.csv.gz"
@@ -54,7 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     grid = list(DEFAULT_HYBRID_GRID)
     scoring = HybridRecommender.scoring_params
     runs = {}
-    for label, users in (("every customer", None), (f"sample of {args.users:,}", args.users)):
+    configs = (
+        ("every customer", None, None),
+        (f"fit on all, score {args.users:,}", args.users, None),
+        (f"fit on {args.fit_customers:,}, score {args.users:,}", args.users, args.fit_customers),
+    )
+    for label, users, fit_customers in configs:
         print(f"[{args.factor}×] tune_hybrid, {label}", file=sys.stderr, flush=True)
         start = time.perf_counter()
         best, table = tune_hybrid(
@@ -64,11 +72,14 @@ def main(argv: list[str] | None = None) -> int:
             base={"active_days": 30, "popularity_days": 14},
             item_text=loaded.item_text,
             validation_users=users,
+            tuning_customers=fit_customers,
         )
         runs[label] = (best, table, time.perf_counter() - start)
     full = runs["every customer"][1].set_index(grid)
     print(f"\ncross-sell tuning, {args.factor}× log ({tx['customer_id'].nunique():,} customers)")
-    print("| scored on | customers | wall | fits | evaluations | winner | its recall@10 (all) |")
+    print(
+        "| tuning | customers scored | wall | fits | evaluations | winner | its recall@10 (all) |"
+    )
     print("|---|---:|---:|---:|---:|---|---:|")
     for label, (best, table, wall) in runs.items():
         point = tuple(best[g] for g in grid)

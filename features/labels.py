@@ -14,14 +14,25 @@ shared extract) — and models train on cutoffs whose label windows end on or be
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from features.snapshot import build_features
 
-__all__ = ["backtest_cutoff", "build_labels", "build_training_frame", "training_cutoffs"]
+__all__ = [
+    "Snapshots",
+    "backtest_cutoff",
+    "build_labels",
+    "build_snapshots",
+    "build_training_frame",
+    "snapshot_at",
+    "training_cutoffs",
+]
+
+#: feature snapshots by cutoff, built once for every cutoff a training run needs
+Snapshots = Mapping[pd.Timestamp, pd.DataFrame]
 
 _DAY = np.timedelta64(1, "D")
 
@@ -88,16 +99,36 @@ def build_labels(
     return out
 
 
+def build_snapshots(transactions: pd.DataFrame, cutoffs: Iterable[pd.Timestamp]) -> Snapshots:
+    """The feature snapshot at each distinct cutoff, each built once.
+
+    A snapshot reads only rows before its cutoff, so it is the same whichever origin or
+    label bound it serves: a training run plans every cutoff of its backtest origins and its
+    refit (they share one grid, so most recur) and builds each here once."""
+    return {t: build_features(transactions, t) for t in sorted(set(cutoffs))}
+
+
+def snapshot_at(
+    transactions: pd.DataFrame, cutoff: pd.Timestamp, snapshots: Snapshots | None = None
+) -> pd.DataFrame:
+    """The snapshot at ``cutoff``: from ``snapshots`` when it holds it, else built now."""
+    if snapshots is not None and cutoff in snapshots:
+        return snapshots[cutoff]
+    return build_features(transactions, cutoff)
+
+
 def build_training_frame(
     transactions: pd.DataFrame,
     cutoffs: Sequence[pd.Timestamp],
     horizon: int = 90,
     observed_until: pd.Timestamp | None = None,
+    snapshots: Snapshots | None = None,
 ) -> pd.DataFrame:
     """Features + labels stacked over ``cutoffs`` (a ``cutoff`` column tells them apart).
 
     ``observed_until`` bounds what labels may see (the backtest cutoff when training, so no
-    label reads into the held-out window); it defaults to the end of the log.
+    label reads into the held-out window); it defaults to the end of the log. The features
+    come from ``snapshots`` (:func:`build_snapshots`) where it has the cutoff.
     """
     tx = transactions
     if observed_until is not None:
@@ -106,7 +137,7 @@ def build_training_frame(
     for t in cutoffs:
         if observed_until is not None and t + pd.Timedelta(days=horizon) > observed_until:
             raise ValueError(f"cutoff {t}: label window ends after {observed_until}")
-        feats = build_features(tx, t)
+        feats = snapshot_at(tx, t, snapshots)
         labels = build_labels(tx, t, feats.index, horizon, observed_until=observed_until)
         frame = feats.join(labels)
         frame.insert(0, "cutoff", t)

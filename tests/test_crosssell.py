@@ -444,6 +444,32 @@ def test_sample_customers_is_a_stable_subset_of_the_asked_size():
             sample_customers(targets, bad)
 
 
+def test_sample_rows_keeps_whole_customers_stably(synthetic_tx):
+    from training.crosssell.evaluation import sample_rows
+
+    ids = synthetic_tx["customer_id"].unique()
+    some = sample_rows(synthetic_tx, 5)
+    assert some["customer_id"].nunique() == 5
+    # every row of each sampled customer, and nothing else
+    kept = synthetic_tx[synthetic_tx["customer_id"].isin(some["customer_id"].unique())]
+    pd.testing.assert_frame_equal(some, kept)
+    # the same customers whatever the row order
+    shuffled = sample_rows(synthetic_tx.iloc[::-1], 5)
+    assert set(shuffled["customer_id"]) == set(some["customer_id"])
+    assert sample_rows(synthetic_tx, None) is synthetic_tx
+    assert sample_rows(synthetic_tx, len(ids)) is synthetic_tx
+    with pytest.raises(ValueError, match="tuning_customers"):
+        sample_rows(synthetic_tx, 0)
+
+
+def test_tuning_fits_on_at_most_the_customers_asked_for(synthetic_tx):
+    val = pd.Timestamp("2021-03-01")
+    _, everyone = tune_knn(synthetic_tx, val, 60, [{"K": 3}])
+    _, few = tune_knn(synthetic_tx, val, 60, [{"K": 3}], tuning_customers=40)
+    # only the sampled customers' targets are scored: fewer than the whole log has
+    assert 0 < few.loc[0, "n_customers"] < everyone.loc[0, "n_customers"]
+
+
 def test_tuning_scores_at_most_the_validation_users_asked_for(synthetic_tx):
     val = pd.Timestamp("2021-03-01")
     _, everyone = tune_knn(synthetic_tx, val, 60, [{"K": 3}])

@@ -13,7 +13,9 @@ from features.contracts import validate_transactions
 from features.labels import (
     backtest_cutoff,
     build_labels,
+    build_snapshots,
     build_training_frame,
+    snapshot_at,
     training_cutoffs,
 )
 from features.snapshot import FEATURE_COLUMNS, build_features
@@ -243,6 +245,25 @@ def test_training_frame_features_are_the_snapshot_at_each_cutoff():
     for t in CUTOFFS:
         got = fr[fr["cutoff"] == t].set_index("customer_id")[FEATURE_COLUMNS]
         pd.testing.assert_frame_equal(got, build_features(tx, t), check_exact=True)
+
+
+def test_snapshots_are_built_once_per_distinct_cutoff_and_reused():
+    tx = frame_log()
+    snaps = build_snapshots(tx, [*CUTOFFS, CUTOFFS[0]])  # a repeated cutoff is built once
+    assert list(snaps) == sorted(set(CUTOFFS))
+    for t in CUTOFFS:
+        pd.testing.assert_frame_equal(snaps[t], build_features(tx, t), check_exact=True)
+    # a training frame from the snapshots is the one built from scratch
+    fr = build_training_frame(tx, CUTOFFS, horizon=90, observed_until=OBSERVED_UNTIL)
+    reused = build_training_frame(
+        tx, CUTOFFS, horizon=90, observed_until=OBSERVED_UNTIL, snapshots=snaps
+    )
+    pd.testing.assert_frame_equal(fr, reused, check_exact=True)
+    # the frame really reads the snapshot it is given, and builds what is missing
+    marked = {t: f.assign(recency_days=-1.0) for t, f in snaps.items()}
+    assert (snapshot_at(tx, CUTOFFS[0], marked)["recency_days"] == -1.0).all()
+    other = pd.Timestamp("2020-06-01")
+    pd.testing.assert_frame_equal(snapshot_at(tx, other, marked), build_features(tx, other))
 
 
 def test_no_label_reads_past_observed_until():

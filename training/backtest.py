@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.labels import build_labels
-from features.snapshot import build_features
+from features.labels import Snapshots, build_labels, snapshot_at
 from servable.propensity import ChurnModel, NextPurchaseModel, bgnbd_inputs, fit_bgnbd
 from training.metrics import binary_report, mae
 
@@ -35,15 +34,17 @@ def evaluate_propensity(
     tx: pd.DataFrame,
     cutoff: pd.Timestamp,
     horizon: int,
+    snapshots: Snapshots | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Backtest metrics of the churn and next-purchase models and their baselines.
 
     Churn metrics are on the buy-again orientation (positive = ordered within the horizon;
     score = 1 − P(churn)): AUC is the same either way, lifts are more telling. Baselines:
     BG/NBD fitted on the same snapshot (expected purchases in the horizon / in 30 days) and
-    plain recency. Returns a long metric table and arrays for the plots.
+    plain recency. Returns a long metric table and arrays for the plots. The snapshot at
+    ``cutoff`` comes from ``snapshots`` when it holds it.
     """
-    feats = build_features(tx, cutoff)
+    feats = snapshot_at(tx, cutoff, snapshots)
     labels = build_labels(tx, cutoff, feats.index, horizon)
     bg = fit_bgnbd(feats)
     x, t_x, big_t = bgnbd_inputs(feats)

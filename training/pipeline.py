@@ -33,16 +33,22 @@ from core.env import DEFAULT_DATA, default_tracking_uri
 from core.protocols import CROSS_SELL_SKIPPED
 from core.store import open_store
 from features.cutoff import parse_cutoff
-from features.labels import backtest_cutoff, build_training_frame, training_cutoffs
+from features.labels import (
+    Snapshots,
+    backtest_cutoff,
+    build_snapshots,
+    build_training_frame,
+    training_cutoffs,
+)
 from features.loaders import Loaded
 from features.mapping import LogMapping
 from features.serving import DEFAULT_TIMEZONE
-from features.snapshot import build_features
 from features.sources import Source, load_sources
 from servable.propensity import ChurnModel, NextPurchaseModel
 from training import plots
 from training.backtest import backtest_markdown, metric_value
 from training.crosssell import (
+    TUNING_CUSTOMERS,
     VALIDATION_USERS,
     CrossSellResult,
     HybridRecommender,
@@ -236,12 +242,21 @@ def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
             {"file": cfg.mapping.source, "columns": dict(cfg.mapping.columns)}, sort_keys=True
         )
     item_text = loaded.item_text
-    rolling = _backtest(stages, cfg, tx, origins, item_text)
+    end = tx["ts"].max().normalize() + pd.Timedelta(days=1)  # the refit's labels end here
+    final_cutoffs = training_cutoffs(tx, end, **cutoff_kw(cfg))
+    planned = [end, *final_cutoffs]
+    for o in origins:
+        planned += [o.cutoff, *o.train_cutoffs]
+    snapshots = stages.run(
+        f"features: snapshots at {len(set(planned))} distinct cutoffs",
+        lambda: build_snapshots(tx, planned),
+    )
+    rolling = _backtest(stages, cfg, tx, origins, item_text, snapshots)
     _log(
         f"\nrolling-origin backtest ({len(origins)} origins, horizon {cfg.horizon} d)\n"
         f"{rolling_markdown(rolling)}\n\nmean over origins\n{backtest_markdown(rolling.table)}\n"
     )
-    fitted = _refit(stages, cfg, tx, rolling, item_text)
+    fitted = _refit(stages, cfg, tx, rolling, item_text, snapshots, final_cutoffs)
     run_id, decisions = stages.run(
         "mlflow: log, register, champion gate",
         lambda: _log_to_mlflow(cfg, client, fp, loaded, fitted),
@@ -287,6 +302,7 @@ def _backtest(
     tx: pd.DataFrame,
     origins: list[Origin],
     item_text: dict[str, str],
+    snapshots: Snapshots,
 ) -> RollingResult:
     """The rolling-origin backtest of every model and baseline (cross-sell skipped, with the
     reason printed, for a log without items)."""
@@ -301,6 +317,7 @@ def _backtest(
         cross_sell=skip is None,
         run=stages.run,
         item_text=item_text,
+        snapshots=snapshots,
     )
 
 
@@ -338,13 +355,15 @@ def _refit(
     tx: pd.DataFrame,
     rolling: RollingResult,
     item_text: dict[str, str],
+    snapshots: Snapshots,
+    final_cutoffs: list[pd.Timestamp],
 ) -> _Fitted:
-    """Refit the backtested recipes on the newest cutoffs (labels end at the log's end)."""
-    end = tx["ts"].max().normalize() + pd.Timedelta(days=1)
-    final_cutoffs = training_cutoffs(tx, end, **cutoff_kw(cfg))
+    """Refit the backtested recipes on the newest cutoffs (labels end at the log's end, the
+    day after its last row: the newest key of ``snapshots``)."""
+    end = max(snapshots)
     final_frame = stages.run(
-        f"features: serving frame ({len(final_cutoffs)} cutoffs)",
-        lambda: build_training_frame(tx, final_cutoffs, cfg.horizon),
+        f"refit: training frame ({len(final_cutoffs)} cutoffs)",
+        lambda: build_training_frame(tx, final_cutoffs, cfg.horizon, snapshots=snapshots),
     )
     churn, nextp = stages.run(
         "churn + next purchase: refit on the newest cutoffs",
@@ -359,7 +378,7 @@ def _refit(
             lambda: fit_final(tx, end, xs.params, item_text),
         )
     )
-    example = build_features(tx, end).head(5)
+    example = snapshots[end].head(5)
     return _Fitted(rolling, churn, nextp, recommender, example)
 
 
@@ -445,6 +464,7 @@ def _log_cross_sell(
     with mlflow.start_run(run_name="cross_sell", nested=True):
         mlflow.log_params({f"hybrid.{k}": v for k, v in xs.params.items()})
         mlflow.log_param("tuning.validation_users", cfg.validation_users)
+        mlflow.log_param("tuning.customers", TUNING_CUSTOMERS)
         log_rolling_metrics(fitted.rolling, task="cross_sell")
         if xs.tuning is not None:
             xs.tuning.to_csv(out / "cross_sell_tuning.csv", index=False)

@@ -19,7 +19,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from features.labels import build_training_frame
+from features.labels import Snapshots, build_training_frame
 from features.snapshot import model_columns
 from servable.propensity import ChurnModel, NextPurchaseModel
 from training.backtest import evaluate_propensity, metric_value
@@ -100,17 +100,19 @@ def rolling_backtest(
     validation_users: int | None = VALIDATION_USERS,
     run: Runner,
     item_text: Mapping[str, str] | None = None,
+    snapshots: Snapshots | None = None,
 ) -> RollingResult:
     """Fit and score every model at every origin, newest first; ``run(stage, fn)`` times and
     prints each stage (:class:`training.stages.StageLog.run`); ``item_text`` (item id →
-    description) feeds the cross-sell hybrid's content vectors."""
+    description) feeds the cross-sell hybrid's content vectors; ``snapshots`` holds the feature
+    snapshots already built (:func:`features.labels.build_snapshots`)."""
     tables, arrays = [], {}
     xs_newest: CrossSellResult | None = None
     for o in origins:
         frame = run(
-            f"origin {o.label}: features ({len(o.train_cutoffs)} cutoffs, {o.protocol})",
+            f"origin {o.label}: training frame ({len(o.train_cutoffs)} cutoffs, {o.protocol})",
             lambda o=o: build_training_frame(
-                tx, o.train_cutoffs, o.horizon, observed_until=o.cutoff
+                tx, o.train_cutoffs, o.horizon, observed_until=o.cutoff, snapshots=snapshots
             ),
         )
         churn, nextp = run(
@@ -120,7 +122,7 @@ def rolling_backtest(
         table, arr = run(
             f"origin {o.label}: score vs baselines",
             lambda churn=churn, nextp=nextp, o=o: evaluate_propensity(
-                churn, nextp, tx, o.cutoff, o.horizon
+                churn, nextp, tx, o.cutoff, o.horizon, snapshots
             ),
         )
         parts = [table]

@@ -10,7 +10,14 @@ import pandas as pd
 from servable.crosssell.base import Recommender
 from training.metrics import hit_rate_at_k, ndcg_at_k, recall_at_k
 
-__all__ = ["cross_sell_targets", "customers_before", "evaluate", "sample_customers"]
+__all__ = [
+    "cross_sell_targets",
+    "customers_before",
+    "evaluate",
+    "sample_customers",
+    "sample_rows",
+    "stable_sample",
+]
 
 
 def customers_before(
@@ -77,16 +84,34 @@ def evaluate(
     }
 
 
-def sample_customers(targets: Mapping[str, set[str]], n: int | None) -> dict[str, set[str]]:
-    """At most ``n`` customers of ``targets``: those with the smallest CRC-32 of their id.
+def stable_sample(ids: Iterable[str], n: int | None) -> list[str]:
+    """At most ``n`` of ``ids`` (sorted): those with the smallest CRC-32 of the id.
 
     A stable sample: the same customers whatever the order or the other rows, so every grid
-    point and every run is scored on the same people. Tuning needs a ranking of grid points,
-    not the metric to the last digit; a few thousand customers give that, and the cost of
-    each evaluation then stops growing with the customer base. ``None``: everyone."""
+    point and every run sees the same people. ``None``: every id."""
+    ids = sorted(set(ids))
+    if n is None or len(ids) <= n:
+        return ids
+    return sorted(sorted(ids, key=lambda c: (zlib.crc32(c.encode()), c))[:n])
+
+
+def sample_customers(targets: Mapping[str, set[str]], n: int | None) -> dict[str, set[str]]:
+    """At most ``n`` customers of ``targets`` (:func:`stable_sample`).
+
+    Tuning needs a ranking of grid points, not the metric to the last digit; a few thousand
+    customers give that, and the cost of each evaluation then stops growing with the
+    customer base. ``None``: everyone."""
     if n is not None and n < 1:
         raise ValueError(f"validation_users: at least 1, or None for every customer; got {n!r}")
-    if n is None or len(targets) <= n:
-        return dict(targets)
-    ids = sorted(targets, key=lambda c: (zlib.crc32(c.encode()), c))[:n]
-    return {c: targets[c] for c in sorted(ids)}
+    return {c: targets[c] for c in stable_sample(targets, n)}
+
+
+def sample_rows(transactions: pd.DataFrame, n: int | None) -> pd.DataFrame:
+    """The rows of at most ``n`` customers (:func:`stable_sample`); all rows when the log has
+    no more (or ``n`` is None). Whole customers, so each keeps every row of their history."""
+    if n is not None and n < 1:
+        raise ValueError(f"tuning_customers: at least 1, or None for every customer; got {n!r}")
+    ids = transactions["customer_id"].unique()
+    if n is None or len(ids) <= n:
+        return transactions
+    return transactions[transactions["customer_id"].isin(stable_sample(ids, n))]
