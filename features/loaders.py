@@ -9,6 +9,9 @@ Every loader reads a CSV file (gzipped or not) or a **Parquet dataset**: a ``.pa
 or a folder of them (hive-partitioned folders too — what a warehouse export writes), of
 which only the needed columns are read (:func:`read_table`). Errors in a Parquet dataset
 name the row number (1-based, in the dataset's file order) where a CSV's name the line.
+Text columns are read as categoricals and cleaned or parsed once per distinct value
+(:func:`_per_value`): a log has far fewer distinct ids, dates and names than lines, so the
+raw frame costs a code per line instead of a string (issue #19).
 * :func:`load_hillstrom` — Kevin Hillstrom's MineThatData e-mail experiment (2008) as a
   campaign table (treatment arm, pre-treatment features, outcomes).
 
@@ -24,13 +27,14 @@ import csv
 import gzip
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from features.contracts import DataContractError, validate_transactions
 from features.mapping import MAPPABLE, LogMapping
@@ -174,14 +178,20 @@ def table_columns(path: str | Path) -> list[str]:
     return [h.strip() for h in raw.splitlines()[0].split(",")] if raw else []
 
 
+#: lines parsed at a time when reading a CSV (a chunk's text is held as strings only
+#: until it is encoded as categoricals)
+CSV_CHUNK_LINES = 1_000_000
+
+
 def read_table(
     path: str | Path,
     dtype: Mapping[str, str] | None = None,
     columns: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Only ``columns`` (those present; ``None``: every column) of a CSV (:func:`_read_csv`)
-    or a Parquet dataset, indexed by line (CSV) or row number (Parquet); ``dtype``'s ``str``
-    columns come back as text with missing values as NaN either way."""
+    or a Parquet dataset, indexed by line (CSV) or row number (Parquet); ``dtype``'s
+    ``category`` columns come back as categoricals of their text (numbers written as text)
+    with missing values missing, either way."""
     path = Path(path)
     if not is_parquet(path):
         return _read_csv(path, dtype, columns)
@@ -189,9 +199,8 @@ def read_table(
     names = [c for c in (columns or dataset.schema.names) if c in dataset.schema.names]
     df = dataset.to_table(columns=names).to_pandas()
     for col, kind in (dtype or {}).items():
-        if kind == "str" and col in df.columns:
-            text = df[col].astype("str")
-            df[col] = text.where(df[col].notna(), np.nan)
+        if kind == "category" and col in df.columns:
+            df[col] = df[col].astype("str").astype("category")
     df.index = pd.RangeIndex(1, len(df) + 1)
     return df
 
@@ -211,24 +220,53 @@ def _read_csv(
 ) -> pd.DataFrame:
     """Read a (possibly gzipped) UTF-8 CSV; index rows by their line number in the file.
 
-    Parsed straight from the (decompressing) stream, keeping only ``columns`` (those present;
-    ``None``: all); only when it is not valid UTF-8 is the file read again, line by line, to
-    name the lines and the column."""
+    Parsed straight from the (decompressing) stream in chunks of lines, keeping only
+    ``columns`` (those present; ``None``: all); ``category`` columns are read as text and
+    each chunk's turned into a categorical at once, so the whole file is never held as
+    strings (pandas would infer numbers for a categorical's values: "00042" is an id, not
+    42). Only when the file is not valid UTF-8 is it read again, line by line, to name the
+    lines and the column."""
     path = Path(path)
     if not path.exists():
         raise DataContractError(str(path), None, "file not found")
     wanted = None if columns is None else set(columns).__contains__
+    kinds = dict(dtype or {})
+    text = [c for c, kind in kinds.items() if kind == "category"]
+    kinds.update(dict.fromkeys(text, "str"))
     try:
-        with _open_stream(path) as f:
-            df = pd.read_csv(
-                f, dtype=dict(dtype or {}), usecols=wanted, keep_default_na=True, encoding="utf-8"
-            )
+        with (
+            _open_stream(path) as f,
+            pd.read_csv(
+                f, dtype=kinds, usecols=wanted, encoding="utf-8", chunksize=CSV_CHUNK_LINES
+            ) as reader,
+        ):
+            parts = [part.astype({c: "category" for c in text if c in part}) for part in reader]
     except UnicodeDecodeError:
         raise _undecodable(path) from None
     except (pd.errors.ParserError, ValueError) as exc:
         raise DataContractError(str(path), None, f"unreadable CSV: {exc}") from None
+    df = _concat_parts(parts) if parts else _header_only(path, kinds, wanted)
     df.index = pd.RangeIndex(2, len(df) + 2)  # header is line 1
     return df
+
+
+def _concat_parts(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The chunks of one CSV as one frame; a categorical column's categories are united
+    (a plain concat would turn chunks with different categories back into strings)."""
+    columns = {}
+    for col in parts[0].columns:
+        pieces = [p[col] for p in parts]
+        if isinstance(pieces[0].dtype, pd.CategoricalDtype):
+            columns[col] = pd.Series(union_categoricals(pieces, ignore_order=True))
+        else:
+            columns[col] = pd.concat(pieces, ignore_index=True)
+    return pd.DataFrame(columns)
+
+
+def _header_only(path: Path, kinds: Mapping[str, str], wanted: Callable | None) -> pd.DataFrame:
+    """The empty frame of a CSV with a header and no lines (its chunks are none at all)."""
+    with _open_stream(path) as f:
+        return pd.read_csv(f, dtype=dict(kinds), usecols=wanted, nrows=0, encoding="utf-8")
 
 
 def _undecodable(path: Path) -> DataContractError:
@@ -266,12 +304,37 @@ def _check_price(price: pd.Series, keep: np.ndarray, source: str, column: str) -
         )
 
 
-def _parse_ts(df: pd.DataFrame, col: str, source: str, fmt: str | None) -> pd.Series:
-    s = df[col]
+def _per_value(s: pd.Series, fn: Callable[[pd.Series], pd.Series]) -> pd.Series:
+    """``fn`` of a categorical column, applied once to each distinct value and spread back
+    to the rows (missing stays missing); a column of any other dtype is passed whole."""
+    if not isinstance(s.dtype, pd.CategoricalDtype):
+        return fn(s)
+    values = fn(pd.Series(s.cat.categories.astype("str")))  # none at all: float by default
+    out = values.reindex(s.cat.codes.to_numpy())  # code -1 (missing) is no label: NaN/NaT
+    out.index = s.index
+    return out
+
+
+def _text(s: pd.Series, upper: bool = False) -> pd.Series:
+    """A text column stripped (and upper-cased), per distinct value."""
+    return _per_value(s, lambda v: v.str.strip().str.upper() if upper else v.str.strip())
+
+
+def _to_ts(s: pd.Series, fmt: str | None, dayfirst: bool = False) -> pd.Series:
+    """Timestamps in ``fmt``, any other recognisable format as a fallback; NaT if neither."""
+    if dayfirst:
+        return pd.to_datetime(s, dayfirst=True, errors="coerce")
     out = pd.to_datetime(s, format=fmt, errors="coerce") if fmt else pd.Series(pd.NaT, s.index)
     todo = out.isna() & s.notna()
     if todo.any():
         out[todo] = pd.to_datetime(s[todo], format="mixed", errors="coerce")
+    return out
+
+
+def _parse_ts(
+    df: pd.DataFrame, col: str, source: str, fmt: str | None, dayfirst: bool = False
+) -> pd.Series:
+    out = _per_value(df[col], lambda v: _to_ts(v, fmt, dayfirst))
     bad = out.isna()
     if bad.any():
         raise DataContractError(source, col, "unparsable or missing date", df.index[bad].tolist())
@@ -358,12 +421,12 @@ def load_online_retail(path: str | Path) -> Loaded:
     raw = read_table(
         path,
         dtype={
-            "Invoice": "str",
-            "StockCode": "str",
-            "Customer ID": "str",
-            "Description": "str",
-            "Country": "str",
-            "InvoiceDate": "str",
+            "Invoice": "category",
+            "StockCode": "category",
+            "Customer ID": "category",
+            "Description": "category",
+            "Country": "category",
+            "InvoiceDate": "category",
         },
     )
     missing = [c for c in _RETAIL_COLUMNS if c not in raw.columns]
@@ -373,10 +436,11 @@ def load_online_retail(path: str | Path) -> Loaded:
     ts = _parse_ts(raw, "InvoiceDate", source, "%Y-%m-%d %H:%M:%S")
     qty = _parse_num(raw, "Quantity", source)
     price = _parse_num(raw, "Price", source)
-    invoice = raw["Invoice"].astype("str").str.strip()
-    code = raw["StockCode"].astype("str").str.strip().str.upper()
-    cust = raw["Customer ID"].astype("str").str.strip()
-    cust = cust.str.replace(r"\.0$", "", regex=True)
+    invoice = _text(raw["Invoice"])
+    code = _text(raw["StockCode"], upper=True)
+    cust = _per_value(
+        raw["Customer ID"], lambda v: v.str.strip().str.replace(r"\.0$", "", regex=True)
+    )
 
     keys = pd.util.hash_pandas_object(raw, index=False).to_numpy()
     reasons: list[tuple[str, np.ndarray]] = [
@@ -407,11 +471,11 @@ def load_online_retail(path: str | Path) -> Loaded:
             "item_id": code,
             "quantity": qty,
             "unit_price": price,
-            "country": raw["Country"] if "Country" in raw.columns else None,
+            "country": _text(raw["Country"]) if "Country" in raw.columns else None,
         },
         index=raw.index,
     )[keep]
-    names = raw["Description"].str.strip()[keep] if "Description" in raw.columns else None
+    names = _text(raw["Description"])[keep] if "Description" in raw.columns else None
     return _finish(tx, report, names, source)
 
 
@@ -462,27 +526,19 @@ def load_csv(
     source = str(path)
     text_cols = ("customer_id", "order_id", "item_id", "ts", "channel", "country", "item_name")
     raw = read_table(
-        path, dtype={cols[c]: "str" for c in text_cols if c in cols}, columns=m.used_columns
+        path, dtype={cols[c]: "category" for c in text_cols if c in cols}, columns=m.used_columns
     )
     missing = [v for v in m.used_columns if v not in raw.columns]
     if missing:
         raise DataContractError(source, missing[0], f"missing mapped column(s) {missing}")
     raw = raw[m.used_columns]
     report = CleaningReport(source=source, rows_in=len(raw), sha256=file_sha256(path))
-    if m.dayfirst:
-        ts = pd.to_datetime(raw[cols["ts"]], dayfirst=True, errors="coerce")
-        bad = ts.isna()
-        if bad.any():
-            raise DataContractError(
-                source, cols["ts"], "unparsable or missing date", raw.index[bad].tolist()
-            )
-    else:
-        ts = _parse_ts(raw, cols["ts"], source, m.date_format)
-    cust = raw[cols["customer_id"]].astype("str").str.strip()
+    ts = _parse_ts(raw, cols["ts"], source, m.date_format, m.dayfirst)
+    cust = _text(raw[cols["customer_id"]])
     qty, price = _quantity_and_price(raw, cols, source)
     qty, dropped_returns = _returns(raw, m, qty)
     if "order_id" in cols:
-        order = raw[cols["order_id"]].astype("str").str.strip()
+        order = _text(raw[cols["order_id"]])
     else:
         order = cust.fillna("") + "@" + ts.dt.strftime("%Y-%m-%dT%H:%M:%S")
     keys = pd.util.hash_pandas_object(raw, index=False).to_numpy()
@@ -501,11 +557,13 @@ def load_csv(
         index=raw.index,
     )
     if "item_id" in cols:
-        tx["item_id"] = raw[cols["item_id"]].astype("str").str.strip().str.upper()
+        tx["item_id"] = _text(raw[cols["item_id"]], upper=True)
     for opt in ("channel", "country"):
         if opt in cols:
-            tx[opt] = raw[cols[opt]]
-    names = raw[cols["item_name"]][keep] if "item_name" in cols and "item_id" in cols else None
+            tx[opt] = _text(raw[cols[opt]])
+    names = (
+        _text(raw[cols["item_name"]])[keep] if "item_name" in cols and "item_id" in cols else None
+    )
     return _finish(tx[keep], report, names, source)
 
 

@@ -60,7 +60,9 @@ __all__ = [
     "GAP_PRIOR_WEIGHT",
     "SEASON_COLUMNS",
     "WINDOWS",
+    "ID_COLUMNS",
     "build_features",
+    "coded_ids",
     "customer_features",
     "customer_partitions",
     "finish_features",
@@ -73,6 +75,10 @@ SEASON_COLUMNS = ["season_sin", "season_cos", "shop_trend_30d", "shop_season_ly"
 GAP_PRIOR_WEIGHT = 2.0
 DEFAULT_GAP_DAYS = 90.0  # prior cycle when no customer in the snapshot has two purchase days
 _DAY = np.timedelta64(1, "D")
+#: the id columns a snapshot groups by; :func:`coded_ids` makes them categoricals once
+ID_COLUMNS = ("customer_id", "order_id", "item_id")
+#: the transaction columns a snapshot reads
+_READ_COLUMNS = {*ID_COLUMNS, "ts", "quantity", "unit_price", "category"}
 
 FEATURE_COLUMNS = [
     "recency_days",
@@ -147,7 +153,8 @@ def build_features(
     columns (:func:`finish_features`). Any number of ``partitions`` gives the same frame.
     """
     t = cutoff.to_datetime64().astype("datetime64[ns]")
-    tx = transactions[transactions["ts"].to_numpy() < t]
+    read = [c for c in transactions.columns if c in _READ_COLUMNS]
+    tx = transactions[read][transactions["ts"].to_numpy() < t]  # nothing else is copied
     buy = tx[tx["quantity"].to_numpy() > 0]
     if buy.empty:
         return pd.DataFrame(columns=FEATURE_COLUMNS, index=pd.Index([], name="customer_id"))
@@ -157,6 +164,25 @@ def build_features(
         for part in customer_partitions(tx, partitions)
     ]
     return finish_features(pd.concat([p for p in parts if len(p)]), cutoff)
+
+
+def coded_ids(transactions: pd.DataFrame) -> pd.DataFrame:
+    """``transactions`` with its id columns as categoricals (the same ids, integer-coded).
+
+    A snapshot groups and joins by id; on codes that is integer work instead of hashing
+    every line's strings again. :func:`build_features` takes either; a run that builds many
+    snapshots of one log codes it once (:func:`features.labels.build_snapshots`)."""
+    text = [c for c in ID_COLUMNS if c in transactions.columns]
+    return transactions.astype({c: "category" for c in text})
+
+
+def _codes(ids: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """An id column's integer codes (-1: missing) and the ids they stand for: a
+    categorical's own, else factorised here."""
+    if isinstance(ids.dtype, pd.CategoricalDtype):
+        return ids.cat.codes.to_numpy(), ids.cat.categories
+    codes, uniques = pd.factorize(ids)
+    return codes, pd.Index(uniques)
 
 
 def customer_partitions(transactions: pd.DataFrame, n: int) -> list[pd.DataFrame]:
@@ -176,7 +202,11 @@ def item_median_prices(buy: pd.DataFrame) -> pd.Series | None:
     cutoff); None for a log without items."""
     if not ("item_id" in buy.columns and buy["item_id"].notna().any()):
         return None
-    return buy.groupby("item_id")["unit_price"].median()
+    code, items = _codes(buy["item_id"])
+    has = code >= 0
+    median = pd.Series(buy["unit_price"].to_numpy()[has]).groupby(code[has]).median()
+    index = pd.Index(items[median.index.to_numpy()], name="item_id").astype("str")
+    return pd.Series(median.to_numpy(), index=index, name="unit_price").sort_index()
 
 
 def customer_features(
@@ -190,14 +220,18 @@ def customer_features(
     :func:`finish_features` (a private ``_sum_log_gap`` column carries what it needs)."""
     t = cutoff.to_datetime64().astype("datetime64[ns]")
     tx = transactions[transactions["ts"].to_numpy() < t]
-    buy = tx[tx["quantity"].to_numpy() > 0]
-    if buy.empty:
+    is_buy = tx["quantity"].to_numpy() > 0
+    if not is_buy.any():
         return pd.DataFrame(index=pd.Index([], name="customer_id"))
-    o = _orders(buy, t)
+    customer, customer_ids = _codes(tx["customer_id"])
+    order, _ = _codes(tx["order_id"])
+    buy = tx[is_buy]
+    o = _orders(buy, customer[is_buy], order[is_buy], customer_ids, t)
     f = pd.DataFrame(index=o.customers)
     _add_windows(f, o)
     _add_cycle(f, o)
-    _add_returns(f, tx, o, t)
+    is_return = tx["quantity"].to_numpy() < 0
+    _add_returns(f, tx[is_return], o.position[customer[is_return]], order[is_return], o, t)
     f["basket_value"] = f["monetary_all"] / f["orders_all"]
     f["basket_lines"] = o.per_customer(o.n_lines.astype(float)) / f["orders_all"]
     _add_items(f, buy, o, prices)
@@ -238,6 +272,8 @@ class _Orders:
     """The orders before the cutoff as arrays, each order tagged with its customer's code."""
 
     customers: pd.Index  # sorted customer ids; a code is a position in it
+    position: np.ndarray  # a customer id code's position in customers (-1: no order)
+    line: np.ndarray  # each purchase line's customer position
     code: np.ndarray
     ts: np.ndarray  # the order's earliest line
     value: np.ndarray  # gross purchase value
@@ -252,28 +288,36 @@ class _Orders:
         return np.bincount(self.code, weights=weights, minlength=self.n)
 
 
-def _orders(buy: pd.DataFrame, t: np.datetime64) -> _Orders:
+def _orders(
+    buy: pd.DataFrame,
+    customer: np.ndarray,
+    order: np.ndarray,
+    customer_ids: pd.Index,
+    t: np.datetime64,
+) -> _Orders:
+    """The purchase lines grouped into orders; ``customer`` and ``order`` are the lines' id
+    codes, ``customer_ids`` the ids the customer codes stand for."""
     value = buy["quantity"].to_numpy() * buy["unit_price"].to_numpy()
-    lines = pd.DataFrame(
-        {
-            "customer_id": buy["customer_id"].to_numpy(),
-            "order_id": buy["order_id"].to_numpy(),
-            "ts": buy["ts"].to_numpy(),
-            "value": value,
-        }
-    )
-    grouped = lines.groupby(["customer_id", "order_id"], sort=False)
+    lines = pd.DataFrame({"c": customer, "o": order, "ts": buy["ts"].to_numpy()})
+    grouped = lines.groupby(["c", "o"], sort=False)
     orders = grouped["ts"].min().reset_index()
     # values summed in row order (np.bincount): a customer's orders are worth the same to
     # the cent whether built with the whole log or with their partition
     code = grouped.ngroup().to_numpy()
     orders["value"] = np.bincount(code, weights=value, minlength=len(orders))
     orders["n_lines"] = np.bincount(code, minlength=len(orders))
-    customers = pd.Index(np.sort(orders["customer_id"].unique()), name="customer_id")
+    used = np.unique(orders["c"].to_numpy())
+    ids = customer_ids[used]
+    by_id = ids.argsort()
+    customers = pd.Index(ids[by_id], name="customer_id").astype("str")
+    position = np.full(len(customer_ids), -1)
+    position[used[by_id]] = np.arange(len(used))
     o_ts = orders["ts"].to_numpy()
     return _Orders(
         customers=customers,
-        code=customers.get_indexer(orders["customer_id"]),
+        position=position,
+        line=position[customer],
+        code=position[orders["c"].to_numpy()],
         ts=o_ts,
         value=orders["value"].to_numpy(),
         n_lines=orders["n_lines"].to_numpy(),
@@ -331,20 +375,23 @@ def _add_cycle(f: pd.DataFrame, o: _Orders) -> None:
         f["trend_90d"] = np.where(denom > 0, (m_recent - m_prev) / denom, 0.0)
 
 
-def _add_returns(f: pd.DataFrame, tx: pd.DataFrame, o: _Orders, t: np.datetime64) -> None:
-    """Return orders, returned share of value and of orders, days since the last return."""
+def _add_returns(
+    f: pd.DataFrame,
+    ret: pd.DataFrame,
+    rc: np.ndarray,
+    order: np.ndarray,
+    o: _Orders,
+    t: np.datetime64,
+) -> None:
+    """Return orders, returned share of value and of orders, days since the last return;
+    ``ret`` are the return lines, ``rc`` their customers' positions (-1: a customer without
+    an order), ``order`` their order id codes."""
     n = o.n
-    ret = tx[tx["quantity"].to_numpy() < 0]
-    rc = o.customers.get_indexer(ret["customer_id"])
     ok = rc >= 0
     rc = rc[ok]
     r_val = np.abs(ret["quantity"].to_numpy() * ret["unit_price"].to_numpy())[ok]
     r_age = _days(t - ret["ts"].to_numpy()[ok])
-    ret_orders = (
-        pd.DataFrame({"c": rc, "o": ret["order_id"].to_numpy()[ok]})
-        .drop_duplicates()["c"]
-        .to_numpy()
-    )
+    ret_orders = pd.DataFrame({"c": rc, "o": order[ok]}).drop_duplicates()["c"].to_numpy()
     f["return_orders"] = np.bincount(ret_orders, minlength=n).astype(float)
     returned_value = np.bincount(rc, weights=r_val, minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -366,27 +413,27 @@ def _add_items(f: pd.DataFrame, buy: pd.DataFrame, o: _Orders, prices: pd.Series
         f["top_family_share"] = np.nan
         f["price_index"] = np.nan
         return
-    items = buy["item_id"].to_numpy()
-    lc = o.customers.get_indexer(buy["customer_id"])
-    item_code, item_ids = pd.factorize(buy["item_id"])  # -1: a line without an item
+    lc = o.line
+    item_code, item_ids = _codes(buy["item_id"])  # -1: a line without an item
     has_item = item_code >= 0
-    f["distinct_items"] = (
-        pd.DataFrame({"c": lc[has_item], "i": item_code[has_item]})
-        .drop_duplicates()
-        .groupby("c")
-        .size()
-        .reindex(range(n), fill_value=0)
-        .to_numpy()
-        .astype(float)
-    )
+    # (customer, item) and (customer, family) pairs as one integer each: distinct pairs and
+    # lines per pair by hashing integers, not by grouping a frame of two columns
+    pairs = pd.unique(_pair(lc[has_item], item_code[has_item], len(item_ids)))
+    f["distinct_items"] = np.bincount(pairs // len(item_ids), minlength=n).astype(float)
     fam = _family_codes(buy, item_code, item_ids)
     has_fam = fam >= 0
-    fam_counts = pd.DataFrame({"c": lc[has_fam], "fam": fam[has_fam]}).groupby(["c", "fam"]).size()
-    top = fam_counts.groupby(level=0).max().reindex(range(n)).to_numpy()
-    tot = fam_counts.groupby(level=0).sum().reindex(range(n)).to_numpy()
-    f["top_family_share"] = top / tot
+    n_fam = int(fam.max()) + 1 if has_fam.any() else 1
+    pair_code, fam_pairs = pd.factorize(_pair(lc[has_fam], fam[has_fam], n_fam))
+    lines_per_pair = np.bincount(pair_code, minlength=len(fam_pairs))
+    top = np.zeros(n)
+    np.maximum.at(top, fam_pairs // n_fam, lines_per_pair)
+    tot = np.bincount(fam_pairs // n_fam, weights=lines_per_pair, minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f["top_family_share"] = top / tot  # 0 / 0: no line with a family
     price = buy["unit_price"].to_numpy()
-    item_median = prices.reindex(items).to_numpy()
+    # the median of each line's item (NaN for an unknown item; code -1 picks the NaN at the end)
+    medians = np.append(prices.reindex(item_ids.astype("str")).to_numpy(), np.nan)
+    item_median = medians[item_code]
     with np.errstate(invalid="ignore", divide="ignore"):
         rel = np.where(item_median > 0, price / item_median, np.nan)
     # summed in row order per customer (np.bincount), so a partition's customers get the
@@ -396,6 +443,11 @@ def _add_items(f: pd.DataFrame, buy: pd.DataFrame, o: _Orders, prices: pd.Series
     lines = np.bincount(lc[priced], minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
         f["price_index"] = np.where(lines > 0, total / lines, np.nan)
+
+
+def _pair(a: np.ndarray, b: np.ndarray, n_b: int) -> np.ndarray:
+    """Pairs of non-negative codes as one int64 (``a · n_b + b``; ``a = pair // n_b``)."""
+    return a.astype(np.int64) * n_b + b
 
 
 def _family_codes(buy: pd.DataFrame, item_code: np.ndarray, item_ids: pd.Index) -> np.ndarray:

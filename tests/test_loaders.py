@@ -343,12 +343,39 @@ def test_generic_csv_amount_only_and_optional_columns(tmp_path):
 def test_only_the_mapped_columns_of_a_csv_are_read(tmp_path):
     lines = ["c1,2021-01-05,30.0,a long note", "c2,2021-01-06,12.0,"]
     path = cd_file(tmp_path, lines, header="cust,when,total,notes")
-    df = read_table(path, dtype={"cust": "str"}, columns=["cust", "total", "absent"])
+    df = read_table(path, dtype={"cust": "category"}, columns=["cust", "total", "absent"])
     assert list(df.columns) == ["cust", "total"]  # an asked-for column not in the file is skipped
     assert df.index.tolist() == [2, 3]  # still indexed by file line
     assert list(read_table(path).columns) == ["cust", "when", "total", "notes"]
     mapping = {"customer_id": "cust", "ts": "when", "amount": "total"}
     assert load_csv(path, mapping).transactions["customer_id"].tolist() == ["c1", "c2"]
+
+
+def test_csv_read_in_chunks_equals_one_read(tmp_path, monkeypatch):
+    """Text read as categoricals chunk by chunk: ids keep their zeros, chunks with other
+    (or no) values unite, and the loaded log is the one read in a single chunk."""
+    import features.loaders as loaders
+
+    lines = ["00001,1997-01-01,1,5.0", ",1997-01-02,1,5.0", ",1997-01-03,1,5.0"]
+    lines += ["00002,1997-01-04,2,7.5", "00001,1997-01-05,1,5.0"]
+    path = cd_file(tmp_path, lines)
+    whole = load_csv(path, CD_MAPPING)
+    monkeypatch.setattr(loaders, "CSV_CHUNK_LINES", 2)  # the second chunk has no customer id
+    raw = read_table(path, dtype={"customer_id": "category"})
+    assert isinstance(raw["customer_id"].dtype, pd.CategoricalDtype)
+    assert raw.loc[[2, 5, 6], "customer_id"].tolist() == ["00001", "00002", "00001"]
+    assert raw.loc[[3, 4], "customer_id"].isna().all()
+    chunked = load_csv(path, CD_MAPPING)
+    pd.testing.assert_frame_equal(chunked.transactions, whole.transactions)
+    assert (
+        chunked.report.dropped
+        == whole.report.dropped
+        == {
+            "exact duplicate line": 0,
+            "no customer id": 2,
+            "zero quantity or zero value": 0,
+        }
+    )
 
 
 def test_generic_csv_dayfirst(tmp_path):

@@ -19,8 +19,11 @@ from features.snapshot import (
     DEFAULT_GAP_DAYS,
     FEATURE_COLUMNS,
     GAP_PRIOR_WEIGHT,
+    ID_COLUMNS,
     build_features,
+    coded_ids,
     customer_partitions,
+    item_median_prices,
     model_columns,
 )
 
@@ -493,6 +496,31 @@ def test_a_partitioned_build_is_the_same_frame(n):
     whole = build_features(tx, T, events=ev)
     parts = build_features(tx, T, events=ev, partitions=n)
     pd.testing.assert_frame_equal(parts, whole, check_exact=True)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_integer_coded_ids_give_the_same_frame(n, synthetic_tx):
+    t = pd.Timestamp("2021-03-01")
+    returns = synthetic_tx.iloc[::7].assign(
+        quantity=lambda d: -d["quantity"],
+        order_id=lambda d: "R" + d["order_id"],
+        ts=lambda d: d["ts"] + pd.Timedelta(days=2),
+    )
+    tx = validate_transactions(pd.concat([synthetic_tx, returns], ignore_index=True))
+    whole = build_features(tx, t)
+    assert (whole["return_orders"] > 0).any() and whole["distinct_items"].gt(1).any()
+    coded = coded_ids(tx)
+    assert all(isinstance(coded[c].dtype, pd.CategoricalDtype) for c in ID_COLUMNS)
+    assert coded["customer_id"].astype("str").equals(tx["customer_id"])
+    pd.testing.assert_frame_equal(build_features(coded, t, partitions=n), whole, check_exact=True)
+
+
+def test_item_median_prices_on_text_and_coded_ids():
+    tx = make_tx([("A", "o1", at(5), "x", 1, 2.0), ("B", "o2", at(4), "x", 1, 4.0)])
+    tx = pd.concat([tx, make_tx([("C", "o3", at(3), "y", 1, 9.0)])], ignore_index=True)
+    want = pd.Series([3.0, 9.0], index=pd.Index(["x", "y"], name="item_id"), name="unit_price")
+    for frame in (tx, coded_ids(tx)):
+        pd.testing.assert_series_equal(item_median_prices(frame), want, check_index_type=False)
 
 
 def test_every_customer_is_in_exactly_one_partition():
