@@ -320,6 +320,16 @@ def _text(s: pd.Series, upper: bool = False) -> pd.Series:
     return _per_value(s, lambda v: v.str.strip().str.upper() if upper else v.str.strip())
 
 
+def _stripped(s: pd.Series) -> pd.Series:
+    """A categorical text column with its values stripped, still categorical (values that
+    differ only in spaces become one); any other column is stripped row by row."""
+    if not isinstance(s.dtype, pd.CategoricalDtype):
+        return s.str.strip()
+    code, values = pd.factorize(pd.Series(s.cat.categories.astype("str")).str.strip())
+    codes = np.append(code, -1)[s.cat.codes.to_numpy()]  # -1 (missing) stays missing
+    return pd.Series(pd.Categorical.from_codes(codes, values), index=s.index)
+
+
 def _to_ts(s: pd.Series, fmt: str | None, dayfirst: bool = False) -> pd.Series:
     """Timestamps in ``fmt``, any other recognisable format as a fallback; NaT if neither."""
     if dayfirst:
@@ -389,18 +399,22 @@ def _drop(reasons: Sequence[tuple[str, np.ndarray]], report: CleaningReport) -> 
 def _finish(
     tx: pd.DataFrame, report: CleaningReport, names: pd.Series | None, source: str
 ) -> Loaded:
+    """The contract's frame, the counts, and each item's most frequent (stripped) name."""
     tx = validate_transactions(tx, source=source).reset_index(drop=True)
     report.count(tx)
     if names is not None and len(tx):
         items = (
-            pd.DataFrame({"item_id": tx["item_id"], "name": names.reset_index(drop=True)})
+            pd.DataFrame(
+                {"item_id": tx["item_id"], "name": _stripped(names.reset_index(drop=True))}
+            )
             .dropna()
-            .groupby(["item_id", "name"])
+            .groupby(["item_id", "name"], observed=True)
             .size()
             .reset_index(name="n")
             .sort_values(["item_id", "n"], ascending=[True, False])
             .drop_duplicates("item_id")[["item_id", "name"]]
             .reset_index(drop=True)
+            .astype({"name": "str"})
         )
     else:
         items = pd.DataFrame({"item_id": pd.Series(dtype=str), "name": pd.Series(dtype=str)})
@@ -475,7 +489,7 @@ def load_online_retail(path: str | Path) -> Loaded:
         },
         index=raw.index,
     )[keep]
-    names = _text(raw["Description"])[keep] if "Description" in raw.columns else None
+    names = raw["Description"][keep] if "Description" in raw.columns else None
     return _finish(tx, report, names, source)
 
 
@@ -561,9 +575,7 @@ def load_csv(
     for opt in ("channel", "country"):
         if opt in cols:
             tx[opt] = _text(raw[cols[opt]])
-    names = (
-        _text(raw[cols["item_name"]])[keep] if "item_name" in cols and "item_id" in cols else None
-    )
+    names = raw[cols["item_name"]][keep] if "item_name" in cols and "item_id" in cols else None
     return _finish(tx[keep], report, names, source)
 
 
