@@ -91,13 +91,9 @@ def build_interactions(
     seen.data[:] = 1.0
 
     buy = tx["quantity"].to_numpy() > 0
+    order = pd.factorize(tx["order_id"])[0]  # grouped as integers, not as a string per line
     orders = pd.DataFrame(
-        {
-            "c": c[buy],
-            "i": i[buy],
-            "o": tx["order_id"].to_numpy()[buy],
-            "ts": tx["ts"].to_numpy()[buy],
-        }
+        {"c": c[buy], "i": i[buy], "o": order[buy], "ts": tx["ts"].to_numpy()[buy]}
     )
     orders = orders.groupby(["c", "i", "o"], sort=False, as_index=False)["ts"].max()
     age = ((t - orders["ts"]) / DAY).to_numpy()

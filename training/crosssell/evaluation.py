@@ -5,6 +5,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 
 from servable.crosssell.base import Recommender
@@ -45,18 +46,23 @@ def cross_sell_targets(
     Only customers with at least one such item appear; ``customers`` restricts the result.
     A "buy" is a row with quantity > 0 (a return is not a purchase).
     """
-    t0 = cutoff
-    t1 = t0 + pd.Timedelta(days=horizon_days)
-    ts = transactions["ts"]
-    buys = (transactions["quantity"] > 0) & transactions["item_id"].notna()
-    cols = ["customer_id", "item_id"]
-    before = transactions.loc[buys & (ts < t0), cols].drop_duplicates()
-    window = transactions.loc[buys & (ts >= t0) & (ts < t1), cols].drop_duplicates()
+    t0 = cutoff.to_datetime64()
+    t1 = (cutoff + pd.Timedelta(days=horizon_days)).to_datetime64()
+    ts = transactions["ts"].to_numpy()
+    buys = (transactions["quantity"].to_numpy() > 0) & transactions["item_id"].notna().to_numpy()
+    # (customer, item) pairs as one integer: the history is compared as integers, not strings
+    customer, customer_ids = pd.factorize(transactions["customer_id"])
+    item, item_ids = pd.factorize(transactions["item_id"])
+    n_items = max(len(item_ids), 1)
+    pair = customer.astype(np.int64) * n_items + item
+    window = pd.unique(pair[buys & (ts >= t0) & (ts < t1)])
+    new = window[~pd.Series(window).isin(pair[buys & (ts < t0)]).to_numpy()]
+    found = pd.DataFrame(
+        {"customer_id": customer_ids[new // n_items], "item_id": item_ids[new % n_items]}
+    )
     if customers is not None:
-        window = window[window["customer_id"].isin(list(customers))]
-    new = window.merge(before, on=cols, how="left", indicator=True)
-    new = new[new["_merge"] == "left_only"]
-    return {c: set(g.tolist()) for c, g in new.groupby("customer_id", sort=True)["item_id"]}
+        found = found[found["customer_id"].isin(list(customers))]
+    return {c: set(g.tolist()) for c, g in found.groupby("customer_id", sort=True)["item_id"]}
 
 
 def evaluate(
