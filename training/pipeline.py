@@ -43,6 +43,7 @@ from features.labels import (
 from features.loaders import Loaded
 from features.mapping import LogMapping
 from features.serving import DEFAULT_TIMEZONE
+from features.snapshot import coded_ids
 from features.sources import Source, load_sources
 from servable.propensity import ChurnModel, NextPurchaseModel
 from training import plots
@@ -224,7 +225,7 @@ def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
     own_log = loaded is None
     if loaded is None:
         loaded = stages.run("load + clean log", lambda: load_log(cfg))
-    tx = loaded.transactions
+    tx = coded_ids(loaded.transactions)  # ids as integer codes: filters and groupings stay cheap
     _log(loaded.report.to_text())
     cutoff = cfg.cutoff if cfg.cutoff is not None else backtest_cutoff(tx, cfg.horizon)
     origins = _plan(tx, cutoff, cfg)
