@@ -28,8 +28,8 @@ from pathlib import Path
 import pandas as pd
 
 from features.contracts import DataContractError, validate_transactions
-from features.loaders import is_parquet, table_columns
 from features.snapshot import FEATURE_COLUMNS, customer_features, finish_features
+from features.tables import is_parquet, table_columns
 
 __all__ = ["CONTRACT_COLUMNS", "build_features_dask", "export_contract"]
 

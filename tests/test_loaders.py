@@ -21,9 +21,9 @@ from features.loaders import (
     load_hillstrom,
     load_online_retail,
     load_transactions,
-    read_table,
 )
 from features.snapshot import build_features
+from features.tables import read_table
 
 RETAIL_HEADER = "Invoice,StockCode,Description,Quantity,InvoiceDate,Price,Customer ID,Country"
 RETAIL_LINES = [
@@ -354,13 +354,13 @@ def test_only_the_mapped_columns_of_a_csv_are_read(tmp_path):
 def test_csv_read_in_chunks_equals_one_read(tmp_path, monkeypatch):
     """Text read as categoricals chunk by chunk: ids keep their zeros, chunks with other
     (or no) values unite, and the loaded log is the one read in a single chunk."""
-    import features.loaders as loaders
+    import features.tables as tables
 
     lines = ["00001,1997-01-01,1,5.0", ",1997-01-02,1,5.0", ",1997-01-03,1,5.0"]
     lines += ["00002,1997-01-04,2,7.5", "00001,1997-01-05,1,5.0"]
     path = cd_file(tmp_path, lines)
     whole = load_csv(path, CD_MAPPING)
-    monkeypatch.setattr(loaders, "CSV_CHUNK_LINES", 2)  # the second chunk has no customer id
+    monkeypatch.setattr(tables, "CSV_CHUNK_LINES", 2)  # the second chunk has no customer id
     raw = read_table(path, dtype={"customer_id": "category"})
     assert isinstance(raw["customer_id"].dtype, pd.CategoricalDtype)
     assert raw.loc[[2, 5, 6], "customer_id"].tolist() == ["00001", "00002", "00001"]
@@ -516,7 +516,7 @@ def test_parquet_errors_name_the_dataset_column_and_row(tmp_path):
 
 
 def test_the_fingerprint_of_a_dataset_changes_with_any_of_its_files(tmp_path):
-    from features.loaders import file_sha256
+    from features.tables import file_sha256
 
     frame = pd.DataFrame(
         {"customer_id": ["c1", "c2"], "ts": ["2021-01-05"] * 2, "amount": [1.0, 2.0]}

@@ -14,7 +14,8 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from core.env import HILLSTROM_DATA, default_tracking_uri
-from features.loaders import file_sha256, hillstrom_arm_summary, load_hillstrom
+from features.loaders import hillstrom_arm_summary, load_hillstrom
+from features.tables import file_sha256
 from training.registry import GateDecision, champion_gate, metric_tag, use_store, write_json
 from training.uplift.design import (
     ARMS,
