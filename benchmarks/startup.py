@@ -5,11 +5,12 @@ exactly as the service does (settings from ``policy.yaml`` + ``REVIVAL_*``); the
 wall time from spawning the process until the runtime is ready (interpreter, imports,
 champions, snapshot, scoring every customer, store), and the peak RSS is the child's own
 ``ru_maxrss`` when it is ready; then the replica's first batch is timed (``decide_batch``:
-every customer ranked, a page of 100 decided; best of 3, customers/s). *before*: the snapshot featurised from the CSV (``snapshot: data``); *after*:
-the snapshot training stored, pinned by its run id. Both run on the shared log and on a
-tiled copy of it (customers and invoices of tile k > 0 prefixed ``t<k>-``, timestamps kept;
-written to a temp dir, gzip level 1 like the shared file's format), alternating before and
-after in each round; the table shows the median over rounds.
+every customer ranked, a page of 100 decided; best of 3, customers/s). *before*: the
+snapshot featurised from the CSV (``snapshot: data``); *after*: the snapshot training
+stored, pinned by its run id. Both run on the shared log and on a tiled copy of it
+(customers and invoices of tile k > 0 prefixed ``t<k>-``, timestamps kept; written to a
+temp dir, gzip level 1 like the shared file's format), alternating before and after in each
+round; the table shows the median over rounds.
 
 Champions: ``--tracking-uri`` with champions already in it, or (default) a quick training
 on the shared log into a temp store (``python -m training --als-grid small --max-cutoffs

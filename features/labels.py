@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from features.snapshot import build_features, coded_ids
+from features.snapshot import build_features
 
 __all__ = [
     "Snapshots",
@@ -104,10 +104,10 @@ def build_snapshots(transactions: pd.DataFrame, cutoffs: Iterable[pd.Timestamp])
 
     A snapshot reads only rows before its cutoff, so it is the same whichever origin or
     label bound it serves: a training run plans every cutoff of its backtest origins and its
-    refit (they share one grid, so most recur) and builds each here once, from the log with
-    its ids integer-coded once (:func:`features.snapshot.coded_ids`)."""
-    coded = coded_ids(transactions)
-    return {t: build_features(coded, t) for t in sorted(set(cutoffs))}
+    refit (they share one grid, so most recur) and builds each here once. Pass the log with
+    its ids integer-coded (:func:`features.snapshot.coded_ids`, as training does) and no
+    snapshot hashes its id strings again."""
+    return {t: build_features(transactions, t) for t in sorted(set(cutoffs))}
 
 
 def snapshot_at(

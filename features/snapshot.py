@@ -170,8 +170,8 @@ def coded_ids(transactions: pd.DataFrame) -> pd.DataFrame:
     """``transactions`` with its id columns as categoricals (the same ids, integer-coded).
 
     A snapshot groups and joins by id; on codes that is integer work instead of hashing
-    every line's strings again. :func:`build_features` takes either; a run that builds many
-    snapshots of one log codes it once (:func:`features.labels.build_snapshots`)."""
+    every line's strings again. :func:`build_features` takes either; a training run codes
+    its log once after loading (:func:`training.pipeline.train`)."""
     text = [c for c in ID_COLUMNS if c in transactions.columns]
     return transactions.astype({c: "category" for c in text})
 

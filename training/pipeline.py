@@ -257,7 +257,7 @@ def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
         f"\nrolling-origin backtest ({len(origins)} origins, horizon {cfg.horizon} d)\n"
         f"{rolling_markdown(rolling)}\n\nmean over origins\n{backtest_markdown(rolling.table)}\n"
     )
-    fitted = _refit(stages, cfg, tx, rolling, item_text, snapshots, final_cutoffs)
+    fitted = _refit(stages, cfg, tx, rolling, item_text, snapshots, end, final_cutoffs)
     run_id, decisions = stages.run(
         "mlflow: log, register, champion gate",
         lambda: _log_to_mlflow(cfg, client, fp, loaded, fitted),
@@ -357,11 +357,11 @@ def _refit(
     rolling: RollingResult,
     item_text: dict[str, str],
     snapshots: Snapshots,
+    end: pd.Timestamp,
     final_cutoffs: list[pd.Timestamp],
 ) -> _Fitted:
-    """Refit the backtested recipes on the newest cutoffs (labels end at the log's end, the
-    day after its last row: the newest key of ``snapshots``)."""
-    end = max(snapshots)
+    """Refit the backtested recipes on the ``final_cutoffs`` (labels end at ``end``, the day
+    after the log's last row)."""
     final_frame = stages.run(
         f"refit: training frame ({len(final_cutoffs)} cutoffs)",
         lambda: build_training_frame(tx, final_cutoffs, cfg.horizon, snapshots=snapshots),
