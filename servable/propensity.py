@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import lightgbm as lgb
 import mlflow
@@ -40,8 +40,11 @@ from servable.bgnbd import BGNBD
 
 __all__ = [
     "BG_FEATURES",
+    "LOCAL",
+    "BoosterTrainer",
     "ChurnModel",
     "GBMParams",
+    "LocalTrainer",
     "NextPurchaseModel",
     "SnapshotPyfunc",
     "bgnbd_inputs",
@@ -140,6 +143,61 @@ def fit_platt(raw: np.ndarray, y: np.ndarray, intercept: bool = True) -> tuple[f
     return float(res.x[0]), float(res.x[1])
 
 
+class BoosterTrainer(Protocol):
+    """Where a booster is fitted: :class:`LocalTrainer` (``lightgbm.train`` in this process,
+    the default) or :class:`training.dask_engine.DaskTrainer` (``lightgbm.dask`` on a
+    cluster's workers). Both take the same LightGBM parameters and early-stopping rule."""
+
+    def early_stopped(
+        self,
+        params: dict[str, Any],
+        train: tuple[np.ndarray, np.ndarray],
+        valid: tuple[np.ndarray, np.ndarray],
+        names: list[str],
+        max_rounds: int,
+        patience: int,
+    ) -> lgb.Booster:
+        """A booster trained on ``train`` until the loss of the objective on ``valid`` has
+        not improved for ``patience`` rounds; its ``best_iteration`` is the best round."""
+        ...
+
+    def rounds(
+        self, params: dict[str, Any], x: np.ndarray, y: np.ndarray, names: list[str], rounds: int
+    ) -> lgb.Booster:
+        """A booster trained on ``(x, y)`` for exactly ``rounds`` rounds."""
+        ...
+
+
+class LocalTrainer:
+    """``lightgbm.train`` in this process (early stopping: ``lightgbm.early_stopping``)."""
+
+    def early_stopped(
+        self,
+        params: dict[str, Any],
+        train: tuple[np.ndarray, np.ndarray],
+        valid: tuple[np.ndarray, np.ndarray],
+        names: list[str],
+        max_rounds: int,
+        patience: int,
+    ) -> lgb.Booster:
+        dtr = lgb.Dataset(*train, feature_name=names)
+        return lgb.train(
+            params,
+            dtr,
+            num_boost_round=max_rounds,
+            valid_sets=[lgb.Dataset(*valid, reference=dtr)],
+            callbacks=[lgb.early_stopping(patience, verbose=False)],
+        )
+
+    def rounds(
+        self, params: dict[str, Any], x: np.ndarray, y: np.ndarray, names: list[str], rounds: int
+    ) -> lgb.Booster:
+        return lgb.train(params, lgb.Dataset(x, y, feature_name=names), num_boost_round=rounds)
+
+
+LOCAL = LocalTrainer()
+
+
 @dataclass
 class _Classifier:
     """A LightGBM booster plus a calibrator fitted on a later, purged time fold: the slope
@@ -160,8 +218,9 @@ class _Classifier:
         va: np.ndarray,
         names: list[str],
         params: GBMParams,
+        trainer: BoosterTrainer = LOCAL,
     ) -> _Classifier:
-        first, final = _train(x, y, tr, va, names, params, "binary")
+        first, final = _train(x, y, tr, va, names, params, "binary", trainer)
         platt = fit_platt(first.predict(x[va]), y[va], intercept=False)
         return cls(final, platt, first.best_iteration)
 
@@ -189,26 +248,19 @@ def _train(
     names: list[str],
     params: GBMParams,
     objective: str,
+    trainer: BoosterTrainer = LOCAL,
 ) -> tuple[lgb.Booster, lgb.Booster]:
     """Early-stop on the validation fold, then refit on every row for the same number of
     rounds scaled by ``params.refit_rounds`` (the newest cutoffs matter most when serving).
 
     Returns ``(validation_booster, final_booster)``; the first one calibrates.
     """
-    dtr = lgb.Dataset(x[tr], y[tr], feature_name=names)
-    dva = lgb.Dataset(x[va], y[va], reference=dtr)
-    first = lgb.train(
-        params.lgb_params(objective),
-        dtr,
-        num_boost_round=params.max_rounds,
-        valid_sets=[dva],
-        callbacks=[lgb.early_stopping(params.early_stopping, verbose=False)],
+    lgb_params = params.lgb_params(objective)
+    first = trainer.early_stopped(
+        lgb_params, (x[tr], y[tr]), (x[va], y[va]), names, params.max_rounds, params.early_stopping
     )
     rounds = max(1, round(first.best_iteration * params.refit_rounds))
-    final = lgb.train(
-        params.lgb_params(objective), lgb.Dataset(x, y, feature_name=names), num_boost_round=rounds
-    )
-    return first, final
+    return first, trainer.rounds(lgb_params, x, y, names, rounds)
 
 
 def _split_by_time(frame: pd.DataFrame, horizon: int) -> tuple[np.ndarray, np.ndarray]:
@@ -265,13 +317,18 @@ class _SnapshotModel:
         return self.matrix(frame)
 
     def _fit_classifier(
-        self, frame: pd.DataFrame, columns: list[str], label: str, bgnbd: BGNBD | None
+        self,
+        frame: pd.DataFrame,
+        columns: list[str],
+        label: str,
+        bgnbd: BGNBD | None,
+        trainer: BoosterTrainer,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Fit ``self.clf`` on ``label``; returns the matrix and the train/validation masks."""
         tr, va = _split_by_time(frame, self.horizon)
         x = self._prepare(frame, list(columns), bgnbd)
         y = frame[label].to_numpy(float)
-        self.clf = _Classifier.fit(x, y, tr, va, self.feature_names, self.params)
+        self.clf = _Classifier.fit(x, y, tr, va, self.feature_names, self.params, trainer)
         self.info = {
             "rows": len(frame),
             "train_rows": int(tr.sum()),
@@ -320,11 +377,16 @@ class ChurnModel(_SnapshotModel):
     kind = "churn"
 
     def fit(
-        self, frame: pd.DataFrame, columns: list[str], bgnbd: BGNBD | None = None
+        self,
+        frame: pd.DataFrame,
+        columns: list[str],
+        bgnbd: BGNBD | None = None,
+        trainer: BoosterTrainer = LOCAL,
     ) -> ChurnModel:
         """Fit on a stacked training frame (features + ``churn`` label + ``cutoff``), using
-        the feature ``columns`` (e.g. ``features.model_columns(frame)``)."""
-        self._fit_classifier(frame, columns, "churn", bgnbd)
+        the feature ``columns`` (e.g. ``features.model_columns(frame)``); ``trainer``: where
+        the boosters are fitted."""
+        self._fit_classifier(frame, columns, "churn", bgnbd, trainer)
         return self
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
@@ -347,11 +409,15 @@ class NextPurchaseModel(_SnapshotModel):
     kind = "next_purchase"
 
     def fit(
-        self, frame: pd.DataFrame, columns: list[str], bgnbd: BGNBD | None = None
+        self,
+        frame: pd.DataFrame,
+        columns: list[str],
+        bgnbd: BGNBD | None = None,
+        trainer: BoosterTrainer = LOCAL,
     ) -> NextPurchaseModel:
         """Fit on a stacked frame with ``buy_30d``, ``days_to_next``, ``next_observed``, using
-        the feature ``columns``."""
-        x, tr, va = self._fit_classifier(frame, columns, "buy_30d", bgnbd)
+        the feature ``columns``; ``trainer``: where the boosters are fitted."""
+        x, tr, va = self._fit_classifier(frame, columns, "buy_30d", bgnbd, trainer)
         # regression only on rows whose next order fell inside the horizon (not censored)
         d = frame["days_to_next"].to_numpy(float)
         seen = frame["next_observed"].to_numpy(bool) & (d < self.horizon)
@@ -364,6 +430,7 @@ class NextPurchaseModel(_SnapshotModel):
             self.feature_names,
             self.params,
             "regression_l1",
+            trainer,
         )
         self.info.update(regression_rows=int(seen.sum()), best_iteration_days=first.best_iteration)
         return self

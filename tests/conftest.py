@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+import zlib
+from pathlib import Path
 
-from core.env import configure_environment
+from core.env import DEFAULT_DATA, configure_environment
 
 configure_environment()  # thread counts and project-local homes before heavy imports
 
@@ -54,6 +56,23 @@ def synthetic_log(n_customers: int = 300, days: int = 540, seed: int = 0) -> pd.
 
 
 @pytest.fixture(scope="session")
+def real_log_slice(tmp_path_factory):
+    """``slice(every)``: a CSV of every ``every``-th customer of the real log (by a stable
+    hash of the id), cleaned, in the contract's columns."""
+    from features.loaders import load_online_retail
+
+    def write(every: int) -> Path:
+        tx = load_online_retail(DEFAULT_DATA).transactions
+        keep = tx["customer_id"].map(lambda c: zlib.crc32(c.encode()) % every == 0)
+        cols = ["customer_id", "order_id", "ts", "item_id", "quantity", "unit_price"]
+        path = tmp_path_factory.mktemp("slice") / f"every{every}.csv"
+        tx.loc[keep, cols].to_csv(path, index=False)
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
 def synthetic_tx() -> pd.DataFrame:
     return synthetic_log()
 
@@ -68,11 +87,8 @@ def champions(tmp_path_factory):
     Returns ``(data_csv, tracking_uri)``. The slice keeps the Online Retail II columns, so
     the service loads it with the same loader (and item names) as the full log.
     """
-    import zlib
-
     import mlflow
 
-    from core.env import DEFAULT_DATA
     from training.pipeline import TrainConfig, train
 
     root = tmp_path_factory.mktemp("champions")
@@ -136,6 +152,22 @@ def bento(tmp_path_factory):
 
 
 # --------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """A ``distributed.Client`` of a ``LocalCluster``: 2 worker processes of one thread,
+    1.5 GiB memory limit each (the shape the Dask engines are tested on)."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        memory_limit="1.5GiB",
+        dashboard_address=None,
+    ) as cluster, Client(cluster) as c:  # fmt: skip
+        yield c
 
 
 @pytest.fixture(scope="session")

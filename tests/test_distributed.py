@@ -21,20 +21,6 @@ pytestmark = pytest.mark.integration
 CUTOFF = "2011-06-02"
 
 
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        memory_limit="1.5GiB",
-        dashboard_address=None,
-    ) as cluster, Client(cluster) as c:  # fmt: skip
-        yield c
-
-
 def _features(*args: str) -> str:
     out = subprocess.run(
         [sys.executable, "-m", "features", "--cutoff", CUTOFF, *args],
@@ -51,12 +37,14 @@ def exported(tmp_path_factory):
     return folder, _features("--data", str(DEFAULT_DATA), "--export", str(folder))
 
 
-def test_the_cluster_builds_every_feature_of_every_customer_as_the_local_engine(client, exported):
+def test_the_cluster_builds_every_feature_of_every_customer_as_the_local_engine(
+    dask_client, exported
+):
     folder, _ = exported
     assert len(list(folder.glob("*.parquet"))) == 2  # 622,943 rows, 500,000 per part
     tx = validate_transactions(pd.read_parquet(folder))
     local = build_features(tx, pd.Timestamp(CUTOFF))
-    remote = build_features_dask(folder, pd.Timestamp(CUTOFF), client, partitions=8)
+    remote = build_features_dask(folder, pd.Timestamp(CUTOFF), dask_client, partitions=8)
     assert list(remote.columns) == list(local.columns)
     assert remote.index.equals(local.index) and len(local) > 4_000
     a, b = local.to_numpy(), remote.to_numpy()
@@ -65,10 +53,10 @@ def test_the_cluster_builds_every_feature_of_every_customer_as_the_local_engine(
     assert np.allclose(a, b, rtol=1e-12, atol=0, equal_nan=True)
 
 
-def test_the_cli_on_a_scheduler_prints_the_local_engines_table(client, exported):
+def test_the_cli_on_a_scheduler_prints_the_local_engines_table(dask_client, exported):
     folder, local = exported
     remote = _features(
-        "--data", str(folder), "--engine", "dask", "--scheduler", client.scheduler.address
+        "--data", str(folder), "--engine", "dask", "--scheduler", dask_client.scheduler.address
     )
     assert "dask: 2 workers" in remote
     table = local[local.index("snapshot at") :]
@@ -76,7 +64,7 @@ def test_the_cli_on_a_scheduler_prints_the_local_engines_table(client, exported)
     assert table.split(")", 1)[1] == remote[remote.index("snapshot at") :].split(")", 1)[1]
 
 
-def test_a_dataset_without_a_contract_column_or_not_parquet_is_refused(client, tmp_path):
+def test_a_dataset_without_a_contract_column_or_not_parquet_is_refused(dask_client, tmp_path):
     frame = pd.DataFrame(
         {"customer_id": ["c1"], "ts": pd.to_datetime(["2011-01-01"]), "quantity": [1.0]}
     )
@@ -84,6 +72,6 @@ def test_a_dataset_without_a_contract_column_or_not_parquet_is_refused(client, t
     folder.mkdir()
     frame.to_parquet(folder / "part-0.parquet", index=False)
     with pytest.raises(DataContractError, match="unit_price"):
-        build_features_dask(folder, pd.Timestamp(CUTOFF), client)
+        build_features_dask(folder, pd.Timestamp(CUTOFF), dask_client)
     with pytest.raises(DataContractError, match="Parquet"):
-        build_features_dask(DEFAULT_DATA, pd.Timestamp(CUTOFF), client)
+        build_features_dask(DEFAULT_DATA, pd.Timestamp(CUTOFF), dask_client)

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import zlib
-
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from core.env import DEFAULT_DATA
-from features.loaders import load_online_retail
 from training.pipeline import TrainConfig, missing_champions, train
 from training.registry import CHAMPION
 
@@ -17,14 +13,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def slice_csv(tmp_path_factory):
+def slice_csv(real_log_slice):
     """Every 8th customer of the real log (by a stable hash), in the contract's columns."""
-    tx = load_online_retail(DEFAULT_DATA).transactions
-    keep = tx["customer_id"].map(lambda c: zlib.crc32(c.encode()) % 8 == 0)
-    path = tmp_path_factory.mktemp("slice") / "slice.csv"
-    cols = ["customer_id", "order_id", "ts", "item_id", "quantity", "unit_price"]
-    tx.loc[keep, cols].to_csv(path, index=False)
-    return path
+    return real_log_slice(8)
 
 
 @pytest.fixture(scope="module")

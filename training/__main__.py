@@ -13,7 +13,7 @@ from features.serving import DEFAULT_TIMEZONE
 from servable.bgnbd import BGNBDFitError
 from training.crosssell import VALIDATION_USERS
 from training.flags import add_source_options, source_pairs
-from training.pipeline import TrainConfig, missing_champions, summary_json, train
+from training.pipeline import ENGINES, TrainConfig, missing_champions, summary_json, train
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,6 +75,19 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="log no scoring run with the serving snapshot at the end",
     )
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="where the LightGBM boosters are fitted: local (this process, the default) or "
+        "dask (lightgbm.dask on a Dask cluster; needs the dask extra)",
+    )
+    p.add_argument(
+        "--scheduler",
+        default="local",
+        help="with --engine dask: the scheduler's address (tcp://host:8786), or 'local' for a "
+        "LocalCluster started for the run (local)",
+    )
     add_mapping_option(p)
     add_source_options(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
@@ -120,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             primary_source=args.primary_source,
             identities=args.identities or None,
             mapping=args.mapping,
+            engine=args.engine,
+            scheduler=args.scheduler,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -17,9 +17,11 @@ service's snapshot is of the data file, the purchases since come from its store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,7 @@ from features.mapping import LogMapping
 from features.serving import DEFAULT_TIMEZONE
 from features.snapshot import coded_ids
 from features.sources import Source, load_sources
-from servable.propensity import ChurnModel, NextPurchaseModel
+from servable.propensity import LOCAL, BoosterTrainer, ChurnModel, NextPurchaseModel
 from training import plots
 from training.backtest import backtest_markdown, metric_value
 from training.crosssell import (
@@ -78,7 +80,17 @@ from training.rolling import (
 from training.score import log_snapshot_run
 from training.stages import Measurement, StageLog
 
-__all__ = ["TrainConfig", "TrainResult", "champions_or_explain", "missing_champions", "train"]
+__all__ = [
+    "ENGINES",
+    "TrainConfig",
+    "TrainResult",
+    "champions_or_explain",
+    "missing_champions",
+    "train",
+]
+
+#: where boosters are fitted (``TrainConfig.engine``, ``python -m training --engine``)
+ENGINES = ("local", "dask")
 
 
 @dataclass
@@ -112,8 +124,14 @@ class TrainConfig:
     identities: str | None = None
     # ``data`` read through a column mapping (features.mapping); None: a known format
     mapping: LogMapping | None = None
+    # where the boosters are fitted: "local" (this process) or "dask" (lightgbm.dask on the
+    # cluster at ``scheduler``: an address, or "local" for a LocalCluster started for the run)
+    engine: str = "local"
+    scheduler: str = "local"
 
     def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine: one of {', '.join(ENGINES)}; got {self.engine!r}")
         if self.validation_users is not None and self.validation_users < 1:
             raise ValueError(
                 f"validation_users: at least 1, or None for every customer; "
@@ -218,6 +236,25 @@ def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
     ``loaded``: an already loaded (e.g. outcome-augmented, :mod:`training.retrain`) log to
     train on instead of reading ``cfg.data``.
     """
+    with _engine(cfg) as trainer:
+        return _train(cfg, loaded, trainer)
+
+
+@contextlib.contextmanager
+def _engine(cfg: TrainConfig) -> Iterator[BoosterTrainer]:
+    """The booster trainer of ``cfg.engine`` (a Dask client stays open for the run)."""
+    if cfg.engine == "local":
+        yield LOCAL
+        return
+    from training.dask_engine import DaskTrainer, connect
+
+    with connect(cfg.scheduler) as client:
+        trainer = DaskTrainer(client)
+        _log(f"engine: boosters on {trainer.describe()}")
+        yield trainer
+
+
+def _train(cfg: TrainConfig, loaded: Loaded | None, trainer: BoosterTrainer) -> TrainResult:
     stages = StageLog()
     experiment_id = use_store(cfg.tracking_uri, cfg.experiment)
     client = MlflowClient()
@@ -237,6 +274,7 @@ def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
         "protocol": protocol,
         "protocol.min_history_days": cfg.min_history_days,
         "protocol.step_days": cfg.step_days,
+        "train.engine": cfg.engine,
     }
     if cfg.mapping is not None:  # how the export was read is part of what was trained on
         fp["data.mapping"] = json.dumps(
@@ -252,12 +290,12 @@ def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
         f"features: snapshots at {len(set(planned))} distinct cutoffs",
         lambda: build_snapshots(tx, planned),
     )
-    rolling = _backtest(stages, cfg, tx, origins, item_text, snapshots)
+    rolling = _backtest(stages, cfg, tx, origins, item_text, snapshots, trainer)
     _log(
         f"\nrolling-origin backtest ({len(origins)} origins, horizon {cfg.horizon} d)\n"
         f"{rolling_markdown(rolling)}\n\nmean over origins\n{backtest_markdown(rolling.table)}\n"
     )
-    fitted = _refit(stages, cfg, tx, rolling, item_text, snapshots, end, final_cutoffs)
+    fitted = _refit(stages, cfg, tx, rolling, item_text, snapshots, end, final_cutoffs, trainer)
     run_id, decisions = stages.run(
         "mlflow: log, register, champion gate",
         lambda: _log_to_mlflow(cfg, client, fp, loaded, fitted),
@@ -304,6 +342,7 @@ def _backtest(
     origins: list[Origin],
     item_text: dict[str, str],
     snapshots: Snapshots,
+    trainer: BoosterTrainer,
 ) -> RollingResult:
     """The rolling-origin backtest of every model and baseline (cross-sell skipped, with the
     reason printed, for a log without items)."""
@@ -319,6 +358,7 @@ def _backtest(
         run=stages.run,
         item_text=item_text,
         snapshots=snapshots,
+        trainer=trainer,
     )
 
 
@@ -359,16 +399,17 @@ def _refit(
     snapshots: Snapshots,
     end: pd.Timestamp,
     final_cutoffs: list[pd.Timestamp],
+    trainer: BoosterTrainer,
 ) -> _Fitted:
     """Refit the backtested recipes on the ``final_cutoffs`` (labels end at ``end``, the day
-    after the log's last row)."""
+    after the log's last row), boosters fitted by ``trainer``."""
     final_frame = stages.run(
         f"refit: training frame ({len(final_cutoffs)} cutoffs)",
         lambda: build_training_frame(tx, final_cutoffs, cfg.horizon, snapshots=snapshots),
     )
     churn, nextp = stages.run(
         "churn + next purchase: refit on the newest cutoffs",
-        lambda: fit_propensity(final_frame, cfg.horizon),
+        lambda: fit_propensity(final_frame, cfg.horizon, trainer),
     )
     xs = rolling.xs
     recommender = (

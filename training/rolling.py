@@ -21,7 +21,7 @@ import pandas as pd
 
 from features.labels import Snapshots, build_training_frame
 from features.snapshot import model_columns
-from servable.propensity import ChurnModel, NextPurchaseModel
+from servable.propensity import LOCAL, BoosterTrainer, ChurnModel, NextPurchaseModel
 from training.backtest import evaluate_propensity, metric_value
 from training.crosssell import VALIDATION_USERS, CrossSellResult, run_backtest
 from training.protocol import Origin
@@ -101,11 +101,13 @@ def rolling_backtest(
     run: Runner,
     item_text: Mapping[str, str] | None = None,
     snapshots: Snapshots | None = None,
+    trainer: BoosterTrainer = LOCAL,
 ) -> RollingResult:
     """Fit and score every model at every origin, newest first; ``run(stage, fn)`` times and
     prints each stage (:class:`training.stages.StageLog.run`); ``item_text`` (item id →
     description) feeds the cross-sell hybrid's content vectors; ``snapshots`` holds the feature
-    snapshots already built (:func:`features.labels.build_snapshots`)."""
+    snapshots already built (:func:`features.labels.build_snapshots`); ``trainer``: where the
+    boosters are fitted."""
     tables, arrays = [], {}
     xs_newest: CrossSellResult | None = None
     for o in origins:
@@ -117,7 +119,7 @@ def rolling_backtest(
         )
         churn, nextp = run(
             f"origin {o.label}: fit churn + next purchase",
-            lambda frame=frame, o=o: fit_propensity(frame, o.horizon),
+            lambda frame=frame, o=o: fit_propensity(frame, o.horizon, trainer),
         )
         table, arr = run(
             f"origin {o.label}: score vs baselines",
@@ -147,12 +149,14 @@ def rolling_backtest(
     return RollingResult(origins, pd.concat(tables, ignore_index=True), arrays, xs_newest)
 
 
-def fit_propensity(frame: pd.DataFrame, horizon: int) -> tuple[ChurnModel, NextPurchaseModel]:
+def fit_propensity(
+    frame: pd.DataFrame, horizon: int, trainer: BoosterTrainer = LOCAL
+) -> tuple[ChurnModel, NextPurchaseModel]:
     """The churn and next-purchase recipes on a stacked training frame (the next-purchase
-    model reuses the churn model's BG/NBD fit)."""
+    model reuses the churn model's BG/NBD fit), boosters fitted by ``trainer``."""
     cols = model_columns(frame)
-    churn = ChurnModel(horizon=horizon).fit(frame, cols)
-    nextp = NextPurchaseModel(horizon=horizon).fit(frame, cols, bgnbd=churn.bgnbd)
+    churn = ChurnModel(horizon=horizon).fit(frame, cols, trainer=trainer)
+    nextp = NextPurchaseModel(horizon=horizon).fit(frame, cols, churn.bgnbd, trainer)
     return churn, nextp
 
 
