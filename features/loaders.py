@@ -196,25 +196,25 @@ def _overlap_duplicates(keys: np.ndarray, ts: pd.Series) -> np.ndarray:
     The file is in time order per extract; a jump back in time of more than a day starts a
     new extract. A row of a later extract that duplicates a row of an earlier one (the
     n-th copy of a key matching the n-th copy before) inside the overlapping period is an
-    overlap duplicate. ``keys`` hash whole lines, timestamp included, so only earlier rows
-    at or after the extract's first timestamp can match: counting just those keeps a log of
-    many extracts (or many tiled copies) linear instead of re-counting the whole past.
+    overlap duplicate. Linear in the rows, however many extracts: a row's copies in earlier
+    extracts are its copies before it (``g``) less those in its own extract (``occ``).
     """
     t = ts.to_numpy()
-    running_max = np.maximum.accumulate(t)
-    prev_max = np.concatenate([[t[0]], running_max[:-1]])
     starts = np.flatnonzero(t[1:] < t[:-1] - np.timedelta64(1, "D")) + 1
-    drop = np.zeros(len(t), dtype=bool)
-    bounds = list(starts) + [len(t)]
-    for i, s in enumerate(starts):
-        e = bounds[i + 1]
-        earlier = pd.Series(keys[:s][t[:s] >= t[s:e].min()]).value_counts()
-        seg = pd.Series(keys[s:e])
-        in_overlap = t[s:e] <= prev_max[s]
-        occ = seg.groupby(seg).cumcount().to_numpy()
-        prior = seg.map(earlier).fillna(0).to_numpy()
-        drop[s:e] = in_overlap & (occ < prior)
-    return drop
+    if not len(starts):
+        return np.zeros(len(t), dtype=bool)
+    running_max = np.maximum.accumulate(t)
+    extract = np.zeros(len(t), dtype=np.int64)
+    extract[starts] = 1
+    extract = np.cumsum(extract)
+    first = np.concatenate([[0], starts])[extract]  # each row's extract's first row
+    # the latest time of every earlier extract (the one before this extract's first row)
+    before = running_max[np.maximum(first - 1, 0)]
+    in_overlap = (extract > 0) & (t <= before)
+    key = pd.Series(keys)
+    g = key.groupby(key, sort=False).cumcount().to_numpy()
+    occ = key.groupby([key, pd.Series(extract)], sort=False).cumcount().to_numpy()
+    return in_overlap & (occ < g - occ)
 
 
 def _drop(reasons: Sequence[tuple[str, np.ndarray]], report: CleaningReport) -> np.ndarray:

@@ -174,6 +174,20 @@ def test_repeated_lines_in_one_extract_are_duplicates_not_overlap(tmp_path):
     assert rep.rows_kept == 2
 
 
+def test_every_later_extract_drops_its_copies_of_earlier_lines_in_the_overlap(tmp_path):
+    # three extracts, each jumping back into the period before: the n-th copy of a line in a
+    # later extract is dropped while an earlier extract holds n copies of it, and not after
+    a = "536365,85123A,HEART,6,2010-12-01 08:26:00,2.55,17850,United Kingdom"
+    b = "536366,22633,WARMER,6,2010-12-09 15:00:00,1.85,17850,United Kingdom"
+    c = "536369,22960,JAM SET,6,2010-12-12 09:00:00,4.25,13047,United Kingdom"
+    late = "536370,22961,JAM POT,1,2010-12-20 09:00:00,4.25,13047,United Kingdom"
+    lines = [a, b, a, b, c, a, a, b, c, late]  # extracts: [a b] [a b c] [a a b c late]
+    rep = load_online_retail(retail_file(tmp_path, lines)).report
+    # extract 2: a, b (c is new); extract 3: both a's (two earlier copies), b, c (late: new)
+    assert drops(rep)["overlapping extract"] == 2 + 4
+    assert rep.rows_kept == len(lines) - 6
+
+
 # --------------------------------------------------------------------------- errors
 
 
