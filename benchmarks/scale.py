@@ -9,17 +9,26 @@ the stages come from its JSON summary, summed by kind; the gate metrics are the 
 backtest metrics each model was gated on (churn and next purchase AUC, cross-sell recall@10),
 which on a tiled log should equal the 1× ones within noise. Extra arguments after ``--`` go to
 ``python -m training`` (e.g. ``-- --origins 1`` for the single-window protocol).
+
+``--dask-workers N --worker-memory LIMIT`` trains on the Dask engine instead: a
+``LocalCluster`` of N one-thread worker processes with that memory limit each is started
+here and passed as ``--engine dask --scheduler ADDRESS``; the peak RSS then also counts the
+cluster's processes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -48,8 +57,11 @@ def stage_kind(name: str) -> str:
     return "other"
 
 
-def _run_training(data: Path, uri: str, extra: list[str]) -> tuple[dict, float, float]:
-    """``python -m training --json`` on ``data``: its summary, wall seconds, peak RSS MiB."""
+def _run_training(
+    data: Path, uri: str, extra: list[str], also: list[psutil.Process] = ()
+) -> tuple[dict, float, float]:
+    """``python -m training --json`` on ``data``: its summary, wall seconds, peak RSS MiB
+    (of its process tree and the ``also`` processes, e.g. a cluster's workers)."""
     cmd = [sys.executable, "-m", "training", "--data", str(data), "--tracking-uri", uri]
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out:
@@ -58,7 +70,7 @@ def _run_training(data: Path, uri: str, extra: list[str]) -> tuple[dict, float, 
         ps = psutil.Process(proc.pid)
         while proc.poll() is None:
             try:
-                tree = [ps, *ps.children(recursive=True)]
+                tree = [ps, *ps.children(recursive=True), *also]
                 peak = max(peak, sum(p.memory_info().rss for p in tree))
             except psutil.NoSuchProcess:
                 pass
@@ -94,8 +106,40 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__)
     p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--factors", default="1,4", help="tiling factors, comma-separated")
+    p.add_argument(
+        "--dask-workers",
+        type=int,
+        default=0,
+        help="train on the Dask engine: a LocalCluster of this many workers (0: local engine)",
+    )
+    p.add_argument("--worker-memory", default="4GiB", help="memory limit per Dask worker (4GiB)")
     p.add_argument("training_args", nargs="*", help="after --: passed to python -m training")
     args = p.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        if args.dask_workers:
+            cluster = stack.enter_context(_cluster(args.dask_workers, args.worker_memory))
+            args.training_args += ["--engine", "dask", "--scheduler", cluster.scheduler_address]
+        _table(args)
+    return 0
+
+
+@contextlib.contextmanager
+def _cluster(workers: int, memory: str) -> Iterator[Any]:
+    """A ``LocalCluster`` of ``workers`` one-thread processes, ``memory`` each; their stdout
+    (LightGBM's native socket chatter) goes to stderr, away from the table."""
+    from distributed import Client, LocalCluster
+
+    print(f"LocalCluster: {workers} workers × 1 thread, {memory} each", file=sys.stderr)
+    with LocalCluster(
+        n_workers=workers, threads_per_worker=1, memory_limit=memory, dashboard_address=None
+    ) as cluster:
+        with Client(cluster) as client:
+            client.run(os.dup2, 2, 1)
+        yield cluster
+
+
+def _table(args: argparse.Namespace) -> None:
+    """One table row per tiling factor (see the module docstring)."""
     factors = [int(f) for f in args.factors.split(",")]
     kinds = [k for k, _ in STAGE_KINDS]
     head = ["log", "lines (clean)", "customers", "wall", "peak RSS", *kinds, "gate metrics"]
@@ -108,9 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             tile_log(Path(args.data), data, factor)
             print(f"[{factor}×] python -m training", file=sys.stderr, flush=True)
             uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
-            summary, wall, peak = _run_training(data, uri, args.training_args)
+            summary, wall, peak = _run_training(
+                data, uri, args.training_args, psutil.Process().children(recursive=True)
+            )
         print(_row(factor, summary, wall, peak), flush=True)
-    return 0
 
 
 if __name__ == "__main__":
