@@ -146,19 +146,21 @@ def _per_value(s: pd.Series, fn: Callable[[pd.Series], pd.Series]) -> pd.Series:
     return out
 
 
-def _text(s: pd.Series, upper: bool = False) -> pd.Series:
-    """A text column stripped (and upper-cased), per distinct value."""
-    return _per_value(s, lambda v: v.str.strip().str.upper() if upper else v.str.strip())
-
-
-def _stripped(s: pd.Series) -> pd.Series:
-    """A categorical text column with its values stripped, still categorical (values that
-    differ only in spaces become one); any other column is stripped row by row."""
+def _per_category(s: pd.Series, fn: Callable[[pd.Series], pd.Series]) -> pd.Series:
+    """``fn`` (text → text) of a categorical column, applied once to each distinct value, the
+    result still categorical (values ``fn`` makes equal become one; missing stays missing):
+    a loader's text columns stay integer codes until the contract keeps its rows. Any other
+    column is passed whole."""
     if not isinstance(s.dtype, pd.CategoricalDtype):
-        return s.str.strip()
-    code, values = pd.factorize(pd.Series(s.cat.categories.astype("str")).str.strip())
+        return fn(s)
+    code, values = pd.factorize(fn(pd.Series(s.cat.categories.astype("str"))))
     codes = np.append(code, -1)[s.cat.codes.to_numpy()]  # -1 (missing) stays missing
     return pd.Series(pd.Categorical.from_codes(codes, values), index=s.index)
+
+
+def _text(s: pd.Series, upper: bool = False) -> pd.Series:
+    """A text column stripped (and upper-cased), per distinct value (see _per_category)."""
+    return _per_category(s, lambda v: v.str.strip().str.upper() if upper else v.str.strip())
 
 
 def _to_ts(s: pd.Series, fmt: str | None, dayfirst: bool = False) -> pd.Series:
@@ -197,24 +199,28 @@ def _overlap_duplicates(keys: np.ndarray, ts: pd.Series) -> np.ndarray:
     new extract. A row of a later extract that duplicates a row of an earlier one (the
     n-th copy of a key matching the n-th copy before) inside the overlapping period is an
     overlap duplicate. Linear in the rows, however many extracts: a row's copies in earlier
-    extracts are its copies before it (``g``) less those in its own extract (``occ``).
+    extracts are its copies before it (``g``) less those in its own extract (``occ``); and
+    only rows at the timestamps of rows inside an overlap are counted (``keys`` hash whole
+    lines, timestamp included, so no other row can be a copy).
     """
     t = ts.to_numpy()
     starts = np.flatnonzero(t[1:] < t[:-1] - np.timedelta64(1, "D")) + 1
+    drop = np.zeros(len(t), dtype=bool)
     if not len(starts):
-        return np.zeros(len(t), dtype=bool)
+        return drop
     running_max = np.maximum.accumulate(t)
     extract = np.zeros(len(t), dtype=np.int64)
     extract[starts] = 1
     extract = np.cumsum(extract)
     first = np.concatenate([[0], starts])[extract]  # each row's extract's first row
     # the latest time of every earlier extract (the one before this extract's first row)
-    before = running_max[np.maximum(first - 1, 0)]
-    in_overlap = (extract > 0) & (t <= before)
-    key = pd.Series(keys)
+    in_overlap = (extract > 0) & (t <= running_max[np.maximum(first - 1, 0)])
+    rows = np.flatnonzero(np.isin(t, np.unique(t[in_overlap])))
+    key, part = pd.Series(keys[rows]), pd.Series(extract[rows])
     g = key.groupby(key, sort=False).cumcount().to_numpy()
-    occ = key.groupby([key, pd.Series(extract)], sort=False).cumcount().to_numpy()
-    return in_overlap & (occ < g - occ)
+    occ = key.groupby([key, part], sort=False).cumcount().to_numpy()
+    drop[rows] = in_overlap[rows] & (occ < g - occ)
+    return drop
 
 
 def _drop(reasons: Sequence[tuple[str, np.ndarray]], report: CleaningReport) -> np.ndarray:
@@ -235,9 +241,7 @@ def _finish(
     report.count(tx)
     if names is not None and len(tx):
         items = (
-            pd.DataFrame(
-                {"item_id": tx["item_id"], "name": _stripped(names.reset_index(drop=True))}
-            )
+            pd.DataFrame({"item_id": tx["item_id"], "name": _text(names.reset_index(drop=True))})
             .dropna()
             .groupby(["item_id", "name"], observed=True)
             .size()
@@ -283,7 +287,7 @@ def load_online_retail(path: str | Path) -> Loaded:
     price = _parse_num(raw, "Price", source)
     invoice = _text(raw["Invoice"])
     code = _text(raw["StockCode"], upper=True)
-    cust = _per_value(
+    cust = _per_category(
         raw["Customer ID"], lambda v: v.str.strip().str.replace(r"\.0$", "", regex=True)
     )
 
@@ -385,7 +389,7 @@ def load_csv(
     if "order_id" in cols:
         order = _text(raw[cols["order_id"]])
     else:
-        order = cust.fillna("") + "@" + ts.dt.strftime("%Y-%m-%dT%H:%M:%S")
+        order = cust.astype("str").fillna("") + "@" + ts.dt.strftime("%Y-%m-%dT%H:%M:%S")
     keys = pd.util.hash_pandas_object(raw, index=False).to_numpy()
     reasons = [
         ("exact duplicate line", pd.Series(keys).duplicated().to_numpy()),
