@@ -112,14 +112,23 @@ def _require(df: pd.DataFrame, columns: Iterable[str], source: str) -> None:
 
 def _as_str(df: pd.DataFrame, col: str, source: str, required: bool) -> pd.Series:
     s = df[col]
-    # integer ids are fine; floats like 13085.0 are rendered without the ".0"
+    if isinstance(s.dtype, pd.CategoricalDtype):  # cleaned once per distinct value, spread back
+        s = _clean_text(pd.Series(s.cat.categories)).reindex(s.cat.codes.to_numpy())
+        s.index = df.index  # code -1 (missing) is no label: NaN
+    else:
+        s = _clean_text(s)
+    if required and s.isna().any():
+        raise DataContractError(source, col, "empty value", df.index[s.isna()].tolist())
+    return s
+
+
+def _clean_text(s: pd.Series) -> pd.Series:
+    """Ids and labels as pandas' str dtype, stripped; empty is missing (NaN). Integer ids are
+    fine; floats like 13085.0 are rendered without the ".0"."""
     if pd.api.types.is_float_dtype(s):
         s = s.map(lambda v: np.nan if pd.isna(v) else (str(int(v)) if v == int(v) else str(v)))
     s = s.astype("string").str.strip()
-    s = s.mask(s == "")
-    if required and s.isna().any():
-        raise DataContractError(source, col, "empty value", df.index[s.isna()].tolist())
-    return s.astype("str")  # pandas' str dtype; missing optional values stay NaN
+    return s.mask(s == "").astype("str")
 
 
 def _as_ts(df: pd.DataFrame, col: str, source: str, required: bool = True) -> pd.Series:
