@@ -10,6 +10,7 @@ differ by at most 15 % of their mean and correlate ≥ 0.85; backtest AUCs withi
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -160,3 +161,14 @@ class TestTrainingOnDask:
         for task in ("churn", "next_purchase"):
             remote = run.data.metrics[f"{task}.model.all.auc"]
             assert abs(remote - metric_value(local.metrics, task, "model", "auc")) <= 0.02
+
+
+def test_an_unreachable_scheduler_is_a_clear_error(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "training", "--engine", "dask", "--scheduler", "tcp://127.0.0.1:9"]
+        + ["--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--no-snapshot"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+        env=os.environ | {"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"},
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "error: scheduler 'tcp://127.0.0.1:9': cannot connect" in out.stderr

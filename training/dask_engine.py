@@ -53,7 +53,10 @@ def connect(scheduler: str, memory_limit: str = "auto") -> Iterator[Any]:
                     threads_per_worker=1, memory_limit=memory_limit, dashboard_address=None
                 )
             )
-        client = stack.enter_context(Client(target))
+        try:
+            client = stack.enter_context(Client(target))
+        except OSError as exc:
+            raise ValueError(f"scheduler {scheduler!r}: cannot connect ({exc})") from None
         client.run(_quiet_lightgbm)  # the workers' socket set-up chatter
         _quiet_lightgbm()  # the driver's ("Finding random open ports for workers")
         yield client
