@@ -16,7 +16,9 @@ the validation fold and only cutoffs whose label windows end before it train (ov
 label windows would leak the validation labels through the same customers' rows). The
 fold early-stops the booster and fits its calibration slope (never the backtest window);
 the booster is then refit on every cutoff for ``refit_rounds`` × the early-stopped rounds,
-so the served model has seen the newest behaviour. Prediction runs on one numpy array per
+so the served model has seen the newest behaviour. Every booster is fitted through a
+:class:`BoosterTrainer` — :class:`LocalTrainer` (``lightgbm.train``) unless training passes
+the Dask engine's (:mod:`training.dask_engine`). Prediction runs on one numpy array per
 batch. Which snapshot columns a model trains on is the caller's choice (training passes
 :func:`features.snapshot.model_columns`: all-time totals are not model inputs); the model
 stores the list and reads only those columns when it predicts.
