@@ -325,6 +325,7 @@ def load_online_retail(path: str | Path) -> Loaded:
         index=raw.index,
     )[keep]
     names = raw["Description"][keep] if "Description" in raw.columns else None
+    del raw, ts, qty, price, invoice, code, cust, keys, reasons  # only the kept rows go on
     return _finish(tx, report, names, source)
 
 
@@ -411,7 +412,9 @@ def load_csv(
         if opt in cols:
             tx[opt] = _text(raw[cols[opt]])
     names = raw[cols["item_name"]][keep] if "item_name" in cols and "item_id" in cols else None
-    return _finish(tx[keep], report, names, source)
+    tx = tx[keep]
+    del raw, ts, cust, qty, price, order, keys, reasons  # only the kept rows go on
+    return _finish(tx, report, names, source)
 
 
 def load_transactions(path: str | Path, mapping: LogMapping | None = None) -> Loaded:
