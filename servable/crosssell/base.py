@@ -29,6 +29,7 @@ __all__ = [
     "build_interactions",
     "csr_arrays",
     "csr_from",
+    "interaction_columns",
     "positions_frame",
 ]
 
@@ -58,6 +59,12 @@ def _ids(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64), np.asarray(list(uniques), dtype=str)
 
 
+def interaction_columns(transactions: pd.DataFrame) -> list[str]:
+    """The columns of a log a recommender reads (with ``category`` when the log has one)."""
+    cols = ["customer_id", "order_id", "ts", "item_id", "quantity"]
+    return [*cols, "category"] if "category" in transactions.columns else cols
+
+
 def build_interactions(
     transactions: pd.DataFrame,
     cutoff: pd.Timestamp,
@@ -77,10 +84,7 @@ def build_interactions(
     t = cutoff
     ts = transactions["ts"]
     keep = (ts < t) & transactions["item_id"].notna()
-    cols = ["customer_id", "order_id", "ts", "item_id", "quantity"]
-    if "category" in transactions.columns:
-        cols.append("category")
-    tx = transactions.loc[keep, cols]
+    tx = transactions.loc[keep, interaction_columns(transactions)]
     if tx.empty:
         raise ValueError(f"no transactions with an item before the cutoff {t}")
     c, customer_ids = _ids(tx["customer_id"])
