@@ -42,8 +42,13 @@ _LOSSES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 def connect(scheduler: str, memory_limit: str = "auto") -> Iterator[Any]:
     """A ``distributed.Client`` of the scheduler at ``scheduler``, or of a ``LocalCluster``
     (one worker process per core, ``memory_limit`` each) started for the run if it is
-    ``"local"``; closed on exit."""
-    from distributed import Client, LocalCluster
+    ``"local"``; closed on exit. A ValueError naming the fix if Dask is not installed or the
+    scheduler does not answer within Dask's ``distributed.comm.timeouts.connect`` (30 s; e.g.
+    ``DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=10s``)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ValueError("engine dask: Dask is not installed (pip install -e '.[dask]')") from None
 
     with contextlib.ExitStack() as stack:
         target: Any = scheduler
