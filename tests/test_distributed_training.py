@@ -27,7 +27,7 @@ from features.loaders import load_transactions
 from features.snapshot import build_features
 from servable.propensity import LOCAL
 from training.backtest import metric_value
-from training.dask_engine import DaskTrainer
+from training.dask_engine import DaskTrainer, connect
 from training.pipeline import TrainConfig, train
 
 PARAMS = {
@@ -172,3 +172,9 @@ def test_an_unreachable_scheduler_is_a_clear_error(tmp_path):
     )  # fmt: skip
     assert out.returncode == 2
     assert "error: scheduler 'tcp://127.0.0.1:9': cannot connect" in out.stderr
+
+
+def test_without_dask_installed_the_engine_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed → ImportError
+    with pytest.raises(ValueError, match=r"pip install -e '\.\[dask\]'"), connect("local"):
+        pass
