@@ -280,22 +280,8 @@ def _train(cfg: TrainConfig, loaded: Loaded | None, trainer: BoosterTrainer) -> 
         fp["data.mapping"] = json.dumps(
             {"file": cfg.mapping.source, "columns": dict(cfg.mapping.columns)}, sort_keys=True
         )
-    item_text = loaded.item_text
-    end = tx["ts"].max().normalize() + pd.Timedelta(days=1)  # the refit's labels end here
-    final_cutoffs = training_cutoffs(tx, end, **cutoff_kw(cfg))
-    planned = [end, *final_cutoffs]
-    for o in origins:
-        planned += [o.cutoff, *o.train_cutoffs]
-    snapshots = stages.run(
-        f"features: snapshots at {len(set(planned))} distinct cutoffs",
-        lambda: build_snapshots(tx, planned),
-    )
-    rolling = _backtest(stages, cfg, tx, origins, item_text, snapshots, trainer)
-    _log(
-        f"\nrolling-origin backtest ({len(origins)} origins, horizon {cfg.horizon} d)\n"
-        f"{rolling_markdown(rolling)}\n\nmean over origins\n{backtest_markdown(rolling.table)}\n"
-    )
-    fitted = _refit(stages, cfg, tx, rolling, item_text, snapshots, end, final_cutoffs, trainer)
+    fitted = _fit(stages, cfg, tx, origins, loaded.item_text, trainer)
+    del tx  # past the refit: logging and the serving snapshot read `loaded`
     run_id, decisions = stages.run(
         "mlflow: log, register, champion gate",
         lambda: _log_to_mlflow(cfg, client, fp, loaded, fitted),
@@ -316,8 +302,42 @@ def _train(cfg: TrainConfig, loaded: Loaded | None, trainer: BoosterTrainer) -> 
         )
         _log(f"serving snapshot logged: run {snapshot_run}")
     return TrainResult(
-        run_id, rolling.table, decisions, stages.done, cutoff, fp, snapshot_run, rolling.by_origin
+        run_id,
+        fitted.table,
+        decisions,
+        stages.done,
+        cutoff,
+        fp,
+        snapshot_run,
+        fitted.rolling.by_origin,
     )
+
+
+def _fit(
+    stages: StageLog,
+    cfg: TrainConfig,
+    tx: pd.DataFrame,
+    origins: list[Origin],
+    item_text: dict[str, str],
+    trainer: BoosterTrainer,
+) -> _Fitted:
+    """Every snapshot of the run built once, the rolling-origin backtest and the refit; the
+    snapshots are freed when it returns (logging and the serving snapshot do not read them)."""
+    end = tx["ts"].max().normalize() + pd.Timedelta(days=1)  # the refit's labels end here
+    final_cutoffs = training_cutoffs(tx, end, **cutoff_kw(cfg))
+    planned = [end, *final_cutoffs]
+    for o in origins:
+        planned += [o.cutoff, *o.train_cutoffs]
+    snapshots = stages.run(
+        f"features: snapshots at {len(set(planned))} distinct cutoffs",
+        lambda: build_snapshots(tx, planned),
+    )
+    rolling = _backtest(stages, cfg, tx, origins, item_text, snapshots, trainer)
+    _log(
+        f"\nrolling-origin backtest ({len(origins)} origins, horizon {cfg.horizon} d)\n"
+        f"{rolling_markdown(rolling)}\n\nmean over origins\n{backtest_markdown(rolling.table)}\n"
+    )
+    return _refit(stages, cfg, tx, rolling, item_text, snapshots, end, final_cutoffs, trainer)
 
 
 def _plan(tx: pd.DataFrame, newest: pd.Timestamp, cfg: TrainConfig) -> list[Origin]:
