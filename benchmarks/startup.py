@@ -177,12 +177,16 @@ def _table(results: dict[tuple[str, str], list[dict]]) -> str:
     lines = [head]
     for (log, mode), runs in results.items():
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "source"}
-        before = results.get((log, "before"))
-        ratio = f"{med['wall_s'] / statistics.median(r['wall_s'] for r in before):.2f}×"
+        before = results.get((log, "before"))  # none with --after-only
+        ratio = (
+            f"{med['wall_s'] / statistics.median(r['wall_s'] for r in before):.2f}×"
+            if before
+            else "–"
+        )
         lines.append(
             f"| {log} | {mode} | {runs[0]['customers']:,} | {med['wall_s']:.1f} "
             f"| {med['runtime_s']:.1f} | {med['snapshot_s']:.2f} | {med['peak_rss_mib']:,.0f} "
-            f"| {ratio if before else '–'} | {med['batch_per_s']:,.0f} |"
+            f"| {ratio} | {med['batch_per_s']:,.0f} |"
         )
     return "\n".join(lines)
 
