@@ -9,7 +9,7 @@ line number in the source file so the rows point into the file).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,7 @@ __all__ = [
     "EVENT_TYPES",
     "TRANSACTION_COLUMNS",
     "DataContractError",
+    "per_value",
     "validate_customers",
     "validate_events",
     "validate_transactions",
@@ -110,13 +111,19 @@ def _require(df: pd.DataFrame, columns: Iterable[str], source: str) -> None:
         )
 
 
+def per_value(s: pd.Series, fn: Callable[[pd.Series], pd.Series]) -> pd.Series:
+    """``fn`` of a categorical column, applied once to each distinct value and spread back
+    to the rows (missing stays missing); a column of any other dtype is passed whole. A log
+    has far fewer distinct ids, dates and names than lines."""
+    if not isinstance(s.dtype, pd.CategoricalDtype):
+        return fn(s)
+    out = fn(pd.Series(s.cat.categories)).reindex(s.cat.codes.to_numpy())  # -1: NaN/NaT
+    out.index = s.index
+    return out
+
+
 def _as_str(df: pd.DataFrame, col: str, source: str, required: bool) -> pd.Series:
-    s = df[col]
-    if isinstance(s.dtype, pd.CategoricalDtype):  # cleaned once per distinct value, spread back
-        s = _clean_text(pd.Series(s.cat.categories)).reindex(s.cat.codes.to_numpy())
-        s.index = df.index  # code -1 (missing) is no label: NaN
-    else:
-        s = _clean_text(s)
+    s = per_value(df[col], _clean_text)  # a categorical: once per distinct value
     if required and s.isna().any():
         raise DataContractError(source, col, "empty value", df.index[s.isna()].tolist())
     return s

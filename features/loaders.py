@@ -10,7 +10,7 @@ or a folder of them (hive-partitioned folders too — what a warehouse export wr
 which only the needed columns are read (:func:`features.tables.read_table`). Errors in a Parquet dataset
 name the row number (1-based, in the dataset's file order) where a CSV's name the line.
 Text columns are read as categoricals and cleaned or parsed once per distinct value
-(:func:`_per_value`): a log has far fewer distinct ids, dates and names than lines, so the
+(:func:`features.contracts.per_value`): a log has far fewer distinct ids, dates and names than lines, so the
 raw frame costs a code per line instead of a string (issue #19).
 * :func:`load_hillstrom` — Kevin Hillstrom's MineThatData e-mail experiment (2008) as a
   campaign table (treatment arm, pre-treatment features, outcomes).
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.contracts import DataContractError, validate_transactions
+from features.contracts import DataContractError, per_value, validate_transactions
 from features.mapping import MAPPABLE, LogMapping
 from features.tables import file_sha256, read_table, table_columns
 
@@ -135,17 +135,6 @@ def _check_price(price: pd.Series, keep: np.ndarray, source: str, column: str) -
         )
 
 
-def _per_value(s: pd.Series, fn: Callable[[pd.Series], pd.Series]) -> pd.Series:
-    """``fn`` of a categorical column, applied once to each distinct value and spread back
-    to the rows (missing stays missing); a column of any other dtype is passed whole."""
-    if not isinstance(s.dtype, pd.CategoricalDtype):
-        return fn(s)
-    values = fn(pd.Series(s.cat.categories.astype("str")))  # none at all: float by default
-    out = values.reindex(s.cat.codes.to_numpy())  # code -1 (missing) is no label: NaN/NaT
-    out.index = s.index
-    return out
-
-
 def _per_category(s: pd.Series, fn: Callable[[pd.Series], pd.Series]) -> pd.Series:
     """``fn`` (text → text) of a categorical column, applied once to each distinct value, the
     result still categorical (values ``fn`` makes equal become one; missing stays missing):
@@ -177,7 +166,7 @@ def _to_ts(s: pd.Series, fmt: str | None, dayfirst: bool = False) -> pd.Series:
 def _parse_ts(
     df: pd.DataFrame, col: str, source: str, fmt: str | None, dayfirst: bool = False
 ) -> pd.Series:
-    out = _per_value(df[col], lambda v: _to_ts(v, fmt, dayfirst))
+    out = per_value(df[col], lambda v: _to_ts(v, fmt, dayfirst))
     bad = out.isna()
     if bad.any():
         raise DataContractError(source, col, "unparsable or missing date", df.index[bad].tolist())
