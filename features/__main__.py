@@ -4,7 +4,6 @@ lifecycle stage × value tier table at a cutoff (default: the end of the log).""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
 from pathlib import Path
@@ -81,23 +80,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _on_dask(data: str, cutoff: pd.Timestamp, scheduler: str) -> int:
     """The snapshot of a contract Parquet dataset built on a Dask cluster."""
-    from distributed import Client, LocalCluster
+    from features.distributed import build_features_dask, connect
 
-    from features.distributed import build_features_dask
-
-    with contextlib.ExitStack() as stack:
-        target = scheduler
-        if scheduler == "local":
-            target = stack.enter_context(LocalCluster(dashboard_address=None))
-        client = stack.enter_context(Client(target))
-        print(f"dask: {len(client.nthreads())} workers at {client.scheduler.address}")
-        t0 = time.perf_counter()
-        try:
+    try:
+        with connect(scheduler) as client:
+            print(f"dask: {len(client.nthreads())} workers at {client.scheduler.address}")
+            t0 = time.perf_counter()
             feats = build_features_dask(data, cutoff, client)
-        except DataContractError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        _print_snapshot(feats, cutoff, time.perf_counter() - t0)
+            _print_snapshot(feats, cutoff, time.perf_counter() - t0)
+    except (DataContractError, ValueError) as exc:  # ValueError: no Dask, no scheduler
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -23,7 +23,10 @@ order (relative ≤ 1e-12, ``tests/test_distributed.py``). Dask is an optional d
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -31,10 +34,37 @@ from features.contracts import DataContractError, validate_transactions
 from features.snapshot import FEATURE_COLUMNS, customer_features, finish_features
 from features.tables import is_parquet, table_columns
 
-__all__ = ["CONTRACT_COLUMNS", "build_features_dask", "export_contract"]
+__all__ = ["CONTRACT_COLUMNS", "build_features_dask", "connect", "export_contract"]
 
 #: the columns read from the dataset (``item_id`` when present)
 CONTRACT_COLUMNS = ("customer_id", "order_id", "ts", "item_id", "quantity", "unit_price")
+
+
+@contextlib.contextmanager
+def connect(scheduler: str, memory_limit: str = "auto") -> Iterator[Any]:
+    """A ``distributed.Client`` of the scheduler at ``scheduler``, or of a ``LocalCluster``
+    (one worker process per core, ``memory_limit`` each) started for the run if it is
+    ``"local"``; closed on exit. A ValueError naming the fix if Dask is not installed or the
+    scheduler does not answer within Dask's ``distributed.comm.timeouts.connect`` (30 s; e.g.
+    ``DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=10s``)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ValueError("engine dask: Dask is not installed (pip install -e '.[dask]')") from None
+
+    with contextlib.ExitStack() as stack:
+        target: Any = scheduler
+        if scheduler == "local":
+            target = stack.enter_context(
+                LocalCluster(
+                    threads_per_worker=1, memory_limit=memory_limit, dashboard_address=None
+                )
+            )
+        try:
+            client = stack.enter_context(Client(target))
+        except OSError as exc:
+            raise ValueError(f"scheduler {scheduler!r}: cannot connect ({exc})") from None
+        yield client
 
 
 def export_contract(transactions: pd.DataFrame, folder: Path, rows_per_file: int = 500_000) -> Path:

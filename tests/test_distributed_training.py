@@ -23,11 +23,12 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from core.env import PROJECT_ROOT
+from features.distributed import connect
 from features.loaders import load_transactions
 from features.snapshot import build_features
 from servable.propensity import LOCAL
 from training.backtest import metric_value
-from training.dask_engine import DaskTrainer, connect
+from training.dask_engine import DaskTrainer
 from training.pipeline import TrainConfig, train
 
 PARAMS = {

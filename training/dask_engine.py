@@ -20,51 +20,21 @@ the tolerance. Dask is an optional dependency (the ``dask`` extra); only this mo
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 
-__all__ = ["DaskTrainer", "connect"]
+__all__ = ["DaskTrainer"]
 
 #: the loss each objective early-stops on, from raw scores (LightGBM's default metric)
 _LOSSES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "binary": lambda y, raw: float(np.mean(np.logaddexp(0.0, raw) - y * raw)),  # log loss
     "regression_l1": lambda y, raw: float(np.mean(np.abs(y - raw))),  # l1
 }
-
-
-@contextlib.contextmanager
-def connect(scheduler: str, memory_limit: str = "auto") -> Iterator[Any]:
-    """A ``distributed.Client`` of the scheduler at ``scheduler``, or of a ``LocalCluster``
-    (one worker process per core, ``memory_limit`` each) started for the run if it is
-    ``"local"``; closed on exit. A ValueError naming the fix if Dask is not installed or the
-    scheduler does not answer within Dask's ``distributed.comm.timeouts.connect`` (30 s; e.g.
-    ``DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=10s``)."""
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise ValueError("engine dask: Dask is not installed (pip install -e '.[dask]')") from None
-
-    with contextlib.ExitStack() as stack:
-        target: Any = scheduler
-        if scheduler == "local":
-            target = stack.enter_context(
-                LocalCluster(
-                    threads_per_worker=1, memory_limit=memory_limit, dashboard_address=None
-                )
-            )
-        try:
-            client = stack.enter_context(Client(target))
-        except OSError as exc:
-            raise ValueError(f"scheduler {scheduler!r}: cannot connect ({exc})") from None
-        client.run(_quiet_lightgbm)  # the workers' socket set-up chatter
-        _quiet_lightgbm()  # the driver's ("Finding random open ports for workers")
-        yield client
 
 
 def _quiet_lightgbm() -> None:
@@ -85,6 +55,10 @@ class DaskTrainer:
 
     client: Any  # a distributed.Client (dask is optional: not imported at module level)
     block: int = 100
+
+    def __post_init__(self) -> None:
+        self.client.run(_quiet_lightgbm)  # the workers' socket set-up chatter
+        _quiet_lightgbm()  # the driver's ("Finding random open ports for workers")
 
     def describe(self) -> str:
         """``dask: N workers at ADDRESS`` (logged with the run)."""

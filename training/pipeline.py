@@ -246,7 +246,8 @@ def _engine(cfg: TrainConfig) -> Iterator[BoosterTrainer]:
     if cfg.engine == "local":
         yield LOCAL
         return
-    from training.dask_engine import DaskTrainer, connect
+    from features.distributed import connect
+    from training.dask_engine import DaskTrainer
 
     with connect(cfg.scheduler) as client:
         trainer = DaskTrainer(client)
