@@ -153,17 +153,19 @@ def build_serving(
     timezone: str = DEFAULT_TIMEZONE,
     cutoff: pd.Timestamp | None = None,
     data_path: str | Path | None = None,
+    features: pd.DataFrame | None = None,
 ) -> ServingData:
     """The serving snapshot of ``loaded`` at ``cutoff`` (default :func:`serving_cutoff`).
 
     Only transactions before the cut-off count, for the features and the item history
     alike. ``data_path``, when given, is fingerprinted (:func:`data_fingerprint`) so a
-    stored snapshot names the file it came from.
+    stored snapshot names the file it came from. ``features``: ``build_features`` of the
+    log at the cut-off when the caller has it already (a training run builds it anyway).
     """
     tx = loaded.transactions
     if cutoff is None:
         cutoff = serving_cutoff(tx)
-    feats = build_features(tx, cutoff)
+    feats = build_features(tx, cutoff) if features is None else features
     if tx["ts"].max() >= cutoff:  # an earlier cut-off: the item history ends there too
         tx = tx[tx["ts"].to_numpy() < cutoff.to_datetime64()]
     bought, returned = item_history(tx, timezone)

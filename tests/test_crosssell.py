@@ -299,6 +299,22 @@ def test_recency_decay_halves_the_weight_every_half_life():
     assert dict(zip(flat.item_ids, flat.counts.toarray()[0], strict=True))["P"] == 2
 
 
+def test_an_order_counts_once_per_item_and_per_customer():
+    """Two lines of one item in an order are one order of it, at the order's latest line;
+    an order id two customers share is an order of each; popularity counts buyers."""
+    day = (CUTOFF - T0).days
+    rows = [
+        ("a", "o1", T0 + pd.Timedelta(days=day - 10), "P", 1.0, 2.0),
+        ("a", "o1", T0 + pd.Timedelta(days=day - 5), "P", 2.0, 2.0),
+        ("b", "o1", T0 + pd.Timedelta(days=day - 200), "P", 1.0, 2.0),
+        ("b", "o2", T0 + pd.Timedelta(days=day - 200), "Q", 1.0, 2.0),
+    ]
+    data = build_interactions(_frame(rows), CUTOFF, half_life_days=5, popularity_days=30)
+    assert data.counts.toarray().ravel().tolist() == pytest.approx([0.5, 0, 2**-40, 2**-40])
+    assert data.popularity.tolist() == [1.0, 0.0]  # only a bought P in the last 30 days
+    assert data.pop_order.tolist() == [0, 1]
+
+
 def test_recency_decay_follows_the_customers_recent_taste():
     """``s`` bought cluster 1 long ago and cluster 2 recently: decay puts cluster 2 first."""
     rows: list = []

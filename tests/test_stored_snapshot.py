@@ -7,6 +7,7 @@ after the last transaction.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 from features.contracts import validate_transactions
 from features.loaders import CleaningReport, Loaded
 from features.serving import build_serving
-from features.snapshot import build_features
+from features.snapshot import build_features, coded_ids
 from features.stored import StoredSnapshotError, read_stored, write_stored
 
 JAN_10_1200 = 1610280000.0  # 2021-01-10 12:00 GMT
@@ -62,6 +63,18 @@ def test_the_serving_snapshot_has_the_hand_worked_item_history():
     assert data.item_names == {"X": "Mug", "Y": "Lamp", "Z": "Pen"}
     assert data.features.loc["A", "monetary_all"] == 8.5
     assert data.features.loc["B", "monetary_all"] == 3 * 0.1  # 0.30000000000000004
+
+
+def test_a_training_runs_coded_log_gives_the_same_serving_snapshot():
+    """Training hands the serving snapshot its log with ids and labels integer-coded."""
+    plain = hand_log()
+    plain.transactions["country"] = ["GB", "GB", "FR", "GB", "DE"]
+    coded = dataclasses.replace(plain, transactions=coded_ids(plain.transactions))
+    assert isinstance(coded.transactions["country"].dtype, pd.CategoricalDtype)
+    a, b = build_serving(plain, "Europe/London"), build_serving(coded, "Europe/London")
+    pd.testing.assert_frame_equal(b.features, a.features, check_exact=True)
+    assert b.bought == a.bought and b.returned == a.returned
+    assert b.countries == a.countries == {"A": "GB", "B": "DE"}
 
 
 def test_an_earlier_cutoff_cuts_the_item_history_too():

@@ -18,6 +18,8 @@ service's snapshot is of the data file, the purchases since come from its store.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import json
 import sys
 import tempfile
@@ -263,7 +265,10 @@ def _train(cfg: TrainConfig, loaded: Loaded | None, trainer: BoosterTrainer) -> 
     own_log = loaded is None
     if loaded is None:
         loaded = stages.run("load + clean log", lambda: load_log(cfg))
-    tx = coded_ids(loaded.transactions)  # ids as integer codes: filters and groupings stay cheap
+    # one copy of the log for the whole run, its ids and labels integer-coded: filters and
+    # groupings stay cheap, and logging and the serving snapshot read the same frame
+    loaded = dataclasses.replace(loaded, transactions=coded_ids(loaded.transactions))
+    tx = loaded.transactions
     _log(loaded.report.to_text())
     cutoff = cfg.cutoff if cfg.cutoff is not None else backtest_cutoff(tx, cfg.horizon)
     origins = _plan(tx, cutoff, cfg)
@@ -282,36 +287,33 @@ def _train(cfg: TrainConfig, loaded: Loaded | None, trainer: BoosterTrainer) -> 
             {"file": cfg.mapping.source, "columns": dict(cfg.mapping.columns)}, sort_keys=True
         )
     fitted = _fit(stages, cfg, tx, origins, loaded.item_text, trainer)
-    del tx  # past the refit: logging and the serving snapshot read `loaded`
     run_id, decisions = stages.run(
         "mlflow: log, register, champion gate",
-        lambda: _log_to_mlflow(cfg, client, fp, loaded, fitted),
+        functools.partial(_log_to_mlflow, cfg, client, fp, loaded, fitted),
     )
     for d in decisions:
         _log(
             f"gate {d.model} v{d.version}: {'PROMOTED' if d.promoted else 'kept champion'}"
             f" — {d.reason}"
         )
+    table, by_origin, features = fitted.table, fitted.rolling.by_origin, fitted.snapshot
+    del fitted  # the models and the backtest's recommenders are logged: freed before the snapshot
     snapshot_run = None
     if own_log and cfg.snapshot_timezone:
         zone = cfg.snapshot_timezone
         snapshot_run = stages.run(
             "serving snapshot: build + log (scoring run)",
             lambda: log_snapshot_run(
-                loaded, experiment_id, zone, data_path=cfg.data, tags={"training.run": run_id}
+                loaded,
+                experiment_id,
+                zone,
+                data_path=cfg.data,
+                tags={"training.run": run_id},
+                features=features,
             ),
         )
         _log(f"serving snapshot logged: run {snapshot_run}")
-    return TrainResult(
-        run_id,
-        fitted.table,
-        decisions,
-        stages.done,
-        cutoff,
-        fp,
-        snapshot_run,
-        fitted.rolling.by_origin,
-    )
+    return TrainResult(run_id, table, decisions, stages.done, cutoff, fp, snapshot_run, by_origin)
 
 
 def _fit(
@@ -323,7 +325,8 @@ def _fit(
     trainer: BoosterTrainer,
 ) -> _Fitted:
     """Every snapshot of the run built once, the rolling-origin backtest and the refit; the
-    snapshots are freed when it returns (logging and the serving snapshot do not read them)."""
+    snapshots are freed when it returns but the one at the end of the log, which the serving
+    snapshot reuses."""
     end = tx["ts"].max().normalize() + pd.Timedelta(days=1)  # the refit's labels end here
     final_cutoffs = training_cutoffs(tx, end, **cutoff_kw(cfg))
     planned = [end, *final_cutoffs]
@@ -398,7 +401,12 @@ class _Fitted:
     churn: ChurnModel
     nextp: NextPurchaseModel
     recommender: HybridRecommender | None
-    example: pd.DataFrame  # five snapshot rows: the input example of the snapshot models
+    snapshot: pd.DataFrame  # the features at the end of the log (what the service serves)
+
+    @property
+    def example(self) -> pd.DataFrame:
+        """Five snapshot rows: the input example of the snapshot models."""
+        return self.snapshot.head(5)
 
     @property
     def table(self) -> pd.DataFrame:
@@ -441,8 +449,7 @@ def _refit(
             lambda: fit_final(tx, end, xs.params, item_text),
         )
     )
-    example = snapshots[end].head(5)
-    return _Fitted(rolling, churn, nextp, recommender, example)
+    return _Fitted(rolling, churn, nextp, recommender, snapshots[end])
 
 
 def _log_to_mlflow(

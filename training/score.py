@@ -79,16 +79,18 @@ def log_snapshot_run(
     data_path: str | Path | None = None,
     scores: pd.DataFrame | None = None,
     tags: dict[str, str] | None = None,
+    features: pd.DataFrame | None = None,
 ) -> str:
     """Log a scoring run in ``experiment_id`` of the current tracking store holding the
     serving snapshot of ``loaded`` at ``cutoff`` (default: the day after its last
-    transaction), and ``scores`` when given; returns the run id.
+    transaction), and ``scores`` when given; returns the run id. ``features``: the feature
+    snapshot at that cut-off when the caller has built it already (a training run has).
 
     The run is created as its own run (also under ``mlflow run``, whose run the training
     uses) and tagged ``revival.snapshot=1`` with its cutoff and customer count, which is how
     the service finds the newest one.
     """
-    data = build_serving(loaded, timezone, cutoff, data_path)
+    data = build_serving(loaded, timezone, cutoff, data_path, features)
     run_tags = {
         SNAPSHOT_TAG: "1",
         "stage": "scoring",

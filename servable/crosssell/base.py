@@ -59,6 +59,24 @@ def _ids(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64), np.asarray(list(uniques), dtype=str)
 
 
+def _order_codes(customer: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lines' (customer, order) pairs of integer codes as one code each, and each code's
+    customer (an order id shared by two customers counts as two orders)."""
+    n = int(order.max()) + 1 if len(order) else 1
+    codes, pairs = pd.factorize(customer * n + order)
+    return codes.astype(np.int64), pairs // n
+
+
+def _last(ts: np.ndarray | pd.Series, key: np.ndarray) -> pd.Series:
+    """The latest ``ts`` per integer ``key`` (indexed by key, in first-seen order)."""
+    return pd.Series(np.asarray(ts)).groupby(key, sort=False).max()
+
+
+def _age(t: pd.Timestamp, ts: pd.Series) -> np.ndarray:
+    """Days from each of ``ts`` to ``t``."""
+    return (t.to_datetime64() - ts.to_numpy()) / np.timedelta64(1, "D")
+
+
 def interaction_columns(transactions: pd.DataFrame) -> list[str]:
     """The columns of a log a recommender reads (with ``category`` when the log has one)."""
     cols = ["customer_id", "order_id", "ts", "item_id", "quantity"]
@@ -95,22 +113,20 @@ def build_interactions(
     seen.data[:] = 1.0
 
     buy = tx["quantity"].to_numpy() > 0
-    order = pd.factorize(tx["order_id"])[0]  # grouped as integers, not as a string per line
-    orders = pd.DataFrame(
-        {"c": c[buy], "i": i[buy], "o": order[buy], "ts": tx["ts"].to_numpy()[buy]}
-    )
-    orders = orders.groupby(["c", "i", "o"], sort=False, as_index=False)["ts"].max()
-    age = ((t - orders["ts"]) / DAY).to_numpy()
-    w = np.power(0.5, age / float(half_life_days)) if half_life_days else np.ones(len(orders))
-    counts = sp.csr_matrix(
-        (w.astype(np.float32), (orders["c"].to_numpy(), orders["i"].to_numpy())), shape=shape
-    )
+    order, customer_of = _order_codes(c[buy], pd.factorize(tx["order_id"])[0][buy])
+    # each (order, item) bought, at its latest line; grouped by one integer key, not a frame
+    n_items = len(item_ids)
+    line = _last(tx["ts"].to_numpy()[buy], order * n_items + i[buy])
+    key = line.index.to_numpy()
+    customer, item = customer_of[key // n_items], key % n_items
+    age = _age(t, line)
+    w = np.power(0.5, age / float(half_life_days)) if half_life_days else np.ones(len(age))
+    counts = sp.csr_matrix((w.astype(np.float32), (customer, item)), shape=shape)
     counts.sum_duplicates()
 
-    pairs = orders.groupby(["c", "i"], sort=False, as_index=False)["ts"].max()
-    pair_age = ((t - pairs["ts"]) / DAY).to_numpy()
-    n_items = len(item_ids)
-    pi = pairs["i"].to_numpy()
+    pairs = _last(line, customer * n_items + item)  # each (customer, item) at its latest order
+    pair_age = _age(t, pairs)
+    pi = pairs.index.to_numpy() % n_items
     ever = np.bincount(pi, minlength=n_items)
     popularity = np.bincount(pi[pair_age <= popularity_days], minlength=n_items).astype(float)
     pop_order = np.lexsort((np.arange(n_items), -ever, -popularity))
