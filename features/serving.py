@@ -20,13 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.history import ItemHistory
 from features.loaders import CleaningReport, Loaded
 from features.snapshot import build_features
 
 __all__ = [
     "DEFAULT_TIMEZONE",
-    "Bought",
-    "Returned",
     "ServingData",
     "build_serving",
     "data_fingerprint",
@@ -40,9 +39,6 @@ __all__ = [
 DEFAULT_TIMEZONE = "Europe/London"  # the service's default_timezone in policy.yaml
 _FINGERPRINT_BYTES = 1 << 16  # bytes hashed at each end of the data file
 
-Bought = dict[str, dict[str, tuple[float, int]]]  # customer -> item -> (last epoch, times)
-Returned = dict[str, dict[str, float]]  # customer -> item -> last epoch
-
 
 @dataclass
 class ServingData:
@@ -51,8 +47,8 @@ class ServingData:
     cutoff: pd.Timestamp
     timezone: str
     features: pd.DataFrame  # indexed by customer_id, build_features' columns
-    bought: Bought
-    returned: Returned
+    bought: ItemHistory  # customer -> item -> (last epoch, times bought)
+    returned: ItemHistory  # customer -> item -> last epoch
     item_names: dict[str, str]
     report: CleaningReport
     data: dict[str, Any] = field(default_factory=dict)  # data_fingerprint() of the log file
@@ -89,29 +85,27 @@ def epoch_seconds(ts: pd.Series, zone: str) -> np.ndarray:
     return np.where(local.isna().to_numpy(), fallback.to_numpy(), out)
 
 
-def item_history(tx: pd.DataFrame, zone: str) -> tuple[Bought, Returned]:
-    """Per customer: item -> (last bought, times bought) and item -> last returned."""
-    bought: Bought = {}
-    returned: Returned = {}
+def item_history(tx: pd.DataFrame, zone: str) -> tuple[ItemHistory, ItemHistory]:
+    """Per customer: item -> (last bought, times bought), and item -> last returned."""
     if "item_id" not in tx.columns or not tx["item_id"].notna().any():
-        return bought, returned
+        return ItemHistory.empty(times=True), ItemHistory.empty(times=False)
     lines = tx.loc[tx["item_id"].notna(), ["customer_id", "item_id", "ts", "quantity"]]
     lines = lines.assign(epoch=epoch_seconds(lines["ts"], zone))
-    buy = (
-        lines[lines["quantity"] > 0]
-        .groupby(["customer_id", "item_id"], sort=False)["epoch"]
-        .agg(["max", "size"])
+    pairs = ["customer_id", "item_id"]
+    buy = lines[lines["quantity"] > 0].groupby(pairs, sort=False, observed=True)["epoch"]
+    buy = buy.agg(["max", "size"])
+    ret = lines[lines["quantity"] < 0].groupby(pairs, sort=False, observed=True)["epoch"].max()
+    return (
+        ItemHistory.from_pairs(
+            buy.index.get_level_values(0),
+            buy.index.get_level_values(1),
+            buy["max"].to_numpy(),
+            buy["size"].to_numpy(),
+        ),
+        ItemHistory.from_pairs(
+            ret.index.get_level_values(0), ret.index.get_level_values(1), ret.to_numpy()
+        ),
     )
-    for (cid, item), last, n in zip(
-        buy.index, buy["max"].to_numpy(), buy["size"].to_numpy(), strict=True
-    ):
-        bought.setdefault(cid, {})[item] = (float(last), int(n))
-    ret = (
-        lines[lines["quantity"] < 0].groupby(["customer_id", "item_id"], sort=False)["epoch"]
-    ).max()
-    for (cid, item), last in zip(ret.index, ret.to_numpy(), strict=True):
-        returned.setdefault(cid, {})[item] = float(last)
-    return bought, returned
 
 
 def usual_country(tx: pd.DataFrame) -> dict[str, str]:

@@ -8,8 +8,10 @@ Files (``schema_version`` 1)::
 
     features.parquet   one row per customer: index customer_id, build_features' float64
                        columns (Parquet keeps float64 bit for bit, NaN included)
-    bought.parquet     customer_id, item_id, last (epoch s UTC, float64), times (int64)
-    returned.parquet   customer_id, item_id, last (epoch s UTC, float64)
+    bought.parquet     customer_id, item_id, last (epoch s UTC, float64), times (int64);
+                       rows grouped by customer, ids dictionary-encoded (plain strings in
+                       snapshots written before; both read)
+    returned.parquet   customer_id, item_id, last (epoch s UTC, float64), the same way
     items.parquet      item_id, name
     meta.json          schema_version, cutoff, at (UTC), timezone (of the epochs), customers,
                        columns, row counts, data (file name, size, mtime, sha256 of its ends),
@@ -32,8 +34,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.history import ItemHistory
 from features.loaders import CleaningReport
-from features.serving import Bought, Returned, ServingData
+from features.serving import ServingData
 
 __all__ = [
     "ARTIFACT_PATH",
@@ -62,25 +65,48 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _history_table(history: dict[str, dict[str, Any]], times: bool) -> pa.Table:
-    """The nested item history as one long table, rows grouped by customer."""
-    customers: list[str] = []
-    items: list[str] = []
-    values: list[Any] = []
-    for cid, per_item in history.items():
-        customers.extend([cid] * len(per_item))
-        items.extend(per_item)
-        values.extend(per_item.values())
+def _history_table(history: ItemHistory) -> pa.Table:
+    """The item history as one long table, rows grouped by customer, ids as dictionaries
+    (an integer per row, each distinct id once)."""
     columns: dict[str, pa.Array] = {
-        "customer_id": pa.array(customers, pa.string()),
-        "item_id": pa.array(items, pa.string()),
+        "customer_id": pa.DictionaryArray.from_arrays(
+            history.customer_codes(), pa.array(history.customers, pa.string())
+        ),
+        "item_id": pa.DictionaryArray.from_arrays(
+            history.item_codes, pa.array(history.item_ids, pa.string())
+        ),
+        "last": pa.array(history.last, pa.float64()),
     }
-    if times:
-        columns["last"] = pa.array([v[0] for v in values], pa.float64())
-        columns["times"] = pa.array([v[1] for v in values], pa.int64())
-    else:
-        columns["last"] = pa.array(values, pa.float64())
+    if history.times is not None:
+        columns["times"] = pa.array(history.times, pa.int64())
     return pa.table(columns)
+
+
+def _history(table: pa.Table, times: bool) -> ItemHistory:
+    """The long history table back as an :class:`ItemHistory` (plain or dictionary ids)."""
+    customer, customers = _codes(table.column("customer_id"))
+    item, item_ids = _codes(table.column("item_id"))
+    return ItemHistory.from_codes(
+        customer,
+        customers,
+        item,
+        item_ids,
+        table.column("last").to_numpy(),
+        table.column("times").to_numpy() if times else None,
+    )
+
+
+def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """A string column as codes into its sorted distinct values, without a Python string
+    per row."""
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(pa.string())
+    encoded = column.combine_chunks().dictionary_encode()
+    uniques = np.asarray(encoded.dictionary.to_pylist(), dtype=str)
+    order = np.argsort(uniques, kind="stable")
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[encoded.indices.to_numpy(zero_copy_only=False)], uniques[order]
 
 
 def write_stored(data: ServingData, folder: str | Path) -> dict[str, Any]:
@@ -88,8 +114,8 @@ def write_stored(data: ServingData, folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     data.features.to_parquet(folder / "features.parquet")
-    pq.write_table(_history_table(data.bought, times=True), folder / "bought.parquet")
-    pq.write_table(_history_table(data.returned, times=False), folder / "returned.parquet")
+    pq.write_table(_history_table(data.bought), folder / "bought.parquet")
+    pq.write_table(_history_table(data.returned), folder / "returned.parquet")
     names = pa.table(
         {
             "item_id": pa.array(list(data.item_names), pa.string()),
@@ -111,8 +137,8 @@ def write_stored(data: ServingData, folder: str | Path) -> dict[str, Any]:
         "timezone": data.timezone,
         "customers": len(data.features),
         "columns": [str(c) for c in data.features.columns],
-        "bought_rows": sum(len(v) for v in data.bought.values()),
-        "returned_rows": sum(len(v) for v in data.returned.values()),
+        "bought_rows": data.bought.pairs,
+        "returned_rows": data.returned.pairs,
         "items": len(data.item_names),
         "data": data.data,
         "report": data.report.to_dict(),
@@ -138,24 +164,6 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
     return meta
 
 
-def _nested(table: pa.Table, times: bool) -> dict[str, dict[str, Any]]:
-    """The long history table back as customer -> item -> value (one dict per run of rows
-    of one customer; rows are grouped by customer as :func:`_history_table` wrote them)."""
-    out: dict[str, dict[str, Any]] = {}
-    n = table.num_rows
-    if n == 0:
-        return out
-    customers = np.asarray(table.column("customer_id").to_pylist(), dtype=object)
-    items = table.column("item_id").to_pylist()
-    last = table.column("last").to_pylist()
-    values = list(zip(last, table.column("times").to_pylist(), strict=True)) if times else last
-    starts = np.flatnonzero(customers[1:] != customers[:-1]) + 1
-    bounds = [0, *starts.tolist(), n]
-    for a, b in zip(bounds[:-1], bounds[1:], strict=False):
-        out.setdefault(customers[a], {}).update(zip(items[a:b], values[a:b], strict=True))
-    return out
-
-
 def _check_file(folder: Path, name: str, meta: dict[str, Any]) -> None:
     path = folder / name
     if not path.is_file():
@@ -173,8 +181,8 @@ def read_stored(folder: str | Path) -> ServingData:
     features = pd.read_parquet(folder / "features.parquet")
     if [str(c) for c in features.columns] != meta["columns"] or len(features) != meta["customers"]:
         raise StoredSnapshotError(f"{folder / 'features.parquet'}: not the shape {META_FILE} says")
-    bought: Bought = _nested(pq.read_table(folder / "bought.parquet"), times=True)
-    returned: Returned = _nested(pq.read_table(folder / "returned.parquet"), times=False)
+    bought = _history(pq.read_table(folder / "bought.parquet"), times=True)
+    returned = _history(pq.read_table(folder / "returned.parquet"), times=False)
     countries: dict[str, str] = {}
     if COUNTRIES_FILE in meta["files"]:  # snapshots stored before customers' countries: none
         _check_file(folder, COUNTRIES_FILE, meta)

@@ -161,7 +161,8 @@ def test_score_cli_logs_a_snapshot_run_the_service_loads(tmp_path: Path, hand_cs
         assert np.array_equal(stored.values.view("int64"), built.values.view("int64"))
         assert stored.positions == built.positions and stored.columns == built.columns
         assert stored.bought == built.bought and stored.returned == built.returned
-        assert stored.regulars == built.regulars == {"A": ["X", "Y"], "B": ["Z"]}
+        assert [stored.regulars(c) for c in ("A", "B", "nobody")] == [["X", "Y"], ["Z"], []]
+        assert [built.regulars(c) for c in ("A", "B", "nobody")] == [["X", "Y"], ["Z"], []]
         assert stored.at == built.at and stored.cutoff == built.cutoff
         assert stored.origin["name"] == "hand.csv"
 

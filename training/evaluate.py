@@ -33,8 +33,8 @@ from servable.crosssell.hybrid import HybridRecommender
 from servable.crosssell.knn import ItemKNNRecommender
 from servable.crosssell.popularity import PopularityRecommender
 from training.backtest import backtest_markdown, evaluate_propensity
+from training.crosssell import no_items_reason
 from training.crosssell.backtest import long_table, score_populations
-from training.pipeline import no_items_reason
 from training.protocol import Origin
 from training.registry import CHAMPION, champion_version, load_champion, use_store
 from training.rolling import RollingResult, log_rolling_metrics, rolling_markdown

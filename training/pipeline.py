@@ -8,7 +8,8 @@ populations: ``all`` (every customer seen before the origin) and ``active_365d``
 the 365 days before it). The same recipe is then refitted on cutoffs whose labels end at the
 end of the log, and *that* model is registered with the mean backtest metrics of its recipe
 as tags (it is what the service will serve). One MLflow parent run per training, a child
-run per model; the champion gate (:mod:`training.registry`) decides whether aliases move.
+run per model (:mod:`training.publish`); the champion gate (:mod:`training.registry`)
+decides whether aliases move.
 At its end a run that read its own log also logs a scoring run holding the serving snapshot
 of the log (:func:`training.score.log_snapshot_run`), which service replicas load at
 start-up; a retraining on an outcome-augmented log (:mod:`training.retrain`) logs none: the
@@ -18,13 +19,11 @@ service's snapshot is of the data file, the purchases since come from its store.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import json
 import sys
-import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -49,33 +48,20 @@ from features.mapping import LogMapping
 from features.serving import DEFAULT_TIMEZONE
 from features.snapshot import coded_ids
 from features.sources import Source, load_sources
-from servable.propensity import LOCAL, BoosterTrainer, ChurnModel, NextPurchaseModel
-from training import plots
-from training.backtest import backtest_markdown, metric_value
-from training.crosssell import (
-    TUNING_CUSTOMERS,
-    VALIDATION_USERS,
-    CrossSellResult,
-    HybridRecommender,
-    fit_final,
-    log_pyfunc,
-)
+from servable.propensity import LOCAL, BoosterTrainer
+from training.backtest import backtest_markdown
+from training.crosssell import VALIDATION_USERS, fit_final, no_items_reason
 from training.protocol import Origin, choose_protocol, cutoff_kw, plan_origins
+from training.publish import Fitted, log_run
 from training.registry import (
     GateDecision,
-    champion_gate,
     champion_version,
-    log_snapshot_model,
     use_store,
-    write_json,
 )
 from training.rolling import (
-    GATE_BASELINES,
     GATE_METRICS,
-    GATE_MODELS,
     RollingResult,
     fit_propensity,
-    log_rolling_metrics,
     rolling_backtest,
     rolling_markdown,
 )
@@ -267,7 +253,7 @@ def _train(cfg: TrainConfig, loaded: Loaded | None, trainer: BoosterTrainer) -> 
         loaded = stages.run("load + clean log", lambda: load_log(cfg))
     # one copy of the log for the whole run, its ids and labels integer-coded: filters and
     # groupings stay cheap, and logging and the serving snapshot read the same frame
-    loaded = dataclasses.replace(loaded, transactions=coded_ids(loaded.transactions))
+    loaded = replace(loaded, transactions=coded_ids(loaded.transactions))
     tx = loaded.transactions
     _log(loaded.report.to_text())
     cutoff = cfg.cutoff if cfg.cutoff is not None else backtest_cutoff(tx, cfg.horizon)
@@ -289,7 +275,7 @@ def _train(cfg: TrainConfig, loaded: Loaded | None, trainer: BoosterTrainer) -> 
     fitted = _fit(stages, cfg, tx, origins, loaded.item_text, trainer)
     run_id, decisions = stages.run(
         "mlflow: log, register, champion gate",
-        functools.partial(_log_to_mlflow, cfg, client, fp, loaded, fitted),
+        functools.partial(log_run, cfg, client, fp, loaded, fitted),
     )
     for d in decisions:
         _log(
@@ -323,7 +309,7 @@ def _fit(
     origins: list[Origin],
     item_text: dict[str, str],
     trainer: BoosterTrainer,
-) -> _Fitted:
+) -> Fitted:
     """Every snapshot of the run built once, the rolling-origin backtest and the refit; the
     snapshots are freed when it returns but the one at the end of the log, which the serving
     snapshot reuses."""
@@ -386,39 +372,6 @@ def _backtest(
     )
 
 
-def no_items_reason(tx: pd.DataFrame) -> str | None:
-    """Why cross-sell cannot train on ``tx`` (a log without item ids), or None."""
-    if "item_id" not in tx.columns or not tx["item_id"].notna().any():
-        return "the log has no item ids"
-    return None
-
-
-@dataclass
-class _Fitted:
-    """What a run logs and registers: the backtest and the models refitted for serving."""
-
-    rolling: RollingResult  # the rolling-origin backtest of every task
-    churn: ChurnModel
-    nextp: NextPurchaseModel
-    recommender: HybridRecommender | None
-    snapshot: pd.DataFrame  # the features at the end of the log (what the service serves)
-
-    @property
-    def example(self) -> pd.DataFrame:
-        """Five snapshot rows: the input example of the snapshot models."""
-        return self.snapshot.head(5)
-
-    @property
-    def table(self) -> pd.DataFrame:
-        """Mean backtest metrics over origins (long format)."""
-        return self.rolling.table
-
-    @property
-    def xs(self) -> CrossSellResult | None:
-        """The newest origin's cross-sell backtest (None: a log without items)."""
-        return self.rolling.xs
-
-
 def _refit(
     stages: StageLog,
     cfg: TrainConfig,
@@ -429,7 +382,7 @@ def _refit(
     end: pd.Timestamp,
     final_cutoffs: list[pd.Timestamp],
     trainer: BoosterTrainer,
-) -> _Fitted:
+) -> Fitted:
     """Refit the backtested recipes on the ``final_cutoffs`` (labels end at ``end``, the day
     after the log's last row), boosters fitted by ``trainer``."""
     final_frame = stages.run(
@@ -449,167 +402,7 @@ def _refit(
             lambda: fit_final(tx, end, xs.params, item_text),
         )
     )
-    return _Fitted(rolling, churn, nextp, recommender, snapshots[end])
-
-
-def _log_to_mlflow(
-    cfg: TrainConfig, client: MlflowClient, fp: dict[str, Any], loaded: Loaded, fitted: _Fitted
-) -> tuple[str, list[GateDecision]]:
-    """One parent run (data, backtest) with a child run per model; returns the gate decisions."""
-    table = fitted.table
-    with (
-        mlflow.start_run(run_name=f"train-{fp['data.last_ts'][:10]}") as parent,
-        tempfile.TemporaryDirectory() as tmp,
-    ):
-        out = Path(tmp)
-        mlflow.log_params({k: v for k, v in fp.items() if k != "train.cutoffs"})
-        mlflow.log_param("train.cutoffs", fp["train.cutoffs"][:500])
-        mlflow.set_tags({"data.sha256": fp["data.sha256"], "stage": "training"})
-        (out / "cleaning_report.txt").write_text(loaded.report.to_text())
-        write_json(out / "cleaning_report.json", loaded.report.to_dict())
-        table.to_csv(out / "backtest.csv", index=False)
-        (out / "backtest.md").write_text(backtest_markdown(table))
-        fitted.rolling.by_origin.to_csv(out / "backtest_by_origin.csv", index=False)
-        (out / "rolling_origin.md").write_text(rolling_markdown(fitted.rolling))
-        for f in (
-            "cleaning_report.txt",
-            "cleaning_report.json",
-            "backtest.csv",
-            "backtest.md",
-            "backtest_by_origin.csv",
-            "rolling_origin.md",
-        ):
-            mlflow.log_artifact(str(out / f))
-        log_rolling_metrics(fitted.rolling)
-        decisions = _log_snapshot_models(out, cfg, client, fp, fitted)
-        if fitted.xs is None:
-            why = no_items_reason(loaded.transactions) or "not trained"
-            mlflow.set_tag(CROSS_SELL_SKIPPED, why)
-            for d in decisions:
-                client.set_model_version_tag(d.model, d.version, CROSS_SELL_SKIPPED, why)
-        else:
-            decisions += _log_cross_sell(out, cfg, client, fp, loaded, fitted)
-        write_json(out / "gate.json", [d.to_dict() for d in decisions])
-        mlflow.log_artifact(str(out / "gate.json"))
-        for d in decisions:
-            mlflow.set_tag(
-                f"gate.{d.model}", f"{'promoted' if d.promoted else 'kept'}: {d.reason}"[:5000]
-            )
-        return parent.info.run_id, decisions
-
-
-def _log_snapshot_models(
-    out: Path, cfg: TrainConfig, client: MlflowClient, fp: dict[str, Any], fitted: _Fitted
-) -> list[GateDecision]:
-    """Child runs of the churn and next-purchase models: params, metrics, plots, registration."""
-    children = {"churn": fitted.churn, "next_purchase": fitted.nextp}
-    decisions = []
-    for name, model in children.items():
-        with mlflow.start_run(run_name=name, nested=True):
-            mlflow.log_params({f"gbm.{k}": v for k, v in model.params.__dict__.items()})
-            mlflow.log_params({f"fit.{k}": v for k, v in model.info.items()})
-            mlflow.log_params({f"bgnbd.{k}": round(v, 6) for k, v in model.bgnbd.params_.items()})
-            log_rolling_metrics(fitted.rolling, task=name)
-            _plots(out / name, name, fitted.rolling, model)
-            mlflow.log_artifacts(str(out / name), artifact_path="plots")
-            info = log_snapshot_model(
-                model, name, fitted.example, registered_model_name=name if cfg.register else None
-            )
-            if cfg.register:
-                decisions.append(_gate(client, name, info, fitted.rolling, cfg, fp))
-    return decisions
-
-
-def _log_cross_sell(
-    out: Path,
-    cfg: TrainConfig,
-    client: MlflowClient,
-    fp: dict[str, Any],
-    loaded: Loaded,
-    fitted: _Fitted,
-) -> list[GateDecision]:
-    """Child run of the cross-sell model: tuned params, metrics, tuning table, registration."""
-    xs, recommender = fitted.xs, fitted.recommender
-    assert xs is not None and recommender is not None  # the caller skips a log without items
-    with mlflow.start_run(run_name="cross_sell", nested=True):
-        mlflow.log_params({f"hybrid.{k}": v for k, v in xs.params.items()})
-        mlflow.log_param("tuning.validation_users", cfg.validation_users)
-        mlflow.log_param("tuning.customers", TUNING_CUSTOMERS)
-        log_rolling_metrics(fitted.rolling, task="cross_sell")
-        if xs.tuning is not None:
-            xs.tuning.to_csv(out / "cross_sell_tuning.csv", index=False)
-            mlflow.log_artifact(str(out / "cross_sell_tuning.csv"))
-        info = log_pyfunc(
-            recommender,
-            name="cross_sell",
-            item_names=loaded.items,
-            registered_model_name="cross_sell" if cfg.register else None,
-        )
-        if not cfg.register:
-            return []
-        return [_gate(client, "cross_sell", info, fitted.rolling, cfg, fp)]
-
-
-def _gate(
-    client: MlflowClient,
-    name: str,
-    info: Any,
-    rolling: RollingResult,
-    cfg: TrainConfig,
-    fp: dict,
-) -> GateDecision:
-    """The champion gate on the mean over origins, refusing a model that loses to a
-    baseline on most origins."""
-    version = str(info.registered_model_version)
-    client.set_model_version_tag(name, version, "data.sha256", fp["data.sha256"])
-    client.set_model_version_tag(name, version, "backtest.cutoff", fp["backtest.cutoff"])
-    client.set_model_version_tag(name, version, "backtest.origins", fp["backtest.origins"])
-    client.set_model_version_tag(name, version, "data.last_ts", fp["data.last_ts"])
-    metric, table = GATE_METRICS[name], rolling.table
-    value = metric_value(table, name, GATE_MODELS[name], metric)
-    baselines = {m: metric_value(table, name, m, metric) for m in GATE_BASELINES[name]}
-    force = cfg.force or (cfg.force_first and champion_version(client, name) is None)
-    return champion_gate(
-        client,
-        name,
-        version,
-        metric,
-        value,
-        baselines,
-        force=force,
-        origin_losses=rolling.losses(name, metric),
-    )
-
-
-def _plots(folder: Path, task: str, rolling: RollingResult, model: Any) -> None:
-    """Lift and calibration at the newest origin, calibration at every origin, importances."""
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def label(arrays: dict) -> Any:
-        return arrays["buy"] if task == "churn" else arrays["b30"]
-
-    newest = rolling.arrays[rolling.newest.label]
-    scores = newest["scores"][task]
-    plots.lift_chart(label(newest), {k: v[0] for k, v in scores.items()}, folder / "lift.png")
-    plots.calibration_curve(
-        label(newest), {"model": scores["model"][1]}, folder / "calibration.png"
-    )
-    plots.calibration_curves(
-        {
-            o.label: (
-                label(rolling.arrays[o.label]),
-                rolling.arrays[o.label]["scores"][task]["model"][1],
-            )
-            for o in rolling.origins
-        },
-        folder / "calibration_by_origin.png",
-    )
-    imp = model.importance()
-    col = imp.columns[0]
-    plots.feature_importance(
-        imp.index.tolist(), imp[col].to_numpy(), folder / "feature_importance.png"
-    )
-    imp.to_csv(folder / "feature_importance.csv")
+    return Fitted(rolling, churn, nextp, recommender, snapshots[end])
 
 
 def summary_json(result: TrainResult) -> str:

@@ -29,12 +29,12 @@ import pandas as pd
 
 from core.env import tracking_uri as env_tracking_uri
 from core.identity import erasure_hash
+from features.history import ItemHistory
 from features.loaders import CleaningReport
 from features.serving import ServingData, build_serving
 from features.sources import Source, load_sources
 from features.stored import ARTIFACT_PATH, SNAPSHOT_TAG, StoredSnapshotError, read_stored
 from service.config import Settings
-from service.engine import regulars
 
 __all__ = [
     "REGULARS_KEPT",
@@ -65,9 +65,8 @@ class Snapshot:
     positions: dict[str, int]
     columns: list[str]
     values: np.ndarray  # features as a float matrix (row lookups without pandas)
-    bought: dict[str, dict[str, tuple[float, int]]]
-    returned: dict[str, dict[str, float]]
-    regulars: dict[str, list[str]]
+    bought: ItemHistory  # customer -> item -> (last epoch, times bought)
+    returned: ItemHistory  # customer -> item -> last epoch
     item_names: dict[str, str]
     report: CleaningReport
     seconds: float
@@ -79,6 +78,11 @@ class Snapshot:
 
     def __post_init__(self) -> None:
         self.column_index = {name: i for i, name in enumerate(self.columns)}
+
+    def regulars(self, customer_id: str) -> list[str]:
+        """The customer's own items, most bought first (:func:`service.engine.regulars`'
+        order, which the history keeps), at most :data:`REGULARS_KEPT`."""
+        return self.bought.head(customer_id, REGULARS_KEPT)
 
 
 class FeatureRow(Mapping[str, float]):
@@ -112,7 +116,6 @@ def _snapshot(data: ServingData, source: str, t0: float) -> Snapshot:
         values=feats.to_numpy(dtype=float),
         bought=data.bought,
         returned=data.returned,
-        regulars={c: regulars(items, REGULARS_KEPT) for c, items in data.bought.items()},
         item_names=data.item_names,
         report=data.report,
         seconds=time.perf_counter() - t0,
@@ -136,9 +139,8 @@ def _without(snap: Snapshot, erased: Collection[str]) -> Snapshot:
         features=features,
         positions={c: i for i, c in enumerate(features.index.astype(str))},
         values=snap.values[keep],
-        bought={c: v for c, v in snap.bought.items() if c not in gone},
-        returned={c: v for c, v in snap.returned.items() if c not in gone},
-        regulars={c: v for c, v in snap.regulars.items() if c not in gone},
+        bought=snap.bought.without(gone),
+        returned=snap.returned.without(gone),
         countries={c: v for c, v in snap.countries.items() if c not in gone},
     )
 

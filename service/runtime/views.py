@@ -108,7 +108,7 @@ class CustomerViews:
             returned=_with_returns(snap.returned.get(customer_id, {}), returns),
             last_purchase_at=live.last_purchase if live is not None else None,
             profile=prof,
-            regulars=snap.regulars.get(customer_id, ()),
+            regulars=snap.regulars(customer_id),
             points_balance=points.balance if points is not None else 0,
             points_expiring=points.expiring if points is not None else 0,
         )

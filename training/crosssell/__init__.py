@@ -26,7 +26,8 @@ targets are items bought in ``[cutoff, cutoff + H)`` that the customer never bou
 cutoff; hyper-parameters are chosen on a validation split whose label window ends at the
 backtest cutoff (:mod:`.tuning`), never on the backtest window.
 
-:mod:`.model`: :func:`fit_final` (the hybrid refit that is served) and :func:`log_pyfunc`, which
+:mod:`.model`: :func:`fit_final` (the hybrid refit that is served), :func:`no_items_reason`
+(why a log cannot train it) and :func:`log_pyfunc`, which
 registers it as :class:`CrossSellPyfunc` with the :mod:`servable` code and pinned
 requirements.
 """
@@ -43,7 +44,7 @@ from training.crosssell.evaluation import (
     evaluate,
     sample_customers,
 )
-from training.crosssell.model import CrossSellPyfunc, fit_final, log_pyfunc
+from training.crosssell.model import CrossSellPyfunc, fit_final, log_pyfunc, no_items_reason
 from training.crosssell.tuning import (
     DEFAULT_ALS_GRID,
     DEFAULT_GRIDS,
@@ -84,6 +85,7 @@ __all__ = [
     "evaluate",
     "fit_final",
     "log_pyfunc",
+    "no_items_reason",
     "run_backtest",
     "sample_customers",
     "tune",

@@ -22,7 +22,14 @@ from servable.crosssell.hybrid import HybridRecommender
 from servable.crosssell.pyfunc import CrossSellPyfunc
 from training.packaging import code_paths, pip_requirements
 
-__all__ = ["CrossSellPyfunc", "fit_final", "log_pyfunc"]
+__all__ = ["CrossSellPyfunc", "fit_final", "log_pyfunc", "no_items_reason"]
+
+
+def no_items_reason(tx: pd.DataFrame) -> str | None:
+    """Why cross-sell cannot train on ``tx`` (a log without item ids), or None."""
+    if "item_id" not in tx.columns or not tx["item_id"].notna().any():
+        return "the log has no item ids"
+    return None
 
 
 def fit_final(
