@@ -8,8 +8,9 @@ For a cutoff ``t`` and horizon ``H`` (labels use only ``[t, t + H)`` and later):
   observed log (``next_observed`` says whether the order was seen).
 
 Backtest protocol (every model uses it): the last ``holdout_days`` (90) of the log are
-held out — the *backtest cutoff* is the log's last day minus 90 days (2011-06-02 for the
-shared extract) — and models train on cutoffs whose label windows end on or before it.
+held out — the *backtest cutoff* is the day after the log's last day minus 90 days
+(2011-06-03 for the shared extract), so the held-out window ends where the log ends — and
+models train on cutoffs whose label windows end on or before it.
 """
 
 from __future__ import annotations
@@ -38,8 +39,12 @@ _DAY = np.timedelta64(1, "D")
 
 
 def backtest_cutoff(transactions: pd.DataFrame, holdout_days: int = 90) -> pd.Timestamp:
-    """The log's last calendar day minus ``holdout_days``."""
-    return transactions["ts"].max().normalize() - pd.Timedelta(days=holdout_days)
+    """The day after the log's last calendar day minus ``holdout_days``: the held-out
+    window ``[cutoff, cutoff + holdout_days)`` covers the log's last day too, and ends where
+    the refit's labels end, so the backtest's cutoffs fall on the refit's grid (one
+    snapshot serves both)."""
+    end = transactions["ts"].max().normalize() + pd.Timedelta(days=1)
+    return end - pd.Timedelta(days=holdout_days)
 
 
 def training_cutoffs(

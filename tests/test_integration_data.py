@@ -32,7 +32,7 @@ from features.snapshot import FEATURE_COLUMNS, build_features
 pytestmark = pytest.mark.integration
 
 RETAIL_SHA256 = "c6fca466fb07f924704e7659beca9f5c2b0dd8fa74d0537c51904c67f7740a9c"
-BACKTEST_CUTOFF = pd.Timestamp("2011-06-02")
+BACKTEST_CUTOFF = pd.Timestamp("2011-06-03")
 ITEM_COLUMNS = ["distinct_items", "top_family_share", "price_index"]
 
 
@@ -244,10 +244,10 @@ def test_generic_loader_pipeline_without_items(retail, snapshot, tmp_path):
     expected = sales.groupby("customer_id")["dollar_value"].sum()
     assert np.allclose(feats["monetary_all"], expected.reindex(feats.index), rtol=1e-9, atol=1e-6)
 
-    # training frame of the backtest protocol: cutoffs 2011-03-04 (B - 90 d) back every
-    # 30 d while >= 2009-12-01 + 180 d = 2010-05-30: 2011-03-04 - 2010-05-30 = 278 d -> 10
+    # training frame of the backtest protocol: cutoffs 2011-03-05 (B - 90 d) back every
+    # 30 d while >= 2009-12-01 + 180 d = 2010-05-30: 2011-03-05 - 2010-05-30 = 279 d -> 10
     cutoffs = training_cutoffs(cd_tx, BACKTEST_CUTOFF)
-    assert cutoffs[0] == pd.Timestamp("2011-03-04")
+    assert cutoffs[0] == pd.Timestamp("2011-03-05")
     assert len(cutoffs) == 10
     frame = build_training_frame(cd_tx, cutoffs, observed_until=BACKTEST_CUTOFF)
     assert frame["cutoff"].nunique() == 10

@@ -173,11 +173,12 @@ def test_backtest_cutoff():
     tx = make_tx(
         [("p", pd.Timestamp("2021-01-05 09:00"), 1), ("p", pd.Timestamp("2021-08-31 17:45"), 1)]
     )
-    # last calendar day 2021-08-31 minus 90 days (31 + 31 + 28) = 2021-06-02
-    assert backtest_cutoff(tx) == pd.Timestamp("2021-06-02")
-    assert backtest_cutoff(tx, holdout_days=30) == pd.Timestamp("2021-08-01")
+    # the day after the last calendar day, 2021-09-01, minus 90 days (31 + 31 + 28) =
+    # 2021-06-03: the held-out window [06-03, 09-01) ends where the log ends
+    assert backtest_cutoff(tx) == pd.Timestamp("2021-06-03")
+    assert backtest_cutoff(tx, holdout_days=30) == pd.Timestamp("2021-08-02")
     midnight = make_tx([("p", pd.Timestamp("2021-08-31"), 1)])
-    assert backtest_cutoff(midnight) == pd.Timestamp("2021-06-02")
+    assert backtest_cutoff(midnight) == pd.Timestamp("2021-06-03")
 
 
 # --------------------------------------------------------------------------- training frame

@@ -27,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cutoff",
         default=None,
-        help="backtest cutoff (default: the log's last day minus the horizon)",
+        help="backtest cutoff (default: the day after the log's last day minus the horizon)",
     )
     p.add_argument(
         "--tracking-uri",

@@ -1,7 +1,7 @@
 """``python -m training.evaluate``: forward-evaluate the registered champions on a log.
 
 Scores the ``churn`` and ``next_purchase`` champions at ``--origins`` cutoffs, one horizon
-apart, the newest at ``--cutoff`` (default: the log's last day minus the horizon), against
+apart, the newest at ``--cutoff`` (default: the day after the log's last day minus the horizon), against
 what happened in the following ``horizon`` days, with the same baselines and populations as
 training. Cross-sell (when the log has items and a champion exists) refits the champion's
 recipe — its hybrid parameters, with the log's item descriptions — at each origin and scores
@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default="", help=f"default {DEFAULT_DATA}")
     add_mapping_option(p)
     p.add_argument("--horizon", type=int, default=90)
-    p.add_argument("--cutoff", default=None, help="newest origin (default: last day − horizon)")
+    p.add_argument(
+        "--cutoff", default=None, help="newest origin (default: day after the last day − horizon)"
+    )
     p.add_argument("--origins", type=int, default=1, help="origins one horizon apart (1)")
     p.add_argument("--tracking-uri", default=default_tracking_uri())
     p.add_argument("--experiment", default="revival")

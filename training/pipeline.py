@@ -2,8 +2,8 @@
 
 Protocol (issues #3 and #18, on top of :mod:`features.labels`): a rolling-origin backtest
 (:mod:`training.protocol`, :mod:`training.rolling`) — at each origin, the newest being the
-log's last day minus ``horizon``, models are fitted on stacked cutoffs whose label windows
-end by the origin and evaluated after it, against baselines, on the same customers, for two
+day after the log's last day minus ``horizon``, models are fitted on stacked cutoffs whose
+label windows end by the origin and evaluated after it, against baselines, on the same customers, for two
 populations: ``all`` (every customer seen before the origin) and ``active_365d`` (ordered in
 the 365 days before it). The same recipe is then refitted on cutoffs whose labels end at the
 end of the log, and *that* model is registered with the mean backtest metrics of its recipe
@@ -87,7 +87,7 @@ class TrainConfig:
 
     data: Path = DEFAULT_DATA
     horizon: int = 90
-    cutoff: pd.Timestamp | None = None  # backtest cutoff (default: last day − horizon)
+    cutoff: pd.Timestamp | None = None  # backtest cutoff (default: features.labels.backtest_cutoff)
     tracking_uri: str = field(default_factory=default_tracking_uri)
     experiment: str = "revival"
     force: bool = False

@@ -107,7 +107,7 @@ class Origin:
 
     @property
     def label(self) -> str:
-        """``2011-06-02`` — how tables and metric keys name the origin."""
+        """``2011-06-03`` — how tables and metric keys name the origin."""
         return str(self.cutoff.date())
 
     @property

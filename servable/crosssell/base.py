@@ -1,7 +1,9 @@
 """The cross-sell model interface and what every model learns from.
 
 :func:`build_interactions` turns the log before a cutoff into the customer × item matrices
-(recency-weighted order counts, seen items, popularity, the active catalogue).
+(recency-weighted order counts, seen items, popularity, the active catalogue): the
+parameter-free :func:`order_lines`, once per cutoff, weighted per model by
+:func:`interactions`.
 :class:`Recommender` — in the style of implicit's ``RecommenderBase``, keyed by the contract's
 string ids — owns the id maps, seen-item filtering, the catalogue rule, deterministic
 tie-breaking (more popular first), the popularity fallback and persistence (JSON + npz, no
@@ -25,11 +27,14 @@ import scipy.sparse as sp
 __all__ = [
     "DAY",
     "Interactions",
+    "OrderLines",
     "Recommender",
     "build_interactions",
     "csr_arrays",
     "csr_from",
     "interaction_columns",
+    "interactions",
+    "order_lines",
     "positions_frame",
 ]
 
@@ -83,22 +88,28 @@ def interaction_columns(transactions: pd.DataFrame) -> list[str]:
     return [*cols, "category"] if "category" in transactions.columns else cols
 
 
-def build_interactions(
-    transactions: pd.DataFrame,
-    cutoff: pd.Timestamp,
-    half_life_days: float | None = None,
-    popularity_days: int = 90,
-    active_days: int | None = None,
-    item_text: Mapping[str, str] | None = None,
-) -> Interactions:
-    """The matrices of :class:`Interactions` from the rows strictly before ``cutoff``.
+@dataclass
+class OrderLines:
+    """The log before ``cutoff`` as every recommender reads it, before any parameter: the
+    ids, what each customer has seen, each (customer, order, item) bought at its latest line
+    and each (customer, item) at its latest order — built once per cutoff and weighted per
+    model (:func:`interactions`)."""
 
-    ``counts`` weighs each order by ``0.5 ** (age / half_life_days)`` (1 without a half-life);
-    ``popularity`` counts buyers in the ``popularity_days`` before the cutoff; an item is
-    ``active`` if sold in the ``active_days`` before it (ever, when ``None``). ``item_text``
-    (id → description) and the log's ``category`` column, when it has one, pass through for
-    models that read what an item is (:mod:`servable.crosssell.hybrid`).
-    """
+    cutoff: pd.Timestamp
+    customer_ids: np.ndarray  # sorted unique customer ids ('<U')
+    item_ids: np.ndarray  # sorted unique item ids ('<U')
+    seen: sp.csr_matrix  # customer × item: 1 if bought or returned
+    customer: np.ndarray  # per order line bought: the customer's position
+    item: np.ndarray  # per order line bought: the item's position
+    age: np.ndarray  # per order line bought: days before the cutoff
+    pair_item: np.ndarray  # per (customer, item) bought: the item's position
+    pair_age: np.ndarray  # per (customer, item) bought: days since its latest order
+    families: Mapping[str, str] | None  # item id → the log's ``category``; None: no such column
+
+
+def order_lines(transactions: pd.DataFrame, cutoff: pd.Timestamp) -> OrderLines:
+    """The :class:`OrderLines` of the rows strictly before ``cutoff`` (a ValueError when
+    none has an item)."""
     t = cutoff
     ts = transactions["ts"]
     keep = (ts < t) & transactions["item_id"].notna()
@@ -119,37 +130,78 @@ def build_interactions(
     line = _last(tx["ts"].to_numpy()[buy], order * n_items + i[buy])
     key = line.index.to_numpy()
     customer, item = customer_of[key // n_items], key % n_items
-    age = _age(t, line)
-    w = np.power(0.5, age / float(half_life_days)) if half_life_days else np.ones(len(age))
-    counts = sp.csr_matrix((w.astype(np.float32), (customer, item)), shape=shape)
-    counts.sum_duplicates()
-
     pairs = _last(line, customer * n_items + item)  # each (customer, item) at its latest order
-    pair_age = _age(t, pairs)
-    pi = pairs.index.to_numpy() % n_items
-    ever = np.bincount(pi, minlength=n_items)
-    popularity = np.bincount(pi[pair_age <= popularity_days], minlength=n_items).astype(float)
-    pop_order = np.lexsort((np.arange(n_items), -ever, -popularity))
-    if active_days is None:
-        active = ever > 0
-    else:
-        active = np.bincount(pi[pair_age <= active_days], minlength=n_items) > 0
     families = None
     if "category" in tx.columns:  # the category on the item's last line
         last = tx.drop_duplicates("item_id", keep="last")
         families = dict(zip(last["item_id"], last["category"].astype(str), strict=True))
-    return Interactions(
+    return OrderLines(
         t,
         customer_ids,
         item_ids,
-        counts,
         seen,
-        popularity,
+        customer,
+        item,
+        _age(t, line),
+        pairs.index.to_numpy() % n_items,
+        _age(t, pairs),
+        families,
+    )
+
+
+def interactions(
+    lines: OrderLines,
+    half_life_days: float | None = None,
+    popularity_days: int = 90,
+    active_days: int | None = None,
+    item_text: Mapping[str, str] | None = None,
+) -> Interactions:
+    """The matrices of :class:`Interactions` from ``lines`` with a model's parameters.
+
+    ``counts`` weighs each order by ``0.5 ** (age / half_life_days)`` (1 without a half-life);
+    ``popularity`` counts buyers in the ``popularity_days`` before the cutoff; an item is
+    ``active`` if sold in the ``active_days`` before it (ever, when ``None``). ``item_text``
+    (id → description) and the log's ``category`` column, when it has one, pass through for
+    models that read what an item is (:mod:`servable.crosssell.hybrid`).
+    """
+    age = lines.age
+    w = np.power(0.5, age / float(half_life_days)) if half_life_days else np.ones(len(age))
+    shape = (len(lines.customer_ids), len(lines.item_ids))
+    counts = sp.csr_matrix((w.astype(np.float32), (lines.customer, lines.item)), shape=shape)
+    counts.sum_duplicates()
+    n_items, pi = len(lines.item_ids), lines.pair_item
+    ever = np.bincount(pi, minlength=n_items)
+    popularity = np.bincount(pi[lines.pair_age <= popularity_days], minlength=n_items)
+    pop_order = np.lexsort((np.arange(n_items), -ever, -popularity))
+    if active_days is None:
+        active = ever > 0
+    else:
+        active = np.bincount(pi[lines.pair_age <= active_days], minlength=n_items) > 0
+    return Interactions(
+        lines.cutoff,
+        lines.customer_ids,
+        lines.item_ids,
+        counts,
+        lines.seen,
+        popularity.astype(float),
         pop_order,
         active,
         dict(item_text or {}),
-        families,
+        lines.families,
     )
+
+
+def build_interactions(
+    transactions: pd.DataFrame,
+    cutoff: pd.Timestamp,
+    half_life_days: float | None = None,
+    popularity_days: int = 90,
+    active_days: int | None = None,
+    item_text: Mapping[str, str] | None = None,
+) -> Interactions:
+    """:func:`interactions` of the :func:`order_lines` strictly before ``cutoff``."""
+    lines = order_lines(transactions, cutoff)
+    return interactions(lines, half_life_days, popularity_days, active_days, item_text)
 
 
 def csr_arrays(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
@@ -223,13 +275,15 @@ class Recommender(ABC):
     ) -> Recommender:
         """Learn from the rows of ``transactions`` strictly before ``cutoff`` (and the items'
         ``item_text``, id → description, for models that read content)."""
-        data = build_interactions(
-            transactions,
-            cutoff,
-            self.half_life_days,
-            self.popularity_days,
-            self.active_days,
-            item_text,
+        return self.fit_lines(order_lines(transactions, cutoff), item_text)
+
+    def fit_lines(
+        self, lines: OrderLines, item_text: Mapping[str, str] | None = None
+    ) -> Recommender:
+        """Learn from already built :class:`OrderLines` (several models at one cutoff share
+        them), weighted with this model's parameters."""
+        data = interactions(
+            lines, self.half_life_days, self.popularity_days, self.active_days, item_text
         )
         return self.fit_interactions(data)
 

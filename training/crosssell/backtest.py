@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from servable.crosssell.base import Recommender, interaction_columns
+from servable.crosssell.base import Recommender, interaction_columns, order_lines
 from servable.crosssell.hybrid import HybridRecommender
 from servable.crosssell.knn import ItemKNNRecommender
 from servable.crosssell.popularity import PopularityRecommender
@@ -105,7 +105,7 @@ def run_backtest(
     validation customers (:func:`~training.crosssell.evaluation.sample_customers`); the
     backtest itself scores everyone.
 
-    ``cutoff`` defaults to :func:`features.labels.backtest_cutoff` (log end − 90 days).
+    ``cutoff`` defaults to :func:`features.labels.backtest_cutoff` (the day after the log's last day − 90 days).
     """
     from features.labels import backtest_cutoff
 
@@ -154,18 +154,9 @@ def run_backtest(
             validation_users=validation_users,
         ),
     )
-    models: dict[str, Recommender] = {
-        "hybrid": timed(
-            "fit_hybrid_s",
-            lambda: HybridRecommender(**params).fit(transactions, t, item_text),
-        )
-    }
-    models["als"] = models["hybrid"].als_alone()
-    for name, klass, p in (
-        ("knn", ItemKNNRecommender, knn_params),
-        ("popularity", PopularityRecommender, pop_params),
-    ):
-        models[name] = timed(f"fit_{name}_s", lambda k=klass, p=p: k(**p).fit(transactions, t))
+    models = _fit_tuned(
+        transactions, t, item_text, timed, hybrid=params, knn=knn_params, popularity=pop_params
+    )
 
     start = time.perf_counter()
     backtest, all_targets = score_populations(models, transactions, t, horizon, k)
@@ -185,6 +176,27 @@ def run_backtest(
         horizon_days=horizon,
         targets=all_targets,
     )
+
+
+def _fit_tuned(
+    transactions: pd.DataFrame,
+    t: pd.Timestamp,
+    item_text: Mapping[str, str] | None,
+    timed: Any,
+    **params: dict[str, Any],
+) -> dict[str, Recommender]:
+    """The tuned hybrid (and its ALS alone), kNN and popularity fitted on the rows before
+    ``t``, all on one :func:`~servable.crosssell.base.order_lines` of them."""
+    lines = timed("order_lines_s", lambda: order_lines(transactions, t))
+    hybrid = timed(
+        "fit_hybrid_s", lambda: HybridRecommender(**params["hybrid"]).fit_lines(lines, item_text)
+    )
+    models: dict[str, Recommender] = {"hybrid": hybrid, "als": hybrid.als_alone()}
+    for name, klass in (("knn", ItemKNNRecommender), ("popularity", PopularityRecommender)):
+        models[name] = timed(
+            f"fit_{name}_s", lambda k=klass, n=name: k(**params[n]).fit_lines(lines)
+        )
+    return models
 
 
 def long_table(backtest: pd.DataFrame) -> pd.DataFrame:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from servable.crosssell.als import ALSRecommender
-from servable.crosssell.base import Interactions, Recommender, build_interactions
+from servable.crosssell.base import Interactions, Recommender, interactions, order_lines
 from servable.crosssell.hybrid import HybridRecommender
 from servable.crosssell.knn import ItemKNNRecommender
 from servable.crosssell.popularity import PopularityRecommender
@@ -135,13 +135,14 @@ def tune(
         score_part = {n: v for n, v in params.items() if n in klass.scoring_params}
         key = json.dumps(fit_part, sort_keys=True, default=str)
         fit_points.setdefault(key, {"fit": fit_part, "score": []})["score"].append(score_part)
+    lines = order_lines(tx, t)
     cache: dict[tuple, Interactions] = {}
     rows = []
     for point in fit_points.values():
         model = klass(**point["fit"])
         data_key = (model.half_life_days, model.popularity_days, model.active_days)
         if data_key not in cache:
-            cache[data_key] = build_interactions(tx, t, *data_key, item_text)
+            cache[data_key] = interactions(lines, *data_key, item_text)
         start = time.perf_counter()
         model.fit_interactions(cache[data_key])
         fit_s = time.perf_counter() - start
