@@ -45,18 +45,20 @@ class ItemHistory(Mapping[str, dict[str, Any]]):
         last: np.ndarray,
         times: np.ndarray | None = None,
     ) -> ItemHistory:
-        """From one row per pair: ``customer`` and ``item`` are codes into the sorted
-        ``customers`` and ``item_ids``; rows in any order."""
+        """From one row per pair: ``customer`` and ``item`` are codes into the distinct
+        ``customers`` and ``item_ids`` (any order, as are the rows)."""
+        customer, customers = _sorted(customer, customers)
+        item, item_ids = _sorted(item, item_ids)
         last = np.asarray(last, dtype=np.float64)
         keys = [item, -last] if times is None else [item, -last, -np.asarray(times)]
         order = np.lexsort([*keys, customer])
         offsets = np.zeros(len(customers) + 1, np.int64)
         np.cumsum(np.bincount(customer, minlength=len(customers)), out=offsets[1:])
         return cls(
-            customers=np.asarray(customers, dtype=str),
+            customers=customers,
             offsets=offsets,
-            item_ids=np.asarray(item_ids, dtype=str),
-            item_codes=np.asarray(item, dtype=np.int32)[order],
+            item_ids=item_ids,
+            item_codes=item.astype(np.int32)[order],
             last=last[order],
             times=None if times is None else np.asarray(times, dtype=np.int64)[order],
         )
@@ -71,8 +73,8 @@ class ItemHistory(Mapping[str, dict[str, Any]]):
     ) -> ItemHistory:
         """From one row per (customer, item) pair: ids as any array-like of strings (or a
         categorical), rows in any order."""
-        c, customers = pd.factorize(customer, sort=True)
-        i, item_ids = pd.factorize(item, sort=True)
+        c, customers = pd.factorize(customer)
+        i, item_ids = pd.factorize(item)
         return cls.from_codes(c, np.asarray(customers), i, np.asarray(item_ids), last, times)
 
     @classmethod
@@ -142,3 +144,12 @@ class ItemHistory(Mapping[str, dict[str, Any]]):
         """Each row's customer as a position in ``customers`` (for storing the history as one
         long table)."""
         return np.repeat(np.arange(len(self.customers), dtype=np.int32), np.diff(self.offsets))
+
+
+def _sorted(codes: np.ndarray, uniques: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``codes`` into ``uniques`` re-coded into the sorted ``uniques`` (as strings)."""
+    uniques = np.asarray(uniques, dtype=str)
+    order = np.argsort(uniques, kind="stable")
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[np.asarray(codes, dtype=np.int64)], uniques[order]

@@ -97,16 +97,12 @@ def _history(table: pa.Table, times: bool) -> ItemHistory:
 
 
 def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """A string column as codes into its sorted distinct values, without a Python string
-    per row."""
+    """A string column as codes into its distinct values, without a Python string per row."""
     if pa.types.is_dictionary(column.type):
         column = column.cast(pa.string())
     encoded = column.combine_chunks().dictionary_encode()
     uniques = np.asarray(encoded.dictionary.to_pylist(), dtype=str)
-    order = np.argsort(uniques, kind="stable")
-    rank = np.empty(len(order), np.int64)
-    rank[order] = np.arange(len(order))
-    return rank[encoded.indices.to_numpy(zero_copy_only=False)], uniques[order]
+    return encoded.indices.to_numpy(zero_copy_only=False), uniques
 
 
 def write_stored(data: ServingData, folder: str | Path) -> dict[str, Any]:
