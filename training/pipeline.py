@@ -33,6 +33,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from core.env import DEFAULT_DATA, default_tracking_uri
+from core.memory import release_free_memory
 from core.protocols import CROSS_SELL_SKIPPED
 from core.store import open_store
 from features.cutoff import parse_cutoff
@@ -255,6 +256,7 @@ def _train(cfg: TrainConfig, loaded: Loaded | None, trainer: BoosterTrainer) -> 
     # groupings stay cheap, and logging and the serving snapshot read the same frame
     loaded = replace(loaded, transactions=coded_ids(loaded.transactions))
     tx = loaded.transactions
+    release_free_memory()  # what loading built and dropped: most of the load stage's peak
     _log(loaded.report.to_text())
     cutoff = cfg.cutoff if cfg.cutoff is not None else backtest_cutoff(tx, cfg.horizon)
     origins = _plan(tx, cutoff, cfg)
@@ -284,6 +286,7 @@ def _train(cfg: TrainConfig, loaded: Loaded | None, trainer: BoosterTrainer) -> 
         )
     table, by_origin, features = fitted.table, fitted.rolling.by_origin, fitted.snapshot
     del fitted  # the models and the backtest's recommenders are logged: freed before the snapshot
+    release_free_memory()
     snapshot_run = None
     if own_log and cfg.snapshot_timezone:
         zone = cfg.snapshot_timezone
