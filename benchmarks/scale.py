@@ -5,7 +5,8 @@ Issue #19's table. For each ``--factors`` entry (default ``1,4``; the issue's si
 disjoint customers and invoices, timestamps kept) and ``python -m training --json`` runs on
 it in a fresh interpreter, into a temp MLflow store, as the main job would. Wall time is
 the child's, from spawn to exit; peak RSS is sampled from its process tree every 0.2 s;
-the stages come from its JSON summary, summed by kind; the gate metrics are the mean
+the stages come from its JSON summary, summed by kind, and *peak in* names the stage whose
+own sampled peak was highest; the gate metrics are the mean
 backtest metrics each model was gated on (churn and next purchase AUC, cross-sell recall@10),
 which on a tiled log should equal the 1× ones within noise. Extra arguments after ``--`` go to
 ``python -m training`` (e.g. ``-- --origins 1`` for the single-window protocol).
@@ -89,6 +90,7 @@ def _row(factor: int, summary: dict, wall: float, peak_mib: float) -> str:
     for stage in summary["stages"]:
         kind = stage_kind(stage["name"])
         by_kind[kind] = by_kind.get(kind, 0.0) + stage["seconds"]
+    top = max(summary["stages"], key=lambda m: m["peak_rss_mib"])
     data = summary.get("data", {})
     cells = [
         f"{factor}×",
@@ -96,6 +98,7 @@ def _row(factor: int, summary: dict, wall: float, peak_mib: float) -> str:
         f"{data.get('customers', 0):,}",
         f"{wall:.0f} s",
         f"{peak_mib / 1024:.2f} GB",
+        f"{stage_kind(top['name'])} ({top['peak_rss_mib'] / 1024:.2f} GB)",
         *(f"{by_kind.get(k, 0.0):.1f} s" for k, _ in STAGE_KINDS),
         ", ".join(f"{d['model']} {d['value']:.4f}" for d in summary["decisions"]),
     ]
@@ -142,9 +145,9 @@ def _table(args: argparse.Namespace) -> None:
     """One table row per tiling factor (see the module docstring)."""
     factors = [int(f) for f in args.factors.split(",")]
     kinds = [k for k, _ in STAGE_KINDS]
-    head = ["log", "lines (clean)", "customers", "wall", "peak RSS", *kinds, "gate metrics"]
-    print("| " + " | ".join(head) + " |")
-    print("|---|---:|---:|---:|---:|" + "---:|" * len(kinds) + "---|", flush=True)
+    head = ["log", "lines (clean)", "customers", "wall", "peak RSS", "peak in", *kinds]
+    print("| " + " | ".join([*head, "gate metrics"]) + " |")
+    print("|---|---:|---:|---:|---:|---|" + "---:|" * len(kinds) + "---|", flush=True)
     for factor in factors:
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp) / f"tiled{factor}.csv.gz"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from training.pipeline import TrainConfig, missing_champions, train
+from training.pipeline import TrainConfig, missing_champions, summary_json, train
 from training.registry import CHAMPION
 
 pytestmark = pytest.mark.integration
@@ -117,7 +119,7 @@ def test_second_identical_run_keeps_the_champion(runs):
 
 
 def test_every_stage_has_its_column_in_the_scale_benchmark(runs):
-    from benchmarks.scale import stage_kind
+    from benchmarks.scale import STAGE_KINDS, _row, stage_kind
 
     _, first, _ = runs
     kinds = {m.name: stage_kind(m.name) for m in first.stages}
@@ -125,3 +127,8 @@ def test_every_stage_has_its_column_in_the_scale_benchmark(runs):
     assert {"load", "features", "propensity", "cross-sell", "refit", "mlflow"} <= set(
         kinds.values()
     )
+    # the table's row of this run: log, lines, customers, wall, peak, peak in, kinds, gates
+    cells = _row(1, json.loads(summary_json(first)), 10.0, 512.0).strip("| ").split(" | ")
+    assert len(cells) == 7 + len(STAGE_KINDS)
+    top = max(first.stages, key=lambda m: m.peak_rss_mib)
+    assert cells[5] == f"{stage_kind(top.name)} ({top.peak_rss_mib / 1024:.2f} GB)"
