@@ -30,7 +30,8 @@ def test_evaluate_prints_and_logs_every_origin_with_cross_sell(champions):
     assert out.returncode == 0, out.stderr[-3000:]
     table = [line for line in out.stdout.splitlines() if line.startswith("| 20")]
     end = pd.read_csv(data, usecols=["InvoiceDate"])["InvoiceDate"].max()
-    newest = (pd.Timestamp(end).normalize() - pd.Timedelta(days=90)).date()
+    # the day after the log's last day − 90 days (features.labels.backtest_cutoff)
+    newest = (pd.Timestamp(end).normalize() + pd.Timedelta(days=1 - 90)).date()
     older = newest - pd.Timedelta(days=90)
     assert [row.split(" | ")[0] for row in table] == [f"| {newest}", f"| {older}"]
     assert "cross_sell" in out.stdout and "| hybrid | all |" in out.stdout
