@@ -3,13 +3,13 @@
 Protocol (issues #3 and #18, on top of :mod:`features.labels`): a rolling-origin backtest
 (:mod:`training.protocol`, :mod:`training.rolling`) — at each origin, the newest being the
 day after the log's last day minus ``horizon``, models are fitted on stacked cutoffs whose
-label windows end by the origin and evaluated after it, against baselines, on the same customers, for two
-populations: ``all`` (every customer seen before the origin) and ``active_365d`` (ordered in
-the 365 days before it). The same recipe is then refitted on cutoffs whose labels end at the
-end of the log, and *that* model is registered with the mean backtest metrics of its recipe
-as tags (it is what the service will serve). One MLflow parent run per training, a child
-run per model (:mod:`training.publish`); the champion gate (:mod:`training.registry`)
-decides whether aliases move.
+label windows end by the origin and evaluated after it, against baselines, on the same
+customers, for two populations: ``all`` (every customer seen before the origin) and
+``active_365d`` (ordered in the 365 days before it). The same recipe is then refitted on
+cutoffs whose labels end at the end of the log, and *that* model is registered with the mean
+backtest metrics of its recipe as tags (it is what the service will serve). One MLflow
+parent run per training, a child run per model (:mod:`training.publish`); the champion gate
+(:mod:`training.registry`) decides whether aliases move.
 At its end a run that read its own log also logs a scoring run holding the serving snapshot
 of the log (:func:`training.score.log_snapshot_run`), which service replicas load at
 start-up; a retraining on an outcome-augmented log (:mod:`training.retrain`) logs none: the
