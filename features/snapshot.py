@@ -157,10 +157,11 @@ def build_features(
     t = cutoff.to_datetime64().astype("datetime64[ns]")
     read = [c for c in transactions.columns if c in _READ_COLUMNS]
     tx = transactions[read][transactions["ts"].to_numpy() < t]  # nothing else is copied
-    buy = tx[tx["quantity"].to_numpy() > 0]
-    if buy.empty:
+    is_buy = tx["quantity"].to_numpy() > 0
+    if not is_buy.any():
         return pd.DataFrame(columns=FEATURE_COLUMNS, index=pd.Index([], name="customer_id"))
-    prices = item_median_prices(buy)
+    # the purchase lines of the two columns a median reads, not a copy of every column
+    prices = item_median_prices(tx.loc[is_buy, [c for c in ("item_id", "unit_price") if c in read]])
     parts = [
         customer_features(part, cutoff, prices, events)
         for part in customer_partitions(tx, partitions)
@@ -229,8 +230,9 @@ def customer_features(
         return pd.DataFrame(index=pd.Index([], name="customer_id"))
     customer, customer_ids = _codes(tx["customer_id"])
     order, _ = _codes(tx["order_id"])
-    buy = tx[is_buy]
-    o = _orders(buy, customer[is_buy], order[is_buy], customer_ids, t)
+    # the purchase lines are read column by column where needed (``is_buy``), never copied
+    # as a frame: a 10-million-line log's copy would outlive every step below
+    o = _orders(tx, is_buy, customer, order, customer_ids, t)
     f = pd.DataFrame(index=o.customers)
     _add_windows(f, o)
     _add_cycle(f, o)
@@ -238,7 +240,7 @@ def customer_features(
     _add_returns(f, tx[is_return], o.position[customer[is_return]], order[is_return], o, t)
     f["basket_value"] = f["monetary_all"] / f["orders_all"]
     f["basket_lines"] = o.per_customer(o.n_lines.astype(float)) / f["orders_all"]
-    _add_items(f, buy, o, prices)
+    _add_items(f, tx, is_buy, o, prices)
     f["orders_same_season_ly"] = o.per_customer(((o.age > 275) & (o.age <= 365)).astype(float))
     f["usual_hour"] = _usual_hour(o)
     if events is not None and len(events):
@@ -293,38 +295,43 @@ class _Orders:
 
 
 def _orders(
-    buy: pd.DataFrame,
+    tx: pd.DataFrame,
+    is_buy: np.ndarray,
     customer: np.ndarray,
     order: np.ndarray,
     customer_ids: pd.Index,
     t: np.datetime64,
 ) -> _Orders:
-    """The purchase lines grouped into orders; ``customer`` and ``order`` are the lines' id
-    codes, ``customer_ids`` the ids the customer codes stand for."""
-    value = buy["quantity"].to_numpy() * buy["unit_price"].to_numpy()
-    lines = pd.DataFrame({"c": customer, "o": order, "ts": buy["ts"].to_numpy()})
-    grouped = lines.groupby(["c", "o"], sort=False)
-    orders = grouped["ts"].min().reset_index()
-    # values summed in row order (np.bincount): a customer's orders are worth the same to
-    # the cent whether built with the whole log or with their partition
-    code = grouped.ngroup().to_numpy()
-    orders["value"] = np.bincount(code, weights=value, minlength=len(orders))
-    orders["n_lines"] = np.bincount(code, minlength=len(orders))
-    used = np.unique(orders["c"].to_numpy())
+    """The purchase lines (``is_buy``) of ``tx`` grouped into orders; ``customer`` and
+    ``order`` are the lines' id codes, ``customer_ids`` the ids the customer codes stand for."""
+    customer, order = customer[is_buy], order[is_buy]
+    # each line's (customer, order) as one integer: factorised (in order of first line, as
+    # a sort=False grouping would) without the per-column codes a two-key grouping builds
+    n_order = int(order.max()) + 1 if len(order) else 1
+    code, key = pd.factorize(_pair(customer, order, n_order))
+    n = len(key)
+    ts = tx["ts"].to_numpy()[is_buy].view(np.int64)
+    first = np.full(n, np.iinfo(np.int64).max)
+    np.minimum.at(first, code, ts)
+    o_ts = first.view("datetime64[ns]")
+    o_customer = key // n_order
+    used = np.unique(o_customer)
     ids = customer_ids[used]
     by_id = ids.argsort()
     customers = pd.Index(ids[by_id], name="customer_id").astype("str")
     position = np.full(len(customer_ids), -1)
     position[used[by_id]] = np.arange(len(used))
-    o_ts = orders["ts"].to_numpy()
+    value = (tx["quantity"].to_numpy() * tx["unit_price"].to_numpy())[is_buy]
     return _Orders(
         customers=customers,
         position=position,
         line=position[customer],
-        code=position[orders["c"].to_numpy()],
+        code=position[o_customer],
         ts=o_ts,
-        value=orders["value"].to_numpy(),
-        n_lines=orders["n_lines"].to_numpy(),
+        # values summed in row order (np.bincount): a customer's orders are worth the same
+        # to the cent whether built with the whole log or with their partition
+        value=np.bincount(code, weights=value, minlength=n),
+        n_lines=np.bincount(code, minlength=n),
         age=_days(t - o_ts),
     )
 
@@ -408,42 +415,75 @@ def _add_returns(
     f["days_since_return"] = np.where(np.isfinite(since_ret), since_ret, np.nan)
 
 
-def _add_items(f: pd.DataFrame, buy: pd.DataFrame, o: _Orders, prices: pd.Series | None) -> None:
+def _add_items(
+    f: pd.DataFrame,
+    tx: pd.DataFrame,
+    is_buy: np.ndarray,
+    o: _Orders,
+    prices: pd.Series | None,
+) -> None:
     """Distinct items, top product family share, price index against the shop's median
-    ``prices`` (NaN when lines have no item)."""
-    n = o.n
-    if prices is None or not ("item_id" in buy.columns and buy["item_id"].notna().any()):
+    ``prices`` over the purchase lines (``is_buy``) of ``tx`` (NaN when lines have no item)."""
+    has_items = prices is not None and "item_id" in tx.columns
+    # -1: a line without an item
+    item_code, item_ids = _codes(tx["item_id"][is_buy]) if has_items else (None, None)
+    if item_code is None or item_ids is None or not (item_code >= 0).any():
         f["distinct_items"] = np.nan
         f["top_family_share"] = np.nan
         f["price_index"] = np.nan
         return
-    lc = o.line
-    item_code, item_ids = _codes(buy["item_id"])  # -1: a line without an item
-    has_item = item_code >= 0
-    # (customer, item) and (customer, family) pairs as one integer each: distinct pairs and
-    # lines per pair from sorted integers, not by grouping a frame of two columns
-    pairs, _ = _distinct(_pair(lc[has_item], item_code[has_item], len(item_ids)))
+    # each step's per-line arrays are freed when it returns, before the next builds its own
+    family = tx["category"][is_buy] if "category" in tx.columns else None
+    _add_item_mix(f, family, o, item_code, item_ids)
+    _add_price_index(f, tx["unit_price"].to_numpy()[is_buy], o, item_code, item_ids, prices)
+
+
+def _add_item_mix(
+    f: pd.DataFrame,
+    category: pd.Series | None,
+    o: _Orders,
+    item_code: np.ndarray,
+    item_ids: pd.Index,
+) -> None:
+    """Distinct items and the share of purchase lines in the customer's top family: (customer,
+    item) and (customer, family) pairs as one integer each, distinct pairs and lines per
+    pair from sorted integers, not by grouping a frame of two columns."""
+    n, has_item = o.n, item_code >= 0
+    pairs, _ = _distinct(_pair(o.line[has_item], item_code[has_item], len(item_ids)))
     f["distinct_items"] = np.bincount(pairs // len(item_ids), minlength=n).astype(float)
-    fam = _family_codes(buy, item_code, item_ids)
+    del pairs, has_item
+    fam = _family_codes(category, item_code, item_ids)
     has_fam = fam >= 0
     n_fam = int(fam.max()) + 1 if has_fam.any() else 1
-    fam_pairs, lines_per_pair = _distinct(_pair(lc[has_fam], fam[has_fam], n_fam))
+    fam_pairs, lines_per_pair = _distinct(_pair(o.line[has_fam], fam[has_fam], n_fam))
     top = np.zeros(n)
     np.maximum.at(top, fam_pairs // n_fam, lines_per_pair)
     tot = np.bincount(fam_pairs // n_fam, weights=lines_per_pair, minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
         f["top_family_share"] = top / tot  # 0 / 0: no line with a family
-    price = buy["unit_price"].to_numpy()
+
+
+def _add_price_index(
+    f: pd.DataFrame,
+    price: np.ndarray,
+    o: _Orders,
+    item_code: np.ndarray,
+    item_ids: pd.Index,
+    prices: pd.Series,
+) -> None:
+    """The mean of each purchase line's ``price`` over its item's median in ``prices``,
+    summed in row order per customer (np.bincount), so a partition's customers get the very
+    same value as in the whole log."""
     # the median of each line's item (NaN for an unknown item; code -1 picks the NaN at the end)
     medians = np.append(prices.reindex(item_ids.astype("str")).to_numpy(), np.nan)
     item_median = medians[item_code]
     with np.errstate(invalid="ignore", divide="ignore"):
         rel = np.where(item_median > 0, price / item_median, np.nan)
-    # summed in row order per customer (np.bincount), so a partition's customers get the
-    # very same value as in the whole log
+    del item_median
     priced = ~np.isnan(rel)
-    total = np.bincount(lc[priced], weights=rel[priced], minlength=n)
-    lines = np.bincount(lc[priced], minlength=n)
+    customer = o.line[priced]
+    total = np.bincount(customer, weights=rel[priced], minlength=o.n)
+    lines = np.bincount(customer, minlength=o.n)
     with np.errstate(invalid="ignore", divide="ignore"):
         f["price_index"] = np.where(lines > 0, total / lines, np.nan)
 
@@ -461,12 +501,14 @@ def _distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return s[start], np.diff(np.r_[start, len(s)])
 
 
-def _family_codes(buy: pd.DataFrame, item_code: np.ndarray, item_ids: pd.Index) -> np.ndarray:
+def _family_codes(
+    category: pd.Series | None, item_code: np.ndarray, item_ids: pd.Index
+) -> np.ndarray:
     """Each line's product family as an integer code (-1: none): the log's ``category``, else
     the item id without its variant suffix (85123A → 85123), worked out once per distinct
     item rather than per line."""
-    if "category" in buy.columns:
-        return pd.factorize(buy["category"])[0]
+    if category is not None:
+        return pd.factorize(category)[0]
     family = pd.Series(item_ids.astype("str")).str.replace(r"(?<=\d)[A-Z]+\d?$", "", regex=True)
     family_code = pd.factorize(family)[0]
     return np.where(item_code >= 0, family_code[np.maximum(item_code, 0)], -1)

@@ -25,8 +25,8 @@ from training import plots
 from training.backtest import backtest_markdown, metric_value
 from training.crosssell import (
     TUNING_CUSTOMERS,
-    CrossSellResult,
     HybridRecommender,
+    TunedCrossSell,
     log_pyfunc,
     no_items_reason,
 )
@@ -73,7 +73,7 @@ class Fitted:
         return self.rolling.table
 
     @property
-    def xs(self) -> CrossSellResult | None:
+    def xs(self) -> TunedCrossSell | None:
         """The newest origin's cross-sell backtest (None: a log without items)."""
         return self.rolling.xs
 

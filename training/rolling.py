@@ -23,7 +23,7 @@ from features.labels import Snapshots, build_training_frame
 from features.snapshot import model_columns
 from servable.propensity import LOCAL, BoosterTrainer, ChurnModel, NextPurchaseModel
 from training.backtest import evaluate_propensity, metric_value
-from training.crosssell import VALIDATION_USERS, CrossSellResult, run_backtest
+from training.crosssell import VALIDATION_USERS, TunedCrossSell, run_backtest
 from training.protocol import Origin
 
 __all__ = [
@@ -56,12 +56,12 @@ Runner = Callable[[str, Callable[[], T]], T]
 @dataclass
 class RollingResult:
     """Per-origin metrics (long, with an ``origin`` column), the arrays behind the plots per
-    origin, and the newest origin's cross-sell backtest (its tuned parameters are served)."""
+    origin, and the newest origin's tuned cross-sell parameters (the served recipe)."""
 
     origins: list[Origin]
     by_origin: pd.DataFrame
     arrays: dict[str, dict[str, Any]]
-    xs: CrossSellResult | None
+    xs: TunedCrossSell | None
 
     @property
     def newest(self) -> Origin:
@@ -109,7 +109,7 @@ def rolling_backtest(
     snapshots already built (:func:`features.labels.build_snapshots`); ``trainer``: where the
     boosters are fitted."""
     tables, arrays = [], {}
-    xs_newest: CrossSellResult | None = None
+    xs_newest: TunedCrossSell | None = None
     for o in origins:
         frame = run(
             f"origin {o.label}: training frame ({len(o.train_cutoffs)} cutoffs, {o.protocol})",
@@ -141,7 +141,8 @@ def rolling_backtest(
                 ),
             )
             parts.append(xs.table)
-            xs_newest = xs_newest or xs
+            xs_newest = xs_newest or xs.tuned
+            del xs  # its fitted recommenders, before the next origin fits its own
         t = pd.concat(parts, ignore_index=True)
         t.insert(0, "origin", o.label)
         tables.append(t)

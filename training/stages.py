@@ -17,6 +17,8 @@ from typing import Any
 
 import psutil
 
+from core.memory import release_free_memory
+
 __all__ = ["Measurement", "StageLog", "measure", "print_table"]
 
 
@@ -28,6 +30,9 @@ class Measurement:
     seconds: float = 0.0
     peak_rss_mib: float = 0.0
     note: str = ""
+    #: what the process still holds after the step, its freed memory handed back
+    #: (:func:`core.memory.release_free_memory`); 0 when not measured
+    held_rss_mib: float = 0.0
 
 
 @contextmanager
@@ -64,8 +69,12 @@ def print_table(title: str, rows: list[Measurement]) -> None:
 
 
 class StageLog:
-    """Runs the steps of a run, printing each with its wall time and peak RSS, and keeps the
-    measurements (``done``)."""
+    """Runs the steps of a run, printing each with its wall time, peak RSS and the RSS it
+    leaves held, and keeps the measurements (``done``).
+
+    After each step the memory it freed is handed back to the OS, so the next step's peak
+    starts from what the run really keeps (a step's transient would otherwise stay mapped
+    in the allocators and add to every later peak)."""
 
     def __init__(self) -> None:
         self.done: list[Measurement] = []
@@ -75,6 +84,12 @@ class StageLog:
         print(f"[{len(self.done) + 1}] {name} ...", flush=True)
         with measure(name) as m:
             out = fn()
+        release_free_memory()
+        m.held_rss_mib = psutil.Process().memory_info().rss / 2**20
         self.done.append(m)
-        print(f"    done in {m.seconds:.1f} s (peak RSS {m.peak_rss_mib:.0f} MiB)", flush=True)
+        print(
+            f"    done in {m.seconds:.1f} s (peak RSS {m.peak_rss_mib:.0f} MiB,"
+            f" {m.held_rss_mib:.0f} MiB held after)",
+            flush=True,
+        )
         return out

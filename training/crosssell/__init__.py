@@ -37,7 +37,12 @@ from servable.crosssell.base import Interactions, Recommender, build_interaction
 from servable.crosssell.hybrid import HybridRecommender
 from servable.crosssell.knn import ItemKNNRecommender
 from servable.crosssell.popularity import PopularityRecommender
-from training.crosssell.backtest import POPULATIONS, CrossSellResult, run_backtest
+from training.crosssell.backtest import (
+    POPULATIONS,
+    CrossSellResult,
+    TunedCrossSell,
+    run_backtest,
+)
 from training.crosssell.evaluation import (
     cross_sell_targets,
     customers_before,
@@ -74,6 +79,7 @@ __all__ = [
     "ALSRecommender",
     "CrossSellPyfunc",
     "CrossSellResult",
+    "TunedCrossSell",
     "HybridRecommender",
     "Interactions",
     "ItemKNNRecommender",

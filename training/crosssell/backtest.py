@@ -27,6 +27,7 @@ from training.crosssell.tuning import (
 __all__ = [
     "POPULATIONS",
     "CrossSellResult",
+    "TunedCrossSell",
     "long_table",
     "run_backtest",
     "score_populations",
@@ -34,6 +35,17 @@ __all__ = [
 
 #: evaluation populations: customers seen before the cutoff, and those buying in the year before
 POPULATIONS: dict[str, int | None] = {"all": None, "active_365d": 365}
+
+
+@dataclass(frozen=True)
+class TunedCrossSell:
+    """What a training run keeps of a scored cross-sell backtest: the tuned hybrid's
+    ``params`` (refitted on the whole log) and the ``tuning`` table (logged). The fitted
+    recommenders are not kept: on a 10-million-line log they held ~0.6 GB to the end of the
+    run (docs/results.md, #19)."""
+
+    params: dict[str, Any]
+    tuning: pd.DataFrame
 
 
 @dataclass
@@ -63,6 +75,11 @@ class CrossSellResult:
     def table(self) -> pd.DataFrame:
         """Long format: task="cross_sell", model, population, metric, value."""
         return long_table(self.backtest)
+
+    @property
+    def tuned(self) -> TunedCrossSell:
+        """The tuned parameters and tuning table, without the fitted models."""
+        return TunedCrossSell(self.params, self.tuning)
 
     def meets_target(self, vs_knn: float = 1.2, vs_popularity: float = 1.6) -> bool:
         """Issue #3's acceptance for the served model: recall ≥ 1.2× item-kNN and ≥ 1.6×
