@@ -22,6 +22,7 @@ __all__ = [
     "EVENT_TYPES",
     "TRANSACTION_COLUMNS",
     "DataContractError",
+    "per_category",
     "per_value",
     "validate_customers",
     "validate_events",
@@ -122,8 +123,21 @@ def per_value(s: pd.Series, fn: Callable[[pd.Series], pd.Series]) -> pd.Series:
     return out
 
 
+def per_category(s: pd.Series, fn: Callable[[pd.Series], pd.Series]) -> pd.Series:
+    """``fn`` (text → text) of a categorical column, applied once to each distinct value, the
+    result still categorical, its categories sorted as ``astype("category")`` sorts them
+    (values ``fn`` makes equal become one; missing stays missing): a loader's text columns
+    stay integer codes through cleaning and the contract. Any other column is passed whole."""
+    if not isinstance(s.dtype, pd.CategoricalDtype):
+        return fn(s)
+    code, values = pd.factorize(fn(pd.Series(s.cat.categories.astype("str"))), sort=True)
+    codes = np.append(code, -1)[s.cat.codes.to_numpy()]  # -1 (missing) stays missing
+    return pd.Series(pd.Categorical.from_codes(codes, values), index=s.index)
+
+
 def _as_str(df: pd.DataFrame, col: str, source: str, required: bool) -> pd.Series:
-    s = per_value(df[col], _clean_text)  # a categorical: once per distinct value
+    # a categorical is cleaned once per distinct value and stays one (a code per line)
+    s = per_category(df[col], _clean_text)
     if required and s.isna().any():
         raise DataContractError(source, col, "empty value", df.index[s.isna()].tolist())
     return s
@@ -170,7 +184,9 @@ def validate_transactions(df: pd.DataFrame, source: str = "transactions") -> pd.
     ``unit_price`` finite; ``unit_price`` not negative (a negative price on a sale is a
     data error, not a discount; bad-debt adjustments must be removed by the loader).
     Returns a new frame with exactly the contract's columns (optional ones filled with
-    missing values) in contract order.
+    missing values) in contract order. Ids and labels are text (pandas' ``str``); a column
+    that comes in categorical (as the loaders read them) stays a categorical of that text, a
+    code per line rather than a string (:func:`per_category`; issue #19).
     """
     _require(df, _TX_REQUIRED, source)
     out = pd.DataFrame(index=df.index)

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from features.cutoff import rows_before
 from features.snapshot import build_features
 
 __all__ = [
@@ -139,7 +140,7 @@ def build_training_frame(
     """
     tx = transactions
     if observed_until is not None:
-        tx = transactions[transactions["ts"] < observed_until]
+        tx = rows_before(transactions, observed_until)
     frames = []
     for t in cutoffs:
         if observed_until is not None and t + pd.Timedelta(days=horizon) > observed_until:

@@ -9,9 +9,10 @@ Every loader reads a CSV file (gzipped or not) or a **Parquet dataset**: a ``.pa
 or a folder of them (hive-partitioned folders too — what a warehouse export writes), of
 which only the needed columns are read (:func:`features.tables.read_table`). Errors in a Parquet dataset
 name the row number (1-based, in the dataset's file order) where a CSV's name the line.
-Text columns are read as categoricals and cleaned or parsed once per distinct value
-(:func:`features.contracts.per_value`): a log has far fewer distinct ids, dates and names than lines, so the
-raw frame costs a code per line instead of a string (issue #19).
+Text columns are read as categoricals, cleaned or parsed once per distinct value
+(:func:`features.contracts.per_category`, :func:`~features.contracts.per_value`) and stay
+categoricals in the contract's frame: a log has far fewer distinct ids, dates and names than
+lines, so a line costs a code per column instead of a string (issue #19).
 * :func:`load_hillstrom` — Kevin Hillstrom's MineThatData e-mail experiment (2008) as a
   campaign table (treatment arm, pre-treatment features, outcomes).
 
@@ -24,14 +25,19 @@ reason in a :class:`CleaningReport` — never silently lost.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from features.contracts import DataContractError, per_value, validate_transactions
+from features.contracts import (
+    DataContractError,
+    per_category,
+    per_value,
+    validate_transactions,
+)
 from features.mapping import MAPPABLE, LogMapping
 from features.tables import file_sha256, read_table, table_columns
 
@@ -135,21 +141,10 @@ def _check_price(price: pd.Series, keep: np.ndarray, source: str, column: str) -
         )
 
 
-def _per_category(s: pd.Series, fn: Callable[[pd.Series], pd.Series]) -> pd.Series:
-    """``fn`` (text → text) of a categorical column, applied once to each distinct value, the
-    result still categorical (values ``fn`` makes equal become one; missing stays missing):
-    a loader's text columns stay integer codes until the contract keeps its rows. Any other
-    column is passed whole."""
-    if not isinstance(s.dtype, pd.CategoricalDtype):
-        return fn(s)
-    code, values = pd.factorize(fn(pd.Series(s.cat.categories.astype("str"))))
-    codes = np.append(code, -1)[s.cat.codes.to_numpy()]  # -1 (missing) stays missing
-    return pd.Series(pd.Categorical.from_codes(codes, values), index=s.index)
-
-
 def _text(s: pd.Series, upper: bool = False) -> pd.Series:
-    """A text column stripped (and upper-cased), per distinct value (see _per_category)."""
-    return _per_category(s, lambda v: v.str.strip().str.upper() if upper else v.str.strip())
+    """A text column stripped (and upper-cased), per distinct value
+    (:func:`~features.contracts.per_category`)."""
+    return per_category(s, lambda v: v.str.strip().str.upper() if upper else v.str.strip())
 
 
 def _to_ts(s: pd.Series, fmt: str | None, dayfirst: bool = False) -> pd.Series:
@@ -197,19 +192,32 @@ def _overlap_duplicates(keys: np.ndarray, ts: pd.Series) -> np.ndarray:
     drop = np.zeros(len(t), dtype=bool)
     if not len(starts):
         return drop
-    running_max = np.maximum.accumulate(t)
-    extract = np.zeros(len(t), dtype=np.int64)
-    extract[starts] = 1
-    extract = np.cumsum(extract)
-    first = np.concatenate([[0], starts])[extract]  # each row's extract's first row
-    # the latest time of every earlier extract (the one before this extract's first row)
-    in_overlap = (extract > 0) & (t <= running_max[np.maximum(first - 1, 0)])
-    rows = np.flatnonzero(np.isin(t, np.unique(t[in_overlap])))
-    key, part = pd.Series(keys[rows]), pd.Series(extract[rows])
+    bounds = np.r_[0, starts, len(t)]
+    # the latest time of each extract and every one before it; an extract's rows up to the
+    # latest time before it are in an overlap (a loop over the few extracts: no per-row
+    # extract numbers or running maxima, ~0.8 GB on the 16x tiled log)
+    latest = np.maximum.accumulate(np.maximum.reduceat(t, bounds[:-1]))
+    in_overlap = np.zeros(len(t), dtype=bool)
+    for k in range(1, len(bounds) - 1):
+        in_overlap[bounds[k] : bounds[k + 1]] = t[bounds[k] : bounds[k + 1]] <= latest[k - 1]
+    rows = np.flatnonzero(ts.isin(np.unique(t[in_overlap])).to_numpy())
+    key = pd.Series(keys[rows])
+    part = pd.Series(np.searchsorted(bounds, rows, side="right") - 1)  # the rows' extracts
     g = key.groupby(key, sort=False).cumcount().to_numpy()
     occ = key.groupby([key, part], sort=False).cumcount().to_numpy()
     drop[rows] = in_overlap[rows] & (occ < g - occ)
     return drop
+
+
+def _repeated(keys: np.ndarray) -> np.ndarray:
+    """Rows whose key an earlier row already had. By a stable sort, where each key's rows
+    form a run in file order: as fast as hashing 13.5 M keys, without a hash table of all
+    of them (~0.6 GB on the 16x tiled log; docs/results.md, #19)."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    repeated = np.zeros(len(keys), dtype=bool)
+    repeated[order[1:][sorted_keys[1:] == sorted_keys[:-1]]] = True
+    return repeated
 
 
 def _drop(reasons: Sequence[tuple[str, np.ndarray]], report: CleaningReport) -> np.ndarray:
@@ -271,19 +279,19 @@ def load_online_retail(path: str | Path) -> Loaded:
     if missing:
         raise DataContractError(source, missing[0], f"missing required column(s) {missing}")
     report = CleaningReport(source=source, rows_in=len(raw), sha256=file_sha256(path))
+    keys = pd.util.hash_pandas_object(raw, index=False).to_numpy()  # the lines as written
     ts = _parse_ts(raw, "InvoiceDate", source, "%Y-%m-%d %H:%M:%S")
     qty = _parse_num(raw, "Quantity", source)
     price = _parse_num(raw, "Price", source)
+    raw = raw.drop(columns=["InvoiceDate", "Quantity", "Price"])  # parsed: the text is freed
     invoice = _text(raw["Invoice"])
     code = _text(raw["StockCode"], upper=True)
-    cust = _per_category(
+    cust = per_category(
         raw["Customer ID"], lambda v: v.str.strip().str.replace(r"\.0$", "", regex=True)
     )
-
-    keys = pd.util.hash_pandas_object(raw, index=False).to_numpy()
     reasons: list[tuple[str, np.ndarray]] = [
         ("overlapping extract (repeated 2010-12-01..09 block)", _overlap_duplicates(keys, ts)),
-        ("exact duplicate line", pd.Series(keys).duplicated().to_numpy()),
+        ("exact duplicate line", _repeated(keys)),
         (
             "no customer id (guest checkout or stock write-off)",
             (cust.isna() | (cust == "")).to_numpy(),
@@ -312,6 +320,7 @@ def load_online_retail(path: str | Path) -> Loaded:
             "country": _text(raw["Country"]) if "Country" in raw.columns else None,
         },
         index=raw.index,
+        copy=False,  # the kept rows are the one copy
     )[keep]
     names = raw["Description"][keep] if "Description" in raw.columns else None
     del raw, ts, qty, price, invoice, code, cust, keys, reasons  # only the kept rows go on
@@ -382,7 +391,7 @@ def load_csv(
         order = cust.astype("str").fillna("") + "@" + ts.dt.strftime("%Y-%m-%dT%H:%M:%S")
     keys = pd.util.hash_pandas_object(raw, index=False).to_numpy()
     reasons = [
-        ("exact duplicate line", pd.Series(keys).duplicated().to_numpy()),
+        ("exact duplicate line", _repeated(keys)),
         ("no customer id", (cust.isna() | (cust == "")).to_numpy()),
         ("zero quantity or zero value", ((qty == 0) | (price == 0)).to_numpy()),
     ]

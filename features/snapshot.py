@@ -54,6 +54,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.cutoff import rows_before
+
 __all__ = [
     "FEATURE_COLUMNS",
     "DEFAULT_GAP_DAYS",
@@ -156,7 +158,7 @@ def build_features(
     """
     t = cutoff.to_datetime64().astype("datetime64[ns]")
     read = [c for c in transactions.columns if c in _READ_COLUMNS]
-    tx = transactions[read][transactions["ts"].to_numpy() < t]  # nothing else is copied
+    tx = rows_before(transactions[read], t)  # nothing else is copied
     is_buy = tx["quantity"].to_numpy() > 0
     if not is_buy.any():
         return pd.DataFrame(columns=FEATURE_COLUMNS, index=pd.Index([], name="customer_id"))
@@ -224,7 +226,7 @@ def customer_features(
     rows and the items' median ``prices``; the population cycle and the season are left to
     :func:`finish_features` (a private ``_sum_log_gap`` column carries what it needs)."""
     t = cutoff.to_datetime64().astype("datetime64[ns]")
-    tx = transactions[transactions["ts"].to_numpy() < t]
+    tx = rows_before(transactions, t)
     is_buy = tx["quantity"].to_numpy() > 0
     if not is_buy.any():
         return pd.DataFrame(index=pd.Index([], name="customer_id"))

@@ -142,16 +142,17 @@ def _read_csv(
 
 
 def _concat_parts(parts: list[pd.DataFrame]) -> pd.DataFrame:
-    """The chunks of one CSV as one frame; a categorical column's categories are united
-    (a plain concat would turn chunks with different categories back into strings)."""
+    """The chunks of one CSV as one frame (emptied: a column at a time moves into it, so the
+    file is not held twice); a categorical column's categories are united (a plain concat
+    would turn chunks with different categories back into strings)."""
     columns = {}
-    for col in parts[0].columns:
-        pieces = [p[col] for p in parts]
+    for col in list(parts[0].columns):
+        pieces = [p.pop(col) for p in parts]  # the chunks' column, freed once joined
         if isinstance(pieces[0].dtype, pd.CategoricalDtype):
             columns[col] = pd.Series(union_categoricals(pieces, ignore_order=True))
         else:
             columns[col] = pd.concat(pieces, ignore_index=True)
-    return pd.DataFrame(columns)
+    return pd.DataFrame(columns, copy=False)
 
 
 def _header_only(path: Path, kinds: Mapping[str, str], wanted: Callable | None) -> pd.DataFrame:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.contracts import DataContractError
+from features.contracts import DataContractError, validate_transactions
 from features.loaders import (
     hillstrom_arm_summary,
     load_csv,
@@ -143,6 +143,32 @@ def test_online_retail_transactions(tmp_path):
     assert tx["ts"].dtype == "datetime64[ns]"
     assert tx["country"].iloc[0] == "United Kingdom"
     assert tx.index.equals(pd.RangeIndex(8))
+    # ids and labels stay integer codes (a code per line, not a string), categories sorted
+    for col in ("customer_id", "order_id", "item_id", "country"):
+        assert isinstance(tx[col].dtype, pd.CategoricalDtype), col
+        cats = list(tx[col].cat.categories)
+        assert cats == sorted(cats) and tx[col].cat.categories.dtype == "str", col
+
+
+def test_validate_keeps_a_categorical_of_the_cleaned_text():
+    raw = pd.DataFrame(
+        {
+            "customer_id": pd.Categorical([" 1", "1 ", "2", None, "2"]),
+            "order_id": ["a", "b", "c", "d", "e"],
+            "ts": pd.to_datetime(["2021-01-01"] * 5),
+            "quantity": [1.0] * 5,
+            "unit_price": [1.0] * 5,
+            "country": pd.Categorical(["UK", " UK", "", "FR", "FR"]),
+        }
+    )
+    tx = validate_transactions(raw.dropna(subset=["customer_id"]))
+    assert isinstance(tx["customer_id"].dtype, pd.CategoricalDtype)
+    assert list(tx["customer_id"].cat.categories) == ["1", "2"]  # " 1" and "1 " are one id
+    assert tx["customer_id"].tolist() == ["1", "1", "2", "2"]
+    assert tx["country"].iloc[:2].tolist() == ["UK", "UK"] and pd.isna(tx["country"].iloc[2])
+    assert tx["order_id"].dtype == "str"  # text that came in as text stays text
+    with pytest.raises(DataContractError, match="customer_id"):
+        validate_transactions(raw)  # an empty id is still an error, categorical or not
 
 
 def test_online_retail_item_names_are_stripped(tmp_path):

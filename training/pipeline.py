@@ -36,7 +36,7 @@ from core.env import DEFAULT_DATA, default_tracking_uri
 from core.memory import release_free_memory
 from core.protocols import CROSS_SELL_SKIPPED
 from core.store import open_store
-from features.cutoff import parse_cutoff
+from features.cutoff import in_time_order, parse_cutoff
 from features.labels import (
     Snapshots,
     backtest_cutoff,
@@ -252,9 +252,10 @@ def _train(cfg: TrainConfig, loaded: Loaded | None, trainer: BoosterTrainer) -> 
     own_log = loaded is None
     if loaded is None:
         loaded = stages.run("load + clean log", lambda: load_log(cfg))
-    # one copy of the log for the whole run, its ids and labels integer-coded: filters and
-    # groupings stay cheap, and logging and the serving snapshot read the same frame
-    loaded = replace(loaded, transactions=coded_ids(loaded.transactions))
+    # one copy of the log for the whole run, in time order (a cutoff's rows are a slice of it,
+    # features.cutoff.rows_before) and its ids and labels integer-coded (groupings stay
+    # cheap); logging and the serving snapshot read the same frame
+    loaded = replace(loaded, transactions=coded_ids(in_time_order(loaded.transactions)))
     tx = loaded.transactions
     release_free_memory()  # what loading built and dropped: most of the load stage's peak
     _log(loaded.report.to_text())

@@ -73,8 +73,19 @@ def _order_codes(customer: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, n
 
 
 def _last(ts: np.ndarray | pd.Series, key: np.ndarray) -> pd.Series:
-    """The latest ``ts`` per integer ``key`` (indexed by key, in first-seen order)."""
-    return pd.Series(np.asarray(ts)).groupby(key, sort=False).max()
+    """The latest ``ts`` per integer ``key`` (indexed by key, in first-seen order).
+
+    By a stable sort of the keys, each key's rows then one run: grouping ten million
+    distinct-ish keys by hash built ~0.7 GB of tables on the 16× log, the sort ~0.3 GB
+    (docs/results.md, #19)."""
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    start = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    keys = sorted_key[start]
+    del sorted_key
+    latest = np.maximum.reduceat(np.asarray(ts)[order], start)
+    by_first_row = np.argsort(order[start])  # stable sort: a run starts at its key's first row
+    return pd.Series(latest[by_first_row], index=keys[by_first_row])
 
 
 def _age(t: pd.Timestamp, ts: pd.Series) -> np.ndarray:
@@ -113,7 +124,7 @@ def order_lines(transactions: pd.DataFrame, cutoff: pd.Timestamp) -> OrderLines:
     t = cutoff
     ts = transactions["ts"]
     keep = (ts < t) & transactions["item_id"].notna()
-    tx = transactions.loc[keep, interaction_columns(transactions)]
+    tx = transactions[keep.to_numpy()][interaction_columns(transactions)]  # all kept: no copy
     if tx.empty:
         raise ValueError(f"no transactions with an item before the cutoff {t}")
     c, customer_ids = _ids(tx["customer_id"])

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from features.cutoff import rows_before
 from servable.crosssell.base import Recommender, interaction_columns, order_lines
 from servable.crosssell.hybrid import HybridRecommender
 from servable.crosssell.knn import ItemKNNRecommender
@@ -129,8 +130,8 @@ def run_backtest(
     t = backtest_cutoff(transactions) if cutoff is None else cutoff
     val = t - pd.Timedelta(days=horizon)
     chosen = grids(grid, knn_grid, popularity_grid)
-    # tuning's rows: only the columns recommenders read (a copy of most of the log at scale)
-    before = transactions.loc[transactions["ts"] < t, interaction_columns(transactions)]
+    # tuning's rows: only the columns recommenders read (a slice of a log in time order)
+    before = rows_before(transactions, t)[interaction_columns(transactions)]
     timings: dict[str, float] = {}
 
     def timed(stage: str, fn: Any) -> Any:
@@ -172,7 +173,7 @@ def run_backtest(
         ),
     )
     models = _fit_tuned(
-        transactions, t, item_text, timed, hybrid=params, knn=knn_params, popularity=pop_params
+        before, t, item_text, timed, hybrid=params, knn=knn_params, popularity=pop_params
     )
 
     start = time.perf_counter()

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.cutoff import rows_before
 from servable.crosssell.als import ALSRecommender
 from servable.crosssell.base import Interactions, Recommender, interactions, order_lines
 from servable.crosssell.hybrid import HybridRecommender
@@ -122,7 +123,7 @@ def tune(
     :func:`sample_customers`; ``None``: all).
     """
     t = val_cutoff
-    tx = transactions[transactions["ts"] < t + pd.Timedelta(days=horizon_days)]
+    tx = rows_before(transactions, t + pd.Timedelta(days=horizon_days))
     tx = sample_rows(tx, tuning_customers)
     targets = cross_sell_targets(tx, t, horizon_days, customers_before(tx, t))
     targets = sample_customers(targets, validation_users)
@@ -135,7 +136,7 @@ def tune(
         score_part = {n: v for n, v in params.items() if n in klass.scoring_params}
         key = json.dumps(fit_part, sort_keys=True, default=str)
         fit_points.setdefault(key, {"fit": fit_part, "score": []})["score"].append(score_part)
-    lines = order_lines(tx, t)
+    lines = order_lines(rows_before(tx, t), t)
     cache: dict[tuple, Interactions] = {}
     rows = []
     for point in fit_points.values():
