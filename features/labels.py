@@ -105,7 +105,9 @@ def build_labels(
     return out
 
 
-def build_snapshots(transactions: pd.DataFrame, cutoffs: Iterable[pd.Timestamp]) -> Snapshots:
+def build_snapshots(
+    transactions: pd.DataFrame, cutoffs: Iterable[pd.Timestamp]
+) -> dict[pd.Timestamp, pd.DataFrame]:
     """The feature snapshot at each distinct cutoff, each built once.
 
     A snapshot reads only rows before its cutoff, so it is the same whichever origin or

@@ -381,6 +381,7 @@ def load_csv(
         raise DataContractError(source, missing[0], f"missing mapped column(s) {missing}")
     raw = raw[m.used_columns]
     report = CleaningReport(source=source, rows_in=len(raw), sha256=file_sha256(path))
+    keys = pd.util.hash_pandas_object(raw, index=False).to_numpy()  # the lines as written
     ts = _parse_ts(raw, cols["ts"], source, m.date_format, m.dayfirst)
     cust = _text(raw[cols["customer_id"]])
     qty, price = _quantity_and_price(raw, cols, source)
@@ -389,7 +390,6 @@ def load_csv(
         order = _text(raw[cols["order_id"]])
     else:
         order = cust.astype("str").fillna("") + "@" + ts.dt.strftime("%Y-%m-%dT%H:%M:%S")
-    keys = pd.util.hash_pandas_object(raw, index=False).to_numpy()
     reasons = [
         ("exact duplicate line", _repeated(keys)),
         ("no customer id", (cust.isna() | (cust == "")).to_numpy()),
@@ -403,6 +403,7 @@ def load_csv(
     tx = pd.DataFrame(
         {"customer_id": cust, "order_id": order, "ts": ts, "quantity": qty, "unit_price": price},
         index=raw.index,
+        copy=False,  # the kept rows are the one copy
     )
     if "item_id" in cols:
         tx["item_id"] = _text(raw[cols["item_id"]], upper=True)

@@ -382,21 +382,26 @@ def _refit(
     tx: pd.DataFrame,
     rolling: RollingResult,
     item_text: dict[str, str],
-    snapshots: Snapshots,
+    snapshots: dict[pd.Timestamp, pd.DataFrame],
     end: pd.Timestamp,
     final_cutoffs: list[pd.Timestamp],
     trainer: BoosterTrainer,
 ) -> Fitted:
     """Refit the backtested recipes on the ``final_cutoffs`` (labels end at ``end``, the day
-    after the log's last row), boosters fitted by ``trainer``."""
+    after the log's last row), boosters fitted by ``trainer``. Frees what each step is done
+    with: every snapshot but ``end``'s once the training frame is built, the frame once the
+    boosters are fitted."""
     final_frame = stages.run(
         f"refit: training frame ({len(final_cutoffs)} cutoffs)",
         lambda: build_training_frame(tx, final_cutoffs, cfg.horizon, snapshots=snapshots),
     )
+    for t in [t for t in snapshots if t != end]:
+        del snapshots[t]  # from here on only the serving snapshot (at the end) is read
     churn, nextp = stages.run(
         "churn + next purchase: refit on the newest cutoffs",
-        lambda: fit_propensity(final_frame, cfg.horizon, trainer),
+        functools.partial(fit_propensity, final_frame, cfg.horizon, trainer),
     )
+    del final_frame  # fitted: not held through the hybrid's refit
     xs = rolling.xs
     recommender = (
         None

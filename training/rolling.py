@@ -121,6 +121,7 @@ def rolling_backtest(
             f"origin {o.label}: fit churn + next purchase",
             lambda frame=frame, o=o: fit_propensity(frame, o.horizon, trainer),
         )
+        del frame  # fitted: not held through the cross-sell stage
         table, arr = run(
             f"origin {o.label}: score vs baselines",
             lambda churn=churn, nextp=nextp, o=o: evaluate_propensity(

@@ -61,7 +61,7 @@ class Interactions:
 
 def _ids(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     codes, uniques = pd.factorize(values, sort=True)
-    return codes.astype(np.int64), np.asarray(list(uniques), dtype=str)
+    return codes.astype(np.int64, copy=False), np.asarray(list(uniques), dtype=str)
 
 
 def _order_codes(customer: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,23 +69,24 @@ def _order_codes(customer: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, n
     customer (an order id shared by two customers counts as two orders)."""
     n = int(order.max()) + 1 if len(order) else 1
     codes, pairs = pd.factorize(customer * n + order)
-    return codes.astype(np.int64), pairs // n
+    return codes.astype(np.int64, copy=False), pairs // n
 
 
 def _last(ts: np.ndarray | pd.Series, key: np.ndarray) -> pd.Series:
     """The latest ``ts`` per integer ``key`` (indexed by key, in first-seen order).
 
-    By a stable sort of the keys, each key's rows then one run: grouping ten million
-    distinct-ish keys by hash built ~0.7 GB of tables on the 16× log, the sort ~0.3 GB
-    (docs/results.md, #19)."""
+    By a stable sort of the keys, each key's rows then one run, each array dropped once
+    read: grouping ten million keys by hash built ~0.6 GB of tables on the 16× log, this
+    ~0.3 GB (docs/results.md, #19)."""
     order = np.argsort(key, kind="stable")
-    sorted_key = key[order]
-    start = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
-    keys = sorted_key[start]
-    del sorted_key
+    key = key[order]
+    start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    key = key[start]
     latest = np.maximum.reduceat(np.asarray(ts)[order], start)
-    by_first_row = np.argsort(order[start])  # stable sort: a run starts at its key's first row
-    return pd.Series(latest[by_first_row], index=keys[by_first_row])
+    first_row = order[start]  # stable: a run starts at its key's first row
+    del order, start
+    by_first_row = np.argsort(first_row)
+    return pd.Series(latest[by_first_row], index=key[by_first_row])
 
 
 def _age(t: pd.Timestamp, ts: pd.Series) -> np.ndarray:
