@@ -67,6 +67,7 @@ __all__ = [
     "coded_ids",
     "customer_features",
     "customer_partitions",
+    "id_codes",
     "finish_features",
     "item_median_prices",
     "model_columns",
@@ -183,7 +184,7 @@ def coded_ids(transactions: pd.DataFrame) -> pd.DataFrame:
     return transactions.astype({c: "category" for c in text})
 
 
-def _codes(ids: pd.Series) -> tuple[np.ndarray, pd.Index]:
+def id_codes(ids: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """An id column's integer codes (-1: missing) and the ids they stand for: a
     categorical's own, else factorised here."""
     if isinstance(ids.dtype, pd.CategoricalDtype):
@@ -209,7 +210,7 @@ def item_median_prices(buy: pd.DataFrame) -> pd.Series | None:
     cutoff); None for a log without items."""
     if not ("item_id" in buy.columns and buy["item_id"].notna().any()):
         return None
-    code, items = _codes(buy["item_id"])
+    code, items = id_codes(buy["item_id"])
     has = code >= 0
     median = pd.Series(buy["unit_price"].to_numpy()[has]).groupby(code[has]).median()
     index = pd.Index(items[median.index.to_numpy()], name="item_id").astype("str")
@@ -230,8 +231,8 @@ def customer_features(
     is_buy = tx["quantity"].to_numpy() > 0
     if not is_buy.any():
         return pd.DataFrame(index=pd.Index([], name="customer_id"))
-    customer, customer_ids = _codes(tx["customer_id"])
-    order, _ = _codes(tx["order_id"])
+    customer, customer_ids = id_codes(tx["customer_id"])
+    order, _ = id_codes(tx["order_id"])
     # the purchase lines are read column by column where needed (``is_buy``), never copied
     # as a frame: a 10-million-line log's copy would outlive every step below
     o = _orders(tx, is_buy, customer, order, customer_ids, t)
@@ -428,7 +429,7 @@ def _add_items(
     ``prices`` over the purchase lines (``is_buy``) of ``tx`` (NaN when lines have no item)."""
     has_items = prices is not None and "item_id" in tx.columns
     # -1: a line without an item
-    item_code, item_ids = _codes(tx["item_id"][is_buy]) if has_items else (None, None)
+    item_code, item_ids = id_codes(tx["item_id"][is_buy]) if has_items else (None, None)
     if item_code is None or item_ids is None or not (item_code >= 0).any():
         f["distinct_items"] = np.nan
         f["top_family_share"] = np.nan
