@@ -1,11 +1,16 @@
-"""core.memory: freed memory goes back to the OS (in a fresh interpreter, measured by RSS)."""
+"""core.memory: freed memory goes back to the OS (in a fresh interpreter, measured by RSS);
+the stage log reports each stage's peak and what the run holds after it."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import numpy as np
+import psutil
+
 from core.env import PROJECT_ROOT
+from training.stages import StageLog
 
 # a loader's transient in small: Arrow-backed strings and small Python objects, built and
 # dropped while something derived from them is kept
@@ -35,3 +40,15 @@ def test_freed_memory_is_handed_back_after_a_large_transient():
     released, kept = (int(x) for x in out.stdout.split())
     assert kept == 3_000_000
     assert released > 100 * 2**20  # about 330 MiB here; without the release, none
+
+
+def test_the_stage_log_records_each_stages_peak_and_what_it_leaves_held(capsys):
+    start = psutil.Process().memory_info().rss / 2**20
+    log = StageLog()
+    kept = log.run("keep 200 MiB", lambda: np.ones(200 * 2**17))
+    log.run("a transient of 300 MiB", lambda: float(np.ones(300 * 2**17).sum()))
+    keep, transient = log.done
+    assert keep.held_rss_mib - start > 190  # what the run keeps is held after its stage
+    assert transient.peak_rss_mib - transient.held_rss_mib > 250  # the transient is not
+    assert transient.held_rss_mib - start > 190 and len(kept) == 200 * 2**17
+    assert "MiB held after" in capsys.readouterr().out
