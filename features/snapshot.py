@@ -67,8 +67,8 @@ __all__ = [
     "coded_ids",
     "customer_features",
     "customer_partitions",
-    "id_codes",
     "finish_features",
+    "id_codes",
     "item_median_prices",
     "model_columns",
 ]
@@ -159,7 +159,7 @@ def build_features(
     """
     t = cutoff.to_datetime64().astype("datetime64[ns]")
     read = [c for c in transactions.columns if c in _READ_COLUMNS]
-    tx = rows_before(transactions[read], t)  # nothing else is copied
+    tx = rows_before(transactions[read], t)  # of a log in time order, a slice: no copy
     is_buy = tx["quantity"].to_numpy() > 0
     if not is_buy.any():
         return pd.DataFrame(columns=FEATURE_COLUMNS, index=pd.Index([], name="customer_id"))
