@@ -63,6 +63,7 @@ __all__ = [
     "SEASON_COLUMNS",
     "WINDOWS",
     "ID_COLUMNS",
+    "READ_COLUMNS",
     "build_features",
     "coded_ids",
     "customer_features",
@@ -81,7 +82,7 @@ _DAY = np.timedelta64(1, "D")
 #: the id columns a snapshot groups by; :func:`coded_ids` makes them categoricals once
 ID_COLUMNS = ("customer_id", "order_id", "item_id")
 #: the transaction columns a snapshot reads
-_READ_COLUMNS = {*ID_COLUMNS, "ts", "quantity", "unit_price", "category"}
+READ_COLUMNS = {*ID_COLUMNS, "ts", "quantity", "unit_price", "category"}
 #: the text columns :func:`coded_ids` codes: the ids and the few-valued labels
 _CODED_COLUMNS = (*ID_COLUMNS, "channel", "country", "category")
 
@@ -158,7 +159,7 @@ def build_features(
     columns (:func:`finish_features`). Any number of ``partitions`` gives the same frame.
     """
     t = cutoff.to_datetime64().astype("datetime64[ns]")
-    read = [c for c in transactions.columns if c in _READ_COLUMNS]
+    read = [c for c in transactions.columns if c in READ_COLUMNS]
     tx = rows_before(transactions[read], t)  # of a log in time order, a slice: no copy
     is_buy = tx["quantity"].to_numpy() > 0
     if not is_buy.any():

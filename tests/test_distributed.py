@@ -1,5 +1,6 @@
 """The feature snapshot on a Dask ``LocalCluster`` (2 worker processes, a memory limit each)
-against the local engine: every feature of every customer of the shared log, and the CLI's
+against the local engine: every feature of every customer of the shared log, read from an
+exported Parquet dataset and scattered from a loaded log (as training does), and the CLI's
 ``--export`` then ``--engine dask --scheduler ADDRESS``."""
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import pytest
 
 from core.env import DEFAULT_DATA, PROJECT_ROOT
 from features.contracts import DataContractError, validate_transactions
-from features.distributed import build_features_dask
-from features.snapshot import build_features
+from features.cutoff import in_time_order
+from features.distributed import ClusterLog, build_features_dask
+from features.loaders import load_transactions
+from features.snapshot import build_features, coded_ids
 
 pytestmark = pytest.mark.integration
 
@@ -47,10 +50,60 @@ def test_the_cluster_builds_every_feature_of_every_customer_as_the_local_engine(
     remote = build_features_dask(folder, pd.Timestamp(CUTOFF), dask_client, partitions=8)
     assert list(remote.columns) == list(local.columns)
     assert remote.index.equals(local.index) and len(local) > 4_000
+    _assert_same_features(local, remote)
+
+
+def _assert_same_features(local: pd.DataFrame, remote: pd.DataFrame) -> None:
+    """Every feature of every customer, equal up to the order in which lines with the same
+    timestamp are summed."""
+    assert list(remote.columns) == list(local.columns)
+    assert remote.index.equals(local.index)
+    assert (remote.dtypes == local.dtypes).all()
     a, b = local.to_numpy(), remote.to_numpy()
     assert np.array_equal(np.isnan(a), np.isnan(b))
-    # equal up to the order in which lines with the same timestamp are summed
     assert np.allclose(a, b, rtol=1e-12, atol=0, equal_nan=True)
+
+
+def test_a_scattered_log_builds_each_cutoffs_snapshot_as_the_local_engine(dask_client):
+    tx = coded_ids(in_time_order(load_transactions(DEFAULT_DATA).transactions))
+    log = ClusterLog.scatter(dask_client, tx, partitions=6)
+    try:
+        assert log.parts.npartitions == 6
+        assert len(log.parts) == len(tx)  # every line sent once
+        for cutoff in ("2010-03-01", CUTOFF, "2011-12-10"):  # the last: after the whole log
+            t = pd.Timestamp(cutoff)
+            local = build_features(tx, t)
+            assert len(local) > 1_000
+            _assert_same_features(local, log.features(t))
+    finally:
+        log.release()
+
+
+def test_a_scattered_log_without_items_and_one_not_coded(dask_client):
+    tx = pd.DataFrame(
+        {
+            "customer_id": ["b", "a", "b", "c", "a", "a"],
+            "order_id": ["o1", "o2", "o3", "o4", "o5", "o5"],
+            "ts": pd.to_datetime(
+                ["2011-01-03", "2011-01-05", "2011-02-01", "2011-02-02", "2011-03-01", "2011-03-01"]
+            ),
+            "quantity": [1.0, 2.0, 1.0, -1.0, 3.0, 1.0],
+            "unit_price": [5.0, 2.0, 7.0, 4.0, 1.0, 9.0],
+        }
+    )
+    tx = validate_transactions(tx)  # item_id: all missing
+    t = pd.Timestamp("2011-04-01")
+    with pytest.raises(ValueError, match="coded_ids"):
+        ClusterLog.scatter(dask_client, tx)
+    log = ClusterLog.scatter(dask_client, coded_ids(tx), partitions=3)
+    try:
+        remote = log.features(t)
+    finally:
+        log.release()
+    local = build_features(tx, t)
+    assert list(remote.index) == ["a", "b"]  # c only returned: no purchase, no row
+    assert remote["distinct_items"].isna().all()
+    _assert_same_features(local, remote)
 
 
 def test_the_cli_on_a_scheduler_prints_the_local_engines_table(dask_client, exported):

@@ -19,6 +19,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from dask.utils import key_split
+from distributed import get_task_stream
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
@@ -97,12 +99,14 @@ class TestTrainingOnDask:
         common = ["--data", str(data), "--origins", "1", "--max-cutoffs", "4"]
         common += ["--als-grid", "small", "--no-snapshot", "--force", "--experiment", "engines"]
         address = dask_client.scheduler.address
-        out = subprocess.run(
-            [sys.executable, "-m", "training", *common, "--tracking-uri", uris["dask"]]
-            + ["--engine", "dask", "--scheduler", address],
-            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
+        with get_task_stream(dask_client) as tasks:  # every client's tasks on the scheduler
+            out = subprocess.run(
+                [sys.executable, "-m", "training", *common, "--tracking-uri", uris["dask"]]
+                + ["--engine", "dask", "--scheduler", address],
+                cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900,
+            )  # fmt: skip
         assert out.returncode == 0, out.stderr[-3000:]
+        ran = {key_split(t["key"]) for t in tasks.data}
         cfg = TrainConfig(
             data=data,
             tracking_uri=uris["local"],
@@ -114,12 +118,13 @@ class TestTrainingOnDask:
             experiment="engines",
         )
         local = train(cfg)
-        yield data, uris, out.stdout, local
+        yield data, uris, out.stdout, local, ran
         mlflow.set_tracking_uri(None)
 
     def test_the_run_names_its_engine_and_registers_every_model(self, runs, dask_client):
-        _, uris, stdout, _ = runs
-        assert f"engine: boosters on dask: 2 workers at {dask_client.scheduler.address}" in stdout
+        _, uris, stdout, _, _ = runs
+        address = dask_client.scheduler.address
+        assert f"engine: snapshots and boosters on dask: 2 workers at {address}" in stdout
         for engine, uri in uris.items():
             client = MlflowClient(uri)
             for name in ("churn", "next_purchase", "cross_sell"):
@@ -130,8 +135,13 @@ class TestTrainingOnDask:
             )[0]
             assert run.data.params["train.engine"] == engine
 
+    def test_the_snapshots_and_the_boosters_ran_on_the_workers(self, runs):
+        ran = runs[-1]
+        assert "customer_features" in ran, sorted(ran)  # every cutoff's snapshot, per part
+        assert "train_part" in ran, " ".join(sorted(ran))  # lightgbm.dask's per-worker training
+
     def test_registered_models_predict_as_the_local_engines_within_tolerance(self, runs):
-        data, uris, _, _ = runs
+        data, uris, _, _, _ = runs
         tx = load_transactions(data).transactions
         snapshot = build_features(tx, tx["ts"].max().normalize() + pd.Timedelta(days=1))
         out = {}
@@ -153,7 +163,7 @@ class TestTrainingOnDask:
         assert np.corrcoef(a, b)[0, 1] >= 0.85
 
     def test_backtest_metrics_agree(self, runs):
-        _, uris, _, local = runs
+        _, uris, _, local, _ = runs
         client = MlflowClient(uris["dask"])
         run = client.search_runs(
             [client.get_experiment_by_name("engines").experiment_id],

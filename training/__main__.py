@@ -79,8 +79,9 @@ def parser() -> argparse.ArgumentParser:
         "--engine",
         choices=ENGINES,
         default="local",
-        help="where the LightGBM boosters are fitted: local (this process, the default) or "
-        "dask (lightgbm.dask on a Dask cluster; needs the dask extra)",
+        help="where the feature snapshots are built and the LightGBM boosters fitted: local "
+        "(this process, the default) or dask (a Dask cluster, boosters through lightgbm.dask; "
+        "needs the dask extra)",
     )
     p.add_argument(
         "--scheduler",

@@ -1,6 +1,8 @@
-"""The Dask engine of ``python -m training --engine dask``: LightGBM boosters fitted through
-LightGBM's own distributed interface (``lightgbm.dask``, data-parallel tree learner) on a
-``dask.distributed`` cluster.
+"""The Dask engine of ``python -m training --engine dask``: every feature snapshot of the run
+built on a ``dask.distributed`` cluster from one customer-partitioned copy of the log
+(:func:`cluster_snapshots`, :class:`features.distributed.ClusterLog`), and the LightGBM
+boosters fitted through LightGBM's own distributed interface (``lightgbm.dask``,
+data-parallel tree learner).
 
 :class:`DaskTrainer` is the :class:`servable.propensity.BoosterTrainer` of the churn and
 next-purchase models: each training matrix is split into one row block per worker and
@@ -27,8 +29,11 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+import pandas as pd
 
-__all__ = ["DaskTrainer"]
+from features.distributed import ClusterLog
+
+__all__ = ["DaskTrainer", "cluster_snapshots"]
 
 #: the loss each objective early-stops on, from raw scores (LightGBM's default metric)
 _LOSSES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
@@ -118,3 +123,16 @@ class DaskTrainer:
         model = kind(client=self.client, n_estimators=rounds, **settings)
         model.fit(*data, feature_name=names, init_model=init)
         return model.booster_
+
+
+def cluster_snapshots(
+    client: Any, transactions: pd.DataFrame, cutoffs: list[pd.Timestamp]
+) -> dict[pd.Timestamp, pd.DataFrame]:
+    """The feature snapshot at each distinct cutoff (as :func:`features.labels.build_snapshots`)
+    built on ``client``'s workers: the log (ids coded) is sent and shuffled by customer once,
+    each snapshot is then one pass over the workers' parts."""
+    log = ClusterLog.scatter(client, transactions)
+    try:
+        return {t: log.features(t) for t in sorted(set(cutoffs))}
+    finally:
+        log.release()

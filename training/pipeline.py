@@ -22,7 +22,7 @@ import contextlib
 import functools
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -113,8 +113,9 @@ class TrainConfig:
     identities: str | None = None
     # ``data`` read through a column mapping (features.mapping); None: a known format
     mapping: LogMapping | None = None
-    # where the boosters are fitted: "local" (this process) or "dask" (lightgbm.dask on the
-    # cluster at ``scheduler``: an address, or "local" for a LocalCluster started for the run)
+    # where the feature snapshots are built and the boosters fitted: "local" (this process)
+    # or "dask" (training.dask_engine, on the cluster at ``scheduler``: an address, or
+    # "local" for a LocalCluster started for the run)
     engine: str = "local"
     scheduler: str = "local"
 
@@ -225,26 +226,34 @@ def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
     ``loaded``: an already loaded (e.g. outcome-augmented, :mod:`training.retrain`) log to
     train on instead of reading ``cfg.data``.
     """
-    with _engine(cfg) as trainer:
-        return _train(cfg, loaded, trainer)
+    with _engine(cfg) as engine:
+        return _train(cfg, loaded, engine)
+
+
+@dataclass(frozen=True)
+class _Engine:
+    """Where a run's heavy steps run: every cutoff's feature snapshot and the boosters."""
+
+    snapshots: Callable[[pd.DataFrame, list[pd.Timestamp]], dict[pd.Timestamp, pd.DataFrame]]
+    trainer: BoosterTrainer
 
 
 @contextlib.contextmanager
-def _engine(cfg: TrainConfig) -> Iterator[BoosterTrainer]:
-    """The booster trainer of ``cfg.engine`` (a Dask client stays open for the run)."""
+def _engine(cfg: TrainConfig) -> Iterator[_Engine]:
+    """The engine of ``cfg.engine`` (a Dask client stays open for the run)."""
     if cfg.engine == "local":
-        yield LOCAL
+        yield _Engine(build_snapshots, LOCAL)
         return
     from features.distributed import connect
-    from training.dask_engine import DaskTrainer
+    from training.dask_engine import DaskTrainer, cluster_snapshots
 
     with connect(cfg.scheduler) as client:
         trainer = DaskTrainer(client)
-        _log(f"engine: boosters on {trainer.describe()}")
-        yield trainer
+        _log(f"engine: snapshots and boosters on {trainer.describe()}")
+        yield _Engine(functools.partial(cluster_snapshots, client), trainer)
 
 
-def _train(cfg: TrainConfig, loaded: Loaded | None, trainer: BoosterTrainer) -> TrainResult:
+def _train(cfg: TrainConfig, loaded: Loaded | None, engine: _Engine) -> TrainResult:
     stages = StageLog()
     experiment_id = use_store(cfg.tracking_uri, cfg.experiment)
     client = MlflowClient()
@@ -275,7 +284,7 @@ def _train(cfg: TrainConfig, loaded: Loaded | None, trainer: BoosterTrainer) -> 
         fp["data.mapping"] = json.dumps(
             {"file": cfg.mapping.source, "columns": dict(cfg.mapping.columns)}, sort_keys=True
         )
-    fitted = _fit(stages, cfg, tx, origins, loaded.item_text, trainer)
+    fitted = _fit(stages, cfg, tx, origins, loaded.item_text, engine)
     run_id, decisions = stages.run(
         "mlflow: log, register, champion gate",
         functools.partial(log_run, cfg, client, fp, loaded, fitted),
@@ -312,7 +321,7 @@ def _fit(
     tx: pd.DataFrame,
     origins: list[Origin],
     item_text: dict[str, str],
-    trainer: BoosterTrainer,
+    engine: _Engine,
 ) -> Fitted:
     """Every snapshot of the run built once, the rolling-origin backtest and the refit; the
     snapshots are freed when it returns but the one at the end of the log, which the serving
@@ -324,14 +333,16 @@ def _fit(
         planned += [o.cutoff, *o.train_cutoffs]
     snapshots = stages.run(
         f"features: snapshots at {len(set(planned))} distinct cutoffs",
-        lambda: build_snapshots(tx, planned),
+        lambda: engine.snapshots(tx, planned),
     )
-    rolling = _backtest(stages, cfg, tx, origins, item_text, snapshots, trainer)
+    rolling = _backtest(stages, cfg, tx, origins, item_text, snapshots, engine.trainer)
     _log(
         f"\nrolling-origin backtest ({len(origins)} origins, horizon {cfg.horizon} d)\n"
         f"{rolling_markdown(rolling)}\n\nmean over origins\n{backtest_markdown(rolling.table)}\n"
     )
-    return _refit(stages, cfg, tx, rolling, item_text, snapshots, end, final_cutoffs, trainer)
+    return _refit(
+        stages, cfg, tx, rolling, item_text, snapshots, end, final_cutoffs, engine.trainer
+    )
 
 
 def _plan(tx: pd.DataFrame, newest: pd.Timestamp, cfg: TrainConfig) -> list[Origin]:
