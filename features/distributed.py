@@ -40,6 +40,7 @@ import pandas as pd
 
 from core.memory import release_free_memory
 from features.contracts import DataContractError, validate_transactions
+from features.cutoff import in_time_order
 from features.snapshot import (
     FEATURE_COLUMNS,
     READ_COLUMNS,
@@ -108,7 +109,7 @@ def _in_time_order(part: pd.DataFrame, source: str | None) -> pd.DataFrame:
     part = part.reset_index(drop=True)
     if source is not None:
         part = validate_transactions(part, source=source)
-    return part.sort_values("ts", kind="stable").reset_index(drop=True)
+    return in_time_order(part)
 
 
 def _as_codes(column: pd.Series) -> pd.Series:
