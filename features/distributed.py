@@ -30,20 +30,24 @@ optional dependency (the ``dask`` extra): this module imports it, nothing else i
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from core.memory import release_free_memory
 from features.contracts import DataContractError, validate_transactions
 from features.cutoff import in_time_order
+from features.labels import build_training_frame
 from features.snapshot import (
     FEATURE_COLUMNS,
     READ_COLUMNS,
+    ShopTotals,
     customer_features,
     finish_features,
 )
@@ -51,7 +55,9 @@ from features.tables import is_parquet, table_columns
 
 __all__ = [
     "CONTRACT_COLUMNS",
+    "ClusterFrames",
     "ClusterLog",
+    "ClusterRows",
     "build_features_dask",
     "connect",
     "export_contract",
@@ -131,6 +137,10 @@ class ClusterLog:
     client: Any  # a distributed.Client (dask is optional: not imported at module level)
     parts: Any  # a persisted dask DataFrame
     customer_ids: pd.Index | None = None
+    last_ts: pd.Timestamp = field(init=False)  # the log's last instant (labels' bound)
+
+    def __post_init__(self) -> None:
+        self.last_ts = self.client.compute(self.parts["ts"].max()).result()
 
     @classmethod
     def read(
@@ -189,24 +199,75 @@ class ClusterLog:
         parts = shuffled.map_partitions(_in_time_order, source, meta=_meta(ddf, source))
         return cls(client, client.persist(parts), customer_ids)
 
+    def snapshot_parts(self, cutoff: pd.Timestamp) -> Any:
+        """The snapshot at ``cutoff`` held by the workers: a persisted dask DataFrame of one
+        part per customer part (indexed by the part's customer ids; codes for a scattered
+        log). Each part's features are the local engine's :func:`customer_features`, then
+        :func:`finish_features` with the whole shop's :class:`ShopTotals` (summed from the
+        parts' own)."""
+        import dask
+        import dask.dataframe as dd
+
+        prices = self._median_prices(cutoff)
+        partial = self.client.compute(
+            [dask.delayed(customer_features)(p, cutoff, prices) for p in self.parts.to_delayed()]
+        )
+        totals = sum(self.client.gather(self.client.map(ShopTotals.of, partial)), ShopTotals())
+        finished = [dask.delayed(_finished)(f, cutoff, totals) for f in partial]
+        return self.client.persist(dd.from_delayed(finished, meta=_EMPTY, verify_meta=False))
+
+    def gather(self, snapshot_parts: Any) -> pd.DataFrame:
+        """A snapshot held by the workers (:meth:`snapshot_parts`) in this process, indexed
+        by customer id."""
+        out = [
+            f
+            for f in self.client.gather(self.client.compute(snapshot_parts.to_delayed()))
+            if len(f)
+        ]
+        if not out:
+            return _EMPTY.copy()
+        snapshot = pd.concat(out).sort_index()
+        if self.customer_ids is not None:  # codes back to ids, in the ids' order
+            ids = self.customer_ids.take(snapshot.index.astype(int))
+            snapshot = snapshot.set_axis(pd.Index(ids, name="customer_id")).sort_index()
+        return snapshot
+
     def features(self, cutoff: pd.Timestamp) -> pd.DataFrame:
         """The snapshot at ``cutoff``: the same frame as
         :func:`features.snapshot.build_features` on the rows held (within the summation
         order of equal timestamps)."""
-        import dask
+        return self.gather(self.snapshot_parts(cutoff))
 
-        prices = self._median_prices(cutoff)
-        frames = self.client.compute(
-            [dask.delayed(customer_features)(p, cutoff, prices) for p in self.parts.to_delayed()]
+    def training_frame(
+        self,
+        snapshots: dict[pd.Timestamp, Any],
+        cutoffs: Sequence[pd.Timestamp],
+        horizon: int,
+        observed_until: pd.Timestamp | None = None,
+    ) -> ClusterRows:
+        """As :func:`features.labels.build_training_frame`, held by the workers: each
+        customer part's features at ``cutoffs`` (from ``snapshots``, cutoff → its
+        :meth:`snapshot_parts`) joined with the labels of the part's own rows."""
+        import dask
+        import dask.dataframe as dd
+
+        cutoffs = list(cutoffs)
+        per_part = zip(*(snapshots[t].to_delayed() for t in cutoffs), strict=True)
+        stack = functools.partial(
+            _stacked,
+            cutoffs=cutoffs,
+            horizon=horizon,
+            observed_until=observed_until,
+            log_end=self.last_ts,
         )
-        out = [f for f in self.client.gather(frames) if len(f)]
-        if not out:
-            return pd.DataFrame(columns=FEATURE_COLUMNS, index=pd.Index([], name="customer_id"))
-        snapshot = finish_features(pd.concat(out), cutoff)
-        if self.customer_ids is not None:  # codes back to ids, in the ids' order
-            ids = self.customer_ids.take(snapshot.index.to_numpy())
-            snapshot = snapshot.set_axis(pd.Index(ids, name="customer_id")).sort_index()
-        return snapshot
+        parts = [
+            dask.delayed(stack)(log, list(snaps))
+            for log, snaps in zip(self.parts.to_delayed(), per_part, strict=True)
+        ]
+        meta = stack(self.parts._meta, [_EMPTY] * len(cutoffs))
+        frame = self.client.persist(dd.from_delayed(parts, meta=meta, verify_meta=False))
+        lengths = self.client.compute(frame.map_partitions(len)).result().tolist()
+        return ClusterRows(self.client, frame, lengths, tuple(cutoffs))
 
     def release(self) -> None:
         """Drop the workers' copy of the log and hand what they freed back to the OS
@@ -226,6 +287,110 @@ class ClusterLog:
             return None
         prices.index = pd.Index(prices.index.astype("str"), name="item_id")
         return prices.sort_index().rename("unit_price")
+
+
+#: an empty snapshot part (a snapshot's columns, no customer)
+_EMPTY = pd.DataFrame(
+    columns=FEATURE_COLUMNS, dtype="float64", index=pd.Index([], name="customer_id")
+)
+
+
+def _finished(partial: pd.DataFrame, cutoff: pd.Timestamp, totals: ShopTotals) -> pd.DataFrame:
+    """One customer part's snapshot (on a worker) from its partial features."""
+    return finish_features(partial, cutoff, totals) if len(partial) else _EMPTY
+
+
+def _stacked(
+    log: pd.DataFrame,
+    snapshots: list[pd.DataFrame],
+    cutoffs: list[pd.Timestamp],
+    horizon: int,
+    observed_until: pd.Timestamp | None,
+    log_end: pd.Timestamp,
+) -> pd.DataFrame:
+    """One customer part's training frame (on a worker): its snapshots and its labels."""
+    return build_training_frame(
+        log, cutoffs, horizon, observed_until, dict(zip(cutoffs, snapshots, strict=True)), log_end
+    )
+
+
+def _block(
+    part: pd.DataFrame, fn: Callable[[pd.DataFrame], np.ndarray], names: list[str]
+) -> pd.DataFrame:
+    return pd.DataFrame(fn(part), columns=names, index=part.index)
+
+
+@dataclass
+class ClusterRows:
+    """A stacked training frame held by a cluster's workers, one part per customer part
+    (:class:`servable.training_rows.TrainingRows`): a model fits from its columns and
+    row-wise functions as Dask arrays, so the frame is never gathered; only the rows at
+    one cutoff come to the driver (:meth:`at`)."""
+
+    client: Any
+    frame: Any  # a persisted dask DataFrame
+    lengths: list[int]  # rows per part (the arrays' chunks)
+    cutoffs: tuple[pd.Timestamp, ...]
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.frame.columns)
+
+    def __len__(self) -> int:
+        return sum(self.lengths)
+
+    def newest(self) -> pd.Timestamp:
+        return max(self.cutoffs)
+
+    def at(self, cutoff: pd.Timestamp) -> pd.DataFrame:
+        return self.client.compute(self.frame[self.frame["cutoff"] == cutoff]).result()
+
+    def column(self, name: str) -> Any:
+        return self.frame[name].to_dask_array(lengths=self.lengths)
+
+    def rowwise(self, fn: Callable[[pd.DataFrame], np.ndarray], width: int) -> Any:
+        """``fn`` on every part by the worker holding it; the matrix is persisted there."""
+        names = [f"x{i}" for i in range(width)]
+        meta = pd.DataFrame(columns=names, dtype="float64")
+        blocks = self.frame.map_partitions(_block, fn, names, meta=meta)
+        return self.client.persist(blocks.to_dask_array(lengths=self.lengths))
+
+
+class ClusterFrames:
+    """The snapshots and training frames of a training run on a Dask cluster (as
+    :class:`features.labels.LocalFrames` in this process): the log is sent and shuffled by
+    customer once (:meth:`ClusterLog.scatter`), every cutoff's snapshot is built and kept
+    by the workers, each training frame is stacked there (:class:`ClusterRows`); only the
+    snapshots at the ``scored`` cutoffs (evaluated or served here) are gathered."""
+
+    def __init__(
+        self,
+        client: Any,
+        transactions: pd.DataFrame,
+        cutoffs: Iterable[pd.Timestamp],
+        scored: Iterable[pd.Timestamp],
+    ) -> None:
+        self.log: ClusterLog | None = ClusterLog.scatter(client, transactions)
+        self.parts = {t: self.log.snapshot_parts(t) for t in sorted(set(cutoffs) | set(scored))}
+        self.snapshots = {t: self.log.gather(self.parts[t]) for t in sorted(set(scored))}
+
+    def training_frame(
+        self,
+        cutoffs: Sequence[pd.Timestamp],
+        horizon: int,
+        observed_until: pd.Timestamp | None = None,
+    ) -> ClusterRows:
+        if self.log is None:
+            raise RuntimeError("ClusterFrames: the log was freed (keep_only)")
+        return self.log.training_frame(self.parts, cutoffs, horizon, observed_until)
+
+    def keep_only(self, cutoff: pd.Timestamp) -> None:
+        """Free every snapshot but ``cutoff``'s, and the workers' log and snapshots (their
+        references dropped, not cancelled: a training frame built from them lives on)."""
+        for t in [t for t in self.snapshots if t != cutoff]:
+            del self.snapshots[t]
+        self.parts.clear()
+        self.log = None
 
 
 def _workers(client: Any) -> int:

@@ -24,6 +24,7 @@ from features.cutoff import rows_before
 from features.snapshot import build_features
 
 __all__ = [
+    "LocalFrames",
     "Snapshots",
     "backtest_cutoff",
     "build_labels",
@@ -77,22 +78,26 @@ def build_labels(
     customers: pd.Index,
     horizon: int = 90,
     observed_until: pd.Timestamp | None = None,
+    log_end: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
     """Labels for ``customers`` at ``cutoff`` (see module docstring).
 
     Orders are seen up to the end of the log, or strictly before ``observed_until`` when
-    given; an unseen next order is censored at that bound.
+    given; an unseen next order is censored at that bound. ``log_end``: the log's last
+    instant when ``transactions`` is one customer part of it (default: its last row's).
     """
     t = cutoff.to_datetime64().astype("datetime64[ns]")
     ts = transactions["ts"].to_numpy()
     if observed_until is None:  # the whole log, its last row included
-        end = transactions["ts"].max().to_datetime64()
+        end = (transactions["ts"].max() if log_end is None else log_end).to_datetime64()
         seen = ts <= end
     else:  # observed_until is the first instant *not* observed (e.g. the backtest cutoff)
         end = observed_until.to_datetime64()
         seen = ts < end
     fut = transactions[(ts >= t) & seen & (transactions["quantity"].to_numpy() > 0)]
-    first_next = fut.groupby("customer_id")["ts"].min()
+    first_next = fut.groupby("customer_id", observed=True)["ts"].min()
+    # keyed as a snapshot's index is (ids as text), whatever the log's id column holds
+    first_next.index = first_next.index.astype("str")
     nxt = first_next.reindex(customers)
     days = (nxt.to_numpy() - t) / _DAY
     observed = ~np.isnan(days)
@@ -133,11 +138,13 @@ def build_training_frame(
     horizon: int = 90,
     observed_until: pd.Timestamp | None = None,
     snapshots: Snapshots | None = None,
+    log_end: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
     """Features + labels stacked over ``cutoffs`` (a ``cutoff`` column tells them apart).
 
     ``observed_until`` bounds what labels may see (the backtest cutoff when training, so no
-    label reads into the held-out window); it defaults to the end of the log. The features
+    label reads into the held-out window); it defaults to the end of the log (``log_end``
+    when ``transactions`` is one customer part of it, :func:`build_labels`). The features
     come from ``snapshots`` (:func:`build_snapshots`) where it has the cutoff.
     """
     tx = transactions
@@ -148,8 +155,41 @@ def build_training_frame(
         if observed_until is not None and t + pd.Timedelta(days=horizon) > observed_until:
             raise ValueError(f"cutoff {t}: label window ends after {observed_until}")
         feats = snapshot_at(tx, t, snapshots)
-        labels = build_labels(tx, t, feats.index, horizon, observed_until=observed_until)
+        labels = build_labels(tx, t, feats.index, horizon, observed_until, log_end)
         frame = feats.join(labels)
         frame.insert(0, "cutoff", t)
         frames.append(frame.reset_index())
     return pd.concat(frames, ignore_index=True)
+
+
+class LocalFrames:
+    """The snapshots and training frames of a training run in this process: every snapshot
+    it needs built once (:func:`build_snapshots`), each training frame stacked from them
+    (:func:`build_training_frame`); :class:`features.distributed.ClusterFrames` is the same
+    on a Dask cluster."""
+
+    def __init__(
+        self,
+        transactions: pd.DataFrame,
+        cutoffs: Iterable[pd.Timestamp],
+        scored: Iterable[pd.Timestamp] = (),
+    ) -> None:
+        """Snapshots at ``cutoffs`` (stacked in training frames) and ``scored`` (read as
+        they are: evaluation, serving); a snapshot not built is built when first read."""
+        self.transactions = transactions
+        self.snapshots = build_snapshots(transactions, [*cutoffs, *scored])
+
+    def training_frame(
+        self,
+        cutoffs: Sequence[pd.Timestamp],
+        horizon: int,
+        observed_until: pd.Timestamp | None = None,
+    ) -> pd.DataFrame:
+        return build_training_frame(
+            self.transactions, cutoffs, horizon, observed_until, snapshots=self.snapshots
+        )
+
+    def keep_only(self, cutoff: pd.Timestamp) -> None:
+        """Free every snapshot but ``cutoff``'s (no training frame is built after this)."""
+        for t in [t for t in self.snapshots if t != cutoff]:
+            del self.snapshots[t]

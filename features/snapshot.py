@@ -64,6 +64,7 @@ __all__ = [
     "WINDOWS",
     "ID_COLUMNS",
     "READ_COLUMNS",
+    "ShopTotals",
     "build_features",
     "coded_ids",
     "customer_features",
@@ -252,25 +253,69 @@ def customer_features(
     return f
 
 
-def finish_features(f: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
+@dataclass(frozen=True)
+class ShopTotals:
+    """The shop-level sums :func:`finish_features` reduces over every customer's partial
+    features: the population's cycle (the sum of the customers' own mean log-gaps, over the
+    customers with a gap) and the season's order counts. They add up over customer
+    partitions (``+``), so a partitioned build reduces them from each part's own."""
+
+    cycle_sum: float = 0.0
+    cycle_customers: int = 0
+    orders_90d: float = 0.0
+    orders_30d: float = 0.0
+    orders_year_ago: float = 0.0
+    max_tenure_days: float = -np.inf
+
+    @classmethod
+    def of(cls, f: pd.DataFrame) -> ShopTotals:
+        """The totals of one part's partial features (:func:`customer_features`)."""
+        if not len(f):
+            return cls()
+        n_gaps = f["purchase_days"].to_numpy() - 1.0
+        has_gap = n_gaps > 0
+        return cls(
+            float((f["_sum_log_gap"].to_numpy()[has_gap] / n_gaps[has_gap]).sum()),
+            int(has_gap.sum()),
+            float(f["orders_90d"].sum()),
+            float(f["orders_30d"].sum()),
+            float(f["orders_same_season_ly"].sum()),
+            float(f["tenure_days"].max()),
+        )
+
+    def __add__(self, other: ShopTotals) -> ShopTotals:
+        return ShopTotals(
+            self.cycle_sum + other.cycle_sum,
+            self.cycle_customers + other.cycle_customers,
+            self.orders_90d + other.orders_90d,
+            self.orders_30d + other.orders_30d,
+            self.orders_year_ago + other.orders_year_ago,
+            max(self.max_tenure_days, other.max_tenure_days),
+        )
+
+
+def finish_features(
+    f: pd.DataFrame, cutoff: pd.Timestamp, totals: ShopTotals | None = None
+) -> pd.DataFrame:
     """The shop-level reductions over every customer's partial features: the shrunk gap
     (towards the population's typical cycle), recency in cycles, the season; then the
-    columns in :data:`FEATURE_COLUMNS` order (engagement columns after them)."""
-    f = f.sort_index()
+    columns in :data:`FEATURE_COLUMNS` order (engagement columns after them). ``totals``:
+    the whole shop's (:class:`ShopTotals`) when ``f`` is one part of it; default ``f``'s."""
+    f = f.sort_index()  # sums in customer order: any partitioning gives the same frame
+    totals = ShopTotals.of(f) if totals is None else totals
     sum_log = f.pop("_sum_log_gap").to_numpy()
     n_gaps = f["purchase_days"].to_numpy() - 1.0
     # the prior is the typical *customer's* cycle (each customer with a gap counts once),
     # not the typical gap, which frequent buyers dominate
-    has_gap = n_gaps > 0
     pop_mean_log = (
-        float((sum_log[has_gap] / n_gaps[has_gap]).mean())
-        if has_gap.any()
+        totals.cycle_sum / totals.cycle_customers
+        if totals.cycle_customers
         else np.log(DEFAULT_GAP_DAYS)
     )
     k = GAP_PRIOR_WEIGHT
     f["gap_shrunk"] = np.exp((sum_log + k * pop_mean_log) / (n_gaps + k))
     f["recency_ratio"] = f["recency_days"] / f["gap_shrunk"]
-    _add_season(f, cutoff)
+    _add_season(f, cutoff, totals)
     out = f[FEATURE_COLUMNS].astype("float64")
     for col in (c for c in f.columns if c.startswith("eng_")):
         out[col] = f[col]
@@ -518,19 +563,17 @@ def _family_codes(
     return np.where(item_code >= 0, family_code[np.maximum(item_code, 0)], -1)
 
 
-def _add_season(f: pd.DataFrame, cutoff: pd.Timestamp) -> None:
+def _add_season(f: pd.DataFrame, cutoff: pd.Timestamp, shop: ShopTotals) -> None:
     """Shop-level season of the coming 90 days (see module docstring): one value per cutoff,
-    summed from every customer's windowed order counts."""
+    from the shop's windowed order counts."""
     middle = cutoff + pd.Timedelta(days=45)
     angle = 2.0 * np.pi * (middle.dayofyear - 1) / 365.25
     f["season_sin"] = np.sin(angle)
     f["season_cos"] = np.cos(angle)
-    last_90 = float(f["orders_90d"].sum())
-    last_30 = float(f["orders_30d"].sum())
+    last_90, last_30 = shop.orders_90d, shop.orders_30d
     f["shop_trend_30d"] = 3.0 * last_30 / last_90 if last_90 else np.nan
-    year_ago = float(f["orders_same_season_ly"].sum())
-    covered = f["tenure_days"].max() >= 365  # the log reaches a year back
-    f["shop_season_ly"] = year_ago / last_90 if covered and last_90 else np.nan
+    covered = shop.max_tenure_days >= 365  # the log reaches a year back
+    f["shop_season_ly"] = shop.orders_year_ago / last_90 if covered and last_90 else np.nan
 
 
 def _usual_hour(o: _Orders) -> np.ndarray:

@@ -18,7 +18,9 @@ fold early-stops the booster and fits its calibration slope (never the backtest 
 the booster is then refit on every cutoff for ``refit_rounds`` × the early-stopped rounds,
 so the served model has seen the newest behaviour. Every booster is fitted through a
 :class:`BoosterTrainer` — :class:`LocalTrainer` (``lightgbm.train``) unless training passes
-the Dask engine's (:mod:`training.dask_engine`). Prediction runs on one numpy array per
+the Dask engine's (:mod:`training.dask_engine`); a model fits from the frame's columns and
+row-wise functions of it (:mod:`servable.training_rows`), so a frame held by a cluster's
+workers is never gathered. Prediction runs on one numpy array per
 batch. Which snapshot columns a model trains on is the caller's choice (training passes
 :func:`features.snapshot.model_columns`: all-time totals are not model inputs); the model
 stores the list and reads only those columns when it predicts.
@@ -39,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from servable.bgnbd import BGNBD
+from servable.training_rows import Array, TrainingRows, as_rows
 
 __all__ = [
     "BG_FEATURES",
@@ -153,18 +156,19 @@ class BoosterTrainer(Protocol):
     def early_stopped(
         self,
         params: dict[str, Any],
-        train: tuple[np.ndarray, np.ndarray],
+        train: tuple[Array, Array],
         valid: tuple[np.ndarray, np.ndarray],
         names: list[str],
         max_rounds: int,
         patience: int,
     ) -> lgb.Booster:
         """A booster trained on ``train`` until the loss of the objective on ``valid`` has
-        not improved for ``patience`` rounds; its ``best_iteration`` is the best round."""
+        not improved for ``patience`` rounds; its ``best_iteration`` is the best round.
+        ``train`` is numpy, or Dask arrays held by the cluster (the Dask engine's frames)."""
         ...
 
     def rounds(
-        self, params: dict[str, Any], x: np.ndarray, y: np.ndarray, names: list[str], rounds: int
+        self, params: dict[str, Any], x: Array, y: Array, names: list[str], rounds: int
     ) -> lgb.Booster:
         """A booster trained on ``(x, y)`` for exactly ``rounds`` rounds."""
         ...
@@ -214,16 +218,17 @@ class _Classifier:
     @classmethod
     def fit(
         cls,
-        x: np.ndarray,
-        y: np.ndarray,
-        tr: np.ndarray,
-        va: np.ndarray,
+        x: Array,
+        y: Array,
+        tr: Array,
+        va: Array,
         names: list[str],
         params: GBMParams,
         trainer: BoosterTrainer = LOCAL,
     ) -> _Classifier:
         first, final = _train(x, y, tr, va, names, params, "binary", trainer)
-        platt = fit_platt(first.predict(x[va]), y[va], intercept=False)
+        x_va, y_va = _here(x, y, va)
+        platt = fit_platt(first.predict(x_va), y_va, intercept=False)
         return cls(final, platt, first.best_iteration)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -242,37 +247,46 @@ class _Classifier:
         return cls(lgb.Booster(model_str=s["model"]), tuple(s["platt"]), int(s["best_iteration"]))
 
 
+def _here(x: Array, y: Array, rows: Array) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``y`` at ``rows`` as numpy arrays (computed when they are Dask arrays)."""
+    return np.asarray(x[rows]), np.asarray(y[rows])
+
+
 def _train(
-    x: np.ndarray,
-    y: np.ndarray,
-    tr: np.ndarray,
-    va: np.ndarray,
+    x: Array,
+    y: Array,
+    tr: Array,
+    va: Array,
     names: list[str],
     params: GBMParams,
     objective: str,
     trainer: BoosterTrainer = LOCAL,
+    rows: Array | None = None,
 ) -> tuple[lgb.Booster, lgb.Booster]:
     """Early-stop on the validation fold, then refit on every row for the same number of
     rounds scaled by ``params.refit_rounds`` (the newest cutoffs matter most when serving).
+    ``rows``: the rows that take part (default all; each fold is its part of them).
 
     Returns ``(validation_booster, final_booster)``; the first one calibrates.
     """
     lgb_params = params.lgb_params(objective)
+    if rows is not None:
+        tr, va = tr & rows, va & rows
     first = trainer.early_stopped(
-        lgb_params, (x[tr], y[tr]), (x[va], y[va]), names, params.max_rounds, params.early_stopping
+        lgb_params, (x[tr], y[tr]), _here(x, y, va), names, params.max_rounds, params.early_stopping
     )
     rounds = max(1, round(first.best_iteration * params.refit_rounds))
+    x, y = (x, y) if rows is None else (x[rows], y[rows])
     return first, trainer.rounds(lgb_params, x, y, names, rounds)
 
 
-def _split_by_time(frame: pd.DataFrame, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+def _split_by_time(frame: pd.DataFrame | TrainingRows, horizon: int) -> tuple[Array, Array]:
     """Validation fold = the newest cutoff; training fold = cutoffs whose label windows end
     on or before it (purged: an overlapping label window would leak the validation labels
     of the same customers through near-identical rows)."""
-    if "cutoff" not in frame.columns:
-        raise ValueError("need a stacked training frame with a 'cutoff' column")
-    newest = frame["cutoff"].max()
-    cut = frame["cutoff"].to_numpy()
+    rows = as_rows(frame)
+    newest = rows.newest()
+    cut = rows.column("cutoff")
     va = cut == newest.to_datetime64()
     tr = cut + np.timedelta64(horizon, "D") <= newest.to_datetime64()
     if not tr.any():
@@ -312,30 +326,29 @@ class _SnapshotModel:
         x = features[base].to_numpy(dtype=np.float64)
         return np.hstack([x, _bg_frame(self.bgnbd, features, self.horizon)])
 
-    def _prepare(self, frame: pd.DataFrame, columns: list[str], bgnbd: BGNBD | None) -> np.ndarray:
-        self.feature_names = [c for c in columns if c not in BG_FEATURES] + BG_FEATURES
-        self.bgnbd = bgnbd or fit_bgnbd(frame[frame["cutoff"] == frame["cutoff"].max()])
-        # BG/NBD features of older cutoffs come from the same fitted population parameters
-        return self.matrix(frame)
-
     def _fit_classifier(
         self,
-        frame: pd.DataFrame,
+        rows: TrainingRows,
         columns: list[str],
         label: str,
         bgnbd: BGNBD | None,
         trainer: BoosterTrainer,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[Array, Array, Array]:
         """Fit ``self.clf`` on ``label``; returns the matrix and the train/validation masks."""
-        tr, va = _split_by_time(frame, self.horizon)
-        x = self._prepare(frame, list(columns), bgnbd)
-        y = frame[label].to_numpy(float)
+        tr, va = _split_by_time(rows, self.horizon)
+        newest = rows.newest()
+        self.feature_names = [c for c in columns if c not in BG_FEATURES] + BG_FEATURES
+        # BG/NBD is fitted on the newest cutoff; older cutoffs' BG/NBD features come from
+        # the same population parameters
+        self.bgnbd = bgnbd or fit_bgnbd(rows.at(newest))
+        x = rows.rowwise(self.matrix, len(self.feature_names))
+        y = rows.column(label).astype(float)
         self.clf = _Classifier.fit(x, y, tr, va, self.feature_names, self.params, trainer)
         self.info = {
-            "rows": len(frame),
+            "rows": len(rows),
             "train_rows": int(tr.sum()),
             "calibration_rows": int(va.sum()),
-            "calibration_cutoff": str(frame["cutoff"].max().date()),
+            "calibration_cutoff": str(newest.date()),
             "best_iteration": int(self.clf.best_iteration),
         }
         return x, tr, va
@@ -380,7 +393,7 @@ class ChurnModel(_SnapshotModel):
 
     def fit(
         self,
-        frame: pd.DataFrame,
+        frame: pd.DataFrame | TrainingRows,
         columns: list[str],
         bgnbd: BGNBD | None = None,
         trainer: BoosterTrainer = LOCAL,
@@ -388,7 +401,7 @@ class ChurnModel(_SnapshotModel):
         """Fit on a stacked training frame (features + ``churn`` label + ``cutoff``), using
         the feature ``columns`` (e.g. ``features.model_columns(frame)``); ``trainer``: where
         the boosters are fitted."""
-        self._fit_classifier(frame, columns, "churn", bgnbd, trainer)
+        self._fit_classifier(as_rows(frame), list(columns), "churn", bgnbd, trainer)
         return self
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
@@ -412,27 +425,28 @@ class NextPurchaseModel(_SnapshotModel):
 
     def fit(
         self,
-        frame: pd.DataFrame,
+        frame: pd.DataFrame | TrainingRows,
         columns: list[str],
         bgnbd: BGNBD | None = None,
         trainer: BoosterTrainer = LOCAL,
     ) -> NextPurchaseModel:
         """Fit on a stacked frame with ``buy_30d``, ``days_to_next``, ``next_observed``, using
         the feature ``columns``; ``trainer``: where the boosters are fitted."""
-        x, tr, va = self._fit_classifier(frame, columns, "buy_30d", bgnbd, trainer)
+        rows = as_rows(frame)
+        x, tr, va = self._fit_classifier(rows, list(columns), "buy_30d", bgnbd, trainer)
         # regression only on rows whose next order fell inside the horizon (not censored)
-        d = frame["days_to_next"].to_numpy(float)
-        seen = frame["next_observed"].to_numpy(bool) & (d < self.horizon)
-        target = np.log1p(d)
+        d = rows.column("days_to_next").astype(float)
+        seen = rows.column("next_observed").astype(bool) & (d < self.horizon)
         first, self.days = _train(
-            x[seen],
-            target[seen],
-            tr[seen],
-            va[seen],
+            x,
+            np.log1p(d),
+            tr,
+            va,
             self.feature_names,
             self.params,
             "regression_l1",
             trainer,
+            rows=seen,
         )
         self.info.update(regression_rows=int(seen.sum()), best_iteration_days=first.best_iteration)
         return self

@@ -124,7 +124,10 @@ class TestTrainingOnDask:
     def test_the_run_names_its_engine_and_registers_every_model(self, runs, dask_client):
         _, uris, stdout, _, _ = runs
         address = dask_client.scheduler.address
-        assert f"engine: snapshots and boosters on dask: 2 workers at {address}" in stdout
+        assert (
+            f"engine: snapshots, training frames and boosters on dask: 2 workers at {address}"
+            in stdout
+        )
         for engine, uri in uris.items():
             client = MlflowClient(uri)
             for name in ("churn", "next_purchase", "cross_sell"):
@@ -135,9 +138,13 @@ class TestTrainingOnDask:
             )[0]
             assert run.data.params["train.engine"] == engine
 
-    def test_the_snapshots_and_the_boosters_ran_on_the_workers(self, runs):
+    def test_the_snapshots_frames_and_boosters_ran_on_the_workers(self, runs):
         ran = runs[-1]
         assert "customer_features" in ran, sorted(ran)  # every cutoff's snapshot, per part
+        # key names drop the functions' leading underscore
+        assert "finished" in ran, sorted(ran)  # each part's snapshot, with the shop's totals
+        assert "stacked" in ran, sorted(ran)  # each part's training frame (features + labels)
+        assert "block-values" in ran, sorted(ran)  # each part's model matrix (with BG/NBD)
         assert "train_part" in ran, " ".join(sorted(ran))  # lightgbm.dask's per-worker training
 
     def test_registered_models_predict_as_the_local_engines_within_tolerance(self, runs):

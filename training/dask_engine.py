@@ -1,14 +1,15 @@
-"""The Dask engine of ``python -m training --engine dask``: every feature snapshot of the run
-built on a ``dask.distributed`` cluster from one customer-partitioned copy of the log
-(:func:`cluster_snapshots`, :class:`features.distributed.ClusterLog`), and the LightGBM
-boosters fitted through LightGBM's own distributed interface (``lightgbm.dask``,
-data-parallel tree learner).
+"""The boosters of ``python -m training --engine dask``, fitted through LightGBM's own
+distributed interface (``lightgbm.dask``, data-parallel tree learner) on a
+``dask.distributed`` cluster; the run's snapshots and training frames are built there too
+(:class:`features.distributed.ClusterFrames`).
 
 :class:`DaskTrainer` is the :class:`servable.propensity.BoosterTrainer` of the churn and
-next-purchase models: each training matrix is split into one row block per worker and
-persisted there; every worker builds the LightGBM dataset of its own rows and the workers
-merge their histograms over LightGBM's socket network, so no worker holds more than its
-share of a booster's training data. Early stopping keeps the local engine's rule (stop
+next-purchase models. A training matrix held by the workers (a Dask array: the rows of a
+:class:`features.distributed.ClusterRows` frame) stays where it is, one row block per
+customer part; a numpy matrix is split into one row block per worker and persisted there.
+Every worker builds the LightGBM dataset of its own rows and the workers merge their
+histograms over LightGBM's socket network, so no worker holds more than its share of a
+booster's training data, and the driver holds none of it. Early stopping keeps the local engine's rule (stop
 when the objective's loss on the validation fold has not improved for ``patience`` rounds,
 keep the best round): ``lightgbm.dask`` evaluates a validation set on each worker's part
 only, so the booster grows in blocks of ``block`` rounds (each block continues the last
@@ -29,11 +30,8 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
-import pandas as pd
 
-from features.distributed import ClusterLog
-
-__all__ = ["DaskTrainer", "cluster_snapshots"]
+__all__ = ["DaskTrainer"]
 
 #: the loss each objective early-stops on, from raw scores (LightGBM's default metric)
 _LOSSES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
@@ -72,7 +70,7 @@ class DaskTrainer:
     def early_stopped(
         self,
         params: dict[str, Any],
-        train: tuple[np.ndarray, np.ndarray],
+        train: tuple[Any, Any],
         valid: tuple[np.ndarray, np.ndarray],
         names: list[str],
         max_rounds: int,
@@ -95,18 +93,26 @@ class DaskTrainer:
         return booster
 
     def rounds(
-        self, params: dict[str, Any], x: np.ndarray, y: np.ndarray, names: list[str], rounds: int
+        self, params: dict[str, Any], x: Any, y: Any, names: list[str], rounds: int
     ) -> lgb.Booster:
         return self._fit(params, self._persist(x, y), names, rounds)
 
-    def _persist(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
-        """``(x, y)`` as dask arrays of one row block per worker, held by the workers."""
+    def _persist(self, x: Any, y: Any) -> tuple[Any, Any]:
+        """``(x, y)`` as dask arrays of one row block per worker, held by the workers (a
+        Dask array's blocks are re-cut: a customer part's rows may be few or none after a
+        fold's mask, and ``lightgbm.dask`` fails on a worker without rows)."""
         import dask.array as da
 
+        if isinstance(x, da.Array):
+            x, y = self.client.persist([x, y])
+            x, y = x.compute_chunk_sizes(), y.compute_chunk_sizes()
         rows = max(1, -(-len(y) // max(1, len(self.client.nthreads()))))
-        dx = da.from_array(np.ascontiguousarray(x), chunks=(rows, x.shape[1]))
-        dy = da.from_array(np.asarray(y), chunks=rows)
-        return tuple(self.client.persist([dx, dy]))
+        if isinstance(x, da.Array):
+            x, y = x.rechunk((rows, x.shape[1])), y.rechunk(rows)
+        else:
+            x = da.from_array(np.ascontiguousarray(x), chunks=(rows, x.shape[1]))
+            y = da.from_array(np.asarray(y), chunks=rows)
+        return tuple(self.client.persist([x, y]))
 
     def _fit(
         self,
@@ -123,16 +129,3 @@ class DaskTrainer:
         model = kind(client=self.client, n_estimators=rounds, **settings)
         model.fit(*data, feature_name=names, init_model=init)
         return model.booster_
-
-
-def cluster_snapshots(
-    client: Any, transactions: pd.DataFrame, cutoffs: list[pd.Timestamp]
-) -> dict[pd.Timestamp, pd.DataFrame]:
-    """The feature snapshot at each distinct cutoff (as :func:`features.labels.build_snapshots`)
-    built on ``client``'s workers: the log (ids coded) is sent and shuffled by customer once,
-    each snapshot is then one pass over the workers' parts."""
-    log = ClusterLog.scatter(client, transactions)
-    try:
-        return {t: log.features(t) for t in sorted(set(cutoffs))}
-    finally:
-        log.release()

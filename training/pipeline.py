@@ -37,13 +37,7 @@ from core.memory import release_free_memory
 from core.protocols import CROSS_SELL_SKIPPED
 from core.store import open_store
 from features.cutoff import in_time_order, parse_cutoff
-from features.labels import (
-    Snapshots,
-    backtest_cutoff,
-    build_snapshots,
-    build_training_frame,
-    training_cutoffs,
-)
+from features.labels import LocalFrames, backtest_cutoff, training_cutoffs
 from features.loaders import Loaded
 from features.mapping import LogMapping
 from features.serving import DEFAULT_TIMEZONE
@@ -61,6 +55,7 @@ from training.registry import (
 )
 from training.rolling import (
     GATE_METRICS,
+    FeatureFrames,
     RollingResult,
     fit_propensity,
     rolling_backtest,
@@ -232,9 +227,11 @@ def train(cfg: TrainConfig, loaded: Loaded | None = None) -> TrainResult:
 
 @dataclass(frozen=True)
 class _Engine:
-    """Where a run's heavy steps run: every cutoff's feature snapshot and the boosters."""
+    """Where a run's heavy steps run: its snapshots and training frames, built from the log,
+    the cutoffs stacked for training and those scored here (:class:`FeatureFrames`), and
+    the boosters."""
 
-    snapshots: Callable[[pd.DataFrame, list[pd.Timestamp]], dict[pd.Timestamp, pd.DataFrame]]
+    frames: Callable[[pd.DataFrame, list[pd.Timestamp], list[pd.Timestamp]], FeatureFrames]
     trainer: BoosterTrainer
 
 
@@ -242,15 +239,15 @@ class _Engine:
 def _engine(cfg: TrainConfig) -> Iterator[_Engine]:
     """The engine of ``cfg.engine`` (a Dask client stays open for the run)."""
     if cfg.engine == "local":
-        yield _Engine(build_snapshots, LOCAL)
+        yield _Engine(LocalFrames, LOCAL)
         return
-    from features.distributed import connect
-    from training.dask_engine import DaskTrainer, cluster_snapshots
+    from features.distributed import ClusterFrames, connect
+    from training.dask_engine import DaskTrainer
 
     with connect(cfg.scheduler) as client:
         trainer = DaskTrainer(client)
-        _log(f"engine: snapshots and boosters on {trainer.describe()}")
-        yield _Engine(functools.partial(cluster_snapshots, client), trainer)
+        _log(f"engine: snapshots, training frames and boosters on {trainer.describe()}")
+        yield _Engine(functools.partial(ClusterFrames, client), trainer)
 
 
 def _train(cfg: TrainConfig, loaded: Loaded | None, engine: _Engine) -> TrainResult:
@@ -328,21 +325,20 @@ def _fit(
     snapshot reuses."""
     end = tx["ts"].max().normalize() + pd.Timedelta(days=1)  # the refit's labels end here
     final_cutoffs = training_cutoffs(tx, end, **cutoff_kw(cfg))
-    planned = [end, *final_cutoffs]
+    stacked, scored = list(final_cutoffs), [end]
     for o in origins:
-        planned += [o.cutoff, *o.train_cutoffs]
-    snapshots = stages.run(
-        f"features: snapshots at {len(set(planned))} distinct cutoffs",
-        lambda: engine.snapshots(tx, planned),
+        stacked += o.train_cutoffs
+        scored.append(o.cutoff)
+    frames = stages.run(
+        f"features: snapshots at {len(set(stacked) | set(scored))} distinct cutoffs",
+        lambda: engine.frames(tx, stacked, scored),
     )
-    rolling = _backtest(stages, cfg, tx, origins, item_text, snapshots, engine.trainer)
+    rolling = _backtest(stages, cfg, tx, origins, item_text, frames, engine.trainer)
     _log(
         f"\nrolling-origin backtest ({len(origins)} origins, horizon {cfg.horizon} d)\n"
         f"{rolling_markdown(rolling)}\n\nmean over origins\n{backtest_markdown(rolling.table)}\n"
     )
-    return _refit(
-        stages, cfg, tx, rolling, item_text, snapshots, end, final_cutoffs, engine.trainer
-    )
+    return _refit(stages, cfg, tx, rolling, item_text, frames, end, final_cutoffs, engine.trainer)
 
 
 def _plan(tx: pd.DataFrame, newest: pd.Timestamp, cfg: TrainConfig) -> list[Origin]:
@@ -366,7 +362,7 @@ def _backtest(
     tx: pd.DataFrame,
     origins: list[Origin],
     item_text: dict[str, str],
-    snapshots: Snapshots,
+    frames: FeatureFrames,
     trainer: BoosterTrainer,
 ) -> RollingResult:
     """The rolling-origin backtest of every model and baseline (cross-sell skipped, with the
@@ -382,7 +378,7 @@ def _backtest(
         cross_sell=skip is None,
         run=stages.run,
         item_text=item_text,
-        snapshots=snapshots,
+        frames=frames,
         trainer=trainer,
     )
 
@@ -393,7 +389,7 @@ def _refit(
     tx: pd.DataFrame,
     rolling: RollingResult,
     item_text: dict[str, str],
-    snapshots: dict[pd.Timestamp, pd.DataFrame],
+    frames: FeatureFrames,
     end: pd.Timestamp,
     final_cutoffs: list[pd.Timestamp],
     trainer: BoosterTrainer,
@@ -404,10 +400,9 @@ def _refit(
     boosters are fitted."""
     final_frame = stages.run(
         f"refit: training frame ({len(final_cutoffs)} cutoffs)",
-        lambda: build_training_frame(tx, final_cutoffs, cfg.horizon, snapshots=snapshots),
+        lambda: frames.training_frame(final_cutoffs, cfg.horizon),
     )
-    for t in [t for t in snapshots if t != end]:
-        del snapshots[t]  # from here on only the serving snapshot (at the end) is read
+    frames.keep_only(end)  # from here on only the serving snapshot (at the end) is read
     churn, nextp = stages.run(
         "churn + next purchase: refit on the newest cutoffs",
         functools.partial(fit_propensity, final_frame, cfg.horizon, trainer),
@@ -422,7 +417,7 @@ def _refit(
             lambda: fit_final(tx, end, xs.params, item_text),
         )
     )
-    return Fitted(rolling, churn, nextp, recommender, snapshots[end])
+    return Fitted(rolling, churn, nextp, recommender, frames.snapshots[end])
 
 
 def summary_json(result: TrainResult) -> str:

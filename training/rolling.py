@@ -11,22 +11,24 @@ many origins the model lost to each baseline (the gate refuses a model that lose
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import mlflow
 import numpy as np
 import pandas as pd
 
-from features.labels import Snapshots, build_training_frame
+from features.labels import LocalFrames
 from features.snapshot import model_columns
 from servable.propensity import LOCAL, BoosterTrainer, ChurnModel, NextPurchaseModel
+from servable.training_rows import TrainingRows
 from training.backtest import evaluate_propensity, metric_value
 from training.crosssell import VALIDATION_USERS, TunedCrossSell, run_backtest
 from training.protocol import Origin
 
 __all__ = [
+    "FeatureFrames",
     "GATE_BASELINES",
     "GATE_METRICS",
     "GATE_MODELS",
@@ -51,6 +53,28 @@ _KEYS = ["task", "model", "population", "metric"]
 
 T = TypeVar("T")
 Runner = Callable[[str, Callable[[], T]], T]
+
+
+class FeatureFrames(Protocol):
+    """The snapshots and training frames of a training run, from one engine:
+    :class:`features.labels.LocalFrames` (this process) or
+    :class:`features.distributed.ClusterFrames` (a Dask cluster's workers)."""
+
+    #: the snapshots read in this process (evaluation, serving), by cutoff
+    snapshots: dict[pd.Timestamp, pd.DataFrame]
+
+    def training_frame(
+        self,
+        cutoffs: Sequence[pd.Timestamp],
+        horizon: int,
+        observed_until: pd.Timestamp | None = None,
+    ) -> pd.DataFrame | TrainingRows:
+        """As :func:`features.labels.build_training_frame`, from the run's snapshots."""
+        ...
+
+    def keep_only(self, cutoff: pd.Timestamp) -> None:
+        """Free every snapshot but ``cutoff``'s: no training frame is built after this."""
+        ...
 
 
 @dataclass
@@ -100,22 +124,21 @@ def rolling_backtest(
     validation_users: int | None = VALIDATION_USERS,
     run: Runner,
     item_text: Mapping[str, str] | None = None,
-    snapshots: Snapshots | None = None,
+    frames: FeatureFrames | None = None,
     trainer: BoosterTrainer = LOCAL,
 ) -> RollingResult:
     """Fit and score every model at every origin, newest first; ``run(stage, fn)`` times and
     prints each stage (:class:`training.stages.StageLog.run`); ``item_text`` (item id →
-    description) feeds the cross-sell hybrid's content vectors; ``snapshots`` holds the feature
-    snapshots already built (:func:`features.labels.build_snapshots`); ``trainer``: where the
-    boosters are fitted."""
+    description) feeds the cross-sell hybrid's content vectors; ``frames``: the run's
+    snapshots and training frames (default: each built here when first read);
+    ``trainer``: where the boosters are fitted."""
+    frames = LocalFrames(tx, []) if frames is None else frames
     tables, arrays = [], {}
     xs_newest: TunedCrossSell | None = None
     for o in origins:
         frame = run(
             f"origin {o.label}: training frame ({len(o.train_cutoffs)} cutoffs, {o.protocol})",
-            lambda o=o: build_training_frame(
-                tx, o.train_cutoffs, o.horizon, observed_until=o.cutoff, snapshots=snapshots
-            ),
+            lambda o=o: frames.training_frame(o.train_cutoffs, o.horizon, observed_until=o.cutoff),
         )
         churn, nextp = run(
             f"origin {o.label}: fit churn + next purchase",
@@ -125,7 +148,7 @@ def rolling_backtest(
         table, arr = run(
             f"origin {o.label}: score vs baselines",
             lambda churn=churn, nextp=nextp, o=o: evaluate_propensity(
-                churn, nextp, tx, o.cutoff, o.horizon, snapshots
+                churn, nextp, tx, o.cutoff, o.horizon, frames.snapshots
             ),
         )
         parts = [table]
@@ -152,10 +175,11 @@ def rolling_backtest(
 
 
 def fit_propensity(
-    frame: pd.DataFrame, horizon: int, trainer: BoosterTrainer = LOCAL
+    frame: pd.DataFrame | TrainingRows, horizon: int, trainer: BoosterTrainer = LOCAL
 ) -> tuple[ChurnModel, NextPurchaseModel]:
-    """The churn and next-purchase recipes on a stacked training frame (the next-purchase
-    model reuses the churn model's BG/NBD fit), boosters fitted by ``trainer``."""
+    """The churn and next-purchase recipes on a stacked training frame, here or on a
+    cluster (the next-purchase model reuses the churn model's BG/NBD fit), boosters fitted
+    by ``trainer``."""
     cols = model_columns(frame)
     churn = ChurnModel(horizon=horizon).fit(frame, cols, trainer=trainer)
     nextp = NextPurchaseModel(horizon=horizon).fit(frame, cols, churn.bgnbd, trainer)
