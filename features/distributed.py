@@ -13,13 +13,20 @@ either of two sources:
   dask``, whose labels and cross-sell read the loaded log too), sent to the workers once
   with its ids as integer codes, so the snapshots at every cutoff of a run share one shuffle.
 
-:meth:`ClusterLog.features` builds the snapshot at a cutoff: the items' median prices (a
-shop-level aggregate that does not add up over partitions) are reduced on the cluster and
-gathered (one number per item, as :func:`~features.snapshot.item_median_prices` computes
-them locally); each part's features are built by the worker holding it with
-:func:`~features.snapshot.customer_features` — the local engine's own code; the
-per-customer frames (one row per customer, small next to the log) are gathered and
-:func:`~features.snapshot.finish_features` reduces the population cycle and the season.
+:meth:`ClusterLog.snapshot_parts` builds the snapshot at a cutoff and leaves it on the
+workers: the items' median prices (a shop-level aggregate that does not add up over
+partitions) are reduced on the cluster and gathered (one number per item, as
+:func:`~features.snapshot.item_median_prices` computes them locally); each part's features
+are built by the worker holding it with :func:`~features.snapshot.customer_features` — the
+local engine's own code — and finished there by :func:`~features.snapshot.finish_features`
+with the shop's :class:`~features.snapshot.ShopTotals` (the population cycle and the
+season's counts, summed from the parts' own). :meth:`ClusterLog.features` gathers it.
+
+:class:`ClusterFrames` is a training run's snapshots and training frames on the cluster (as
+:class:`features.labels.LocalFrames` in the process): each training frame is stacked part
+by part from the snapshots and the labels of the part's own rows and stays there
+(:class:`ClusterRows`, what a model fits from without gathering it); only the snapshots the
+run scores come back.
 
 Sums over a customer's rows differ from the one-piece build only where equal timestamps
 are summed in another order (relative ≤ 1e-12, ``tests/test_distributed.py``). Dask is an
@@ -289,9 +296,10 @@ class ClusterLog:
         return prices.sort_index().rename("unit_price")
 
 
-#: an empty snapshot part (a snapshot's columns, no customer)
+#: an empty snapshot part: a snapshot's columns and index (ids as text, as
+#: :func:`~features.snapshot.customer_features` gives them), no customer
 _EMPTY = pd.DataFrame(
-    columns=FEATURE_COLUMNS, dtype="float64", index=pd.Index([], name="customer_id")
+    columns=FEATURE_COLUMNS, dtype="float64", index=pd.Index([], name="customer_id", dtype="str")
 )
 
 
@@ -314,10 +322,8 @@ def _stacked(
     )
 
 
-def _block(
-    part: pd.DataFrame, fn: Callable[[pd.DataFrame], np.ndarray], names: list[str]
-) -> pd.DataFrame:
-    return pd.DataFrame(fn(part), columns=names, index=part.index)
+def _values(part: pd.DataFrame, name: str) -> np.ndarray:
+    return part[name].to_numpy()
 
 
 @dataclass
@@ -346,14 +352,24 @@ class ClusterRows:
         return self.client.compute(self.frame[self.frame["cutoff"] == cutoff]).result()
 
     def column(self, name: str) -> Any:
-        return self.frame[name].to_dask_array(lengths=self.lengths)
+        return self._array(functools.partial(_values, name=name), (), self.frame.dtypes[name])
 
     def rowwise(self, fn: Callable[[pd.DataFrame], np.ndarray], width: int) -> Any:
-        """``fn`` on every part by the worker holding it; the matrix is persisted there."""
-        names = [f"x{i}" for i in range(width)]
-        meta = pd.DataFrame(columns=names, dtype="float64")
-        blocks = self.frame.map_partitions(_block, fn, names, meta=meta)
-        return self.client.persist(blocks.to_dask_array(lengths=self.lengths))
+        return self._array(fn, (width,), np.dtype("float64"))
+
+    def _array(self, fn: Callable[[pd.DataFrame], np.ndarray], shape: tuple, dtype: Any) -> Any:
+        """``fn`` over the parts, each by the worker holding it, as one dask array (a block
+        per part, in order) persisted there: a model reads a column in several computations
+        (folds, masks, counts), and an array recomputed in each would be sent under one key
+        with other tasks (dask/dask#9888)."""
+        import dask
+        import dask.array as da
+
+        blocks = [
+            da.from_delayed(dask.delayed(fn)(part), (n, *shape), dtype=dtype)
+            for part, n in zip(self.frame.to_delayed(), self.lengths, strict=True)
+        ]
+        return self.client.persist(da.concatenate(blocks))
 
 
 class ClusterFrames:

@@ -226,8 +226,7 @@ class _Classifier:
         params: GBMParams,
         trainer: BoosterTrainer = LOCAL,
     ) -> _Classifier:
-        first, final = _train(x, y, tr, va, names, params, "binary", trainer)
-        x_va, y_va = _here(x, y, va)
+        first, final, (x_va, y_va) = _train(x, y, tr, va, names, params, "binary", trainer)
         platt = fit_platt(first.predict(x_va), y_va, intercept=False)
         return cls(final, platt, first.best_iteration)
 
@@ -247,11 +246,6 @@ class _Classifier:
         return cls(lgb.Booster(model_str=s["model"]), tuple(s["platt"]), int(s["best_iteration"]))
 
 
-def _here(x: Array, y: Array, rows: Array) -> tuple[np.ndarray, np.ndarray]:
-    """``x`` and ``y`` at ``rows`` as numpy arrays (computed when they are Dask arrays)."""
-    return np.asarray(x[rows]), np.asarray(y[rows])
-
-
 def _train(
     x: Array,
     y: Array,
@@ -262,22 +256,24 @@ def _train(
     objective: str,
     trainer: BoosterTrainer = LOCAL,
     rows: Array | None = None,
-) -> tuple[lgb.Booster, lgb.Booster]:
+) -> tuple[lgb.Booster, lgb.Booster, tuple[np.ndarray, np.ndarray]]:
     """Early-stop on the validation fold, then refit on every row for the same number of
     rounds scaled by ``params.refit_rounds`` (the newest cutoffs matter most when serving).
     ``rows``: the rows that take part (default all; each fold is its part of them).
 
-    Returns ``(validation_booster, final_booster)``; the first one calibrates.
+    Returns ``(validation_booster, final_booster, validation_fold)``; the first booster
+    calibrates on the fold (numpy arrays ``(x, y)``).
     """
     lgb_params = params.lgb_params(objective)
     if rows is not None:
         tr, va = tr & rows, va & rows
+    valid = np.asarray(x[va]), np.asarray(y[va])  # computed here if they are Dask arrays
     first = trainer.early_stopped(
-        lgb_params, (x[tr], y[tr]), _here(x, y, va), names, params.max_rounds, params.early_stopping
+        lgb_params, (x[tr], y[tr]), valid, names, params.max_rounds, params.early_stopping
     )
     rounds = max(1, round(first.best_iteration * params.refit_rounds))
     x, y = (x, y) if rows is None else (x[rows], y[rows])
-    return first, trainer.rounds(lgb_params, x, y, names, rounds)
+    return first, trainer.rounds(lgb_params, x, y, names, rounds), valid
 
 
 def _split_by_time(frame: pd.DataFrame | TrainingRows, horizon: int) -> tuple[Array, Array]:
@@ -437,7 +433,7 @@ class NextPurchaseModel(_SnapshotModel):
         # regression only on rows whose next order fell inside the horizon (not censored)
         d = rows.column("days_to_next").astype(float)
         seen = rows.column("next_observed").astype(bool) & (d < self.horizon)
-        first, self.days = _train(
+        first, self.days, _ = _train(
             x,
             np.log1p(d),
             tr,

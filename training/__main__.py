@@ -79,9 +79,9 @@ def parser() -> argparse.ArgumentParser:
         "--engine",
         choices=ENGINES,
         default="local",
-        help="where the feature snapshots are built and the LightGBM boosters fitted: local "
-        "(this process, the default) or dask (a Dask cluster, boosters through lightgbm.dask; "
-        "needs the dask extra)",
+        help="where the feature snapshots and training frames are built and the LightGBM "
+        "boosters fitted: local (this process, the default) or dask (a Dask cluster, boosters "
+        "through lightgbm.dask; needs the dask extra)",
     )
     p.add_argument(
         "--scheduler",

@@ -108,9 +108,9 @@ class TrainConfig:
     identities: str | None = None
     # ``data`` read through a column mapping (features.mapping); None: a known format
     mapping: LogMapping | None = None
-    # where the feature snapshots are built and the boosters fitted: "local" (this process)
-    # or "dask" (training.dask_engine, on the cluster at ``scheduler``: an address, or
-    # "local" for a LocalCluster started for the run)
+    # where the snapshots and training frames are built and the boosters fitted: "local"
+    # (this process) or "dask" (features.distributed.ClusterFrames, training.dask_engine, on
+    # the cluster at ``scheduler``: an address, or "local" for a LocalCluster for the run)
     engine: str = "local"
     scheduler: str = "local"
 
