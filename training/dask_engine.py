@@ -4,12 +4,12 @@ distributed interface (``lightgbm.dask``, data-parallel tree learner) on a
 (:class:`features.distributed.ClusterFrames`).
 
 :class:`DaskTrainer` is the :class:`servable.propensity.BoosterTrainer` of the churn and
-next-purchase models. A training matrix held by the workers (a Dask array: the rows of a
-:class:`features.distributed.ClusterRows` frame) stays where it is, one row block per
-customer part; a numpy matrix is split into one row block per worker and persisted there.
-Every worker builds the LightGBM dataset of its own rows and the workers merge their
-histograms over LightGBM's socket network, so no worker holds more than its share of a
-booster's training data, and the driver holds none of it. Early stopping keeps the local engine's rule (stop
+next-purchase models. A training matrix the workers hold (a Dask array: the rows of a
+:class:`features.distributed.ClusterRows` frame) is re-cut there into one row block per
+worker; a numpy matrix is split the same way and sent. Every worker builds the LightGBM
+dataset of its own rows and the workers merge their histograms over LightGBM's socket
+network, so no worker holds more than its share of a booster's training data, and the
+driver none of a frame the workers hold. Early stopping keeps the local engine's rule (stop
 when the objective's loss on the validation fold has not improved for ``patience`` rounds,
 keep the best round): ``lightgbm.dask`` evaluates a validation set on each worker's part
 only, so the booster grows in blocks of ``block`` rounds (each block continues the last
