@@ -40,7 +40,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -144,10 +144,6 @@ class ClusterLog:
     client: Any  # a distributed.Client (dask is optional: not imported at module level)
     parts: Any  # a persisted dask DataFrame
     customer_ids: pd.Index | None = None
-    last_ts: pd.Timestamp = field(init=False)  # the log's last instant (labels' bound)
-
-    def __post_init__(self) -> None:
-        self.last_ts = self.client.compute(self.parts["ts"].max()).result()
 
     @classmethod
     def read(
@@ -265,7 +261,7 @@ class ClusterLog:
             cutoffs=cutoffs,
             horizon=horizon,
             observed_until=observed_until,
-            log_end=self.last_ts,
+            log_end=self.client.compute(self.parts["ts"].max()).result(),  # labels' bound
         )
         parts = [
             dask.delayed(stack)(log, list(snaps))
@@ -386,9 +382,10 @@ class ClusterFrames:
         cutoffs: Iterable[pd.Timestamp],
         scored: Iterable[pd.Timestamp],
     ) -> None:
+        scored = sorted(set(scored))
         self.log: ClusterLog | None = ClusterLog.scatter(client, transactions)
-        self.parts = {t: self.log.snapshot_parts(t) for t in sorted(set(cutoffs) | set(scored))}
-        self.snapshots = {t: self.log.gather(self.parts[t]) for t in sorted(set(scored))}
+        self.parts = {t: self.log.snapshot_parts(t) for t in sorted({*cutoffs, *scored})}
+        self.snapshots = {t: self.log.gather(self.parts[t]) for t in scored}
 
     def training_frame(
         self,
